@@ -1,0 +1,153 @@
+"""Source spans and diagnostics.
+
+Every user-facing problem is a :class:`Diagnostic` with a :class:`Span`. The CLI renders it as::
+
+    policy.yaml:12:7: error[E012]: invalid selector: expected a label or '('
+      selector: role == "db" &&
+                              ^
+
+Library code never prints and never raises for user errors: it adds diagnostics to a
+:class:`DiagnosticSink` and carries on, so that all problems of a run are reported together.
+Exceptions stay for bugs and broken environments.
+
+>>> sink = DiagnosticSink()
+>>> sources = SourceRegistry()
+>>> sources.add("p.yaml", "a: 1\\nselector: x ==\\n")
+>>> sink.error("E100", "invalid selector: expected a string", Span("p.yaml", 2, 14))
+>>> print(render_all(sink.diagnostics, sources))
+p.yaml:2:14: error[E100]: invalid selector: expected a string
+  selector: x ==
+               ^
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from enum import Enum
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Span:
+    """A place in a source file. Lines and columns are 1-based; ``end_col`` is exclusive."""
+
+    file: str
+    line: int
+    col: int
+    end_line: int = 0
+    end_col: int = 0
+
+    def at_offset(self, offset: int) -> Span:
+        """The span ``offset`` characters to the right on the same line (for a token inside a scalar)."""
+        return Span(self.file, self.line, self.col + offset)
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.col}"
+
+
+NO_SPAN = Span("<unknown>", 0, 0)
+
+
+class Level(str, Enum):
+    ERROR = "error"
+    WARNING = "warning"
+    NOTE = "note"
+
+
+@dataclass(frozen=True, slots=True)
+class Diagnostic:
+    code: str
+    level: Level
+    message: str
+    span: Span
+    notes: tuple[str, ...] = ()
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "file": self.span.file,
+            "line": self.span.line,
+            "col": self.span.col,
+            "level": self.level.value,
+            "code": self.code,
+            "message": self.message,
+            "notes": list(self.notes),
+        }
+
+
+@dataclass(slots=True)
+class DiagnosticSink:
+    """Collects diagnostics; stages add to it and keep going."""
+
+    diagnostics: list[Diagnostic] = field(default_factory=list)
+
+    def add(self, diag: Diagnostic) -> None:
+        self.diagnostics.append(diag)
+
+    def error(self, code: str, message: str, span: Span, *notes: str) -> None:
+        self.add(Diagnostic(code, Level.ERROR, message, span, tuple(notes)))
+
+    def warning(self, code: str, message: str, span: Span, *notes: str) -> None:
+        self.add(Diagnostic(code, Level.WARNING, message, span, tuple(notes)))
+
+    @property
+    def has_errors(self) -> bool:
+        return any(d.level is Level.ERROR for d in self.diagnostics)
+
+    @property
+    def errors(self) -> list[Diagnostic]:
+        return [d for d in self.diagnostics if d.level is Level.ERROR]
+
+    @property
+    def warnings(self) -> list[Diagnostic]:
+        return [d for d in self.diagnostics if d.level is Level.WARNING]
+
+    def sorted(self) -> list[Diagnostic]:
+        """Stable, readable order: by file, line, column, then code."""
+        seen: set[Diagnostic] = set()
+        out = []
+        for d in sorted(self.diagnostics, key=lambda d: (d.span, d.code, d.message)):
+            if d not in seen:
+                seen.add(d)
+                out.append(d)
+        return out
+
+
+class SourceRegistry:
+    """The text of every file read, so diagnostics can quote the offending line."""
+
+    def __init__(self) -> None:
+        self._lines: dict[str, list[str]] = {}
+
+    def add(self, name: str, text: str) -> None:
+        self._lines[name] = text.splitlines()
+
+    def line(self, name: str, lineno: int) -> str | None:
+        lines = self._lines.get(name)
+        if lines is None or not 1 <= lineno <= len(lines):
+            return None
+        return lines[lineno - 1]
+
+
+def _printable(text: str) -> str:
+    """Never echo control characters from user input to a terminal."""
+    return "".join(ch if ch == "\t" or ch.isprintable() else "?" for ch in text)
+
+
+def render(diag: Diagnostic, sources: SourceRegistry | None = None) -> str:
+    head = f"{diag.span}: {diag.level.value}[{diag.code}]: {_printable(diag.message)}"
+    if diag.span.line <= 0:
+        head = f"{diag.span.file}: {diag.level.value}[{diag.code}]: {_printable(diag.message)}"
+    out = [head]
+    src = sources.line(diag.span.file, diag.span.line) if sources else None
+    if src is not None:
+        shown = _printable(src)
+        # Keep tabs so the caret lines up with the terminal's rendering of the line.
+        pad = "".join("\t" if ch == "\t" else " " for ch in shown[: max(diag.span.col - 1, 0)])
+        out.append(f"  {shown}")
+        out.append(f"  {pad}^")
+    out.extend(f"  = note: {_printable(n)}" for n in diag.notes)
+    return "\n".join(out)
+
+
+def render_all(diags: Iterable[Diagnostic], sources: SourceRegistry | None = None) -> str:
+    return "\n".join(render(d, sources) for d in diags)

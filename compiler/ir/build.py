@@ -1,0 +1,324 @@
+"""Frontend resources -> IR. The only bridge from ``frontend.model`` to ``ir.nodes``.
+
+What happens here (SEMANTICS.md):
+
+* built-in tiers (``kube-admin`` 1000 Pass, ``default`` 1,000,000 Deny, ``kube-baseline``
+  10,000,000 Pass) exist even when not written;
+* policy selectors get the §Label rewrites (namespace term, ``pcns.``/``pcsa.`` prefixes,
+  ``all()`` replacement) and rules' EntityRules become :class:`Side` objects with selector sets;
+* effective labels: own labels over profiles' ``labelsToApply`` (own wins; first profile wins);
+* for each endpoint, hook and direction: the tiers that take part, ordered by (order, missing =
+  +inf, name), each with its applicable non-staged policies ordered by (order, missing = +inf,
+  ``name/namespace/kind``). Which policies apply is computed through a label index, one query
+  per distinct selector, never selector × endpoint.
+
+No pass runs here: sets come out unresolved (``members is None``) and families unsplit.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+
+from compiler.frontend import model
+from compiler.frontend.selector import LabelIndex, canon, make_unique_id, parse, unique_id
+from compiler.frontend.selector import rewrite
+from compiler.ir import nodes as ir
+
+BUILTIN_TIERS = (
+    ir.Tier("kube-admin", 1000.0, ir.PASS),
+    ir.Tier("default", 1_000_000.0, ir.DENY),
+    ir.Tier("kube-baseline", 10_000_000.0, ir.PASS),
+)
+NAMESPACED_KINDS = frozenset(
+    {"NetworkPolicy", "KubernetesNetworkPolicy", "StagedNetworkPolicy", "StagedKubernetesNetworkPolicy"}
+)
+
+
+def effective_labels(
+    own: Iterable[tuple[str, str]], profiles: Iterable[str], by_name: Mapping[str, model.Profile]
+) -> tuple[tuple[str, str], ...]:
+    """Own labels overlaid on the profiles' labelsToApply: own wins, then the first profile."""
+    out: dict[str, str] = {}
+    for name in reversed(tuple(profiles)):
+        prof = by_name.get(name)
+        if prof is not None:
+            out.update(prof.labels_to_apply)
+    out.update(own)
+    return tuple(sorted(out.items()))
+
+
+def _order_key(order: float | None) -> float:
+    return math.inf if order is None else order
+
+
+class _SetTable:
+    """Collects the AddrSets rules refer to, one per id."""
+
+    def __init__(self) -> None:
+        self.sets: dict[str, ir.AddrSet] = {}
+
+    def selector_set(self, selector: str, origin: model.Span) -> str:
+        sel = parse(selector)
+        sid = unique_id(sel)
+        if sid not in self.sets:
+            self.sets[sid] = ir.AddrSet(id=sid, selector=canon(sel), origin=origin)
+        return sid
+
+    def named_port_set(
+        self, selector: str | None, protocol: int | None, name: str, origin: model.Span
+    ) -> str:
+        sel = parse(selector or "all()")
+        proto = model.PROTOCOL_NAMES.get(protocol, str(protocol)) if protocol is not None else ""
+        sid = make_unique_id("n", f"{unique_id(sel)},{proto},{name}")
+        if sid not in self.sets:
+            self.sets[sid] = ir.AddrSet(
+                id=sid,
+                selector=canon(sel),
+                port_name=name,
+                port_protocol=protocol,
+                origin=origin,
+            )
+        return sid
+
+
+def _ports(
+    specs: tuple[model.PortSpec, ...],
+    positive_selector: str | None,
+    protocol: int | None,
+    sets: _SetTable,
+) -> ir.PortMatch | None:
+    if not specs:
+        return None
+    ranges = tuple(sorted({(p.min, p.max) for p in specs if p.name is None}))
+    named = tuple(
+        sorted(
+            {
+                sets.named_port_set(positive_selector, protocol, p.name, p.span)
+                for p in specs
+                if p.name is not None
+            }
+        )
+    )
+    return ir.PortMatch(ranges, named)
+
+
+def _side(
+    entity: model.EntityRule, policy_ns: str | None, protocol: int | None, sets: _SetTable
+) -> ir.Side:
+    positive = rewrite.entity_rule_selector(
+        policy_namespace=policy_ns,
+        selector=entity.selector,
+        not_selector_present=entity.not_selector is not None,
+        namespace_selector=entity.namespace_selector,
+        sa_names=entity.sa_names,
+        sa_selector=entity.sa_selector,
+    )
+    pos_sets = (sets.selector_set(positive, entity.span),) if positive is not None else ()
+    neg_sets = (
+        (sets.selector_set(entity.not_selector, entity.span),)
+        if entity.not_selector is not None
+        else ()
+    )
+    return ir.Side(
+        nets=tuple(entity.nets) if entity.nets else None,
+        not_nets=tuple(entity.not_nets),
+        sets=pos_sets,
+        not_sets=neg_sets,
+        ports=_ports(entity.ports, positive, protocol, sets),
+        not_ports=_ports(entity.not_ports, positive, protocol, sets),
+    )
+
+
+_ACTIONS = {"Allow": ir.ALLOW, "Deny": ir.DENY, "Pass": ir.PASS, "Log": ir.LOG}
+
+
+def _rules(
+    rules: tuple[model.Rule, ...], policy_ns: str | None, sets: _SetTable
+) -> tuple[ir.Rule, ...]:
+    out = []
+    for index, r in enumerate(rules):
+        match = ir.Match(
+            ip_version=r.ip_version,
+            protocol=r.protocol,
+            not_protocol=r.not_protocol,
+            icmp_type=r.icmp.type if r.icmp else None,
+            icmp_code=r.icmp.code if r.icmp else None,
+            not_icmp_type=r.not_icmp.type if r.not_icmp else None,
+            not_icmp_code=r.not_icmp.code if r.not_icmp else None,
+            src=_side(r.source, policy_ns, r.protocol, sets),
+            dst=_side(r.destination, policy_ns, r.protocol, sets),
+        )
+        out.append(ir.Rule(_ACTIONS[r.action], match, index, r.span, r.has_http))
+    return tuple(out)
+
+
+def _policy_selector(p: model.Policy) -> str:
+    if p.kind in NAMESPACED_KINDS:
+        assert p.namespace is not None
+        return rewrite.np_policy_selector(p.selector, p.namespace, p.service_account_selector)
+    return rewrite.gnp_policy_selector(
+        p.selector, p.namespace_selector, p.service_account_selector
+    )
+
+
+def _policy(p: model.Policy, sets: _SetTable) -> ir.Policy:
+    ns = p.namespace if p.kind in NAMESPACED_KINDS else None
+    types = tuple(t.lower() for t in p.types) or ir.DIRECTIONS
+    return ir.Policy(
+        id=p.id,
+        name=p.name,
+        namespace=p.namespace,
+        kind=p.kind,
+        tier=p.tier,
+        order=p.order,
+        selector=_policy_selector(p),
+        types=types,
+        ingress=_rules(p.ingress, ns, sets),
+        egress=_rules(p.egress, ns, sets),
+        do_not_track=p.do_not_track,
+        pre_dnat=p.pre_dnat,
+        # Felix forces applyOnForward off for namespaced policy.
+        apply_on_forward=p.apply_on_forward and ns is None,
+        staged=p.staged,
+        staged_action=p.staged_action,
+        origin=p.span,
+    )
+
+
+def _hook_filter(hook: str, is_host: bool):  # noqa: ANN202 - small local predicate factory
+    if hook == ir.NORMAL:
+        return lambda p: not p.pre_dnat and not p.do_not_track
+    if not is_host:
+        return None
+    if hook == ir.FORWARD:
+        return lambda p: p.apply_on_forward and not p.pre_dnat and not p.do_not_track
+    if hook == ir.PRE_DNAT:
+        return lambda p: p.pre_dnat
+    return lambda p: p.do_not_track
+
+
+def _plans(
+    endpoint_id: str,
+    is_host: bool,
+    applying: Mapping[str, frozenset[str]],
+    policies_by_tier: Mapping[str, list[ir.Policy]],
+    tiers: list[ir.Tier],
+) -> tuple[tuple[tuple[str, str], tuple[ir.TierPlan, ...]], ...]:
+    out = []
+    for hook in ir.HOOKS:
+        keep = _hook_filter(hook, is_host)
+        if keep is None:
+            continue
+        for direction in ir.DIRECTIONS:
+            if hook == ir.PRE_DNAT and direction == ir.EGRESS:
+                continue
+            plan = []
+            for tier in tiers:
+                ids = tuple(
+                    p.id
+                    for p in policies_by_tier.get(tier.name, ())
+                    if direction in p.types
+                    and keep(p)
+                    and endpoint_id in applying[p.selector]
+                )
+                if ids:
+                    plan.append(ir.TierPlan(tier.name, tier.default_action, ids))
+            if plan:
+                out.append(((hook, direction), tuple(plan)))
+    return tuple(out)
+
+
+def _host_nets(ips: Iterable[ir.IPAddr]) -> tuple[ir.IPNet, ...]:
+    import ipaddress
+
+    return tuple(ipaddress.ip_network(ip) for ip in ips)
+
+
+def build(resources: model.ResourceSet, node: str | None = None) -> ir.Program:
+    """Build the IR for ``node`` (None: the whole cluster; every endpoint is kept either way,
+    because remote endpoints are peers in rule sets)."""
+    profiles_by_name = {p.name: p for p in resources.profiles}
+    sets = _SetTable()
+
+    tiers = {t.name: t for t in BUILTIN_TIERS}
+    for t in resources.tiers:
+        default = ir.PASS if t.default_action == "Pass" else ir.DENY
+        builtin = tiers.get(t.name)
+        order = t.order if builtin is None or t.order is not None else builtin.order
+        tiers[t.name] = ir.Tier(t.name, order, default, t.span)
+    tier_list = sorted(tiers.values(), key=lambda t: (t.order is None, _order_key(t.order), t.name))
+
+    policies = [_policy(p, sets) for p in resources.policies]
+    by_tier: dict[str, list[ir.Policy]] = defaultdict(list)
+    for p in policies:
+        if not p.staged:
+            by_tier[p.tier].append(p)
+    for plist in by_tier.values():
+        plist.sort(key=lambda p: (_order_key(p.order), f"{p.name}/{p.namespace or ''}/{p.kind}"))
+
+    ir_profiles = [
+        ir.Profile(
+            prof.name, _rules(prof.ingress, None, sets), _rules(prof.egress, None, sets), prof.span
+        )
+        for prof in resources.profiles
+    ]
+
+    labelled = {
+        e.id: effective_labels(e.labels, e.profiles, profiles_by_name) for e in resources.endpoints
+    }
+    index = LabelIndex({eid: dict(labels) for eid, labels in labelled.items()})
+    applying = {p.selector: index.select(parse(p.selector)) for p in policies}
+
+    endpoints = []
+    selectables = []
+    for e in resources.endpoints:
+        endpoints.append(
+            ir.Endpoint(
+                id=e.id,
+                kind=e.kind,
+                name=e.name,
+                namespace=e.namespace,
+                node=e.node,
+                interface=e.interface,
+                ips=tuple(e.ips),
+                labels=labelled[e.id],
+                profiles=tuple(e.profiles),
+                ports=tuple(e.ports),
+                plans=_plans(e.id, e.is_host, applying, by_tier, tier_list),
+                origin=e.span,
+            )
+        )
+        selectables.append(
+            ir.Selectable(e.id, e.kind, labelled[e.id], _host_nets(e.ips), tuple(e.ports))
+        )
+    for ns in resources.network_sets:
+        kind = "GlobalNetworkSet" if ns.namespace is None else "NetworkSet"
+        labels = effective_labels(ns.labels, ns.profiles, profiles_by_name)
+        selectables.append(ir.Selectable(ns.id, kind, labels, tuple(ns.nets)))
+
+    host_ips: dict[str, list[ir.IPAddr]] = defaultdict(list)
+    for n in resources.nodes:
+        for iface in (n.ipv4, n.ipv6):
+            if iface is not None:
+                host_ips[n.name].append(iface.ip)
+    for e in resources.endpoints:
+        if e.is_host:
+            host_ips[e.node].extend(e.ips)
+
+    felix = resources.felix
+    if node is not None:
+        felix = dict(resources.felix_per_node).get(node, felix)
+
+    return ir.make_program(
+        node=node,
+        tiers=tuple(tier_list),
+        policies=tuple(policies),
+        profiles=tuple(ir_profiles),
+        sets=tuple(sets.sets.values()),
+        endpoints=tuple(endpoints),
+        selectables=tuple(selectables),
+        felix=felix,
+        host_ips={k: tuple(sorted(set(v), key=lambda a: (a.version, a))) for k, v in host_ips.items()},
+    )
