@@ -212,6 +212,9 @@ class Endpoint:
     ports: tuple[NamedPort, ...] = ()
     pod: str | None = None  # the pod name for workloads
     service_account: str | None = None
+    # WorkloadEndpoint extras (added by the frontend; empty for pods and host endpoints).
+    allow_spoofed_source_prefixes: tuple[IPNet, ...] = ()
+    ip_nats: tuple[tuple[IPAddr, IPAddr], ...] = ()  # (internal, external)
     span: Span = NO_SPAN
 
     @property
@@ -278,6 +281,19 @@ class FelixConfig:
     mark_mask: int = 0xFFFF0000
     max_ipset_size: int = 1048576
     chain_insert_mode: str = "insert"
+    # Added by the frontend. The nftables variants are None when not set: then the iptables
+    # value (deny_action / mark_mask) applies to the nftables target too.
+    nft_deny_action: str | None = None
+    nft_mark_mask: int | None = None
+    allow_vxlan_from_workloads: bool = False
+    allow_ipip_from_workloads: bool = False
+    nat_outgoing_address: str | None = None
+    route_source: str = "CalicoIPAM"
+    device_route_protocol: int = 3
+    bpf_enabled: bool = False
+    bpf_map_size_ipsets: int = 1048576
+    iptables_backend: str = "Auto"
+    nftables_mode: str = "Auto"
     span: Span = NO_SPAN
 
 
@@ -306,6 +322,7 @@ class IPPool:
     node_selector: str = "all()"
     allowed_uses: tuple[str, ...] = ("Workload", "Tunnel")
     assignment_mode: str = "Automatic"
+    namespace_selector: str = ""  # added by the frontend; "" = not set
     span: Span = NO_SPAN
 
 
@@ -337,6 +354,13 @@ class BGPConfiguration:
     prefix_advertisements: tuple[PrefixAdvertisement, ...] = ()
     node_mesh_password: str | None = None  # secret reference rendered as "<name>/<key>"
     node_mesh_max_restart_time: str | None = None
+    # Added by the frontend (None = not set, the consumer applies SEMANTICS.md's default).
+    service_loadbalancer_aggregation: str | None = None
+    program_cluster_routes: str | None = None
+    ipv4_normal_route_priority: int | None = None
+    ipv6_normal_route_priority: int | None = None
+    local_workload_peering_ipv4: str | None = None
+    local_workload_peering_ipv6: str | None = None
     span: Span = NO_SPAN
 
 
@@ -360,6 +384,7 @@ class BGPPeer:
     reachable_by: str | None = None
     filters: tuple[str, ...] = ()
     reverse_peering: str | None = None
+    local_workload_selector: str | None = None  # added by the frontend
     span: Span = NO_SPAN
 
 
@@ -388,3 +413,6 @@ class ResourceSet:
     bgp_peers: tuple[BGPPeer, ...] = ()
     # Count of resources read per kind (as written in the input), for `tortie check`'s summary.
     kind_counts: tuple[tuple[str, int], ...] = ()
+    # Documents read but deliberately not turned into objects, by reason (added by the frontend):
+    # e.g. ("Pod: hostNetwork", 2), ("Pod: no IP", 1), ("Service", 3).
+    skipped: tuple[tuple[str, int], ...] = ()

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.support.netns import Cluster, Node, Pod, in_netns
-from tests.support.traffic import Probe, send_probes
+from tests.support.traffic import Probe, sctp_available, send_probes
 
 pytestmark = pytest.mark.kernel
 
@@ -121,6 +121,40 @@ def test_nft_drop_fails_exactly_the_dropped_probes(cluster: Cluster) -> None:
         results = send_probes(cluster, probes, timeout=0.3)
         wrong = {p: ok for p, ok in results.items() if ok != expected[p]}
         assert wrong == {}
+
+
+@pytest.mark.parametrize(
+    ("rule", "timeout"),
+    [
+        ("tcp sport 80 drop", 0.3),  # only the SYN-ACK is dropped: TCP needs both directions
+        ("tcp dport 80 reject with tcp reset", 5.0),  # a reset decides at once: no 5 s wait
+    ],
+)
+def test_tcp_fails_on_dropped_replies_and_resets(
+    cluster: Cluster, rule: str, timeout: float
+) -> None:
+    if shutil.which("nft") is None:
+        pytest.skip("nft is not installed")
+    node, (a, b) = _build(cluster, pods=2)
+    node.run(
+        ["nft", "-f", "-"],
+        input=f"table inet t {{\n chain forward {{\n"
+        f"  type filter hook forward priority filter; policy accept\n  {rule}\n }}\n}}\n",
+    )
+    probes = [Probe(a.id, str(b.ipv4), "TCP", 80), Probe(b.id, str(a.ipv6), "TCP", 80)]
+    probes += [Probe(a.id, str(b.ipv4), "UDP", 80), Probe(a.id, str(b.ipv4), "TCP", 81)]
+    start = time.monotonic()
+    results = send_probes(cluster, probes, timeout=timeout)
+    assert [ok for ok in results.values()] == [False, False, True, True]
+    assert time.monotonic() - start < min(timeout + 1.0, 2.0)
+
+
+def test_sctp(cluster: Cluster) -> None:
+    if not sctp_available():
+        pytest.skip("this kernel has no SCTP (no sctp module)")
+    _, (a, b) = _build(cluster, pods=2)
+    probes = [Probe(a.id, str(b.ipv4), "SCTP", 9), Probe(b.id, str(a.ipv6), "SCTP", 9)]
+    assert all(send_probes(cluster, probes).values())
 
 
 def test_teardown_removes_every_namespace() -> None:

@@ -165,7 +165,7 @@ class Netns:
             _exec(["ip", "-n", self.name, "-batch", "-"], input=script)
 
     def set_sysctls(self, values: dict[str, str | int]) -> None:
-        """Write ``net.*`` sysctls of this netns (dotted keys, interface names may not contain dots)."""
+        """Write ``net.*`` sysctls of this netns (dotted keys, so no dots in interface names)."""
         with in_netns(self.name):
             for key, value in values.items():
                 if not key.startswith("net."):
@@ -247,8 +247,8 @@ class Node(Netns):
             peer.ip_batch(lines)
 
     def _check_iface(self, iface: str) -> None:
-        if not (0 < len(iface) <= IFNAMSIZ) or not re.fullmatch(r"[A-Za-z0-9_.-]+", iface):
-            raise ValueError(f"bad interface name {iface!r} (1-{IFNAMSIZ} chars of [A-Za-z0-9_.-])")
+        if not (0 < len(iface) <= IFNAMSIZ) or not re.fullmatch(r"[A-Za-z0-9_-]+", iface):
+            raise ValueError(f"bad interface name {iface!r} (1-{IFNAMSIZ} chars of [A-Za-z0-9_-])")
         if iface in self.interfaces or iface == "lo":
             raise ValueError(f"interface {iface!r} already exists on node {self.key!r}")
 

@@ -16,8 +16,9 @@ and ``False`` always means "the network (a firewall) did not deliver it". A prob
 - TCP (and SCTP): the handshake completed and the destination's listener ``accept()``-ed a connection
   whose peer is the probe's client socket. So both directions must pass: a firewall that drops the
   SYN-ACK or the final ACK also makes the probe fail.
-- UDP: the listener received the probe's datagram (a per-batch token in the payload) from the client
-  socket's exact source address and port. One direction only.
+- UDP: the listener received the probe's datagram (a per-batch token in the payload) from the
+  client's source address and port (for a probe with ``src_port``: that port and an address of the
+  source netns). One direction only.
 - ICMP / ICMPv6: the source got the echo reply (matched by id, sequence and replying address). Both
   directions; the destination kernel answers.
 
@@ -26,6 +27,9 @@ The call returns as soon as every probe is decided, so a batch where everything 
 milliseconds. Client TCP sockets and accepted ones are closed with SO_LINGER 0 (an RST, no TIME_WAIT),
 so the same (src, src_port) can be probed again at once. Conntrack entries made by earlier batches do
 survive in the node, though: use a fresh Cluster when a test depends on there being none.
+
+Limits: at most 65535 ICMP probes per (source netns, family) and 4096 TCP probes per listener
+(``net.core.somaxconn``) in one call.
 """
 
 from __future__ import annotations
@@ -52,6 +56,9 @@ PROTOCOLS: frozenset[str] = frozenset({"TCP", "UDP", "ICMP", "ICMPv6", "SCTP"})
 _STREAM_PROTO = {"TCP": socket.IPPROTO_TCP, "SCTP": socket.IPPROTO_SCTP}
 _LINGER_RST = struct.pack("ii", 1, 0)
 _RCVBUF = 4 << 20
+# Root may exceed net.core.rmem_max (212992 by default): every datagram and echo reply of a batch
+# can queue before wait() reads any, since sends run the whole receive path synchronously.
+_SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
 _ICMP_ECHO_REQUEST = {4: 8, 6: 128}
 _ICMP_ECHO_REPLY = {4: 0, 6: 129}
 
@@ -108,7 +115,6 @@ class _Sent:
     family: int  # 4 or 6
     arrived: bool = False
     failed: bool = False  # definitively not arrived (TCP got a reset or an ICMP error)
-    client: socket.socket | None = None
     src_ips: frozenset[IPAddress] = frozenset()  # addresses of the source netns
     src_addr: tuple[IPAddress, int] | None = None  # the client's source, as the listener sees it
 
@@ -133,6 +139,13 @@ def _checksum(data: bytes) -> int:
     while total >> 16:
         total = (total & 0xFFFF) + (total >> 16)
     return ~total & 0xFFFF
+
+
+def _grow_rcvbuf(sock: socket.socket) -> None:
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, _SO_RCVBUFFORCE, _RCVBUF)
+    except PermissionError:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _RCVBUF)
 
 
 def _ensure_fd_limit(needed: int) -> None:
@@ -220,7 +233,7 @@ class _Batch:
         sock = self.udp_ports.get(key)
         if sock is None:
             sock = self._socket(family, socket.SOCK_DGRAM)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _RCVBUF)
+            _grow_rcvbuf(sock)
             try:
                 sock.bind(("0.0.0.0" if family == 4 else "::", port))
             except OSError as e:
@@ -262,7 +275,6 @@ class _Batch:
         if err not in (0, errno.EINPROGRESS):
             s.failed = True  # e.g. ENETUNREACH: no route in the source netns
             return
-        s.client = sock
         s.src_addr = _sockaddr(sock.getsockname())  # chosen by connect(), before the SYN leaves
         key = (s.probe.protocol, *s.src_addr, s.probe.address, int(s.probe.dst_port or 0))
         self.streams[key] = s
@@ -293,7 +305,7 @@ class _Batch:
         if key not in self.echoes:
             proto = socket.IPPROTO_ICMP if s.family == 4 else socket.IPPROTO_ICMPV6
             raw = self._socket(s.family, socket.SOCK_RAW, proto)
-            raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _RCVBUF)
+            _grow_rcvbuf(raw)
             self.raw[key] = raw
             self.echoes[key] = (secrets.randbelow(0xFFFF) + 1, {})
             self.sel.register(raw, selectors.EVENT_READ, ("icmp", key))

@@ -2,7 +2,8 @@
 
 SEMANTICS.md §Resources (Rule): with no ``ipVersion`` a rule is rendered once per family with
 its CIDRs filtered to that family; if filtering empties a nets field that was set, the rule is
-dropped for that family (it does not become "any"). Sets split the same way: set ``X`` becomes
+dropped for that family (it does not become "any"); a rule dropped for both families is recorded
+in ``program.dropped_rules``. Sets split the same way: set ``X`` becomes
 ``X:4`` and ``X:6`` holding only that family's members. Afterwards every rule has
 ``match.ip_version`` 4 or 6, and a policy's rule list holds the v4 and v6 copies in source order.
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 
 from compiler.ir.nodes import AddrSet, IPNet, PortMatch, Program, Rule, Side, replace_program
+from compiler.ir.passes._rules import dropped_entries, map_rule_lists
 
 FAMILIES = (4, 6)
 
@@ -93,15 +95,21 @@ def run(program: Program, ctx: object) -> Program:
         r.match.ip_version for p in program.policies.values() for d in ("ingress", "egress") for r in p.rules(d)
     ):
         return program  # already split
-    policies = {
-        pid: dataclasses.replace(p, ingress=_split_rules(p.ingress), egress=_split_rules(p.egress))
-        for pid, p in program.policies.items()
-    }
-    profiles = {
-        name: dataclasses.replace(p, ingress=_split_rules(p.ingress), egress=_split_rules(p.egress))
-        for name, p in program.profiles.items()
-    }
+    dropped: set[tuple[str, int, str]] = set()
+
+    def rules(owner: str, direction: str, rs: tuple[Rule, ...]) -> tuple[Rule, ...]:
+        out = _split_rules(rs)
+        dropped.update(dropped_entries(owner, direction, rs, out))
+        return out
+
+    policies, profiles = map_rule_lists(program, rules)
     sets = {x.id: x for s in program.sets.values() for x in _split_set(s)}
-    return replace_program(program, policies=policies, profiles=profiles, sets=sets)
+    return replace_program(
+        program,
+        policies=policies,
+        profiles=profiles,
+        sets=sets,
+        dropped_rules=tuple(set(program.dropped_rules) | dropped),
+    )
 
 

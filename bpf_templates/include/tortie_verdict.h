@@ -1,0 +1,121 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* Set membership, Log counters, the allow/deny exits and the entry program's logic.
+ * Needs TORTIE_PROG_HOOK and TORTIE_PROG_CHECK_E2H (0/1) defined by the program. */
+#ifndef TORTIE_VERDICT_H
+#define TORTIE_VERDICT_H
+
+/* Membership of (addr, proto, port) in IP set (hi, lo): one full-length LPM lookup. Selector
+ * sets are stored with proto = port = 0, named-port sets with the member's protocol and port. */
+TORTIE_INLINE int tortie_in_set4(__u32 hi, __u32 lo, __u32 addr, __u8 proto, __u16 port)
+{
+	struct tortie_set_key_v4 k;
+
+	k.prefixlen = TORTIE_SET_KEY_FIXED_BITS + 32;
+	k.set_hi = bpf_htonl(hi);
+	k.set_lo = bpf_htonl(lo);
+	k.port = bpf_htons(port);
+	k.proto = proto;
+	k.pad = 0;
+	k.addr = bpf_htonl(addr);
+	return bpf_map_lookup_elem(&tortie_sets_v4, &k) != 0;
+}
+
+TORTIE_INLINE int tortie_in_set6(__u32 hi, __u32 lo, const __u32 *addr, __u8 proto, __u16 port)
+{
+	struct tortie_set_key_v6 k;
+	int i;
+
+	k.prefixlen = TORTIE_SET_KEY_FIXED_BITS + 128;
+	k.set_hi = bpf_htonl(hi);
+	k.set_lo = bpf_htonl(lo);
+	k.port = bpf_htons(port);
+	k.proto = proto;
+	k.pad = 0;
+	for (i = 0; i < 4; i++)
+		k.addr[i] = bpf_htonl(addr[i]);
+	return bpf_map_lookup_elem(&tortie_sets_v6, &k) != 0;
+}
+
+/* A Log rule matched: count it (per rule id) and flag the packet; evaluation goes on. */
+TORTIE_INLINE void tortie_log_hit(struct tortie_pkt *p, __u64 rule_id)
+{
+	struct tortie_log_value *v, init = {};
+
+	p->logged = 1;
+	v = bpf_map_lookup_elem(&tortie_log, &rule_id);
+	if (!v) {
+		bpf_map_update_elem(&tortie_log, &rule_id, &init, BPF_NOEXIST);
+		v = bpf_map_lookup_elem(&tortie_log, &rule_id);
+		if (!v)
+			return;
+	}
+	__sync_fetch_and_add(&v->packets, 1);
+	__sync_fetch_and_add(&v->bytes, p->len);
+}
+
+TORTIE_INLINE int tortie_is_host_ip(const struct tortie_pkt *p, const struct tortie_config *cfg)
+{
+	if (p->family == 4)
+		return tortie_in_set4(cfg->host_set_hi, cfg->host_set_lo, p->dst[0], 0, 0);
+	return tortie_in_set6(cfg->host_set_hi, cfg->host_set_lo, p->dst, 0, 0);
+}
+
+/* Deny: DROP. (FelixConfiguration's Reject is rendered as a drop too; see check().) A denied
+ * TCP SYN also forgets an older approval of the same tuple. */
+TORTIE_INLINE int tortie_deny(struct __sk_buff *skb, struct tortie_pkt *p)
+{
+	if (tortie_is_new_syn(p))
+		tortie_ct_forget(p);
+	return TC_ACT_SHOT;
+}
+
+/* Allow: for a workload's egress, defaultEndpointToHostAction decides traffic to this node's own
+ * IPs (Drop; Accept; Return = accept, as no host endpoint is programmed). Then the flow is
+ * approved in conntrack, and a first fragment opens the way for the rest of its datagram. */
+TORTIE_INLINE int tortie_allow(struct __sk_buff *skb, struct tortie_pkt *p)
+{
+	struct tortie_config *cfg = tortie_cfg();
+
+	if (!cfg)
+		return TC_ACT_SHOT;
+	if (TORTIE_PROG_CHECK_E2H && cfg->endpoint_to_host == TORTIE_E2H_DROP &&
+	    tortie_is_host_ip(p, cfg))
+		return tortie_deny(skb, p);
+	tortie_ct_approve(p);
+	if (p->frag == TORTIE_FRAG_FIRST)
+		tortie_frag_note(p);
+	return TC_ACT_OK;
+}
+
+/* The entry program: parse, then fragments and conntrack; a new flow tail-calls chunk 0 of the
+ * policy. A failed tail call (never expected) drops: fail closed. */
+TORTIE_INLINE int tortie_entry(struct __sk_buff *skb, void *jump_map)
+{
+	__u32 zero = 0;
+	struct tortie_pkt *p = bpf_map_lookup_elem(&tortie_state, &zero);
+	struct tortie_config *cfg = tortie_cfg();
+	int rc;
+
+	if (!p || !cfg)
+		return TC_ACT_SHOT;
+	rc = tortie_parse(skb, p);
+	if (rc == TORTIE_PARSE_NOT_IP)
+		return TC_ACT_OK;
+	if (rc != TORTIE_PARSE_OK)
+		return TC_ACT_SHOT;
+	p->ifindex = skb->ifindex;
+	p->hook = TORTIE_PROG_HOOK;
+	p->resume = 0;
+	p->logged = 0;
+	if (p->frag == TORTIE_FRAG_LATER)
+		return tortie_frag_admit(p, cfg) ? TC_ACT_OK : TC_ACT_SHOT;
+	if (tortie_ct_admit(p, cfg)) {
+		if (p->frag == TORTIE_FRAG_FIRST)
+			tortie_frag_note(p);
+		return TC_ACT_OK;
+	}
+	bpf_tail_call(skb, jump_map, 0);
+	return TC_ACT_SHOT;
+}
+
+#endif /* TORTIE_VERDICT_H */

@@ -1,0 +1,216 @@
+"""Typed, span-aware access to one YAML mapping.
+
+Each resource reader opens its mappings through :class:`Fields`, which reports unknown keys at
+once (with a "did you mean" from difflib) and offers getters that check types. A getter that
+finds a problem reports it and returns None, so the reader carries on and the user sees every
+problem of a file in one run. An explicit ``null`` counts as "not given", as it does when
+Kubernetes decodes JSON.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from collections.abc import Collection, Iterable
+
+from compiler.diagnostics import DiagnosticSink, Span
+from compiler.frontend.yaml_loader import Mapping, Node, Scalar, Sequence, type_name
+
+__all__ = ["Fields", "did_you_mean", "expect_map", "expect_str"]
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """`` (did you mean "x"?)`` when a choice is close to ``word``, else ``""``."""
+    options = sorted(choices)
+    close = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
+    if not close:
+        lowered = {c.lower(): c for c in options}
+        if word.lower() in lowered:
+            close = [lowered[word.lower()]]
+    return f' (did you mean "{close[0]}"?)' if close else ""
+
+
+def expect_map(sink: DiagnosticSink, node: Node | None, what: str) -> Mapping | None:
+    """``node`` as a mapping, or None (with E021 unless the node is absent or null)."""
+    if node is None or (isinstance(node, Scalar) and node.value is None):
+        return None
+    if not isinstance(node, Mapping):
+        sink.error("E021", f"{what} must be a mapping, not {type_name(node)}", node.span)
+        return None
+    return node
+
+
+def expect_str(sink: DiagnosticSink, node: Node | None, what: str) -> Scalar | None:
+    """``node`` if it is a string scalar, else None (with E021 unless it is absent or null)."""
+    if node is None or (isinstance(node, Scalar) and node.value is None):
+        return None
+    if not isinstance(node, Scalar) or not isinstance(node.value, str):
+        hint = " (quote it)" if isinstance(node, Scalar) else ""
+        sink.error("E021", f"{what} must be a string, not {type_name(node)}{hint}", node.span)
+        return None
+    return node
+
+
+class Fields:
+    """One mapping being read. ``where`` names it in messages ("NetworkPolicy spec").
+
+    ``known`` fields are read by the caller; ``ignored`` ones are accepted and skipped without
+    a word (status, managedFields...). Anything else is E020, unless ``strict`` is False (the
+    Kubernetes core kinds, where kubectl prints far more than Tortie needs).
+    """
+
+    def __init__(
+        self,
+        sink: DiagnosticSink,
+        node: Mapping,
+        where: str,
+        known: Collection[str],
+        ignored: Collection[str] = (),
+        *,
+        strict: bool = True,
+    ) -> None:
+        self.sink = sink
+        self.node = node
+        self.where = where
+        if strict:
+            for key, _ in node.items:
+                name = str(key.value)
+                if name not in known and name not in ignored:
+                    hint = did_you_mean(name, known)
+                    sink.error("E020", f'unknown field "{name}" in {where}{hint}', key.span)
+
+    # -- raw access --------------------------------------------------------------------------
+    def get(self, key: str) -> Node | None:
+        """The node for ``key``; None when absent or null."""
+        node = self.node.get(key)
+        if isinstance(node, Scalar) and node.value is None:
+            return None
+        return node
+
+    def has(self, key: str) -> bool:
+        return self.get(key) is not None
+
+    def span(self, key: str) -> Span:
+        """Where ``key``'s value is, or the mapping itself when the key is absent."""
+        node = self.node.get(key)
+        return node.span if node is not None else self.node.span
+
+    def key_span(self, key: str) -> Span:
+        k = self.node.key_node(key)
+        return k.span if k is not None else self.node.span
+
+    def missing(self, key: str) -> None:
+        self.sink.error("E022", f'missing required field "{key}" in {self.where}', self.node.span)
+
+    def wrong(self, key: str, want: str, node: Node, hint: str = "") -> None:
+        self.sink.error("E021", f'"{key}" must be {want}, not {type_name(node)}{hint}', node.span)
+
+    # -- typed getters -----------------------------------------------------------------------
+    def scalar(self, key: str, *, required: bool = False) -> Scalar | None:
+        node = self.get(key)
+        if node is None:
+            if required:
+                self.missing(key)
+            return None
+        if not isinstance(node, Scalar):
+            self.wrong(key, "a single value", node)
+            return None
+        return node
+
+    def str_node(self, key: str, *, required: bool = False) -> Scalar | None:
+        node = self.scalar(key, required=required)
+        if node is None:
+            return None
+        if not isinstance(node.value, str):
+            self.wrong(key, "a string", node, " (quote it)")
+            return None
+        return node
+
+    def str(self, key: str, *, required: bool = False) -> str | None:
+        node = self.str_node(key, required=required)
+        return None if node is None else str(node.value)
+
+    def bool(self, key: str, *, required: bool = False) -> bool | None:
+        node = self.scalar(key, required=required)
+        if node is None:
+            return None
+        if not isinstance(node.value, bool):
+            self.wrong(key, "true or false", node)
+            return None
+        return node.value
+
+    def int(self, key: str, lo: int | None = None, hi: int | None = None, *, required: bool = False) -> int | None:
+        node = self.scalar(key, required=required)
+        if node is None:
+            return None
+        v = node.value
+        if isinstance(v, float) and v.is_integer() and math.isfinite(v):
+            v = int(v)
+        if isinstance(v, bool) or not isinstance(v, int):
+            self.wrong(key, "an integer", node)
+            return None
+        if (lo is not None and v < lo) or (hi is not None and v > hi):
+            rng = f"{lo}..{hi}" if lo is not None and hi is not None else (f">= {lo}" if lo is not None else f"<= {hi}")
+            self.sink.error("E023", f'"{key}" must be in {rng}, not {v}', node.span)
+            return None
+        return v
+
+    def number(self, key: str, *, required: bool = False) -> float | None:
+        node = self.scalar(key, required=required)
+        if node is None:
+            return None
+        v = node.value
+        if isinstance(v, bool) or not isinstance(v, int | float):
+            self.wrong(key, "a number", node)
+            return None
+        if not math.isfinite(v):
+            self.sink.error("E023", f'"{key}" must be a finite number', node.span)
+            return None
+        return float(v)
+
+    def enum(self, key: str, choices: Collection[str], *, required: bool = False, fold: bool = False) -> str | None:
+        """One of ``choices``; with ``fold`` the match ignores case and returns the choice's spelling."""
+        node = self.str_node(key, required=required)
+        if node is None:
+            return None
+        text = str(node.value)
+        if text in choices:
+            return text
+        if fold:
+            for c in choices:
+                if c.lower() == text.lower():
+                    return c
+        listed = ", ".join(sorted(choices))
+        self.sink.error("E023", f'"{key}" must be one of {listed}, not "{text}"{did_you_mean(text, choices)}', node.span)
+        return None
+
+    def map(self, key: str, *, required: bool = False) -> Mapping | None:
+        node = self.get(key)
+        if node is None:
+            if required:
+                self.missing(key)
+            return None
+        return expect_map(self.sink, node, f'"{key}"')
+
+    def seq(self, key: str, *, required: bool = False, max_items: int | None = None) -> list[Node]:
+        node = self.get(key)
+        if node is None:
+            if required:
+                self.missing(key)
+            return []
+        if not isinstance(node, Sequence):
+            self.wrong(key, "a list", node)
+            return []
+        if max_items is not None and len(node.items) > max_items:
+            self.sink.error("E028", f'"{key}" has {len(node.items)} items; at most {max_items} are allowed', node.span)
+        return list(node.items)
+
+    def str_list(self, key: str, *, required: bool = False, max_items: int | None = None) -> list[Scalar]:
+        out = []
+        for item in self.seq(key, required=required, max_items=max_items):
+            s = expect_str(self.sink, item, f'an item of "{key}"')
+            if s is not None:
+                out.append(s)
+            elif isinstance(item, Scalar) and item.value is None:
+                self.sink.error("E021", f'an item of "{key}" must be a string, not null', item.span)
+        return out

@@ -1,0 +1,103 @@
+"""Helpers shared by the passes: walking every rule list, rewriting sides, bookkeeping of drops.
+
+Rules live in two places, policies and profiles, each with an ingress and an egress list. The
+passes that edit rules use :func:`map_rule_lists` so they treat both the same way, and
+:func:`prune_sets` so no set survives that no rule refers to any more.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+from compiler.ir.nodes import DIRECTIONS, Match, PortMatch, Program, Rule, Side
+
+RuleListFn = Callable[[str, str, tuple[Rule, ...]], tuple[Rule, ...]]
+
+
+def map_rule_lists(program: Program, fn: RuleListFn) -> tuple[dict, dict]:
+    """Apply ``fn(owner, direction, rules)`` to every policy's and profile's rule lists.
+
+    ``owner`` is the policy id or the profile name. Returns the new ``policies`` and
+    ``profiles`` mappings (unchanged objects are reused).
+    """
+    policies = {}
+    for pid, p in program.policies.items():
+        new = {d: fn(pid, d, p.rules(d)) for d in DIRECTIONS}
+        changed = any(new[d] is not p.rules(d) and new[d] != p.rules(d) for d in DIRECTIONS)
+        policies[pid] = dataclasses.replace(p, **new) if changed else p
+    profiles = {}
+    for name, prof in program.profiles.items():
+        new = {d: fn(name, d, prof.rules(d)) for d in DIRECTIONS}
+        changed = any(
+            new[d] is not prof.rules(d) and new[d] != prof.rules(d) for d in DIRECTIONS
+        )
+        profiles[name] = dataclasses.replace(prof, **new) if changed else prof
+    return policies, profiles
+
+
+def all_rules(program: Program):  # noqa: ANN201 - generator of (owner, direction, rules)
+    for pid, p in program.policies.items():
+        for d in DIRECTIONS:
+            yield pid, d, p.rules(d)
+    for name, prof in program.profiles.items():
+        for d in DIRECTIONS:
+            yield name, d, prof.rules(d)
+
+
+def side_set_ids(side: Side) -> set[str]:
+    out = set(side.sets) | set(side.not_sets)
+    for pm in (side.ports, side.not_ports):
+        if pm is not None:
+            out.update(pm.named_sets)
+    return out
+
+
+def referenced_sets(program: Program) -> set[str]:
+    out: set[str] = set()
+    for _, _, rules in all_rules(program):
+        for r in rules:
+            out |= side_set_ids(r.match.src) | side_set_ids(r.match.dst)
+    return out
+
+
+def prune_sets(program: Program) -> dict:
+    """The program's sets, without those that no rule refers to."""
+    used = referenced_sets(program)
+    return {sid: s for sid, s in program.sets.items() if sid in used}
+
+
+def map_side_sets(side: Side, fn: Callable[[str], str]) -> Side:
+    """Rename every set id a side refers to (duplicates that result are dropped, order kept)."""
+
+    def ids(xs: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(fn(x) for x in xs))
+
+    def ports(pm: PortMatch | None) -> PortMatch | None:
+        if pm is None:
+            return None
+        return dataclasses.replace(pm, named_sets=tuple(sorted(set(ids(pm.named_sets)))))
+
+    return dataclasses.replace(
+        side,
+        sets=ids(side.sets),
+        not_sets=ids(side.not_sets),
+        ports=ports(side.ports),
+        not_ports=ports(side.not_ports),
+    )
+
+
+def map_match_sides(match: Match, fn: Callable[[Side], Side]) -> Match:
+    return dataclasses.replace(match, src=fn(match.src), dst=fn(match.dst))
+
+
+def dropped_entries(
+    owner: str, direction: str, before: tuple[Rule, ...], after: tuple[Rule, ...]
+) -> set[tuple[str, int, str]]:
+    """``(owner, index, direction)`` for each source rule none of whose copies survived.
+
+    After the family split one source rule can have a v4 and a v6 copy with the same index; a
+    rule counts as dropped only when every copy is gone.
+    """
+    kept = {r.index for r in after}
+    return {(owner, r.index, direction) for r in before if r.index not in kept}

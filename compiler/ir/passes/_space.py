@@ -1,0 +1,138 @@
+"""Exact interval arithmetic over addresses and ports, for the passes that reason about matches.
+
+The analysis passes (``fold_empty``, ``shadowed_rules``) must be *sound*: they may only claim that
+a rule can never match, or that one rule covers another, when that is provably true. Reasoning
+about CIDR lists prefix by prefix is easy to get subtly wrong (a prefix can be covered by two
+halves without being inside either), so addresses are turned into sorted, disjoint, inclusive
+integer intervals per address family and compared exactly. Port ranges use the same interval
+code on ``[0, 65535]``.
+
+>>> a = AddrSpace.of(_nets("10.0.0.0/25", "10.0.0.128/25"))
+>>> a <= AddrSpace.of(_nets("10.0.0.0/24"))
+True
+>>> (AddrSpace.full() - a).is_disjoint(AddrSpace.of(_nets("10.0.0.7/32")))
+True
+>>> AddrSpace.of(_nets("fd00::/64")).restrict(4).is_empty
+True
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from compiler.ir.nodes import IPNet
+
+Interval = tuple[int, int]  # inclusive
+Intervals = tuple[Interval, ...]  # sorted, disjoint, non-adjacent
+
+_MAX = {4: (1 << 32) - 1, 6: (1 << 128) - 1}
+PORT_MAX = 65535
+
+
+def normalise(spans: Iterable[Interval]) -> Intervals:
+    """Sort and merge overlapping or adjacent intervals."""
+    out: list[list[int]] = []
+    for lo, hi in sorted(spans):
+        if out and lo <= out[-1][1] + 1:
+            out[-1][1] = max(out[-1][1], hi)
+        else:
+            out.append([lo, hi])
+    return tuple((lo, hi) for lo, hi in out)
+
+
+def intersect(a: Intervals, b: Intervals) -> Intervals:
+    out = []
+    i = j = 0
+    while i < len(a) and j < len(b):
+        lo, hi = max(a[i][0], b[j][0]), min(a[i][1], b[j][1])
+        if lo <= hi:
+            out.append((lo, hi))
+        if a[i][1] < b[j][1]:
+            i += 1
+        else:
+            j += 1
+    return tuple(out)
+
+
+def minus(a: Intervals, b: Intervals) -> Intervals:
+    out = []
+    j = 0
+    for lo, hi in a:
+        cur = lo
+        while j < len(b) and b[j][1] < cur:
+            j += 1
+        k = j
+        while k < len(b) and b[k][0] <= hi:
+            if b[k][0] > cur:
+                out.append((cur, b[k][0] - 1))
+            cur = max(cur, b[k][1] + 1)
+            k += 1
+        if cur <= hi:
+            out.append((cur, hi))
+    return tuple(out)
+
+
+def subset(a: Intervals, b: Intervals) -> bool:
+    return not minus(a, b)
+
+
+def disjoint(a: Intervals, b: Intervals) -> bool:
+    return not intersect(a, b)
+
+
+def net_interval(net: IPNet) -> Interval:
+    return int(net.network_address), int(net.broadcast_address)
+
+
+@dataclass(frozen=True, slots=True)
+class AddrSpace:
+    """A set of IPv4 and IPv6 addresses."""
+
+    v4: Intervals = ()
+    v6: Intervals = ()
+
+    @staticmethod
+    def of(nets: Iterable[IPNet]) -> AddrSpace:
+        by: dict[int, list[Interval]] = {4: [], 6: []}
+        for n in nets:
+            by[n.version].append(net_interval(n))
+        return AddrSpace(normalise(by[4]), normalise(by[6]))
+
+    @staticmethod
+    def full(family: int | None = None) -> AddrSpace:
+        v4 = ((0, _MAX[4]),) if family in (None, 4) else ()
+        v6 = ((0, _MAX[6]),) if family in (None, 6) else ()
+        return AddrSpace(v4, v6)
+
+    def restrict(self, family: int | None) -> AddrSpace:
+        if family is None:
+            return self
+        return AddrSpace(self.v4 if family == 4 else (), self.v6 if family == 6 else ())
+
+    @property
+    def is_empty(self) -> bool:
+        return not self.v4 and not self.v6
+
+    def __and__(self, other: AddrSpace) -> AddrSpace:
+        return AddrSpace(intersect(self.v4, other.v4), intersect(self.v6, other.v6))
+
+    def __sub__(self, other: AddrSpace) -> AddrSpace:
+        return AddrSpace(minus(self.v4, other.v4), minus(self.v6, other.v6))
+
+    def __le__(self, other: AddrSpace) -> bool:
+        return subset(self.v4, other.v4) and subset(self.v6, other.v6)
+
+    def is_disjoint(self, other: AddrSpace) -> bool:
+        return disjoint(self.v4, other.v4) and disjoint(self.v6, other.v6)
+
+    def contains_ip(self, ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+        spans = self.v4 if ip.version == 4 else self.v6
+        n = int(ip)
+        return any(lo <= n <= hi for lo, hi in spans)
+
+
+def _nets(*texts: str) -> list[IPNet]:
+    """Doctest helper."""
+    return [ipaddress.ip_network(t) for t in texts]

@@ -1,0 +1,220 @@
+"""The eBPF target: C programs for TC (clsact) on the host-side interfaces, plus map data.
+
+Program and map design
+----------------------
+* One **object per distinct policy list**: for every local workload and direction, the
+  endpoint's tiers, policies and profiles are lowered (:mod:`.lower`) into macro calls and
+  rendered (:mod:`.render`) into C. Objects are content-addressed by the hash of their C and
+  headers, so endpoints with the same policy share one object and clang runs once per distinct
+  object, in parallel (:mod:`.build`).
+* Attachment, as Calico does it: tc **ingress** of the ``cali*`` veth sees packets *from* the
+  pod (its egress policy), tc **egress** sees packets *to* it (its ingress policy). Pod -> pod on
+  one node therefore runs egress(src) then ingress(dst).
+* Each object has an entry program ``tortie_main`` (parse, fragments, conntrack) and policy
+  chunks ``tortie_c0..N`` reached through its own ``tortie_jump`` prog_array. Rules are code;
+  set members are data: IP and named-port sets live in two LPM tries shared by all objects
+  (key ``{prefixlen, set id (64 bits, stable hash of the set's id), port, proto, addr}``, see
+  :mod:`.layout`), so changing members never rebuilds an object.
+* ``maps.json`` (:mod:`.data`) holds the set members, endpoint -> object by interface name (the
+  loader resolves ifindexes), the node config (``tortie_config``) and the Log-rule ids.
+
+Conntrack decision
+------------------
+An own LRU hash (``tortie_ct``), not the kernel's conntrack through ``bpf_skb_ct_lookup`` (the
+kfuncs exist on this kernel's BTF). At tc ingress the packet has not reached netfilter yet, so
+the kernel has no entry for a flow's first packets; conntrack only tracks in a netns where some
+netfilter hook asks for it, which would tie the BPF dataplane to netfilter state; and the
+verdict would depend on the namespace BPF_PROG_TEST_RUN runs in. The own table keys an approval
+by (ifindex, hook, tuple); replies match the reversed tuple on the other hook of the same
+interface only, a TCP SYN (without ACK) always re-runs policy, and denied SYNs drop the old
+entry. See ``bpf_templates/include/tortie_ct.h``.
+
+Limits and choices (also in ``check``)
+--------------------------------------
+* Deny is ``TC_ACT_SHOT``; FelixConfiguration ``Reject`` is rendered as a drop (warning W831).
+* Log rules count packets and bytes per rule in ``tortie_log`` and flag the packet; no text log.
+* ``defaultEndpointToHostAction``: Drop drops pod -> own-node-IP traffic after the pod's egress
+  policy; Accept and Return allow it (Return would consult a ``*`` host endpoint, which this
+  target does not program: error E832 when one exists).
+* Host endpoints are not programmed (error E830 when the node has any).
+* Rules per endpoint and direction: ``LIMITS["rules_per_direction"]``; chunks hold at most
+  ``LIMITS["chunk_budget"]`` cost units, and a flow can pass through at most 32 chunks
+  (the kernel's tail-call limit is 33, the entry program takes one).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import ClassVar
+
+from compiler.artifact import Artifact
+from compiler.diagnostics import NO_SPAN, DiagnosticSink
+from compiler.ir import nodes as ir
+from compiler.targets.base import local_endpoints
+from compiler.targets.ebpf import build, data, layout, lower, render
+
+_HOOK_OF = {ir.EGRESS: layout.HOOK_FROM_ENDPOINT, ir.INGRESS: layout.HOOK_TO_ENDPOINT}
+_TC_OF = {ir.EGRESS: "tc_ingress", ir.INGRESS: "tc_egress"}
+
+
+class EbpfTarget:
+    NAME: ClassVar[str] = "ebpf"
+    CAPABILITIES: ClassVar[frozenset[str]] = frozenset(
+        {
+            "workload-endpoints",
+            "tiers",
+            "pass",
+            "log",
+            "profiles",
+            "selector-sets",
+            "named-ports",
+            "icmp",
+            "ipv6",
+            "conntrack",
+            "set-members-as-data",
+            "endpoint-to-host-action",
+        }
+    )
+    LIMITS: ClassVar[Mapping[str, int]] = MappingProxyType(
+        {
+            # Measured on 6.18 (tests/kernel/test_ebpf_scale.py): see the module docstring.
+            "chunk_budget": 3000,
+            "max_chunks": 32,
+            "rules_per_direction": 20000,
+        }
+    )
+
+    # -- check ----------------------------------------------------------------------------------
+
+    def check(self, program: ir.Program, sink: DiagnosticSink) -> None:
+        felix = program.felix
+        if not layout.little_endian_host():
+            sink.error("E833", "the eBPF target builds little-endian objects only", NO_SPAN)
+        if felix.deny_action == "Reject":
+            sink.warning(
+                "W831",
+                "eBPF target: Reject is rendered as a drop (no ICMP/RST reply is sent)",
+                felix.span,
+            )
+        locals_ = local_endpoints(program)
+        for ep in locals_:
+            if ep.is_host:
+                sink.error(
+                    "E830",
+                    f"eBPF target: host endpoint {ep.id!r} cannot be programmed "
+                    "(host endpoints are not supported by this target)",
+                    ep.origin,
+                )
+        if felix.default_endpoint_to_host_action == "Return" and any(
+            ep.is_host and ep.interface == "*" for ep in locals_
+        ):
+            sink.error(
+                "E832",
+                "eBPF target: defaultEndpointToHostAction Return with a '*' host endpoint "
+                "is not supported",
+                felix.span,
+            )
+        limit = self.LIMITS["rules_per_direction"]
+        for ep in locals_:
+            if ep.is_host:
+                continue
+            for direction in ir.DIRECTIONS:
+                n = _count_rules(program, ep, direction)
+                if n > limit:
+                    sink.error(
+                        "E834",
+                        f"eBPF target: {ep.id!r} has {n} {direction} rules; at most {limit} "
+                        "fit in the tail-call chain",
+                        ep.origin,
+                    )
+
+    # -- render ---------------------------------------------------------------------------------
+
+    def render(self, program: ir.Program) -> Artifact:
+        headers = render.headers()
+        sources: dict[str, str] = {}
+        objects: dict[str, dict[str, object]] = {}
+        endpoints: list[dict[str, object]] = []
+        used_sets: set[str] = set()
+        logs: list[lower.LogRule] = []
+        rules_total = 0
+        for ep in local_endpoints(program):
+            if ep.is_host:
+                continue
+            entry: dict[str, object] = {"id": ep.id, "kind": ep.kind, "interface": ep.interface}
+            for direction in ir.DIRECTIONS:
+                low = lower.lower(program, ep, direction, self.LIMITS["chunk_budget"])
+                if len(low.chunks) > self.LIMITS["max_chunks"]:
+                    raise ValueError(f"{ep.id}: {direction} policy needs {len(low.chunks)} chunks")
+                src = render.render_program(_source(direction, low))
+                name = render.object_name(src, headers)
+                sources[name] = src
+                objects[name] = {
+                    "hook": _TC_OF[direction],
+                    "rules": low.rules,
+                    "chunks": len(low.chunks),
+                }
+                entry[_TC_OF[direction]] = f"{name}.bpf.o"
+                used_sets |= low.set_ids
+                logs.extend(low.log_rules)
+                rules_total += low.rules
+            endpoints.append(entry)
+        sets = data.set_data(program, used_sets) + data.host_sets(lower.host_ips(program))
+        _check_ids(sets, logs)
+        built = build.build_all(sources, headers)
+        files: dict[str, bytes] = {
+            "maps.json": data.maps_json(
+                felix=program.felix, sets=sets, endpoints=endpoints, objects=objects, log_rules=logs
+            )
+        }
+        for name, hdr in headers.items():
+            files[f"src/include/{name}"] = hdr
+        for name, src in sources.items():
+            files[f"src/{name}.bpf.c"] = src.encode()
+        for name, obj in built.items():
+            files[f"obj/{name}.bpf.o"] = obj
+        return Artifact(
+            target=self.NAME,
+            node=program.node or "",
+            files=dict(sorted(files.items())),
+            summary={
+                "endpoints": len(endpoints),
+                "objects": len(sources),
+                "rules": rules_total,
+                "sets": len(sets),
+                "set_members": sum(len(s.members) + len(s.port_members) for s in sets),
+            },
+        )
+
+
+def _count_rules(program: ir.Program, ep: ir.Endpoint, direction: str) -> int:
+    n = sum(
+        len(program.policies[pid].rules(direction))
+        for plan in ep.plan(direction)
+        for pid in plan.policies
+    )
+    return n + sum(
+        len(program.profiles[p].rules(direction)) for p in ep.profiles if p in program.profiles
+    )
+
+
+def _source(direction: str, low: lower.Lowered) -> render.ProgramSource:
+    side = "egress (tc ingress)" if direction == ir.EGRESS else "ingress (tc egress)"
+    return render.ProgramSource(
+        summary=f"workload {side}, {low.rules} rules, {len(low.chunks)} chunks",
+        description=low.description,
+        hook=_HOOK_OF[direction],
+        check_e2h=1 if direction == ir.EGRESS else 0,
+        chunks=low.chunks,
+    )
+
+
+def _check_ids(sets: list[data.SetData], logs: list[lower.LogRule]) -> None:
+    """64-bit ids are hashes: refuse to emit a program where two different ids collide."""
+    seen: dict[int, str] = {}
+    for text, value in [(s.id, s.id64) for s in sets] + [
+        (f"{r.owner}:{r.direction}:{r.rule_index}", r.id64) for r in logs
+    ]:
+        if seen.setdefault(value, text) != text:
+            raise ValueError(f"64-bit id collision between {seen[value]!r} and {text!r}")

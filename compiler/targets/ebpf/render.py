@@ -1,0 +1,73 @@
+"""C rendering from the Jinja2 templates in ``bpf_templates/``.
+
+The environment is strict (``StrictUndefined``: a missing value fails loudly) and keeps the
+output tidy (``trim_blocks``, ``lstrip_blocks``). Templates only lay out prepared data: the
+struct and map definitions of :mod:`layout`, and the macro ops of :mod:`lower`. Everything they
+loop over is already sorted, so the same program renders to the same bytes.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import jinja2
+
+from compiler.targets.ebpf import layout
+from compiler.targets.ebpf.lower import Chunk
+
+TEMPLATES = Path(__file__).resolve().parents[3] / "bpf_templates"
+INCLUDE = TEMPLATES / "include"
+MAPS_HEADER = "tortie_maps.h"
+
+
+@functools.cache
+def environment() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(TEMPLATES)),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+        autoescape=False,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ProgramSource:
+    """Everything ``policy_tc.bpf.c.j2`` needs for one object."""
+
+    summary: str
+    description: tuple[str, ...]
+    hook: int
+    check_e2h: int
+    chunks: tuple[Chunk, ...]
+
+
+def render_maps_header() -> str:
+    return environment().get_template("tortie_maps.h.j2").render(
+        constants=sorted(layout.CONSTANTS), structs=layout.STRUCTS, maps=layout.MAPS
+    )
+
+
+def render_program(prog: ProgramSource) -> str:
+    return environment().get_template("policy_tc.bpf.c.j2").render(prog=prog)
+
+
+def headers() -> dict[str, bytes]:
+    """Every header a program includes (hand-written ones and the generated maps header),
+    by file name."""
+    out = {p.name: p.read_bytes() for p in sorted(INCLUDE.glob("*.h"))}
+    out[MAPS_HEADER] = render_maps_header().encode()
+    return dict(sorted(out.items()))
+
+
+def object_name(c_source: str, header_files: dict[str, bytes]) -> str:
+    """Content address of one program: the hash of its C and of every header it includes."""
+    h = hashlib.sha256()
+    for name, data in sorted(header_files.items()):
+        h.update(name.encode() + b"\0" + hashlib.sha256(data).digest())
+    h.update(c_source.encode())
+    return "p-" + h.hexdigest()[:16]

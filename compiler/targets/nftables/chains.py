@@ -1,0 +1,281 @@
+"""Policy, profile and endpoint chains.
+
+* One chain per **policy, direction and flavour**, shared by every endpoint that uses it:
+  ``pol-ingress/<policy id>``, ``pol-egress/<policy id>`` (normal and applyOnForward hooks),
+  ``pol-prednat/<id>`` (preDNAT: denies stay ``drop``), ``pol-untracked-ingress|egress/<id>``
+  (doNotTrack: an allow is ``notrack``). Rules keep the user's order; see :mod:`.marks` for how
+  a rule's verdict travels back to the endpoint chain.
+* One chain per **profile and direction**: ``pro-ingress/<name>``, ``pro-egress/<name>``. ``Pass``
+  in a profile returns without a mark, i.e. moves on to the next profile (the evaluator's choice,
+  Calico's iptables behaviour).
+* One chain per **endpoint, hook and direction**, running :meth:`Endpoint.plan` tier by tier:
+  jump to each policy chain; ``return`` as soon as the accept bit is set; skip the rest of a tier
+  once the pass bit is set; end-of-tier deny (where the hook has one); then the profiles and the
+  "no profile matched" deny.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from compiler.diagnostics import Span
+from compiler.frontend.model import FelixConfig
+from compiler.ir import nodes as ir
+from compiler.targets.nftables.marks import Marks
+from compiler.targets.nftables.names import LOG_PREFIX_MAX, ident, nft_string, script_comment
+from compiler.targets.nftables.rules import lower_match
+
+NORMAL = "normal"
+PREDNAT = "prednat"
+UNTRACKED = "untracked"
+
+_RATE = re.compile(r"\s*(\d+)\s*/\s*(second|minute|hour|day)\s*")
+
+
+@dataclass(frozen=True, slots=True)
+class Chain:
+    """A chain as text: ``lines`` are rules and ``# comment`` lines, in order."""
+
+    name: str
+    comment: str
+    lines: tuple[str, ...]
+    hook: str | None = None  # "type filter hook ... priority ...; policy accept;" for base chains
+
+
+@dataclass(frozen=True, slots=True)
+class ChainInfo:
+    """What an endpoint chain needs to know about a policy/profile chain it jumps to."""
+
+    name: str
+    can_allow: bool
+    can_pass: bool
+
+
+def span_text(span: Span) -> str:
+    """``file:line`` for comments; absolute paths are cut to the file name (no host paths in
+    artifacts)."""
+    if span.line <= 0:
+        return ""
+    name = os.path.basename(span.file) if os.path.isabs(span.file) else span.file
+    return f"{name}:{span.line}"
+
+
+def with_comment(rule: str, text: str) -> str:
+    return f"{rule} comment {nft_string(text)}" if text else rule
+
+
+def log_rate(felix: FelixConfig) -> str:
+    """``limit rate N/unit burst B packets `` when logActionRateLimit is set and well formed."""
+    if not felix.log_rate_limit:
+        return ""
+    m = _RATE.fullmatch(felix.log_rate_limit)
+    if m is None:
+        return ""
+    return f"limit rate {m[1]}/{m[2]} burst {felix.log_rate_limit_burst} packets "
+
+
+def log_prefix(felix: FelixConfig, tier: str, kind: str, name: str, ns_name: str) -> str:
+    """FelixConfig.log_prefix with %t %k %n %p replaced, plus ": " (nft string, <= 127 bytes)."""
+    values = {"t": tier, "k": kind, "n": name, "p": ns_name}
+    text = re.sub(r"%([tknp])", lambda m: values[m[1]], felix.log_prefix) + ": "
+    return nft_string(text, LOG_PREFIX_MAX)
+
+
+@dataclass
+class ChainBuilder:
+    """Builds policy/profile chains on demand (each once) and the endpoint chains that use them.
+
+    ``set_names`` maps every IR set id to its nft set name; ``used_sets`` collects the ids that
+    rendered rules reference, so only those sets are declared.
+    """
+
+    program: ir.Program
+    marks: Marks
+    set_names: Mapping[str, str]
+    set_families: Mapping[str, int]
+    used_sets: set[str] = field(default_factory=set)
+    chains: dict[str, Chain] = field(default_factory=dict)
+    _infos: dict[tuple[str, str, str, str], ChainInfo] = field(default_factory=dict)
+    uses_untracked: bool = False
+
+    # -- verdict statements -------------------------------------------------------------------
+
+    def deny(self, match: str, comment: str, *, tracked: bool = True, protocol: int | None = None) -> list[str]:
+        """Deny as ``drop`` or (FelixConfig deny_action Reject, tracked hooks only) ``reject``:
+        a TCP reset for TCP, ICMP(v6) port-unreachable otherwise."""
+        pre = f"{match} " if match else ""
+        if not tracked or self.program.felix.deny_action != "Reject":
+            return [with_comment(f"{pre}drop", comment)]
+        if protocol == 6:
+            return [with_comment(f"{pre}reject with tcp reset", comment)]
+        if protocol is not None:
+            return [with_comment(f"{pre}reject", comment)]
+        return [
+            with_comment(f"{pre}meta l4proto tcp reject with tcp reset", comment),
+            with_comment(f"{pre}reject", comment),
+        ]
+
+    # -- policy and profile chains ------------------------------------------------------------
+
+    def _rule_lines(
+        self,
+        rule: ir.Rule,
+        label: str,
+        action: Callable[[ir.Rule, str, str], list[str]],
+    ) -> list[str]:
+        where = span_text(rule.origin)
+        comment = f"{label} rule {rule.index}" + (f" {where}" if where else "")
+        if rule.http_ignored:
+            comment += " (http match not enforced at L3/L4)"
+        for m in (rule.match.src, rule.match.dst):
+            for pm in (m.ports, m.not_ports):
+                if pm is not None:
+                    self.used_sets.update(pm.named_sets)
+            self.used_sets.update(m.sets)
+            self.used_sets.update(m.not_sets)
+        alternatives = lower_match(rule.match, self.set_names, self.set_families)
+        if not alternatives:
+            return [script_comment(f"{comment}: can never match (nets emptied for this family)")]
+        out = []
+        for alt in alternatives:
+            out.extend(action(rule, alt, comment))
+        return out
+
+    def policy_chain(self, pid: str, direction: str, flavour: str) -> ChainInfo:
+        key = ("policy", pid, direction, flavour)
+        if key in self._infos:
+            return self._infos[key]
+        policy = self.program.policies[pid]
+        prefix = {
+            NORMAL: f"pol-{direction}/",
+            PREDNAT: "pol-prednat/",
+            UNTRACKED: f"pol-untracked-{direction}/",
+        }[flavour]
+        name = ident(prefix, pid)
+        ns_name = f"{policy.namespace}/{policy.name}" if policy.namespace else policy.name
+        prefix_str = log_prefix(self.program.felix, policy.tier, policy.kind_short, policy.name, ns_name)
+        rules = policy.rules(direction)
+        tracked = flavour == NORMAL
+        m = self.marks
+
+        def action(rule: ir.Rule, match: str, comment: str) -> list[str]:
+            pre = f"{match} " if match else ""
+            if rule.action == ir.ALLOW:
+                if flavour == UNTRACKED:
+                    return [with_comment(f"{pre}notrack {m.set(m.untracked)} return", comment)]
+                return [with_comment(f"{pre}{m.set(m.accept)} return", comment)]
+            if rule.action == ir.PASS:
+                return [with_comment(f"{pre}{m.set(m.pass_)} return", comment)]
+            if rule.action == ir.DENY:
+                return self.deny(match, comment, tracked=tracked, protocol=rule.match.protocol)
+            rate = log_rate(self.program.felix)
+            return [with_comment(f"{pre}{rate}log prefix {prefix_str} level info", comment)]
+
+        lines: list[str] = []
+        for rule in rules:
+            lines.extend(self._rule_lines(rule, f"{pid} {direction}", action))
+        where = span_text(policy.origin)
+        comment = f"{policy.kind_short} {ns_name} tier {policy.tier} {direction}"
+        if flavour != NORMAL:
+            comment += f" ({flavour})"
+        if where:
+            comment += f" {where}"
+        self.chains[name] = Chain(name, comment, tuple(lines))
+        info = ChainInfo(
+            name,
+            can_allow=any(r.action == ir.ALLOW for r in rules),
+            can_pass=any(r.action == ir.PASS for r in rules),
+        )
+        if flavour == UNTRACKED:
+            self.uses_untracked = True
+        self._infos[key] = info
+        return info
+
+    def profile_chain(self, name: str, direction: str) -> ChainInfo:
+        key = ("profile", name, direction, NORMAL)
+        if key in self._infos:
+            return self._infos[key]
+        profile = self.program.profiles[name]
+        chain_name = ident(f"pro-{direction}/", name)
+        prefix_str = log_prefix(self.program.felix, "", "pro", name, name)
+        m = self.marks
+
+        def action(rule: ir.Rule, match: str, comment: str) -> list[str]:
+            pre = f"{match} " if match else ""
+            if rule.action == ir.ALLOW:
+                return [with_comment(f"{pre}{m.set(m.accept)} return", comment)]
+            if rule.action == ir.PASS:
+                return [with_comment(f"{pre}return", comment + " (pass: next profile)")]
+            if rule.action == ir.DENY:
+                return self.deny(match, comment, protocol=rule.match.protocol)
+            rate = log_rate(self.program.felix)
+            return [with_comment(f"{pre}{rate}log prefix {prefix_str} level info", comment)]
+
+        lines: list[str] = []
+        for rule in profile.rules(direction):
+            lines.extend(self._rule_lines(rule, f"profile {name} {direction}", action))
+        where = span_text(profile.origin)
+        comment = f"profile {name} {direction}" + (f" {where}" if where else "")
+        self.chains[chain_name] = Chain(chain_name, comment, tuple(lines))
+        info = ChainInfo(chain_name, any(r.action == ir.ALLOW for r in profile.rules(direction)), False)
+        self._infos[key] = info
+        return info
+
+    # -- endpoint chains ----------------------------------------------------------------------
+
+    def tier_lines(
+        self,
+        plans: tuple[ir.TierPlan, ...],
+        direction: str,
+        flavour: str,
+        end_of_tier_deny: bool,
+    ) -> list[str]:
+        """Jumps to the policy chains of each tier, with the accept/pass bookkeeping."""
+        m = self.marks
+        allow_bit = m.untracked if flavour == UNTRACKED else m.accept
+        lines: list[str] = []
+        pass_pending = False  # may the pass bit be set here?
+        for plan in plans:
+            lines.append(script_comment(f"tier {plan.tier} (default action {plan.default_action})"))
+            if pass_pending:
+                lines.append(with_comment(m.clear(m.pass_), f"tier {plan.tier}: clear pass"))
+            pass_pending = False
+            for pid in plan.policies:
+                info = self.policy_chain(pid, direction, flavour)
+                guard = f"{m.is_clear(m.pass_)} " if pass_pending else ""
+                lines.append(with_comment(f"{guard}jump {info.name}", f"policy {pid}"))
+                if info.can_allow:
+                    lines.append(with_comment(f"{m.is_set(allow_bit)} return", f"allowed by {pid}"))
+                pass_pending = pass_pending or info.can_pass
+            if end_of_tier_deny and plan.default_action == ir.DENY:
+                guard = m.is_clear(m.pass_) if pass_pending else ""
+                lines.extend(self.deny(guard, f"end of tier {plan.tier}"))
+                # Every packet that gets past this point passed: the tier's pass bit is set.
+        return lines
+
+    def profile_lines(self, ep: ir.Endpoint, direction: str) -> list[str]:
+        m = self.marks
+        lines = [script_comment("profiles")] if ep.profiles else []
+        for name in ep.profiles:
+            if name not in self.program.profiles:
+                lines.append(script_comment(f"profile {name} is not defined: skipped"))
+                continue
+            info = self.profile_chain(name, direction)
+            lines.append(with_comment(f"jump {info.name}", f"profile {name}"))
+            if info.can_allow:
+                lines.append(with_comment(f"{m.is_set(m.accept)} return", f"allowed by profile {name}"))
+        lines.extend(self.deny("", "no profile matched"))
+        return lines
+
+    def add(self, chain: Chain) -> str:
+        if chain.name in self.chains:
+            raise ValueError(f"duplicate nft chain name {chain.name}")
+        self.chains[chain.name] = chain
+        return chain.name
+
+
+def sorted_chains(chains: Mapping[str, Chain]) -> list[Chain]:
+    return [chains[k] for k in sorted(chains)]

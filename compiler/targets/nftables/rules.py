@@ -1,0 +1,211 @@
+"""Lowering one IR :class:`~compiler.ir.nodes.Match` to nft match expressions.
+
+Every criterion of a Match is ANDed, which nft expresses by writing expressions one after the
+other in a rule. Lists that are ORed become one lookup: nets an anonymous interval set
+(``ip saddr { 10.0.0.0/8, 192.168.0.0/16 }``), numeric ports an anonymous set of values and
+ranges (``th dport { 80, 8000-8080 }``). Negated lists are the same lookup with ``!=``.
+
+The one OR nft cannot write in a single rule is a port list that mixes numeric ports with named
+ports, or holds several named ports: each of those is a different lookup (``th dport {…}`` vs
+``ip daddr . meta l4proto . th dport @set``). Such a match is split into alternatives that are
+made **disjoint**: alternative *k* also requires "none of alternatives 1..k-1", which is a
+conjunction of negated lookups and so fits in one rule. Exactly one of the split rules matches a
+packet the original matched, so a Log rule still logs once and first-match order is kept.
+
+>>> import ipaddress
+>>> from compiler.ir.nodes import Match, PortMatch, Side
+>>> m = Match(ip_version=4, protocol=6, dst=Side(
+...     nets=(ipaddress.ip_network("10.0.0.0/8"),), ports=PortMatch(((80, 80), (443, 443)))))
+>>> lower_match(m, {})
+['meta nfproto ipv4 meta l4proto tcp ip daddr 10.0.0.0/8 th dport { 80, 443 }']
+>>> m = Match(ip_version=6, dst=Side(ports=PortMatch((), ("n:a:6", "n:b:6"))))
+>>> for alt in lower_match(m, {"n:a:6": "np6-a", "n:b:6": "np6-b"}):
+...     print(alt)
+meta nfproto ipv6 ip6 daddr . meta l4proto . th dport @np6-a
+meta nfproto ipv6 ip6 daddr . meta l4proto . th dport != @np6-a ip6 daddr . meta l4proto . th dport @np6-b
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable, Mapping
+
+from compiler.ir.nodes import IPNet, Match, PortMatch, Side
+
+# Protocol numbers nft knows by keyword (meta l4proto / inet_proto). Others stay numeric.
+PROTO_NAMES: dict[int, str] = {
+    1: "icmp",
+    6: "tcp",
+    17: "udp",
+    58: "icmpv6",
+    132: "sctp",
+    136: "udplite",
+}
+
+
+def proto(number: int) -> str:
+    return PROTO_NAMES.get(number, str(number))
+
+
+def merge_nets(nets: Iterable[IPNet]) -> list[IPNet]:
+    """Collapse to disjoint, sorted prefixes (an nft interval set may not hold overlaps)."""
+    out: list[IPNet] = []
+    for version in (4, 6):
+        same = [n for n in nets if n.version == version]
+        out.extend(ipaddress.collapse_addresses(same))  # type: ignore[arg-type]
+    return out
+
+
+def net_text(net: IPNet) -> str:
+    """A host prefix prints as a bare address, like nft lists it."""
+    if net.prefixlen == net.max_prefixlen:
+        return str(net.network_address)
+    return str(net)
+
+
+def merge_ranges(ranges: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Sort and merge overlapping or adjacent inclusive ranges."""
+    out: list[tuple[int, int]] = []
+    for lo, hi in sorted(ranges):
+        if out and lo <= out[-1][1] + 1:
+            out[-1] = (out[-1][0], max(out[-1][1], hi))
+        else:
+            out.append((lo, hi))
+    return out
+
+
+def _range_text(lo: int, hi: int) -> str:
+    return str(lo) if lo == hi else f"{lo}-{hi}"
+
+
+def anon_set(items: list[str]) -> str:
+    """A single value stays bare, several go into an anonymous set."""
+    return items[0] if len(items) == 1 else "{ " + ", ".join(items) + " }"
+
+
+def _family_kw(family: int) -> str:
+    return "ip" if family == 4 else "ip6"
+
+
+def _family_of(m: Match, set_families: Mapping[str, int]) -> int | None:
+    if m.ip_version is not None:
+        return m.ip_version
+    for side in (m.src, m.dst):
+        for net in (*(side.nets or ()), *side.not_nets):
+            return net.version
+        for sid in (*side.sets, *side.not_sets):
+            if sid in set_families:
+                return set_families[sid]
+    return None
+
+
+class _Lookup:
+    """One membership test ``lhs rhs`` that can be negated as ``lhs != rhs``."""
+
+    __slots__ = ("lhs", "rhs")
+
+    def __init__(self, lhs: str, rhs: str) -> None:
+        self.lhs, self.rhs = lhs, rhs
+
+    def positive(self) -> str:
+        return f"{self.lhs} {self.rhs}"
+
+    def negative(self) -> str:
+        return f"{self.lhs} != {self.rhs}"
+
+
+def _port_lookups(
+    pm: PortMatch, addr: str | None, port: str, set_names: Mapping[str, str]
+) -> list[_Lookup]:
+    out = []
+    ranges = merge_ranges(pm.ranges)
+    if ranges:
+        out.append(_Lookup(port, anon_set([_range_text(lo, hi) for lo, hi in ranges])))
+    for sid in pm.named_sets:
+        if addr is None:
+            raise ValueError(f"named-port set {sid} in a rule without an IP family")
+        out.append(_Lookup(f"{addr} . meta l4proto . {port}", "@" + set_names[sid]))
+    return out
+
+
+def _side(
+    side: Side, direction: str, family: int | None, set_names: Mapping[str, str]
+) -> tuple[list[str], list[_Lookup] | None] | None:
+    """(ANDed expressions, port alternatives or None) for one side; None = never matches."""
+    addr = f"{_family_kw(family)} {direction}addr" if family is not None else None
+    port = f"th {direction}port"
+    exprs: list[str] = []
+    if side.nets is not None:
+        nets = merge_nets(side.nets)
+        if not nets:
+            return None
+        exprs.append(f"{addr} {anon_set([net_text(n) for n in nets])}")
+    if side.not_nets:
+        nets = merge_nets(side.not_nets)
+        exprs.append(f"{addr} != {anon_set([net_text(n) for n in nets])}")
+    exprs.extend(f"{addr} @{set_names[sid]}" for sid in side.sets)
+    exprs.extend(f"{addr} != @{set_names[sid]}" for sid in side.not_sets)
+    if side.not_ports is not None:
+        exprs.extend(lk.negative() for lk in _port_lookups(side.not_ports, addr, port, set_names))
+    alternatives = None
+    if side.ports is not None:
+        alternatives = _port_lookups(side.ports, addr, port, set_names)
+        if not alternatives:
+            return None
+    return exprs, alternatives
+
+
+def _disjoint(alternatives: list[_Lookup] | None) -> list[list[str]]:
+    """Alternative k as "k and not any earlier one" (see the module docstring)."""
+    if alternatives is None:
+        return [[]]
+    return [
+        [*(prev.negative() for prev in alternatives[:k]), alt.positive()]
+        for k, alt in enumerate(alternatives)
+    ]
+
+
+def _icmp(m: Match, family: int | None) -> list[str]:
+    out: list[str] = []
+    if m.icmp_type is None and m.not_icmp_type is None:
+        return out
+    kw = "icmpv6" if m.protocol == 58 or (m.protocol is None and family == 6) else "icmp"
+    if m.icmp_type is not None:
+        out.append(f"{kw} type {m.icmp_type}")
+        if m.icmp_code is not None:
+            out.append(f"{kw} code {m.icmp_code}")
+    if m.not_icmp_type is not None:
+        if m.not_icmp_code is None:
+            out.append(f"{kw} type != {m.not_icmp_type}")
+        else:
+            # NOT (type == t AND code == c); nft cannot negate two matches, but it can negate
+            # one lookup of the concatenation.
+            out.append(f"{kw} type . {kw} code != {{ {m.not_icmp_type} . {m.not_icmp_code} }}")
+    return out
+
+
+def lower_match(
+    m: Match, set_names: Mapping[str, str], set_families: Mapping[str, int] | None = None
+) -> list[str]:
+    """The nft match text of ``m`` as disjoint alternatives (usually one); ``[]`` when the match
+    can never be satisfied (e.g. a nets field the family split emptied)."""
+    family = _family_of(m, set_families or {})
+    src = _side(m.src, "s", family, set_names)
+    dst = _side(m.dst, "d", family, set_names)
+    if src is None or dst is None:
+        return []
+    head: list[str] = []
+    if family is not None:
+        head.append(f"meta nfproto ipv{family}")
+    if m.protocol is not None:
+        head.append(f"meta l4proto {proto(m.protocol)}")
+    if m.not_protocol is not None:
+        head.append(f"meta l4proto != {proto(m.not_protocol)}")
+    head.extend(_icmp(m, family))
+    head.extend(src[0])
+    head.extend(dst[0])
+    out = []
+    for s_alt in _disjoint(src[1]):
+        for d_alt in _disjoint(dst[1]):
+            out.append(" ".join([*head, *s_alt, *d_alt]))
+    return out

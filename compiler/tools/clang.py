@@ -1,0 +1,107 @@
+"""The one place that runs ``clang`` to build BPF objects.
+
+Every call is an argv list (never a shell), with a timeout and captured output. A failure raises
+:class:`ClangError` with the argv, the exit status and stderr (the compiler's diagnostics).
+
+Objects must be byte-identical for identical input wherever they are built, so the build runs
+with relative paths from a working directory and ``-fdebug-compilation-dir=.``: no absolute path
+of the temporary build directory ends up in the DWARF or BTF line info.
+
+>>> bpf_argv("src/p.bpf.c", "obj/p.bpf.o", ["src/include"], system_includes=[])[:6]
+['clang', '-O2', '-g', '-target', 'bpf', '-c']
+"""
+
+from __future__ import annotations
+
+import functools
+import glob
+import os
+import shutil
+import subprocess
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+DEFAULT_TIMEOUT = 300.0
+CLANG = "clang"
+
+
+class ClangError(RuntimeError):
+    """``clang`` failed (non-zero exit, timeout or missing binary)."""
+
+    def __init__(self, argv: Sequence[str], returncode: int | None, stderr: str) -> None:
+        self.argv = tuple(argv)
+        self.returncode = returncode
+        self.stderr = stderr
+        status = "timed out" if returncode is None else f"exited {returncode}"
+        super().__init__(f"{' '.join(self.argv)!r} {status}: {stderr.strip()}")
+
+
+@dataclass(frozen=True)
+class ClangResult:
+    argv: tuple[str, ...]
+    stderr: str  # warnings
+
+
+def available() -> bool:
+    return shutil.which(CLANG) is not None
+
+
+@functools.cache
+def version() -> str:
+    """First line of ``clang --version`` (part of the build's identity), or "" if missing."""
+    try:
+        out = subprocess.run([CLANG, "--version"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return out.stdout.splitlines()[0] if out.returncode == 0 and out.stdout else ""
+
+
+@functools.cache
+def system_include_dirs() -> tuple[str, ...]:
+    """Where ``<asm/types.h>`` lives: Debian keeps it in the multiarch directory, which clang
+    does not search for ``-target bpf``. Kernel UAPI headers come from linux-libc-dev and
+    ``<bpf/bpf_helpers.h>`` from libbpf-dev; no kernel headers are needed."""
+    hits = sorted(glob.glob("/usr/include/*-linux-gnu*/asm/types.h"))
+    return tuple(os.path.dirname(os.path.dirname(h)) for h in hits[:1])
+
+
+def bpf_argv(
+    src: str,
+    out: str,
+    include_dirs: Sequence[str],
+    *,
+    system_includes: Sequence[str] | None = None,
+    defines: Sequence[str] = (),
+) -> list[str]:
+    sys_inc = system_include_dirs() if system_includes is None else system_includes
+    argv = [CLANG, "-O2", "-g", "-target", "bpf", "-c", src, "-o", out]
+    argv += ["-fdebug-compilation-dir=.", "-Wall", "-Wno-unused-label", "-Wno-unused-function"]
+    argv += [f"-I{d}" for d in include_dirs]
+    argv += [f"-idirafter{d}" for d in sys_inc]
+    argv += [f"-D{d}" for d in defines]
+    return argv
+
+
+def compile_bpf(
+    src: str,
+    out: str,
+    include_dirs: Sequence[str],
+    *,
+    cwd: str,
+    defines: Sequence[str] = (),
+    timeout: float = DEFAULT_TIMEOUT,
+) -> ClangResult:
+    """``clang -O2 -g -target bpf -c SRC -o OUT`` run in ``cwd`` (paths relative to it)."""
+    argv = bpf_argv(src, out, include_dirs, defines=defines)
+    try:
+        proc = subprocess.run(
+            argv, cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False
+        )
+    except FileNotFoundError as e:
+        raise ClangError(argv, 127, str(e)) from None
+    except subprocess.TimeoutExpired as e:
+        stderr = e.stderr.decode() if isinstance(e.stderr, bytes) else (e.stderr or "")
+        raise ClangError(argv, None, stderr) from None
+    if proc.returncode != 0:
+        raise ClangError(argv, proc.returncode, proc.stderr)
+    return ClangResult(tuple(argv), proc.stderr)

@@ -1,0 +1,106 @@
+"""The one place that runs ``nft`` (nftables' command-line tool).
+
+Every call is an argv list (never a shell), with a timeout and captured output. A failure raises
+:class:`NftError`, which carries the argv, the exit status and stderr, so callers can turn it
+into a diagnostic or a test failure that says exactly what the kernel refused.
+
+``netns`` runs the command inside a named network namespace (``ip netns exec NAME nft ...``);
+tests use it to load scripts into throwaway namespaces and never touch the host's ruleset.
+
+>>> nft_argv(["-c", "-f", "-"], netns="tortie-x")
+['ip', 'netns', 'exec', 'tortie-x', 'nft', '-c', '-f', '-']
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+DEFAULT_TIMEOUT = 60.0
+NFT = "nft"
+
+
+@dataclass(frozen=True)
+class NftResult:
+    argv: tuple[str, ...]
+    stdout: str
+    stderr: str
+
+
+class NftError(RuntimeError):
+    """``nft`` failed (non-zero exit, timeout or missing binary)."""
+
+    def __init__(self, argv: Sequence[str], returncode: int | None, stderr: str) -> None:
+        self.argv = tuple(argv)
+        self.returncode = returncode
+        self.stderr = stderr
+        status = "timed out" if returncode is None else f"exited {returncode}"
+        super().__init__(f"{' '.join(self.argv)!r} {status}: {stderr.strip()}")
+
+
+def available() -> bool:
+    """Whether the ``nft`` binary is on PATH."""
+    return shutil.which(NFT) is not None
+
+
+def nft_argv(args: Sequence[str], netns: str | None = None) -> list[str]:
+    base = [NFT, *args]
+    return ["ip", "netns", "exec", netns, *base] if netns else base
+
+
+def run(
+    args: Sequence[str],
+    *,
+    input: str | None = None,
+    netns: str | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+) -> NftResult:
+    """Run ``nft ARGS`` (optionally in ``netns``) and return its output; raise NftError on failure."""
+    argv = nft_argv(args, netns)
+    try:
+        proc = subprocess.run(
+            argv, input=input, capture_output=True, text=True, timeout=timeout, check=False
+        )
+    except FileNotFoundError as e:
+        raise NftError(argv, 127, str(e)) from None
+    except subprocess.TimeoutExpired as e:
+        stderr = e.stderr.decode() if isinstance(e.stderr, bytes) else (e.stderr or "")
+        raise NftError(argv, None, stderr) from None
+    if proc.returncode != 0:
+        raise NftError(argv, proc.returncode, proc.stderr)
+    return NftResult(tuple(argv), proc.stdout, proc.stderr)
+
+
+def check(script: str, *, netns: str | None = None, timeout: float = DEFAULT_TIMEOUT) -> None:
+    """``nft -c -f -``: parse and validate against the kernel without committing anything."""
+    run(["-c", "-f", "-"], input=script, netns=netns, timeout=timeout)
+
+
+def load(script: str, *, netns: str | None = None, timeout: float = DEFAULT_TIMEOUT) -> None:
+    """``nft -f -``: apply ``script`` as one transaction (all of it, or nothing)."""
+    run(["-f", "-"], input=script, netns=netns, timeout=timeout)
+
+
+def list_table(
+    family: str, table: str, *, netns: str | None = None, timeout: float = DEFAULT_TIMEOUT
+) -> str:
+    """``nft list table FAMILY TABLE`` as text."""
+    return run(["list", "table", family, table], netns=netns, timeout=timeout).stdout
+
+
+def list_table_json(
+    family: str, table: str, *, netns: str | None = None, timeout: float = DEFAULT_TIMEOUT
+) -> list[dict[str, object]]:
+    """``nft -j list table FAMILY TABLE``: the ``nftables`` array of JSON objects."""
+    out = run(["-j", "list", "table", family, table], netns=netns, timeout=timeout).stdout
+    return json.loads(out)["nftables"]
+
+
+def list_ruleset_json(
+    *, netns: str | None = None, timeout: float = DEFAULT_TIMEOUT
+) -> list[dict[str, object]]:
+    out = run(["-j", "list", "ruleset"], netns=netns, timeout=timeout).stdout
+    return json.loads(out)["nftables"]
