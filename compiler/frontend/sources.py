@@ -39,7 +39,9 @@ def decode(data: bytes, name: str, sink: DiagnosticSink) -> str | None:
         head = data[:start]
         line = head.count(b"\n") + 1
         col = len(head[head.rfind(b"\n") + 1 :].decode("utf-8", errors="replace")) + 1
-        sink.error("E003", f"input is not UTF-8 text (byte 0x{data[start]:02x})", Span(name, line, col))
+        sink.error(
+            "E003", f"input is not UTF-8 text (byte 0x{data[start]:02x})", Span(name, line, col)
+        )
         return None
 
 
@@ -65,7 +67,9 @@ def _read(path: str, sink: DiagnosticSink) -> Source | None:
     return None if text is None else Source(path, text)
 
 
-def discover(paths: Iterable[str], sink: DiagnosticSink, stdin: TextIO | None = None) -> list[Source]:
+def discover(
+    paths: Iterable[str], sink: DiagnosticSink, stdin: TextIO | None = None
+) -> list[Source]:
     """The sources named by ``paths``, each file once (first mention wins), in a stable order."""
     out: list[Source] = []
     seen: set[str] = set()
@@ -86,7 +90,9 @@ def discover(paths: Iterable[str], sink: DiagnosticSink, stdin: TextIO | None = 
         if os.path.isdir(path):
             files = _walk(path)
             if not files:
-                sink.warning("W003", f"no .yaml, .yml or .json files under {path}", Span(path, 0, 0))
+                sink.warning(
+                    "W003", f"no .yaml, .yml or .json files under {path}", Span(path, 0, 0)
+                )
         elif os.path.exists(path):
             files = [path]
         else:

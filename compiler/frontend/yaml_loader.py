@@ -56,7 +56,9 @@ _SEQ_TAG = "tag:yaml.org,2002:seq"
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 # YAML's printable set (YAML 1.1 §5.1). Anything else is a reader error; we find it ourselves
 # because the C reader reports a byte offset, not a line and column.
-_NON_PRINTABLE = re.compile("[^\x09\x0a\x0d\x20-\x7e\x85\xa0-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+_NON_PRINTABLE = re.compile(
+    "[^\x09\x0a\x0d\x20-\x7e\x85\xa0-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]"
+)
 
 
 @dataclass(eq=False, slots=True)
@@ -264,7 +266,9 @@ class _Builder:
             return
         if top.pending_key is None:
             if not isinstance(node, Scalar):
-                self.sink.error("E021", "mapping keys must be strings, not " + type_name(node), node.span)
+                self.sink.error(
+                    "E021", "mapping keys must be strings, not " + type_name(node), node.span
+                )
                 node = Scalar("?", node.span)
             top.pending_key = node
             return
@@ -280,7 +284,12 @@ class _Builder:
             if merged:
                 return  # explicit keys win over merged ones
             first = mapping.items[mapping._index[text]][0]
-            self.sink.error("E004", f"duplicate key {text!r} in this mapping", key.span, f"first given at {first.span}")
+            self.sink.error(
+                "E004",
+                f"duplicate key {text!r} in this mapping",
+                key.span,
+                f"first given at {first.span}",
+            )
             return
         mapping._index[text] = len(mapping.items)
         mapping.items.append((Scalar(text, key.span, key.style, key.raw), value))
@@ -291,7 +300,9 @@ class _Builder:
             sources = value.items if isinstance(value, Sequence) else [value]
             for src in sources:
                 if not isinstance(src, Mapping):
-                    self.sink.error("E021", "a merge key (<<) needs a mapping or a list of mappings", key.span)
+                    self.sink.error(
+                        "E021", "a merge key (<<) needs a mapping or a list of mappings", key.span
+                    )
                     continue
                 for k, v in src.items:
                     self.put(frame.node, k, v, merged=True)
@@ -305,7 +316,10 @@ class _Builder:
         node, size = self.anchors[ev.anchor]
         self.alias_nodes += size
         if self.alias_nodes > MAX_ALIAS_NODES:
-            raise _Budget(f"YAML aliases expand to more than {MAX_ALIAS_NODES} nodes; refusing to expand them", span)
+            raise _Budget(
+                f"YAML aliases expand to more than {MAX_ALIAS_NODES} nodes; refusing to expand them",
+                span,
+            )
         self.add(node, size, None)
 
     def event(self, ev: yaml.Event) -> Node | None:
@@ -360,7 +374,9 @@ def load_documents(text: str, name: str, sink: DiagnosticSink) -> list[Node]:
     """
     bad = _first_bad_char(text, name)
     if bad is not None:
-        sink.error("E001", f"malformed YAML: character {bad[1]} is not allowed in YAML text", bad[0])
+        sink.error(
+            "E001", f"malformed YAML: character {bad[1]} is not allowed in YAML text", bad[0]
+        )
         return []
     builder = _Builder(name, text.splitlines(), sink)
     docs: list[Node] = []
@@ -380,7 +396,9 @@ def load_documents(text: str, name: str, sink: DiagnosticSink) -> list[Node]:
         span = Span(name, mark.line + 1, mark.column + 1) if mark else Span(name, 1, 1)
         notes = []
         if e.context and e.context_mark:
-            notes.append(f"{e.context} at {Span(name, e.context_mark.line + 1, e.context_mark.column + 1)}")
+            notes.append(
+                f"{e.context} at {Span(name, e.context_mark.line + 1, e.context_mark.column + 1)}"
+            )
         sink.error("E001", f"malformed YAML: {e.problem or e.context}", span, *notes)
     except yaml.YAMLError as e:  # reader errors without marks (encoding problems)
         sink.error("E001", f"malformed YAML: {str(e).splitlines()[0]}", Span(name, 1, 1))

@@ -200,12 +200,15 @@ def _hook_filter(hook: str, is_host: bool):  # noqa: ANN202 - small local predic
 
 
 def _plans(
-    endpoint_id: str,
+    policy_ids: tuple[str, ...],
     is_host: bool,
-    applying: Mapping[str, frozenset[str]],
-    policies_by_tier: Mapping[str, list[ir.Policy]],
+    policies: Mapping[str, ir.Policy],
     tiers: list[ir.Tier],
 ) -> tuple[tuple[tuple[str, str], tuple[ir.TierPlan, ...]], ...]:
+    """The tier plans of one endpoint, from the (non-staged) policies whose selector matches it.
+
+    ``policy_ids`` is already in evaluation order within each tier (see :func:`build`)."""
+    chosen = [policies[pid] for pid in policy_ids]
     out = []
     for hook in ir.HOOKS:
         keep = _hook_filter(hook, is_host)
@@ -218,10 +221,8 @@ def _plans(
             for tier in tiers:
                 ids = tuple(
                     p.id
-                    for p in policies_by_tier.get(tier.name, ())
-                    if direction in p.types
-                    and keep(p)
-                    and endpoint_id in applying[p.selector]
+                    for p in chosen
+                    if p.tier == tier.name and direction in p.types and keep(p)
                 )
                 if ids:
                     plan.append(ir.TierPlan(tier.name, tier.default_action, ids))
@@ -269,11 +270,32 @@ def build(resources: model.ResourceSet, node: str | None = None) -> ir.Program:
         e.id: effective_labels(e.labels, e.profiles, profiles_by_name) for e in resources.endpoints
     }
     index = LabelIndex({eid: dict(labels) for eid, labels in labelled.items()})
-    applying = {p.selector: index.select(parse(p.selector)) for p in policies}
+    # Endpoint -> applicable policies, by inverting one index query per distinct selector
+    # (never selector x endpoint). Policies are visited in global evaluation order so each
+    # endpoint's list comes out ordered by (tier order, policy order, name tie-break).
+    selected = {sel: index.select(parse(sel)) for sel in sorted({p.selector for p in policies})}
+    tier_rank = {t.name: i for i, t in enumerate(tier_list)}
+    ordered = sorted(
+        (p for plist in by_tier.values() for p in plist),
+        key=lambda p: (
+            tier_rank.get(p.tier, len(tier_rank)),
+            _order_key(p.order),
+            f"{p.name}/{p.namespace or ''}/{p.kind}",
+        ),
+    )
+    per_endpoint: dict[str, list[str]] = defaultdict(list)
+    for p in ordered:
+        for eid in selected[p.selector]:
+            per_endpoint[eid].append(p.id)
+    policy_map = {p.id: p for p in policies}
+    plan_cache: dict[tuple[tuple[str, ...], bool], tuple] = {}
 
     endpoints = []
     selectables = []
     for e in resources.endpoints:
+        key = (tuple(per_endpoint.get(e.id, ())), e.is_host)
+        if key not in plan_cache:
+            plan_cache[key] = _plans(key[0], e.is_host, policy_map, tier_list)  # type: ignore[arg-type]
         endpoints.append(
             ir.Endpoint(
                 id=e.id,
@@ -286,7 +308,7 @@ def build(resources: model.ResourceSet, node: str | None = None) -> ir.Program:
                 labels=labelled[e.id],
                 profiles=tuple(e.profiles),
                 ports=tuple(e.ports),
-                plans=_plans(e.id, e.is_host, applying, by_tier, tier_list),
+                plans=plan_cache[key],
                 origin=e.span,
             )
         )

@@ -16,6 +16,8 @@ Expected verdicts are written as ordered pattern lines, ``"SRC -> DST: allow|den
 
 from __future__ import annotations
 
+import copy
+import functools
 import ipaddress
 import re
 from dataclasses import dataclass, field
@@ -27,6 +29,10 @@ import yaml
 ROOT = Path(__file__).resolve().parent
 BASE_CLUSTER = ROOT / "base" / "cluster.yaml"
 CASES_DIR = ROOT / "cases"
+
+# libyaml when available: the base cluster is parsed once per case otherwise, and that dominates.
+_Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_Dumper: Any = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 
 HEADER_KIND = "ConformanceCase"
 HEADER_KEYS = frozenset({"kind", "description", "base", "expect"})
@@ -124,9 +130,9 @@ def _flatten(docs: list[Any]) -> list[dict[str, Any]]:
     return out
 
 
-def _identity(doc: dict[str, Any]) -> tuple[str, str, str]:
+def _identity(doc: dict[str, Any]) -> tuple[str, str, str, str]:
     meta = doc.get("metadata") or {}
-    return doc["kind"], meta.get("namespace", ""), meta.get("name", "")
+    return doc.get("apiVersion", ""), doc["kind"], meta.get("namespace", ""), meta.get("name", "")
 
 
 def _pod_ips(doc: dict[str, Any]) -> dict[int, str]:
@@ -144,12 +150,17 @@ def _pod_ips(doc: dict[str, Any]) -> dict[int, str]:
 def _split_documents(text: str) -> list[tuple[Any, str]]:
     """Each document of a stream with its own source text (comments and separators dropped)."""
     out = []
-    for node in yaml.compose_all(text, Loader=yaml.SafeLoader):
+    for node in yaml.compose_all(text, Loader=_Loader):
         if node is None:
             continue
         chunk = text[node.start_mark.index : node.end_mark.index].rstrip() + "\n"
-        out.append((yaml.safe_load(chunk), chunk))
+        out.append((yaml.load(chunk, Loader=_Loader), chunk))
     return out
+
+
+@functools.lru_cache(maxsize=4)
+def _parse_base(base_text: str) -> tuple[dict[str, Any], ...]:
+    return tuple(_flatten(list(yaml.load_all(base_text, Loader=_Loader))))
 
 
 def _parse_check(
@@ -231,16 +242,18 @@ def load_case(path: Path, base_text: str | None = None, cases_dir: Path = CASES_
     if use_base:
         if base_text is None:
             base_text = BASE_CLUSTER.read_text(encoding="utf-8")
-        base_items = _flatten(list(yaml.safe_load_all(base_text)))
+        base_items = [copy.deepcopy(item) for item in _parse_base(base_text)]
         kept = [item for item in base_items if _identity(item) not in own]
         if len(kept) == len(base_items):
             parts.append(base_text)
         else:
             base_list = {"apiVersion": "v1", "kind": "List", "items": kept}
-            parts.append(yaml.safe_dump(base_list, sort_keys=False))
+            parts.append(yaml.dump(base_list, Dumper=_Dumper, sort_keys=False))
         base_items = kept
     parts.extend(chunk for _, chunk in resources)
-    documents_yaml_text = "---\n".join(part if part.endswith("\n") else part + "\n" for part in parts)
+    documents_yaml_text = "---\n".join(
+        part if part.endswith("\n") else part + "\n" for part in parts
+    )
 
     everything = base_items + case_items
     pods = {
@@ -248,9 +261,12 @@ def load_case(path: Path, base_text: str | None = None, cases_dir: Path = CASES_
         for doc in everything
         if doc["kind"] == "Pod"
     }
-    host_endpoints = {doc["metadata"]["name"] for doc in everything if doc["kind"] == "HostEndpoint"}
+    host_endpoints = {
+        doc["metadata"]["name"] for doc in everything if doc["kind"] == "HostEndpoint"
+    }
     checks = [
-        _parse_check(raw, pods, host_endpoints, f"{name}: expect[{i}]") for i, raw in enumerate(expect)
+        _parse_check(raw, pods, host_endpoints, f"{name}: expect[{i}]")
+        for i, raw in enumerate(expect)
     ]
     return Case(
         name=name,

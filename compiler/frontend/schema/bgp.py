@@ -11,8 +11,13 @@ import ipaddress
 import re
 
 from compiler.diagnostics import DiagnosticSink
-from compiler.frontend.model import BGPConfiguration, BGPPeer, Community, Node, PrefixAdvertisement, labels_of
-from compiler.frontend.yaml_loader import Mapping, Node as YNode, Scalar
+from compiler.frontend.model import (
+    BGPConfiguration,
+    BGPPeer,
+    Community,
+    PrefixAdvertisement,
+)
+from compiler.frontend.yaml_loader import Mapping, Scalar
 
 from .collect import Collector
 from .fields import Fields, expect_map
@@ -20,7 +25,7 @@ from .meta import Doc, read_meta
 from .selectors import selector_field
 from .values import check_name, check_safe, parse_cidr, parse_ip
 
-__all__ = ["parse_asn", "read_bgp_configuration", "read_bgp_peer", "read_calico_node"]
+__all__ = ["parse_asn", "read_bgp_configuration", "read_bgp_peer"]
 
 _DURATION = re.compile(r"([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+\Z")
 _COMMUNITY = re.compile(r"([0-9]+):([0-9]+)(:([0-9]+))?\Z")
@@ -34,7 +39,9 @@ def parse_asn(sink: DiagnosticSink, node: Scalar) -> int | None:
         return v
     if isinstance(v, float) and not v.is_integer():
         # YAML reads 1.10 as a float; the dotted form must be quoted to keep "10".
-        sink.error("E081", f"AS number {v} is ambiguous: quote dotted AS numbers, e.g. \"1.10\"", node.span)
+        sink.error(
+            "E081", f'AS number {v} is ambiguous: quote dotted AS numbers, e.g. "1.10"', node.span
+        )
         return None
     if isinstance(v, str):
         high, dot, low = v.partition(".")
@@ -46,7 +53,7 @@ def parse_asn(sink: DiagnosticSink, node: Scalar) -> int | None:
     return None
 
 
-def _asn(f: Fields, key: str) -> int | None:
+def asn_field(f: Fields, key: str) -> int | None:
     node = f.scalar(key)
     return parse_asn(f.sink, node) if node is not None else None
 
@@ -56,7 +63,11 @@ def _duration(f: Fields, key: str) -> str | None:
     if node is None:
         return None
     if not _DURATION.match(str(node.value)):
-        f.sink.error("E023", f'"{key}" must be a duration such as 120s or 2m30s, not {node.value!r}', node.span)
+        f.sink.error(
+            "E023",
+            f'"{key}" must be a duration such as 120s or 2m30s, not {node.value!r}',
+            node.span,
+        )
         return None
     return str(node.value)
 
@@ -96,7 +107,11 @@ def _cidr_items(f: Fields, key: str) -> tuple:
 def _community_value(sink: DiagnosticSink, node: Scalar) -> bool:
     m = _COMMUNITY.match(str(node.value))
     if m is None:
-        sink.error("E081", f"invalid community {node.value!r}: use aa:nn (standard) or aa:nn:mm (large)", node.span)
+        sink.error(
+            "E081",
+            f"invalid community {node.value!r}: use aa:nn (standard) or aa:nn:mm (large)",
+            node.span,
+        )
         return False
     parts = [int(p) for p in (m.group(1), m.group(2), m.group(4)) if p is not None]
     limit = 0xFFFF if len(parts) == 2 else 0xFFFFFFFF
@@ -109,14 +124,27 @@ def _community_value(sink: DiagnosticSink, node: Scalar) -> bool:
 def read_bgp_configuration(doc: Doc, col: Collector) -> None:
     sink = doc.sink
     meta = read_meta(doc, namespaced=False)
-    if meta is None:
-        return
-    known = (
-        "asNumber nodeToNodeMeshEnabled logSeverityScreen listenPort bindMode ignoredInterfaces "
-        "serviceClusterIPs serviceExternalIPs serviceLoadBalancerIPs serviceLoadBalancerAggregation "
-        "communities prefixAdvertisements nodeMeshPassword nodeMeshMaxRestartTime programClusterRoutes "
-        "ipv4NormalRoutePriority ipv6NormalRoutePriority localWorkloadPeeringIPV4 localWorkloadPeeringIPV6"
-    ).split()
+    known = [
+        "asNumber",
+        "nodeToNodeMeshEnabled",
+        "logSeverityScreen",
+        "listenPort",
+        "bindMode",
+        "ignoredInterfaces",
+        "serviceClusterIPs",
+        "serviceExternalIPs",
+        "serviceLoadBalancerIPs",
+        "serviceLoadBalancerAggregation",
+        "communities",
+        "prefixAdvertisements",
+        "nodeMeshPassword",
+        "nodeMeshMaxRestartTime",
+        "programClusterRoutes",
+        "ipv4NormalRoutePriority",
+        "ipv6NormalRoutePriority",
+        "localWorkloadPeeringIPV4",
+        "localWorkloadPeeringIPV6",
+    ]
     m = expect_map(sink, doc.node.get("spec"), '"spec"')
     f = Fields(sink, m if m is not None else Mapping([], doc.span), "BGPConfiguration spec", known)
     before = len(sink.errors)
@@ -127,7 +155,12 @@ def read_bgp_configuration(doc: Doc, col: Collector) -> None:
             continue
         cf = Fields(sink, cm, "community", ("name", "value"))
         name, value = cf.str_node("name", required=True), cf.str_node("value", required=True)
-        if name is not None and value is not None and check_safe(sink, name, "community name") and _community_value(sink, value):
+        if (
+            name is not None
+            and value is not None
+            and check_safe(sink, name, "community name")
+            and _community_value(sink, value)
+        ):
             communities.append(Community(str(name.value), str(value.value)))
     names = {c.name for c in communities}
     adverts = []
@@ -143,7 +176,11 @@ def read_bgp_configuration(doc: Doc, col: Collector) -> None:
             if c.value in names or (_COMMUNITY.match(str(c.value)) and _community_value(sink, c)):
                 refs.append(str(c.value))
             elif not _COMMUNITY.match(str(c.value)):
-                sink.error("E081", f"community {c.value!r} is neither defined in communities nor a literal aa:nn", c.span)
+                sink.error(
+                    "E081",
+                    f"community {c.value!r} is neither defined in communities nor a literal aa:nn",
+                    c.span,
+                )
         if cidr is not None:
             adverts.append(PrefixAdvertisement(cidr, tuple(refs)))
     ignored = []
@@ -157,9 +194,11 @@ def read_bgp_configuration(doc: Doc, col: Collector) -> None:
             lwp[key] = str(node.value)
     cfg = BGPConfiguration(
         name=meta.name,
-        as_number=_asn(f, "asNumber"),
+        as_number=asn_field(f, "asNumber"),
         node_to_node_mesh=f.bool("nodeToNodeMeshEnabled"),
-        log_severity=f.enum("logSeverityScreen", ("Debug", "Info", "Warning", "Error", "Fatal"), fold=True),
+        log_severity=f.enum(
+            "logSeverityScreen", ("Debug", "Info", "Warning", "Error", "Fatal"), fold=True
+        ),
         listen_port=f.int("listenPort", 1, 65535),
         bind_mode=f.enum("bindMode", ("None", "NodeIP")),
         ignored_interfaces=tuple(ignored),
@@ -170,8 +209,12 @@ def read_bgp_configuration(doc: Doc, col: Collector) -> None:
         prefix_advertisements=tuple(adverts),
         node_mesh_password=_secret_ref(f, "nodeMeshPassword"),
         node_mesh_max_restart_time=_duration(f, "nodeMeshMaxRestartTime"),
-        service_loadbalancer_aggregation=f.enum("serviceLoadBalancerAggregation", ("Enabled", "Disabled")),
-        program_cluster_routes=f.enum("programClusterRoutes", ("Enabled", "Disabled", "EnabledNoEncapOnly")),
+        service_loadbalancer_aggregation=f.enum(
+            "serviceLoadBalancerAggregation", ("Enabled", "Disabled")
+        ),
+        program_cluster_routes=f.enum(
+            "programClusterRoutes", ("Enabled", "Disabled", "EnabledNoEncapOnly")
+        ),
         ipv4_normal_route_priority=f.int("ipv4NormalRoutePriority", 1, 2**31 - 1),
         ipv6_normal_route_priority=f.int("ipv6NormalRoutePriority", 1, 2**31 - 1),
         local_workload_peering_ipv4=lwp.get("localWorkloadPeeringIPV4"),
@@ -179,9 +222,15 @@ def read_bgp_configuration(doc: Doc, col: Collector) -> None:
         span=doc.span,
     )
     if meta.name != "default" and not meta.name.startswith("node."):
-        sink.warning("W008", f"BGPConfiguration {meta.name!r} is never read: Calico uses \"default\" and \"node.<name>\"", meta.name_span)
+        sink.warning(
+            "W008",
+            f'BGPConfiguration {meta.name!r} is never read: Calico uses "default" and "node.<name>"',
+            meta.name_span,
+        )
         return
-    if len(sink.errors) == before and col.claim("BGPConfiguration", None, meta.name, meta.name_span, "BGPConfiguration"):
+    if len(sink.errors) == before and col.claim(
+        "BGPConfiguration", None, meta.name, meta.name_span, "BGPConfiguration"
+    ):
         col.bgp_configurations.append(cfg)
 
 
@@ -199,7 +248,11 @@ def _peer_ip(sink: DiagnosticSink, node: Scalar) -> str | None:
     try:
         ipaddress.ip_address(host)
     except ValueError:
-        sink.error("E081", f"invalid peerIP {text!r}: use an address, address:port or [v6 address]:port", node.span)
+        sink.error(
+            "E081",
+            f"invalid peerIP {text!r}: use an address, address:port or [v6 address]:port",
+            node.span,
+        )
         return None
     if port is not None and not (port.isdigit() and 1 <= int(port) <= 65535):
         sink.error("E081", f"invalid port in peerIP {text!r}", node.span)
@@ -210,13 +263,26 @@ def _peer_ip(sink: DiagnosticSink, node: Scalar) -> str | None:
 def read_bgp_peer(doc: Doc, col: Collector) -> None:
     sink = doc.sink
     meta = read_meta(doc, namespaced=False)
-    if meta is None:
-        return
-    known = (
-        "node nodeSelector peerIP peerSelector asNumber localASNumber keepOriginalNextHop nextHopMode "
-        "password sourceAddress maxRestartTime keepaliveTime numAllowedLocalASNumbers ttlSecurity "
-        "reachableBy filters localWorkloadSelector reversePeering"
-    ).split()
+    known = [
+        "node",
+        "nodeSelector",
+        "peerIP",
+        "peerSelector",
+        "asNumber",
+        "localASNumber",
+        "keepOriginalNextHop",
+        "nextHopMode",
+        "password",
+        "sourceAddress",
+        "maxRestartTime",
+        "keepaliveTime",
+        "numAllowedLocalASNumbers",
+        "ttlSecurity",
+        "reachableBy",
+        "filters",
+        "localWorkloadSelector",
+        "reversePeering",
+    ]
     m = expect_map(sink, doc.node.get("spec"), '"spec"')
     f = Fields(sink, m if m is not None else Mapping([], doc.span), "BGPPeer spec", known)
     before = len(sink.errors)
@@ -227,10 +293,12 @@ def read_bgp_peer(doc: Doc, col: Collector) -> None:
         if f.has(a) and f.has(b):
             sink.error("E081", f'"{a}" and "{b}" cannot both be set', f.key_span(b))
     if not (f.has("peerIP") or f.has("peerSelector") or f.has("localWorkloadSelector")):
-        sink.error("E081", "a BGPPeer needs peerIP, peerSelector or localWorkloadSelector", f.node.span)
+        sink.error(
+            "E081", "a BGPPeer needs peerIP, peerSelector or localWorkloadSelector", f.node.span
+        )
     ip_node = f.str_node("peerIP")
     peer_ip = _peer_ip(sink, ip_node) if ip_node is not None else None
-    asn = _asn(f, "asNumber")
+    asn = asn_field(f, "asNumber")
     if ip_node is not None and not f.has("asNumber"):
         sink.error("E081", "a BGPPeer with peerIP needs asNumber", f.key_span("peerIP"))
     reach = f.str_node("reachableBy")
@@ -244,7 +312,7 @@ def read_bgp_peer(doc: Doc, col: Collector) -> None:
         peer_ip=peer_ip,
         peer_selector=selector_field(f, "peerSelector"),
         as_number=asn,
-        local_as_number=_asn(f, "localASNumber"),
+        local_as_number=asn_field(f, "localASNumber"),
         keep_original_next_hop=bool(f.bool("keepOriginalNextHop")),
         next_hop_mode=f.enum("nextHopMode", ("Auto", "Self", "Keep")),
         password=_secret_ref(f, "password"),
@@ -259,52 +327,7 @@ def read_bgp_peer(doc: Doc, col: Collector) -> None:
         local_workload_selector=selector_field(f, "localWorkloadSelector"),
         span=doc.span,
     )
-    if len(sink.errors) == before and col.claim("BGPPeer", None, meta.name, meta.name_span, "BGPPeer"):
+    if len(sink.errors) == before and col.claim(
+        "BGPPeer", None, meta.name, meta.name_span, "BGPPeer"
+    ):
         col.bgp_peers.append(peer)
-
-
-def _iface(sink: DiagnosticSink, node: YNode | None, version: int) -> ipaddress.IPv4Interface | ipaddress.IPv6Interface | None:
-    if not isinstance(node, Scalar) or not isinstance(node.value, str) or not node.value:
-        return None
-    try:
-        iface = ipaddress.ip_interface(node.value.strip())
-    except ValueError:
-        sink.error("E040", f"invalid address {node.value!r}", node.span)
-        return None
-    if iface.version != version:
-        sink.error("E040", f"address {node.value!r} is not IPv{version}", node.span)
-        return None
-    return iface
-
-
-def read_calico_node(doc: Doc, col: Collector) -> None:
-    sink = doc.sink
-    meta = read_meta(doc, namespaced=False)
-    if meta is None:
-        return
-    known = (
-        "bgp ipv4VXLANTunnelAddr ipv6VXLANTunnelAddr vxlanTunnelMACAddr vxlanTunnelMACAddrV6 "
-        "orchRefs addresses wireguard"
-    ).split()
-    m = expect_map(sink, doc.node.get("spec"), '"spec"')
-    f = Fields(sink, m if m is not None else Mapping([], doc.span), "Node spec", known)
-    before = len(sink.errors)
-    ipv4 = ipv6 = None
-    asn = None
-    rr = None
-    b = f.map("bgp")
-    if b is not None:
-        bf = Fields(sink, b, "Node bgp", ("ipv4Address", "ipv6Address", "asNumber", "routeReflectorClusterID", "ipv4IPIPTunnelAddr"))
-        ipv4 = _iface(sink, bf.get("ipv4Address"), 4)
-        ipv6 = _iface(sink, bf.get("ipv6Address"), 6)
-        asn = _asn(bf, "asNumber")
-        rr_node = bf.str_node("routeReflectorClusterID")
-        if rr_node is not None and rr_node.value and parse_ip(sink, rr_node, "routeReflectorClusterID") is not None:
-            rr = str(rr_node.value)
-        tun = bf.str_node("ipv4IPIPTunnelAddr")
-        if tun is not None and tun.value:
-            parse_ip(sink, tun, "ipv4IPIPTunnelAddr")
-    vx_node = f.str_node("ipv4VXLANTunnelAddr")
-    vxlan = parse_ip(sink, vx_node, "VXLAN tunnel address") if vx_node is not None and vx_node.value else None
-    if len(sink.errors) == before and col.claim("CalicoNode", None, meta.name, meta.name_span, "Node"):
-        col.calico_nodes[meta.name] = Node(meta.name, ipv4, ipv6, asn, rr, labels_of(meta.labels), vxlan, doc.span)  # type: ignore[arg-type]

@@ -60,25 +60,51 @@ class Collector:
     kind_counts: Counter[str] = field(default_factory=Counter)
     skipped: Counter[str] = field(default_factory=Counter)
     _seen: dict[tuple[str, str | None, str], tuple[str, Span]] = field(default_factory=dict)
+    # Error count when the current document started: a document with errors is not kept.
+    doc_start: int = 0
+
+    @property
+    def clean(self) -> bool:
+        """No error since the current document started."""
+        return len(self.sink.errors) == self.doc_start
 
     # -- registration --------------------------------------------------------------------------
-    def claim(self, family: str, namespace: str | None, name: str, span: Span, what: str) -> bool:
-        """Record ``family/namespace/name``; False (and E024 naming the first) if already taken.
+    def claim(
+        self,
+        family: str,
+        namespace: str | None,
+        name: str,
+        span: Span,
+        what: str,
+        *,
+        force: bool = False,
+    ) -> bool:
+        """Record ``family/namespace/name`` and say whether to keep the object.
 
+        False when the name is taken (E024, naming the first definition) or when the current
+        document had errors (unless ``force``): nothing half-validated reaches the IR. A
+        resource with errors still takes its name, so a duplicate of it is reported too.
         ``family`` groups kinds that share a name space: a Calico Profile ``kns.x`` collides with
         the one that Namespace ``x`` generates.
         """
+        if not name:
+            return False
         key = (family, namespace, name)
         if key in self._seen:
             first_what, first = self._seen[key]
             full = f"{namespace}/{name}" if namespace else name
-            self.sink.error("E024", f"duplicate {what} {full!r}", span, f"{first_what} {full!r} is first defined at {first}")
+            self.sink.error(
+                "E024",
+                f"duplicate {what} {full!r}",
+                span,
+                f"{first_what} {full!r} is first defined at {first}",
+            )
             return False
         self._seen[key] = (what, span)
-        return True
+        return force or self.clean
 
-    def add_policy(self, policy: Policy, span: Span) -> None:
-        if self.claim(policy.kind, policy.namespace, policy.name, span, policy.kind):
+    def add_policy(self, policy: Policy, span: Span, *, force: bool = False) -> None:
+        if self.claim(policy.kind, policy.namespace, policy.name, span, policy.kind, force=force):
             self.policies.append(policy)
 
     def add_tier(self, tier: Tier, span: Span) -> None:
@@ -124,7 +150,11 @@ class Collector:
     def _warn_missing_namespaces(self, endpoints: list[Endpoint]) -> None:
         first: dict[str, Endpoint] = {}
         for ep in endpoints:
-            if ep.namespace is not None and ep.namespace not in self.namespaces and ep.namespace not in first:
+            if (
+                ep.namespace is not None
+                and ep.namespace not in self.namespaces
+                and ep.namespace not in first
+            ):
                 first[ep.namespace] = ep
         if not self.namespaces and not first:
             return
@@ -154,7 +184,8 @@ class Collector:
                     ipv4=cal.ipv4 or k8s.ipv4,
                     ipv6=cal.ipv6 or k8s.ipv6,
                     asn=cal.asn if cal.asn is not None else k8s.asn,
-                    route_reflector_cluster_id=cal.route_reflector_cluster_id or k8s.route_reflector_cluster_id,
+                    route_reflector_cluster_id=cal.route_reflector_cluster_id
+                    or k8s.route_reflector_cluster_id,
                     labels=k8s.labels or cal.labels,
                     vxlan_tunnel_address=cal.vxlan_tunnel_address or k8s.vxlan_tunnel_address,
                 )
@@ -163,11 +194,15 @@ class Collector:
 
     def _felix(self) -> tuple[FelixConfig, tuple[tuple[str, FelixConfig], ...]]:
         base, span = self.felix.get("default", ({}, NO_SPAN))
-        default = replace(FelixConfig(), **base, span=span) if base or span != NO_SPAN else FelixConfig()
+        default = (
+            replace(FelixConfig(), **base, span=span) if base or span != NO_SPAN else FelixConfig()
+        )
         per_node = []
         for name, (values, nspan) in sorted(self.felix.items()):
             if name.startswith("node."):
-                per_node.append((name[len("node.") :], replace(FelixConfig(), **(base | values), span=nspan)))
+                per_node.append(
+                    (name[len("node.") :], replace(FelixConfig(), **(base | values), span=nspan))
+                )
         return default, tuple(per_node)
 
     def finish(self) -> ResourceSet:
@@ -183,7 +218,9 @@ class Collector:
             policies=tuple(sorted(self.policies, key=lambda p: (p.id, p.kind))),
             tiers=tuple(sorted(self.tiers.values(), key=lambda t: t.name)),
             profiles=tuple(sorted(self.profiles.values(), key=lambda p: p.name)),
-            network_sets=tuple(sorted(self.network_sets, key=lambda s: (s.namespace is not None, s.id))),
+            network_sets=tuple(
+                sorted(self.network_sets, key=lambda s: (s.namespace is not None, s.id))
+            ),
             endpoints=tuple(sorted(endpoints, key=lambda e: (e.kind, e.id, e.name))),
             namespaces=tuple(sorted(self.namespaces.values(), key=lambda n: n.name)),
             felix=felix,

@@ -9,7 +9,15 @@ namespace's labels, and HostEndpoints and GlobalNetworkSets get nothing implicit
 from __future__ import annotations
 
 from compiler.diagnostics import DiagnosticSink
-from compiler.frontend.model import PROTOCOLS, Endpoint, IPAddr, IPNet, NamedPort, NetworkSet, labels_of
+from compiler.frontend.model import (
+    PROTOCOLS,
+    Endpoint,
+    IPAddr,
+    IPNet,
+    NamedPort,
+    NetworkSet,
+    labels_of,
+)
 from compiler.frontend.yaml_loader import Mapping
 
 from .collect import Collector
@@ -45,7 +53,9 @@ _STRIPPED = ("pcns.", "pcsa.")
 
 def _spec(doc: Doc, known: tuple[str, ...], ignored: tuple[str, ...] = ()) -> Fields:
     m = expect_map(doc.sink, doc.node.get("spec"), '"spec"')
-    return Fields(doc.sink, m if m is not None else Mapping([], doc.span), f"{doc.kind} spec", known, ignored)
+    return Fields(
+        doc.sink, m if m is not None else Mapping([], doc.span), f"{doc.kind} spec", known, ignored
+    )
 
 
 def _profiles(f: Fields) -> tuple[str, ...]:
@@ -66,14 +76,21 @@ def _ports(f: Fields, *, wep: bool) -> tuple[NamedPort, ...]:
             continue
         pf = Fields(sink, m, "endpoint port", ("name", "protocol", "port") + extra)
         name = pf.str_node("name", required=True)
-        proto = pf.enum("protocol", tuple(PROTOCOLS) + tuple(p.lower() for p in PROTOCOLS), required=True)
+        proto = pf.enum(
+            "protocol", tuple(PROTOCOLS) + tuple(p.lower() for p in PROTOCOLS), required=True
+        )
         port = pf.int("port", 1, 65535, required=True)
         if wep:
             pf.int("hostPort", 0, 65535)
             host_ip = pf.str_node("hostIP")
             if host_ip is not None and host_ip.value:
                 parse_ip(sink, host_ip, "hostIP")
-        if name is None or proto is None or port is None or not check_name(sink, name, "port name", label=True):
+        if (
+            name is None
+            or proto is None
+            or port is None
+            or not check_name(sink, name, "port name", label=True)
+        ):
             continue
         number = PROTOCOLS.get(proto) or PROTOCOLS[next(p for p in PROTOCOLS if p.lower() == proto)]
         out.append(NamedPort(str(name.value), number, port))
@@ -83,22 +100,26 @@ def _ports(f: Fields, *, wep: bool) -> tuple[NamedPort, ...]:
 def read_host_endpoint(doc: Doc, col: Collector) -> None:
     sink = doc.sink
     meta = read_meta(doc, namespaced=False)
-    if meta is None:
-        return
     before = len(sink.errors)
     f = _spec(doc, HEP_FIELDS)
     node = f.str_node("node", required=True)
     if node is not None:
         check_name(sink, node, "node name")
     iface_node = f.str_node("interfaceName")
-    iface = check_interface(sink, iface_node, allow_star=True, allow_empty=True) if iface_node is not None else ""
+    iface = (
+        check_interface(sink, iface_node, allow_star=True, allow_empty=True)
+        if iface_node is not None
+        else ""
+    )
     ips: list[IPAddr] = []
     for item in f.str_list("expectedIPs"):
         ip = parse_ip(sink, item, "expected IP")
         if ip is not None and ip not in ips:
             ips.append(ip)
     if not iface and not f.has("expectedIPs"):
-        sink.error("E071", "a HostEndpoint needs interfaceName or expectedIPs (or both)", f.node.span)
+        sink.error(
+            "E071", "a HostEndpoint needs interfaceName or expectedIPs (or both)", f.node.span
+        )
     profiles = _profiles(f)
     ports = _ports(f, wep=False)
     if len(sink.errors) > before or node is None:
@@ -125,7 +146,11 @@ def _host_prefixes(sink: DiagnosticSink, f: Fields, key: str) -> list[IPAddr]:
         if net is None:
             continue
         if net.prefixlen != net.max_prefixlen:
-            sink.error("E040", f"{key} entry {item.value!r} must be a single address (/32 or /128)", item.span)
+            sink.error(
+                "E040",
+                f"{key} entry {item.value!r} must be a single address (/32 or /128)",
+                item.span,
+            )
             continue
         out.append(net.network_address)
     return out
@@ -134,8 +159,6 @@ def _host_prefixes(sink: DiagnosticSink, f: Fields, key: str) -> list[IPAddr]:
 def read_workload_endpoint(doc: Doc, col: Collector) -> None:
     sink = doc.sink
     meta = read_meta(doc, namespaced=True)
-    if meta is None:
-        return
     before = len(sink.errors)
     f = _spec(doc, WEP_FIELDS, WEP_IGNORED)
     node = f.str_node("node", required=True)
@@ -152,7 +175,13 @@ def read_workload_endpoint(doc: Doc, col: Collector) -> None:
         if s is not None:
             check_safe(sink, s, key)
     sa_node = f.str_node("serviceAccountName")
-    sa = str(sa_node.value) if sa_node is not None and sa_node.value and check_name(sink, sa_node, "service account name") else None
+    sa = (
+        str(sa_node.value)
+        if sa_node is not None
+        and sa_node.value
+        and check_name(sink, sa_node, "service account name")
+        else None
+    )
     for key in ("ipv4Gateway", "ipv6Gateway"):
         g = f.str_node(key)
         if g is not None and g.value:
@@ -175,12 +204,18 @@ def read_workload_endpoint(doc: Doc, col: Collector) -> None:
         if net is not None:
             spoof.append(net)
     iface_node = f.str_node("interfaceName")
-    iface = check_interface(sink, iface_node) if iface_node is not None and iface_node.value else None
+    iface = (
+        check_interface(sink, iface_node) if iface_node is not None and iface_node.value else None
+    )
     if iface is None and (iface_node is None or not iface_node.value):
         if orchestrator is not None and orchestrator.value == "k8s" and pod is not None:
             iface = interface_name(str(meta.namespace), str(pod.value))
         else:
-            sink.error("E072", "a WorkloadEndpoint needs interfaceName (or orchestrator k8s and pod to derive it)", f.node.span)
+            sink.error(
+                "E072",
+                "a WorkloadEndpoint needs interfaceName (or orchestrator k8s and pod to derive it)",
+                f.node.span,
+            )
     profiles = _profiles(f)
     ports = _ports(f, wep=True)
     if len(sink.errors) > before or node is None or iface is None:
@@ -215,8 +250,6 @@ def read_network_set(doc: Doc, col: Collector) -> None:
     sink = doc.sink
     namespaced = doc.kind == "NetworkSet"
     meta = read_meta(doc, namespaced=namespaced)
-    if meta is None:
-        return
     before = len(sink.errors)
     f = _spec(doc, ("nets",))
     nets: list[IPNet] = []

@@ -49,50 +49,169 @@ FELIX_READ = {
 
 # Known to Felix, no effect on Tortie's artifacts: accepted and ignored.
 FELIX_IGNORED = frozenset(
-    """
-    useInternalDataplaneDriver dataplaneDriver dataplaneWatchdogTimeout ipv6Support
-    routeRefreshInterval interfaceRefreshInterval iptablesRefreshInterval
-    iptablesPostWriteCheckInterval iptablesLockFilePath iptablesLockTimeout
-    iptablesLockProbeInterval featureDetectOverride featureGates ipsetsRefreshInterval
-    xdpRefreshInterval netlinkTimeout metadataAddr metadataPort openstackRegion interfacePrefix
-    interfaceExclude iptablesFilterAllowAction iptablesMangleAllowAction logFilePath
-    logSeverityFile logSeverityScreen logSeveritySys logDebugFilenameRegex ipipEnabled ipipMTU
-    vxlanEnabled vxlanMTU vxlanMTUV6 vxlanPort vxlanVNI reportingInterval reportingTTL
-    endpointReportingEnabled endpointReportingDelay endpointStatusPathPrefix healthEnabled
-    healthHost healthPort healthTimeoutOverrides prometheusMetricsEnabled prometheusMetricsHost
-    prometheusMetricsPort prometheusGoMetricsEnabled prometheusProcessMetricsEnabled
-    prometheusWireGuardMetricsEnabled prometheusMetricsCAFile prometheusMetricsCertFile
-    prometheusMetricsKeyFile kubeNodePortRanges policySyncPathPrefix usageReportingEnabled
-    usageReportingInitialDelay usageReportingInterval natPortRange natOutgoingExclusions
-    deviceRouteSourceAddress deviceRouteSourceAddressIPv6 removeExternalRoutes ipForwarding
-    externalNodesList debugMemoryProfilePath debugDisableLogDropping
-    debugSimulateCalcGraphHangAfter debugSimulateDataplaneHangAfter
-    debugSimulateDataplaneApplyDelay debugHost debugPort iptablesNATOutgoingInterfaceFilter
-    sidecarAccelerationEnabled xdpEnabled genericXDPEnabled nftablesRefreshInterval
-    nftablesFilterAllowAction nftablesMangleAllowAction bpfDisableUnprivileged bpfLogLevel
-    bpfLogFilters bpfCTLBLogFilter bpfDataIfacePattern bpfL3IfacePattern
-    bpfConnectTimeLoadBalancingEnabled bpfConnectTimeLoadBalancing
-    bpfHostNetworkedNATWithoutCTLB bpfExternalServiceMode bpfDSROptoutCIDRs
-    bpfExtToServiceConnmark bpfKubeProxyIptablesCleanupEnabled bpfKubeProxyMinSyncPeriod
-    bpfKubeProxyEndpointSlicesEnabled bpfKubeProxyHealthzPort bpfPSNATPorts
-    bpfMapSizeNATFrontend bpfMapSizeNATBackend bpfMapSizeNATAffinity bpfMapSizeRoute
-    bpfMapSizeConntrack bpfMapSizeConntrackCleanupQueue bpfMapSizePerCpuConntrack
-    bpfMapSizeIfState bpfHostConntrackBypass bpfEnforceRPF bpfPolicyDebugEnabled
-    bpfForceTrackPacketsFromIfaces bpfDisableGROForIfaces bpfExcludeCIDRsFromNAT
-    bpfRedirectToPeer bpfProfiling bpfAttachType bpfConntrackLogLevel bpfConntrackMode
-    bpfConntrackCleanupMode bpfConntrackTimeouts bpfExportBufferSizeMB bpfJITHardening
-    bpfMaglevMaxEndpointsPerService bpfMaglevMaxServices bpfIPv6Support cgroupV2Path
-    routeTableRanges routeTableRange routeSyncDisabled wireguardEnabled wireguardEnabledV6
-    wireguardThreadingEnabled wireguardListeningPort wireguardListeningPortV6
-    wireguardRoutingRulePriority wireguardInterfaceName wireguardInterfaceNameV6 wireguardMTU
-    wireguardMTUV6 wireguardHostEncryptionEnabled wireguardKeepAlive awsSrcDstCheck
-    serviceLoopPrevention workloadSourceSpoofing mtuIfacePattern floatingIPs
-    windowsManageFirewallRules goGCThreshold goMemoryLimitMB goMaxProcs requireMTUFile
-    programClusterRoutes ipv4ElevatedRoutePriority ipv4NormalRoutePriority
-    ipv6ElevatedRoutePriority ipv6NormalRoutePriority liveMigrationRouteConvergenceTime
-    flowLogsFlushInterval flowLogsCollectorDebugTrace flowLogsGoldmaneServer
-    flowLogsLocalReporter flowLogsPolicyEvaluationMode istioAmbientMode istioDSCPMark
-    """.split()
+    [
+        "useInternalDataplaneDriver",
+        "dataplaneDriver",
+        "dataplaneWatchdogTimeout",
+        "ipv6Support",
+        "routeRefreshInterval",
+        "interfaceRefreshInterval",
+        "iptablesRefreshInterval",
+        "iptablesPostWriteCheckInterval",
+        "iptablesLockFilePath",
+        "iptablesLockTimeout",
+        "iptablesLockProbeInterval",
+        "featureDetectOverride",
+        "featureGates",
+        "ipsetsRefreshInterval",
+        "xdpRefreshInterval",
+        "netlinkTimeout",
+        "metadataAddr",
+        "metadataPort",
+        "openstackRegion",
+        "interfacePrefix",
+        "interfaceExclude",
+        "iptablesFilterAllowAction",
+        "iptablesMangleAllowAction",
+        "logFilePath",
+        "logSeverityFile",
+        "logSeverityScreen",
+        "logSeveritySys",
+        "logDebugFilenameRegex",
+        "ipipEnabled",
+        "ipipMTU",
+        "vxlanEnabled",
+        "vxlanMTU",
+        "vxlanMTUV6",
+        "vxlanPort",
+        "vxlanVNI",
+        "reportingInterval",
+        "reportingTTL",
+        "endpointReportingEnabled",
+        "endpointReportingDelay",
+        "endpointStatusPathPrefix",
+        "healthEnabled",
+        "healthHost",
+        "healthPort",
+        "healthTimeoutOverrides",
+        "prometheusMetricsEnabled",
+        "prometheusMetricsHost",
+        "prometheusMetricsPort",
+        "prometheusGoMetricsEnabled",
+        "prometheusProcessMetricsEnabled",
+        "prometheusWireGuardMetricsEnabled",
+        "prometheusMetricsCAFile",
+        "prometheusMetricsCertFile",
+        "prometheusMetricsKeyFile",
+        "kubeNodePortRanges",
+        "policySyncPathPrefix",
+        "usageReportingEnabled",
+        "usageReportingInitialDelay",
+        "usageReportingInterval",
+        "natPortRange",
+        "natOutgoingExclusions",
+        "deviceRouteSourceAddress",
+        "deviceRouteSourceAddressIPv6",
+        "removeExternalRoutes",
+        "ipForwarding",
+        "externalNodesList",
+        "debugMemoryProfilePath",
+        "debugDisableLogDropping",
+        "debugSimulateCalcGraphHangAfter",
+        "debugSimulateDataplaneHangAfter",
+        "debugSimulateDataplaneApplyDelay",
+        "debugHost",
+        "debugPort",
+        "iptablesNATOutgoingInterfaceFilter",
+        "sidecarAccelerationEnabled",
+        "xdpEnabled",
+        "genericXDPEnabled",
+        "nftablesRefreshInterval",
+        "nftablesFilterAllowAction",
+        "nftablesMangleAllowAction",
+        "bpfDisableUnprivileged",
+        "bpfLogLevel",
+        "bpfLogFilters",
+        "bpfCTLBLogFilter",
+        "bpfDataIfacePattern",
+        "bpfL3IfacePattern",
+        "bpfConnectTimeLoadBalancingEnabled",
+        "bpfConnectTimeLoadBalancing",
+        "bpfHostNetworkedNATWithoutCTLB",
+        "bpfExternalServiceMode",
+        "bpfDSROptoutCIDRs",
+        "bpfExtToServiceConnmark",
+        "bpfKubeProxyIptablesCleanupEnabled",
+        "bpfKubeProxyMinSyncPeriod",
+        "bpfKubeProxyEndpointSlicesEnabled",
+        "bpfKubeProxyHealthzPort",
+        "bpfPSNATPorts",
+        "bpfMapSizeNATFrontend",
+        "bpfMapSizeNATBackend",
+        "bpfMapSizeNATAffinity",
+        "bpfMapSizeRoute",
+        "bpfMapSizeConntrack",
+        "bpfMapSizeConntrackCleanupQueue",
+        "bpfMapSizePerCpuConntrack",
+        "bpfMapSizeIfState",
+        "bpfHostConntrackBypass",
+        "bpfEnforceRPF",
+        "bpfPolicyDebugEnabled",
+        "bpfForceTrackPacketsFromIfaces",
+        "bpfDisableGROForIfaces",
+        "bpfExcludeCIDRsFromNAT",
+        "bpfRedirectToPeer",
+        "bpfProfiling",
+        "bpfAttachType",
+        "bpfConntrackLogLevel",
+        "bpfConntrackMode",
+        "bpfConntrackCleanupMode",
+        "bpfConntrackTimeouts",
+        "bpfExportBufferSizeMB",
+        "bpfJITHardening",
+        "bpfMaglevMaxEndpointsPerService",
+        "bpfMaglevMaxServices",
+        "bpfIPv6Support",
+        "cgroupV2Path",
+        "routeTableRanges",
+        "routeTableRange",
+        "routeSyncDisabled",
+        "wireguardEnabled",
+        "wireguardEnabledV6",
+        "wireguardThreadingEnabled",
+        "wireguardListeningPort",
+        "wireguardListeningPortV6",
+        "wireguardRoutingRulePriority",
+        "wireguardInterfaceName",
+        "wireguardInterfaceNameV6",
+        "wireguardMTU",
+        "wireguardMTUV6",
+        "wireguardHostEncryptionEnabled",
+        "wireguardKeepAlive",
+        "awsSrcDstCheck",
+        "serviceLoopPrevention",
+        "workloadSourceSpoofing",
+        "mtuIfacePattern",
+        "floatingIPs",
+        "windowsManageFirewallRules",
+        "goGCThreshold",
+        "goMemoryLimitMB",
+        "goMaxProcs",
+        "requireMTUFile",
+        "programClusterRoutes",
+        "ipv4ElevatedRoutePriority",
+        "ipv4NormalRoutePriority",
+        "ipv6ElevatedRoutePriority",
+        "ipv6NormalRoutePriority",
+        "liveMigrationRouteConvergenceTime",
+        "flowLogsFlushInterval",
+        "flowLogsCollectorDebugTrace",
+        "flowLogsGoldmaneServer",
+        "flowLogsLocalReporter",
+        "flowLogsPolicyEvaluationMode",
+        "istioAmbientMode",
+        "istioDSCPMark",
+    ]
 )
 
 _RATE = re.compile(r"[1-9][0-9]{0,5}/(second|minute|hour|day)\Z")
@@ -106,10 +225,16 @@ def _failsafes(f: Fields, key: str) -> tuple[FailsafePort, ...]:
         if m is None:
             continue
         pf = Fields(sink, m, f"{key} entry", ("protocol", "port", "net"))
-        proto = pf.enum("protocol", ("TCP", "UDP", "SCTP"), fold=True) if pf.has("protocol") else "TCP"
+        proto = (
+            pf.enum("protocol", ("TCP", "UDP", "SCTP"), fold=True) if pf.has("protocol") else "TCP"
+        )
         port = pf.int("port", 1, 65535, required=True)
         net_node = pf.str_node("net")
-        net = parse_cidr(sink, net_node, "failsafe net") if net_node is not None and net_node.value else None
+        net = (
+            parse_cidr(sink, net_node, "failsafe net")
+            if net_node is not None and net_node.value
+            else None
+        )
         if proto is not None and port is not None:
             out.append(FailsafePort(PROTOCOLS[proto], port, net))
     return tuple(out)
@@ -130,7 +255,11 @@ def _mask(f: Fields, key: str) -> int | None:
         f.sink.error("E023", f'"{key}" must be a 32-bit mask such as 0xffff0000', node.span)
         return None
     if bin(v).count("1") < 5:
-        f.sink.error("E023", f'"{key}" 0x{v:08x} has fewer than 5 bits: policy needs accept, pass, drop and two scratch bits', node.span)
+        f.sink.error(
+            "E023",
+            f'"{key}" 0x{v:08x} has fewer than 5 bits: policy needs accept, pass, drop and two scratch bits',
+            node.span,
+        )
         return None
     return v
 
@@ -140,7 +269,9 @@ def _read_values(f: Fields) -> dict[str, object]:
     values: dict[str, object] = {
         "deny_action": f.enum("iptablesFilterDenyAction", ("Drop", "Reject"), fold=True),
         "nft_deny_action": f.enum("nftablesFilterDenyAction", ("Drop", "Reject"), fold=True),
-        "default_endpoint_to_host_action": f.enum("defaultEndpointToHostAction", ("Drop", "Return", "Accept"), fold=True),
+        "default_endpoint_to_host_action": f.enum(
+            "defaultEndpointToHostAction", ("Drop", "Return", "Accept"), fold=True
+        ),
         "disable_conntrack_invalid_check": f.bool("disableConntrackInvalidCheck"),
         "log_rate_limit_burst": f.int("logActionRateLimitBurst", 0, 9999),
         "mark_mask": _mask(f, "iptablesMarkMask"),
@@ -164,7 +295,11 @@ def _read_values(f: Fields) -> dict[str, object]:
         if _RATE.match(str(rate.value)):
             values["log_rate_limit"] = str(rate.value)
         else:
-            f.sink.error("E023", f'"logActionRateLimit" must look like 10/second (per second, minute, hour or day), not {rate.value!r}', rate.span)
+            f.sink.error(
+                "E023",
+                f'"logActionRateLimit" must look like 10/second (per second, minute, hour or day), not {rate.value!r}',
+                rate.span,
+            )
     nat = f.str_node("natOutgoingAddress")
     if nat is not None and nat.value and parse_ip(f.sink, nat, "natOutgoingAddress") is not None:
         values["nat_outgoing_address"] = str(nat.value).strip()
@@ -178,16 +313,24 @@ def _read_values(f: Fields) -> dict[str, object]:
 def read_felix(doc: Doc, col: Collector) -> None:
     sink = doc.sink
     meta = read_meta(doc, namespaced=False)
-    if meta is None:
-        return
     m = expect_map(sink, doc.node.get("spec"), '"spec"')
-    f = Fields(sink, m if m is not None else Mapping([], doc.span), "FelixConfiguration spec", FELIX_READ, FELIX_IGNORED)
+    f = Fields(
+        sink,
+        m if m is not None else Mapping([], doc.span),
+        "FelixConfiguration spec",
+        FELIX_READ,
+        FELIX_IGNORED,
+    )
     before = len(sink.errors)
     values = _read_values(f)
     if len(sink.errors) > before:
         return
     if meta.name != "default" and not meta.name.startswith("node."):
-        sink.warning("W008", f"FelixConfiguration {meta.name!r} is never read: Calico uses \"default\" and \"node.<name>\"", meta.name_span)
+        sink.warning(
+            "W008",
+            f'FelixConfiguration {meta.name!r} is never read: Calico uses "default" and "node.<name>"',
+            meta.name_span,
+        )
         return
     if col.claim("FelixConfiguration", None, meta.name, meta.name_span, "FelixConfiguration"):
         col.felix[meta.name] = (values, doc.span)

@@ -139,7 +139,9 @@ class Fields:
             return None
         return node.value
 
-    def int(self, key: str, lo: int | None = None, hi: int | None = None, *, required: bool = False) -> int | None:
+    def int(
+        self, key: str, lo: int | None = None, hi: int | None = None, *, required: bool = False
+    ) -> int | None:
         node = self.scalar(key, required=required)
         if node is None:
             return None
@@ -150,7 +152,11 @@ class Fields:
             self.wrong(key, "an integer", node)
             return None
         if (lo is not None and v < lo) or (hi is not None and v > hi):
-            rng = f"{lo}..{hi}" if lo is not None and hi is not None else (f">= {lo}" if lo is not None else f"<= {hi}")
+            rng = (
+                f"{lo}..{hi}"
+                if lo is not None and hi is not None
+                else (f">= {lo}" if lo is not None else f"<= {hi}")
+            )
             self.sink.error("E023", f'"{key}" must be in {rng}, not {v}', node.span)
             return None
         return v
@@ -168,7 +174,9 @@ class Fields:
             return None
         return float(v)
 
-    def enum(self, key: str, choices: Collection[str], *, required: bool = False, fold: bool = False) -> str | None:
+    def enum(
+        self, key: str, choices: Collection[str], *, required: bool = False, fold: bool = False
+    ) -> str | None:
         """One of ``choices``; with ``fold`` the match ignores case and returns the choice's spelling."""
         node = self.str_node(key, required=required)
         if node is None:
@@ -181,7 +189,11 @@ class Fields:
                 if c.lower() == text.lower():
                     return c
         listed = ", ".join(sorted(choices))
-        self.sink.error("E023", f'"{key}" must be one of {listed}, not "{text}"{did_you_mean(text, choices)}', node.span)
+        self.sink.error(
+            "E023",
+            f'"{key}" must be one of {listed}, not "{text}"{did_you_mean(text, choices)}',
+            node.span,
+        )
         return None
 
     def map(self, key: str, *, required: bool = False) -> Mapping | None:
@@ -202,10 +214,16 @@ class Fields:
             self.wrong(key, "a list", node)
             return []
         if max_items is not None and len(node.items) > max_items:
-            self.sink.error("E028", f'"{key}" has {len(node.items)} items; at most {max_items} are allowed', node.span)
+            self.sink.error(
+                "E028",
+                f'"{key}" has {len(node.items)} items; at most {max_items} are allowed',
+                node.span,
+            )
         return list(node.items)
 
-    def str_list(self, key: str, *, required: bool = False, max_items: int | None = None) -> list[Scalar]:
+    def str_list(
+        self, key: str, *, required: bool = False, max_items: int | None = None
+    ) -> list[Scalar]:
         out = []
         for item in self.seq(key, required=required, max_items=max_items):
             s = expect_str(self.sink, item, f'an item of "{key}"')

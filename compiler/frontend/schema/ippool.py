@@ -39,8 +39,6 @@ USES = ("Workload", "Tunnel", "LoadBalancer")
 def read_ip_pool(doc: Doc, col: Collector) -> None:
     sink = doc.sink
     meta = read_meta(doc, namespaced=False)
-    if meta is None:
-        return
     m = expect_map(sink, doc.node.get("spec"), '"spec"')
     f = Fields(sink, m if m is not None else Mapping([], doc.span), "IPPool spec", POOL_FIELDS)
     before = len(sink.errors)
@@ -51,13 +49,21 @@ def read_ip_pool(doc: Doc, col: Collector) -> None:
     uses: list[str] = []
     for item in f.str_list("allowedUses"):
         if item.value not in USES:
-            sink.error("E023", f'allowedUses must be Workload, Tunnel or LoadBalancer, not "{item.value}"', item.span)
+            sink.error(
+                "E023",
+                f'allowedUses must be Workload, Tunnel or LoadBalancer, not "{item.value}"',
+                item.span,
+            )
         elif item.value not in uses:
             uses.append(str(item.value))
     if not f.has("allowedUses"):
         uses = ["Workload", "Tunnel"]
     if "LoadBalancer" in uses and len(uses) > 1:
-        sink.error("E080", "allowedUses LoadBalancer cannot be combined with Workload or Tunnel", f.span("allowedUses"))
+        sink.error(
+            "E080",
+            "allowedUses LoadBalancer cannot be combined with Workload or Tunnel",
+            f.span("allowedUses"),
+        )
     block = None
     if cidr is not None:
         lo, hi, default = (20, 32, 26) if cidr.version == 4 else (116, 128, 122)
@@ -65,7 +71,11 @@ def read_ip_pool(doc: Doc, col: Collector) -> None:
         if block is None and not f.has("blockSize"):
             block = default
         if block is not None and cidr.prefixlen > block:
-            sink.error("E080", f"pool {cidr} is smaller than one /{block} block", f.span("blockSize") if f.has("blockSize") else cidr_node.span)  # type: ignore[union-attr]
+            sink.error(
+                "E080",
+                f"pool {cidr} is smaller than one /{block} block",
+                f.span("blockSize") if f.has("blockSize") else cidr_node.span,
+            )  # type: ignore[union-attr]
         if ipip != "Never" and cidr.version == 6:
             sink.error("E080", "IPIP encapsulation is IPv4-only", f.span("ipipMode"))
     if ipip != "Never" and vxlan != "Never":
@@ -85,6 +95,6 @@ def read_ip_pool(doc: Doc, col: Collector) -> None:
         namespace_selector=selector_field(f, "namespaceSelector") or "",
         span=doc.span,
     )
-    if len(sink.errors) == before and cidr is not None and block is not None:
-        if col.claim("IPPool", None, meta.name, meta.name_span, "IPPool"):
-            col.ip_pools.append(pool)
+    valid = len(sink.errors) == before and cidr is not None and block is not None
+    if valid and col.claim("IPPool", None, meta.name, meta.name_span, "IPPool"):
+        col.ip_pools.append(pool)

@@ -34,7 +34,13 @@ from .meta import Doc, read_meta
 from .policy import STAGED_ACTIONS, nonempty
 from .values import check_label_key, check_label_value, parse_cidr
 
-__all__ = ["LabelSelector", "read_k8s_policy", "read_label_selector", "simplify_ports", "to_calico_selector"]
+__all__ = [
+    "LabelSelector",
+    "read_k8s_policy",
+    "read_label_selector",
+    "simplify_ports",
+    "to_calico_selector",
+]
 
 ORCHESTRATOR_TERM = "projectcalico.org/orchestrator == 'k8s'"
 K8S_POLICY_ORDER = 1000.0
@@ -67,11 +73,15 @@ def read_label_selector(sink: DiagnosticSink, node: Node | None, what: str) -> L
             sink.error("E027", f"invalid label key {k!r}: {reason}", key.span)
             continue
         if not isinstance(value, Scalar) or not isinstance(value.value, str):
-            sink.error("E021", f"matchLabels value for {k!r} must be a string (quote it)", value.span)
+            sink.error(
+                "E021", f"matchLabels value for {k!r} must be a string (quote it)", value.span
+            )
             continue
         reason = check_label_value(value.value)
         if reason is not None:
-            sink.error("E027", f"invalid value {value.value!r} for label {k!r}: {reason}", value.span)
+            sink.error(
+                "E027", f"invalid value {value.value!r} for label {k!r}: {reason}", value.span
+            )
             continue
         sel.match_labels[k] = value.value
     for item in f.seq("matchExpressions"):
@@ -90,7 +100,11 @@ def read_label_selector(sink: DiagnosticSink, node: Node | None, what: str) -> L
             continue
         bad = [v for v in values if check_label_value(str(v.value)) is not None]
         for v in bad:
-            sink.error("E027", f"invalid label value {v.value!r}: {check_label_value(str(v.value))}", v.span)
+            sink.error(
+                "E027",
+                f"invalid label value {v.value!r}: {check_label_value(str(v.value))}",
+                v.span,
+            )
         if op in ("In", "NotIn") and not values:
             sink.error("E023", f"operator {op} needs at least one value", fe.key_span("operator"))
             continue
@@ -157,7 +171,11 @@ def _peer(sink: DiagnosticSink, node: Node) -> _Peer | None:
     f = Fields(sink, m, "NetworkPolicy peer", ("podSelector", "namespaceSelector", "ipBlock"))
     if f.has("ipBlock"):
         if f.has("podSelector") or f.has("namespaceSelector"):
-            sink.error("E023", "a peer with ipBlock cannot also have podSelector or namespaceSelector", f.key_span("ipBlock"))
+            sink.error(
+                "E023",
+                "a peer with ipBlock cannot also have podSelector or namespaceSelector",
+                f.key_span("ipBlock"),
+            )
             return None
         return _ip_block(sink, f.map("ipBlock"), m.span)
     if not f.has("podSelector") and not f.has("namespaceSelector"):
@@ -181,7 +199,9 @@ def _ip_block(sink: DiagnosticSink, m: Mapping | None, span: Span) -> _Peer | No
         if net is None or cidr is None:
             continue
         if net.version != cidr.version or not net.subnet_of(cidr) or net == cidr:  # type: ignore[arg-type]
-            sink.error("E040", f"ipBlock except {net} must be a strict subset of cidr {cidr}", item.span)
+            sink.error(
+                "E040", f"ipBlock except {net} must be a strict subset of cidr {cidr}", item.span
+            )
             continue
         excepts.append(net)
     if cidr is None:
@@ -215,7 +235,12 @@ def _port(sink: DiagnosticSink, node: Node) -> tuple[str, PortSpec | None] | Non
             return None
         return proto, PortSpec(v, end if end is not None else v, None, port_node.span)
     if isinstance(v, str):
-        if not (len(v) <= 15 and re.fullmatch(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?", v) and re.search("[a-z]", v) and "--" not in v):
+        if not (
+            len(v) <= 15
+            and re.fullmatch(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?", v)
+            and re.search("[a-z]", v)
+            and "--" not in v
+        ):
             sink.error(
                 "E050",
                 f"invalid named port {v!r}: at most 15 lower-case letters, digits and '-', with at least one letter",
@@ -235,7 +260,9 @@ def _convert_rule(sink: DiagnosticSink, node: Node, ingress: bool) -> list[Rule]
     if m is None:
         return None
     peers_key = "from" if ingress else "to"
-    f = Fields(sink, m, f"NetworkPolicy {'ingress' if ingress else 'egress'} rule", (peers_key, "ports"))
+    f = Fields(
+        sink, m, f"NetworkPolicy {'ingress' if ingress else 'egress'} rule", (peers_key, "ports")
+    )
     before = len(sink.errors)
     peers: list[_Peer | None] = [_peer(sink, p) for p in f.seq(peers_key)] or [None]
     proto_ports: dict[str, list[PortSpec] | None] = {}
@@ -262,7 +289,15 @@ def _convert_rule(sink: DiagnosticSink, node: Node, ingress: bool) -> list[Rule]
                 span=peer.span if peer and peer.span else m.span,
             )
             if ingress:
-                rules.append(Rule("Allow", protocol=number, source=ent, destination=EntityRule(ports=ports, span=m.span), span=m.span))
+                rules.append(
+                    Rule(
+                        "Allow",
+                        protocol=number,
+                        source=ent,
+                        destination=EntityRule(ports=ports, span=m.span),
+                        span=m.span,
+                    )
+                )
             else:
                 dst = EntityRule(
                     nets=ent.nets,
@@ -290,21 +325,22 @@ def read_k8s_policy(doc: Doc, col: Collector) -> None:
     staged = doc.kind == "StagedKubernetesNetworkPolicy"
     meta = read_meta(doc, namespaced=True)
     spec = expect_map(sink, doc.node.get("spec"), '"spec"')
-    if meta is None:
-        return
     if spec is None:
         sink.error("E022", f'{doc.kind} has no "spec"', doc.kind_span)
         return
-    known = ("podSelector", "policyTypes", "ingress", "egress") + (("stagedAction",) if staged else ())
+    known = ("podSelector", "policyTypes", "ingress", "egress") + (
+        ("stagedAction",) if staged else ()
+    )
     f = Fields(sink, spec, f"{doc.kind} spec", known)
-    before = len(sink.errors)
     if not f.has("podSelector"):
         f.missing("podSelector")
     pod_sel = read_label_selector(sink, f.get("podSelector"), "podSelector")
     types: list[str] = []
     for item in f.str_list("policyTypes"):
         if item.value not in ("Ingress", "Egress"):
-            sink.error("E061", f'policyTypes must be Ingress or Egress, not "{item.value}"', item.span)
+            sink.error(
+                "E061", f'policyTypes must be Ingress or Egress, not "{item.value}"', item.span
+            )
         elif item.value not in types:
             types.append(str(item.value))
     if not f.has("policyTypes"):
@@ -312,8 +348,12 @@ def read_k8s_policy(doc: Doc, col: Collector) -> None:
     for direction in ("Ingress", "Egress"):
         key = direction.lower()
         if f.has("policyTypes") and nonempty(f, key) and direction not in types:
-            sink.warning("W002", f"{key} rules are never used: policyTypes does not include {direction}", f.key_span(key))
-    head_ok = len(sink.errors) == before
+            sink.warning(
+                "W002",
+                f"{key} rules are never used: policyTypes does not include {direction}",
+                f.key_span(key),
+            )
+    head_ok = col.clean
     policy = Policy(
         kind=doc.kind if staged else "KubernetesNetworkPolicy",
         name=meta.name,
@@ -331,4 +371,4 @@ def read_k8s_policy(doc: Doc, col: Collector) -> None:
     # Calico keeps a policy whose rules fail to convert (without those rules); the errors fail the
     # run anyway. A bad podSelector or policyTypes, though, would change what the policy selects.
     if head_ok:
-        col.add_policy(policy, meta.name_span)
+        col.add_policy(policy, meta.name_span, force=True)

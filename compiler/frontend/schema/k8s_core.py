@@ -28,15 +28,33 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 
-from compiler.frontend.model import PROTOCOLS, Endpoint, IPAddr, NamedPort, Namespace, Node, Profile, Rule, labels_of
+from compiler.frontend.model import (
+    PROTOCOLS,
+    Endpoint,
+    IPAddr,
+    NamedPort,
+    Namespace,
+    Node,
+    Profile,
+    Rule,
+    labels_of,
+)
 from compiler.frontend.yaml_loader import Mapping, Scalar
 
+from .bgp import parse_asn
 from .collect import Collector
 from .fields import Fields, expect_map
 from .meta import Doc, read_meta
 from .values import check_name, parse_ip
 
-__all__ = ["interface_name", "read_namespace", "read_node", "read_pod", "read_service_account", "wep_name"]
+__all__ = [
+    "interface_name",
+    "read_namespace",
+    "read_node",
+    "read_pod",
+    "read_service_account",
+    "wep_name",
+]
 
 NS_LABEL = "projectcalico.org/namespace"
 ORCH_LABEL = "projectcalico.org/orchestrator"
@@ -79,7 +97,9 @@ def _container_ports(doc: Doc, spec: Fields) -> tuple[NamedPort, ...]:
             if name is None or port is None:
                 continue  # unnamed ports play no part in policy
             if check_name(sink, name, "container port name", label=True):
-                out.setdefault(f"{name.value}/{proto}", NamedPort(str(name.value), PROTOCOLS[proto], port))
+                out.setdefault(
+                    f"{name.value}/{proto}", NamedPort(str(name.value), PROTOCOLS[proto], port)
+                )
     return tuple(sorted(out.values(), key=lambda p: (p.name, p.protocol, p.port)))
 
 
@@ -105,8 +125,6 @@ def _pod_ips(doc: Doc, status: Fields | None) -> tuple[IPAddr, ...]:
 def read_pod(doc: Doc, col: Collector) -> None:
     sink = doc.sink
     meta = read_meta(doc, namespaced=True, strict=False)
-    if meta is None:
-        return
     before = len(sink.errors)
     spec = _lenient(doc, "spec", "Pod spec")
     status = _lenient(doc, "status", "Pod status")
@@ -162,36 +180,38 @@ def read_pod(doc: Doc, col: Collector) -> None:
         col.pods.append(ep)
 
 
-_ALLOW = (Rule("Allow"),)
-
-
 def read_namespace(doc: Doc, col: Collector) -> None:
     meta = read_meta(doc, namespaced=False, strict=False, label_name=True)
-    if meta is None:
-        return
     labels = dict(meta.labels)
     labels["kubernetes.io/metadata.name"] = meta.name
     ns = Namespace(meta.name, labels_of(labels), doc.span)
     if not col.claim("Namespace", None, meta.name, meta.name_span, "Namespace"):
         return
     col.namespaces[meta.name] = ns
-    to_apply = {f"pcns.{k}": v for k, v in labels.items()} | {"pcns.projectcalico.org/name": meta.name}
-    profile = Profile(f"kns.{meta.name}", labels_of(to_apply), _ALLOW, _ALLOW, doc.span)
+    to_apply = {f"pcns.{k}": v for k, v in labels.items()} | {
+        "pcns.projectcalico.org/name": meta.name
+    }
+    allow = (Rule("Allow", span=doc.span),)
+    profile = Profile(f"kns.{meta.name}", labels_of(to_apply), allow, allow, doc.span)
     col.add_profile(profile, meta.name_span, f"Namespace {meta.name!r} (profile)")
 
 
 def read_service_account(doc: Doc, col: Collector) -> None:
     meta = read_meta(doc, namespaced=True, strict=False)
-    if meta is None:
-        return
     if not col.claim("ServiceAccount", meta.namespace, meta.name, meta.name_span, "ServiceAccount"):
         return
-    to_apply = {f"pcsa.{k}": v for k, v in meta.labels.items()} | {"pcsa.projectcalico.org/name": meta.name}
+    to_apply = {f"pcsa.{k}": v for k, v in meta.labels.items()} | {
+        "pcsa.projectcalico.org/name": meta.name
+    }
     profile = Profile(f"ksa.{meta.namespace}.{meta.name}", labels_of(to_apply), (), (), doc.span)
-    col.add_profile(profile, meta.name_span, f"ServiceAccount {meta.namespace}/{meta.name} (profile)")
+    col.add_profile(
+        profile, meta.name_span, f"ServiceAccount {meta.namespace}/{meta.name} (profile)"
+    )
 
 
-def _iface(doc: Doc, node: Scalar, version: int) -> ipaddress.IPv4Interface | ipaddress.IPv6Interface | None:
+def _iface(
+    doc: Doc, node: Scalar, version: int
+) -> ipaddress.IPv4Interface | ipaddress.IPv6Interface | None:
     try:
         iface = ipaddress.ip_interface(str(node.value).strip())
     except ValueError:
@@ -207,11 +227,11 @@ def read_node(doc: Doc, col: Collector) -> None:
     """A Kubernetes v1 Node (Calico keeps its BGP settings in annotations)."""
     sink = doc.sink
     meta = read_meta(doc, namespaced=False, strict=False)
-    if meta is None:
-        return
     md = expect_map(sink, doc.node.get("metadata"), "metadata")
     ann = expect_map(sink, md.get("annotations"), "annotations") if md is not None else None
-    f = Fields(sink, ann if ann is not None else Mapping([], doc.span), "annotations", (), strict=False)
+    f = Fields(
+        sink, ann if ann is not None else Mapping([], doc.span), "annotations", (), strict=False
+    )
     v4 = f.str_node("projectcalico.org/IPv4Address")
     v6 = f.str_node("projectcalico.org/IPv6Address")
     ipv4 = _iface(doc, v4, 4) if v4 is not None else None
@@ -221,15 +241,15 @@ def read_node(doc: Doc, col: Collector) -> None:
     asn_node = f.str_node("projectcalico.org/ASNumber")
     asn = None
     if asn_node is not None:
-        from .bgp import parse_asn
-
         asn = parse_asn(sink, asn_node)
     rr = f.str("projectcalico.org/RouteReflectorClusterID")
     vx = f.str_node("projectcalico.org/IPv4VXLANTunnelAddr")
     vxlan = parse_ip(sink, vx, "VXLAN tunnel address") if vx is not None else None
     if not col.claim("KubernetesNode", None, meta.name, meta.name_span, "Node"):
         return
-    col.k8s_nodes[meta.name] = Node(meta.name, ipv4, ipv6, asn, rr or None, labels_of(meta.labels), vxlan, doc.span)
+    col.k8s_nodes[meta.name] = Node(
+        meta.name, ipv4, ipv6, asn, rr or None, labels_of(meta.labels), vxlan, doc.span
+    )
 
 
 def _internal_ip(doc: Doc) -> ipaddress.IPv4Interface | None:

@@ -87,44 +87,39 @@ def read_meta(
     namespaced: bool,
     strict: bool = True,
     label_name: bool = False,
-) -> Meta | None:
-    """The document's metadata; None when there is no usable name (already reported).
+) -> Meta:
+    """The document's metadata. Problems are reported and the reader carries on with what is
+    left (an empty name at worst), so that the rest of the document is validated too; the
+    collector will not keep a resource whose document had errors.
 
     A namespaced resource without a namespace lands in ``default``, as kubectl and calicoctl
     put it. A namespace on a cluster-scoped resource is ignored with a warning.
     ``label_name`` asks for a DNS-1123 label (Namespaces, Tiers) instead of a subdomain.
     """
     sink = doc.sink
-    f_doc = doc.node
-    node = f_doc.get("metadata")
+    meta = Meta(name="", namespace="default" if namespaced else None, name_span=doc.kind_span)
+    node = doc.node.get("metadata")
     if node is None or (isinstance(node, Scalar) and node.value is None):
         sink.error("E022", f'{doc.kind} has no "metadata"', doc.kind_span)
-        return None
+        return meta
     if not isinstance(node, Mapping):
         sink.error("E021", '"metadata" must be a mapping', node.span)
-        return None
+        return meta
     f = Fields(sink, node, f"{doc.kind} metadata", META_KNOWN, META_IGNORED, strict=strict)
     name_node = f.str_node("name", required=True)
-    if name_node is None:
-        return None
-    if not check_name(sink, name_node, f"{doc.kind} name", label=label_name):
-        return None
-    namespace: str | None = None
+    if name_node is not None:
+        meta.name_span = name_node.span
+        if check_name(sink, name_node, f"{doc.kind} name", label=label_name):
+            meta.name = str(name_node.value)
     ns_node = f.str_node("namespace")
-    if namespaced:
-        namespace = "default"
-        if ns_node is not None:
-            if not check_name(sink, ns_node, "namespace", label=True):
-                return None
-            namespace = str(ns_node.value)
+    if namespaced and ns_node is not None:
+        meta.namespace_span = ns_node.span
+        if check_name(sink, ns_node, "namespace", label=True):
+            meta.namespace = str(ns_node.value)
     elif ns_node is not None and ns_node.value != "":
-        sink.warning("W006", f"{doc.kind} is cluster-scoped; metadata.namespace is ignored", ns_node.span)
-    labels = check_labels(sink, f.get("labels"), f"{doc.kind} labels")
-    return Meta(
-        name=str(name_node.value),
-        namespace=namespace,
-        labels=labels,
-        annotations=_annotations(sink, f),
-        name_span=name_node.span,
-        namespace_span=ns_node.span if ns_node is not None else None,
-    )
+        sink.warning(
+            "W006", f"{doc.kind} is cluster-scoped; metadata.namespace is ignored", ns_node.span
+        )
+    meta.labels = check_labels(sink, f.get("labels"), f"{doc.kind} labels")
+    meta.annotations = _annotations(sink, f)
+    return meta

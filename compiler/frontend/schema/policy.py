@@ -19,7 +19,16 @@ from .values import check_labels, check_name
 
 __all__ = ["read_calico_policy", "read_profile", "read_tier"]
 
-NP_FIELDS = ("order", "tier", "selector", "types", "ingress", "egress", "serviceAccountSelector", "performanceHints")
+NP_FIELDS = (
+    "order",
+    "tier",
+    "selector",
+    "types",
+    "ingress",
+    "egress",
+    "serviceAccountSelector",
+    "performanceHints",
+)
 GNP_ONLY = ("namespaceSelector", "doNotTrack", "preDNAT", "applyOnForward")
 STAGED_ACTIONS = ("Set", "Delete", "Learn", "Ignore")
 TYPES = ("Ingress", "Egress")
@@ -60,12 +69,16 @@ def read_types(f: Fields, has_ingress: bool, has_egress: bool) -> tuple[str, ...
             sink.error("E061", f'policy type "{v}" is listed twice', item.span)
         else:
             given.append(v)
-    if not items:
+    if not items and isinstance(f.get("types"), Sequence):
         sink.error("E061", '"types" must list Ingress, Egress or both', f.span("types"))
     for direction, present in (("Ingress", has_ingress), ("Egress", has_egress)):
         if present and given and direction not in given:
             key = direction.lower()
-            sink.warning("W002", f"{key} rules are never used: types does not include {direction}", f.key_span(key))
+            sink.warning(
+                "W002",
+                f"{key} rules are never used: types does not include {direction}",
+                f.key_span(key),
+            )
     return tuple(t for t in TYPES if t in given) or ("Ingress",)
 
 
@@ -83,8 +96,6 @@ def read_calico_policy(doc: Doc, col: Collector) -> None:
     sink = doc.sink
     meta = read_meta(doc, namespaced=namespaced)
     spec = expect_map(sink, doc.node.get("spec"), '"spec"')
-    if meta is None:
-        return
     # A policy without a spec selects all() and has no rules: read it as an empty mapping.
     known = NP_FIELDS + GNP_ONLY + (("stagedAction",) if staged else ())
     f = Fields(sink, spec if spec is not None else Mapping([], doc.span), f"{doc.kind} spec", known)
@@ -93,7 +104,11 @@ def read_calico_policy(doc: Doc, col: Collector) -> None:
     if namespaced:
         for key in GNP_ONLY:
             if f.has(key):
-                sink.error("E062", f'"{key}" is allowed only on a GlobalNetworkPolicy, not on a namespaced {doc.kind}', f.key_span(key))
+                sink.error(
+                    "E062",
+                    f'"{key}" is allowed only on a GlobalNetworkPolicy, not on a namespaced {doc.kind}',
+                    f.key_span(key),
+                )
     ingress = read_rules(f, "ingress", ns)
     egress = read_rules(f, "egress", ns)
     has_ing, has_egr = nonempty(f, "ingress"), nonempty(f, "egress")
@@ -105,13 +120,21 @@ def read_calico_policy(doc: Doc, col: Collector) -> None:
         sink.error("E063", "preDNAT and doNotTrack cannot both be true", f.key_span("preDNAT"))
     if pre and (has_egr or "Egress" in types):
         where = f.key_span("egress") if has_egr else f.span("types")
-        sink.error("E063", "a preDNAT policy applies to ingress only: it cannot have egress rules or the Egress type", where)
+        sink.error(
+            "E063",
+            "a preDNAT policy applies to ingress only: it cannot have egress rules or the Egress type",
+            where,
+        )
     if (pre or dnt) and not aof:
         which = "preDNAT" if pre else "doNotTrack"
         sink.error("E063", f"{which} policies need applyOnForward: true", f.key_span(which))
     for hint in f.str_list("performanceHints"):
         if hint.value != "AssumeNeededOnEveryNode":
-            sink.error("E023", f'unknown performance hint "{hint.value}": the only one is AssumeNeededOnEveryNode', hint.span)
+            sink.error(
+                "E023",
+                f'unknown performance hint "{hint.value}": the only one is AssumeNeededOnEveryNode',
+                hint.span,
+            )
     order = f.number("order")
     policy = Policy(
         kind=model_kind,
@@ -147,8 +170,6 @@ def read_tier(doc: Doc, col: Collector) -> None:
     sink = doc.sink
     meta = read_meta(doc, namespaced=False, label_name=True)
     spec = expect_map(sink, doc.node.get("spec"), '"spec"')
-    if meta is None:
-        return
     order, action = None, "Deny"
     if spec is not None:
         f = Fields(sink, spec, "Tier spec", ("order", "defaultAction"))
@@ -159,7 +180,7 @@ def read_tier(doc: Doc, col: Collector) -> None:
     if builtin is not None and (builtin.order != order or builtin.default_action != action):
         sink.error(
             "E068",
-            f"tier {meta.name!r} is built in (order {builtin.order:g}, defaultAction {builtin.default_action}) "
+            f"tier {meta.name!r} is built in (order {builtin.order:.0f}, defaultAction {builtin.default_action}) "
             "and cannot be changed",
             meta.name_span,
         )
@@ -171,8 +192,6 @@ def read_profile(doc: Doc, col: Collector) -> None:
     sink = doc.sink
     meta = read_meta(doc, namespaced=False)
     spec = expect_map(sink, doc.node.get("spec"), '"spec"')
-    if meta is None:
-        return
     before = len(sink.errors)
     ingress, egress, labels = (), (), {}
     if spec is not None:
@@ -181,4 +200,8 @@ def read_profile(doc: Doc, col: Collector) -> None:
         egress = read_rules(f, "egress", None)
         labels = check_labels(sink, f.get("labelsToApply"), "labelsToApply")
     if len(sink.errors) == before:
-        col.add_profile(Profile(meta.name, labels_of(labels), ingress, egress, doc.span), meta.name_span, "Profile")
+        col.add_profile(
+            Profile(meta.name, labels_of(labels), ingress, egress, doc.span),
+            meta.name_span,
+            "Profile",
+        )

@@ -9,7 +9,16 @@ Everything found is reported; a rule with any error is dropped (returns None).
 from __future__ import annotations
 
 from compiler.diagnostics import DiagnosticSink, Span
-from compiler.frontend.model import ICMP_PROTOCOLS, PROTOCOL_NAMES, EntityRule, IcmpSpec, IPNet, PortSpec, Rule, ServiceRef
+from compiler.frontend.model import (
+    ICMP_PROTOCOLS,
+    PROTOCOL_NAMES,
+    EntityRule,
+    IcmpSpec,
+    IPNet,
+    PortSpec,
+    Rule,
+    ServiceRef,
+)
 from compiler.frontend.yaml_loader import Mapping, Node, Scalar
 
 from .fields import Fields, did_you_mean, expect_map
@@ -19,7 +28,18 @@ from .values import check_name, check_safe, parse_cidr, parse_port, parse_protoc
 __all__ = ["ACTIONS", "read_rules"]
 
 ACTIONS = ("Allow", "Deny", "Log", "Pass")
-RULE_FIELDS = ("action", "ipVersion", "protocol", "notProtocol", "icmp", "notICMP", "source", "destination", "http", "metadata")
+RULE_FIELDS = (
+    "action",
+    "ipVersion",
+    "protocol",
+    "notProtocol",
+    "icmp",
+    "notICMP",
+    "source",
+    "destination",
+    "http",
+    "metadata",
+)
 ENTITY_FIELDS = (
     "nets",
     "notNets",
@@ -31,7 +51,14 @@ ENTITY_FIELDS = (
     "serviceAccounts",
     "services",
 )
-SERVICE_EXCLUDES = ("selector", "notSelector", "namespaceSelector", "nets", "notNets", "serviceAccounts")
+SERVICE_EXCLUDES = (
+    "selector",
+    "notSelector",
+    "namespaceSelector",
+    "nets",
+    "notNets",
+    "serviceAccounts",
+)
 MAX_RULES = 1024
 
 
@@ -46,7 +73,9 @@ def _nets(f: Fields, key: str, where: NetSpans) -> tuple[IPNet, ...]:
             out.append(net)
             where.append((key, net, item.span))
             if key == "notNets" and net.prefixlen == 0:
-                f.sink.error("E042", f"notNets must not contain {net}: the rule could never match", item.span)
+                f.sink.error(
+                    "E042", f"notNets must not contain {net}: the rule could never match", item.span
+                )
     return tuple(out)
 
 
@@ -59,7 +88,9 @@ def _ports(f: Fields, key: str) -> tuple[PortSpec, ...]:
     return tuple(out)
 
 
-def read_entity(sink: DiagnosticSink, node: Node | None, side: str, policy_ns: str | None, nets: NetSpans) -> EntityRule:
+def read_entity(
+    sink: DiagnosticSink, node: Node | None, side: str, policy_ns: str | None, nets: NetSpans
+) -> EntityRule:
     """The EntityRule; its nets are also appended to ``nets`` with their spans, for the family
     checks that look at both sides of the rule."""
     m = expect_map(sink, node, side)
@@ -71,7 +102,11 @@ def read_entity(sink: DiagnosticSink, node: Node | None, side: str, policy_ns: s
     sa = f.map("serviceAccounts")
     if sa is not None:
         fs = Fields(sink, sa, "serviceAccounts", ("names", "selector"))
-        sa_names = tuple(str(n.value) for n in fs.str_list("names") if check_name(sink, n, "service account name"))
+        sa_names = tuple(
+            str(n.value)
+            for n in fs.str_list("names")
+            if check_name(sink, n, "service account name")
+        )
         sa_selector = selector_field(fs, "selector", "serviceAccounts selector")
     services = None
     svc = f.map("services")
@@ -83,7 +118,9 @@ def read_entity(sink: DiagnosticSink, node: Node | None, side: str, policy_ns: s
         not_nets=_nets(f, "notNets", nets),
         selector=selector_field(f, "selector", f"{side} selector"),
         not_selector=selector_field(f, "notSelector", f"{side} notSelector"),
-        namespace_selector=selector_field(f, "namespaceSelector", f"{side} namespaceSelector", global_ok=True),
+        namespace_selector=selector_field(
+            f, "namespaceSelector", f"{side} namespaceSelector", global_ok=True
+        ),
         sa_names=sa_names,
         sa_selector=sa_selector,
         services=services,
@@ -101,7 +138,9 @@ def _services(f: Fields, svc: Mapping, side: str, policy_ns: str | None) -> Serv
     ns = fs.str_node("namespace")
     for other in SERVICE_EXCLUDES + (("ports", "notPorts") if side == "destination" else ()):
         if f.has(other):
-            sink.error("E065", f'{side} "services" cannot be combined with "{other}"', f.key_span(other))
+            sink.error(
+                "E065", f'{side} "services" cannot be combined with "{other}"', f.key_span(other)
+            )
     # Tortie reads no Service or EndpointSlice objects, so it cannot know a service's backends;
     # ignoring the match would widen the rule, so it is an error, not a warning.
     sink.error(
@@ -123,8 +162,10 @@ def _icmp(f: Fields, key: str) -> IcmpSpec | None:
     if m is None:
         return None
     fi = Fields(f.sink, m, key, ("type", "code"))
-    t = fi.int("type", 0, 254)
-    c = fi.int("code", 0, 255)
+    t, c = fi.int("type"), fi.int("code")
+    for name, value, hi in (("type", t, 254), ("code", c, 255)):
+        if value is not None and not 0 <= value <= hi:
+            f.sink.error("E053", f"{key} {name} must be 0-{hi}, not {value}", fi.span(name))
     if fi.has("code") and not fi.has("type"):
         f.sink.error("E053", f"{key} code requires a type", fi.key_span("code"))
     return IcmpSpec(t, c)
@@ -141,7 +182,9 @@ def _annotations(f: Fields) -> tuple[tuple[str, str], ...]:
         if not isinstance(value, Scalar) or not isinstance(value.value, str):
             f.sink.error("E021", f"rule annotation {str(key.value)!r} must be a string", value.span)
             continue
-        if check_safe(f.sink, key, "a rule annotation key") and check_safe(f.sink, value, "a rule annotation value"):
+        if check_safe(f.sink, key, "a rule annotation key") and check_safe(
+            f.sink, value, "a rule annotation value"
+        ):
             out.append((str(key.value), value.value))
     return tuple(sorted(out))
 
@@ -158,14 +201,20 @@ def _http(f: Fields, action: str | None, protocol: int | None) -> bool:
         if pm is not None:
             fp = Fields(sink, pm, "http path", ("exact", "prefix"))
             if fp.has("exact") == fp.has("prefix"):
-                sink.error("E023", 'an http path needs exactly one of "exact" and "prefix"', pm.span)
+                sink.error(
+                    "E023", 'an http path needs exactly one of "exact" and "prefix"', pm.span
+                )
             fp.str("exact")
             fp.str("prefix")
     span = f.key_span("http")
     if action is not None and action != "Allow":
         sink.error("E066", f"http matches are allowed only on Allow rules, not {action}", span)
     elif protocol is not None and protocol != 6:
-        sink.error("E066", f"http matches need protocol TCP (or none), not {PROTOCOL_NAMES.get(protocol, protocol)}", span)
+        sink.error(
+            "E066",
+            f"http matches need protocol TCP (or none), not {PROTOCOL_NAMES.get(protocol, protocol)}",
+            span,
+        )
     else:
         sink.warning(
             "W001",
@@ -176,11 +225,17 @@ def _http(f: Fields, action: str | None, protocol: int | None) -> bool:
     return True
 
 
-def _check_families(sink: DiagnosticSink, ip_version: int | None, nets: list[tuple[str, IPNet, Span]]) -> None:
+def _check_families(
+    sink: DiagnosticSink, ip_version: int | None, nets: list[tuple[str, IPNet, Span]]
+) -> None:
     first: tuple[int, Span] | None = None
     for label, net, span in nets:
         if ip_version is not None and net.version != ip_version:
-            sink.error("E041", f"{label} {net} is IPv{net.version} but the rule has ipVersion {ip_version}", span)
+            sink.error(
+                "E041",
+                f"{label} {net} is IPv{net.version} but the rule has ipVersion {ip_version}",
+                span,
+            )
         elif first is None:
             first = (net.version, span)
         elif net.version != first[0]:
@@ -193,17 +248,25 @@ def _check_families(sink: DiagnosticSink, ip_version: int | None, nets: list[tup
             )
 
 
-def _check_ports(sink: DiagnosticSink, protocol: int | None, ents: list[tuple[str, EntityRule]]) -> bool:
+def _check_ports(
+    sink: DiagnosticSink, protocol: int | None, ents: list[tuple[str, EntityRule]]
+) -> bool:
     ok = True
     for side, ent in ents:
         for key, ports in (("ports", ent.ports), ("notPorts", ent.not_ports)):
             for p in ports:
                 if protocol is not None and not supports_ports(protocol):
                     name = PROTOCOL_NAMES.get(protocol, str(protocol))
-                    sink.error("E051", f"{side} {key} need protocol TCP, UDP or SCTP, not {name}", p.span)
+                    sink.error(
+                        "E051", f"{side} {key} need protocol TCP, UDP or SCTP, not {name}", p.span
+                    )
                     ok = False
                 elif protocol is None and p.name is None:
-                    sink.error("E051", f"numeric {side} {key} need protocol TCP, UDP or SCTP to be set", p.span)
+                    sink.error(
+                        "E051",
+                        f"numeric {side} {key} need protocol TCP, UDP or SCTP to be set",
+                        p.span,
+                    )
                     ok = False
     return ok
 
@@ -228,27 +291,43 @@ def read_rule(sink: DiagnosticSink, node: Node, policy_ns: str | None) -> Rule |
                 a.span,
             )
         else:
-            sink.error("E060", f"invalid action {text!r}: use Allow, Deny, Log or Pass{did_you_mean(text, ACTIONS)}", a.span)
+            sink.error(
+                "E060",
+                f"invalid action {text!r}: use Allow, Deny, Log or Pass{did_you_mean(text, ACTIONS)}",
+                a.span,
+            )
     ip_version = f.int("ipVersion")
     if ip_version is not None and ip_version not in (4, 6):
         sink.error("E023", f'"ipVersion" must be 4 or 6, not {ip_version}', f.span("ipVersion"))
         ip_version = None
     protocol = parse_protocol(sink, f.get("protocol")) if f.has("protocol") else None
-    not_protocol = parse_protocol(sink, f.get("notProtocol"), "notProtocol") if f.has("notProtocol") else None
+    not_protocol = (
+        parse_protocol(sink, f.get("notProtocol"), "notProtocol") if f.has("notProtocol") else None
+    )
     icmp, not_icmp = _icmp(f, "icmp"), _icmp(f, "notICMP")
     for key, spec in (("icmp", icmp), ("notICMP", not_icmp)):
         if spec is not None and protocol not in ICMP_PROTOCOLS:
             sink.error("E053", f"{key} needs protocol ICMP or ICMPv6", f.key_span(key))
     if protocol == 1 and ip_version == 6:
-        sink.error("E054", "protocol ICMP is IPv4-only but the rule has ipVersion 6 (use ICMPv6)", f.span("protocol"))
+        sink.error(
+            "E054",
+            "protocol ICMP is IPv4-only but the rule has ipVersion 6 (use ICMPv6)",
+            f.span("protocol"),
+        )
     if protocol == 58 and ip_version == 4:
-        sink.error("E054", "protocol ICMPv6 is IPv6-only but the rule has ipVersion 4 (use ICMP)", f.span("protocol"))
+        sink.error(
+            "E054",
+            "protocol ICMPv6 is IPv6-only but the rule has ipVersion 4 (use ICMP)",
+            f.span("protocol"),
+        )
     src_nets: NetSpans = []
     dst_nets: NetSpans = []
     source = read_entity(sink, f.get("source"), "source", policy_ns, src_nets)
     destination = read_entity(sink, f.get("destination"), "destination", policy_ns, dst_nets)
     ents = [("source", source), ("destination", destination)]
-    labelled = [(f"source {k}", n, s) for k, n, s in src_nets] + [(f"destination {k}", n, s) for k, n, s in dst_nets]
+    labelled = [(f"source {k}", n, s) for k, n, s in src_nets] + [
+        (f"destination {k}", n, s) for k, n, s in dst_nets
+    ]
     _check_families(sink, ip_version, labelled)
     _check_ports(sink, protocol, ents)
     has_http = _http(f, action, protocol)

@@ -9,10 +9,7 @@ only resource validation can make: the 1024-character limit and where ``global()
 from __future__ import annotations
 
 from compiler.diagnostics import DiagnosticSink
-from compiler.frontend.selector.canon import canon
-from compiler.frontend.selector.errors import SelectorError
-from compiler.frontend.selector.parse import parse
-from compiler.frontend.selector.rewrite import validate_no_global
+from compiler.frontend.selector import SelectorError, canon, parse, validate_no_global
 from compiler.frontend.yaml_loader import Scalar
 
 from .fields import Fields
@@ -32,7 +29,11 @@ def check_selector(
     """
     text = str(node.value)
     if len(text) > MAX_SELECTOR_LEN:
-        sink.error("E032", f"{what} is {len(text)} characters long; the limit is {MAX_SELECTOR_LEN}", node.span)
+        sink.error(
+            "E032",
+            f"{what} is {len(text)} characters long; the limit is {MAX_SELECTOR_LEN}",
+            node.span,
+        )
         return None
     try:
         sel = parse(text)
@@ -61,7 +62,9 @@ def check_selector(
     return text
 
 
-def selector_field(f: Fields, key: str, what: str | None = None, *, global_ok: bool = False) -> str | None:
+def selector_field(
+    f: Fields, key: str, what: str | None = None, *, global_ok: bool = False
+) -> str | None:
     """Read ``key`` from ``f`` as a selector; None when absent or invalid."""
     node = f.str_node(key)
     if node is None:

@@ -49,7 +49,7 @@ def unsafe_reason(text: str) -> str | None:
     for ch in text:
         if ch in "\n\r":
             return "a newline"
-        if ch in "\"\\":
+        if ch in '"\\':
             return f"the character {ch}"
         if unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp"):
             return f"the control character U+{ord(ch):04X}"
@@ -60,7 +60,9 @@ def check_safe(sink: DiagnosticSink, node: Scalar, what: str) -> bool:
     reason = unsafe_reason(str(node.value))
     if reason is None:
         return True
-    sink.error("E026", f"{what} must not contain {reason}: it is written into generated files", node.span)
+    sink.error(
+        "E026", f"{what} must not contain {reason}: it is written into generated files", node.span
+    )
     return False
 
 
@@ -147,7 +149,11 @@ def parse_cidr(sink: DiagnosticSink, node: Scalar, what: str = "CIDR") -> IPNet 
     try:
         return ipaddress.ip_network(text, strict=False)
     except ValueError:
-        sink.error("E040", f"invalid {what} {node.value!r}: expected an address like 10.0.0.0/24 or fd00::/64", node.span)
+        sink.error(
+            "E040",
+            f"invalid {what} {node.value!r}: expected an address like 10.0.0.0/24 or fd00::/64",
+            node.span,
+        )
         return None
 
 
@@ -192,7 +198,9 @@ def _port_number(text: str) -> int | None:
     return int(text) if re.fullmatch(r"-?[0-9]{1,9}", text) else None
 
 
-def parse_port(sink: DiagnosticSink, node: Node, *, lo: int = 0, allow_named: bool = True) -> PortSpec | None:
+def parse_port(
+    sink: DiagnosticSink, node: Node, *, lo: int = 0, allow_named: bool = True
+) -> PortSpec | None:
     """One Calico port: an integer, ``"min:max"`` (inclusive), ``"80"``, or a named port."""
     if not isinstance(node, Scalar) or isinstance(node.value, bool) or node.value is None:
         sink.error("E021", f"a port must be a number or a string, not {type_name(node)}", node.span)
@@ -220,7 +228,11 @@ def parse_port(sink: DiagnosticSink, node: Node, *, lo: int = 0, allow_named: bo
         return PortSpec(a, b, None, node.span)
     if colon or not allow_named or not _NAMED_PORT.match(text):
         what = "port range" if colon else "port"
-        rule = "" if colon or not allow_named else " (named ports are 1-128 of letters, digits, '_', '.', '-')"
+        rule = (
+            ""
+            if colon or not allow_named
+            else " (named ports are 1-128 of letters, digits, '_', '.', '-')"
+        )
         sink.error("E050", f"invalid {what} {text!r}{rule}", node.span)
         return None
     return PortSpec(0, 0, text, node.span)
@@ -234,7 +246,9 @@ def supports_ports(protocol: int | None) -> bool:
     return protocol in PORT_PROTOCOLS
 
 
-def check_interface(sink: DiagnosticSink, node: Scalar, *, allow_star: bool = False, allow_empty: bool = False) -> str | None:
+def check_interface(
+    sink: DiagnosticSink, node: Scalar, *, allow_star: bool = False, allow_empty: bool = False
+) -> str | None:
     """An interface name: ≤ 15 characters (the kernel's IFNAMSIZ - 1) of ``[A-Za-z0-9_.:-]``."""
     text = str(node.value)
     if (allow_star and text == "*") or (allow_empty and text == ""):

@@ -64,7 +64,8 @@ def canonical_ids(program: Program) -> dict[str, str]:
 def run(program: Program, ctx: object) -> Program:
     canon = canonical_ids(program)
     if all(k == v for k, v in canon.items()):
-        return program
+        pruned = prune_sets(program)
+        return program if len(pruned) == len(program.sets) else replace_program(program, sets=pruned)
     rename = canon.__getitem__
 
     def rules(owner: str, direction: str, rs: tuple[Rule, ...]) -> tuple[Rule, ...]:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 
 from compiler.ir.nodes import AddrSet, IPNet, PortMatch, Program, Rule, Side, replace_program
-from compiler.ir.passes._rules import dropped_entries, map_rule_lists
+from compiler.ir.passes._rules import all_rules, dropped_entries, map_rule_lists
 
 FAMILIES = (4, 6)
 
@@ -92,9 +92,9 @@ def _split_set(s: AddrSet) -> list[AddrSet]:
 
 def run(program: Program, ctx: object) -> Program:
     if all(s.family is not None for s in program.sets.values()) and all(
-        r.match.ip_version for p in program.policies.values() for d in ("ingress", "egress") for r in p.rules(d)
+        r.match.ip_version for _, _, rules in all_rules(program) for r in rules
     ):
-        return program  # already split
+        return program  # already split (profiles' rules count too)
     dropped: set[tuple[str, int, str]] = set()
 
     def rules(owner: str, direction: str, rs: tuple[Rule, ...]) -> tuple[Rule, ...]:

@@ -52,6 +52,7 @@ class ChainInfo:
     name: str
     can_allow: bool
     can_pass: bool
+    empty: bool = False  # no rules in this direction: not emitted, nothing to jump to
 
 
 def span_text(span: Span) -> str:
@@ -103,7 +104,9 @@ class ChainBuilder:
 
     # -- verdict statements -------------------------------------------------------------------
 
-    def deny(self, match: str, comment: str, *, tracked: bool = True, protocol: int | None = None) -> list[str]:
+    def deny(
+        self, match: str, comment: str, *, tracked: bool = True, protocol: int | None = None
+    ) -> list[str]:
         """Deny as ``drop`` or (FelixConfig deny_action Reject, tracked hooks only) ``reject``:
         a TCP reset for TCP, ICMP(v6) port-unreachable otherwise."""
         pre = f"{match} " if match else ""
@@ -156,7 +159,9 @@ class ChainBuilder:
         }[flavour]
         name = ident(prefix, pid)
         ns_name = f"{policy.namespace}/{policy.name}" if policy.namespace else policy.name
-        prefix_str = log_prefix(self.program.felix, policy.tier, policy.kind_short, policy.name, ns_name)
+        prefix_str = log_prefix(
+            self.program.felix, policy.tier, policy.kind_short, policy.name, ns_name
+        )
         rules = policy.rules(direction)
         tracked = flavour == NORMAL
         m = self.marks
@@ -183,12 +188,14 @@ class ChainBuilder:
             comment += f" ({flavour})"
         if where:
             comment += f" {where}"
-        self.chains[name] = Chain(name, comment, tuple(lines))
         info = ChainInfo(
             name,
             can_allow=any(r.action == ir.ALLOW for r in rules),
             can_pass=any(r.action == ir.PASS for r in rules),
+            empty=not rules,
         )
+        if rules:
+            self.chains[name] = Chain(name, comment, tuple(lines))
         if flavour == UNTRACKED:
             self.uses_untracked = True
         self._infos[key] = info
@@ -219,8 +226,10 @@ class ChainBuilder:
             lines.extend(self._rule_lines(rule, f"profile {name} {direction}", action))
         where = span_text(profile.origin)
         comment = f"profile {name} {direction}" + (f" {where}" if where else "")
-        self.chains[chain_name] = Chain(chain_name, comment, tuple(lines))
-        info = ChainInfo(chain_name, any(r.action == ir.ALLOW for r in profile.rules(direction)), False)
+        rules = profile.rules(direction)
+        if rules:
+            self.chains[chain_name] = Chain(chain_name, comment, tuple(lines))
+        info = ChainInfo(chain_name, any(r.action == ir.ALLOW for r in rules), False, not rules)
         self._infos[key] = info
         return info
 
@@ -245,6 +254,9 @@ class ChainBuilder:
             pass_pending = False
             for pid in plan.policies:
                 info = self.policy_chain(pid, direction, flavour)
+                if info.empty:
+                    lines.append(script_comment(f"policy {pid}: no {direction} rules"))
+                    continue
                 guard = f"{m.is_clear(m.pass_)} " if pass_pending else ""
                 lines.append(with_comment(f"{guard}jump {info.name}", f"policy {pid}"))
                 if info.can_allow:
@@ -264,9 +276,14 @@ class ChainBuilder:
                 lines.append(script_comment(f"profile {name} is not defined: skipped"))
                 continue
             info = self.profile_chain(name, direction)
+            if info.empty:
+                lines.append(script_comment(f"profile {name}: no {direction} rules"))
+                continue
             lines.append(with_comment(f"jump {info.name}", f"profile {name}"))
             if info.can_allow:
-                lines.append(with_comment(f"{m.is_set(m.accept)} return", f"allowed by profile {name}"))
+                lines.append(
+                    with_comment(f"{m.is_set(m.accept)} return", f"allowed by profile {name}")
+                )
         lines.extend(self.deny("", "no profile matched"))
         return lines
 

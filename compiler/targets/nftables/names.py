@@ -21,7 +21,7 @@ hash seed or on the order things were seen in.
 >>> ident("pol-ingress/", "knp/default/allow-web")
 'pol-ingress/knp/default/allow-web'
 >>> ident("pol-ingress/", 'np/x/a"b')
-'pol-ingress/np-x-a-b_kpg4jygrv5d6'
+'pol-ingress/np-x-a-b_jheuf736t7on'
 """
 
 from __future__ import annotations

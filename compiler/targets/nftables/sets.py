@@ -101,7 +101,9 @@ def declare(s: AddrSet, name: str) -> SetDecl:
     return SetDecl(name, s.id, typ, s.id, header, elements_of(s))
 
 
-def collect(sets: Mapping[str, AddrSet], used: Iterable[str], names: Mapping[str, str]) -> list[SetDecl]:
+def collect(
+    sets: Mapping[str, AddrSet], used: Iterable[str], names: Mapping[str, str]
+) -> list[SetDecl]:
     """Declarations for the used sets, sorted by nft name."""
     decls = [declare(sets[sid], names[sid]) for sid in set(used)]
     return sorted(decls, key=lambda d: d.name)

@@ -1,0 +1,76 @@
+"""The ``tortie`` command line (click).
+
+Commands stay thin: parse options, call the library, render, pick the exit code
+(0 ok, 1 input or semantic errors, 2 usage — click's own usage errors exit 2 —, 70 internal
+error). Each command lives in its own module and is added to :data:`main` here.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from compiler.cli.check import check
+from compiler.cli.common import EXIT_INTERNAL
+from compiler.cli.compile import compile_cmd
+from compiler.cli.select import select
+
+__all__ = ["main"]
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("tortie")
+    except Exception:  # not installed (running from a checkout)
+        return "0.1.0"
+
+
+class TortieGroup(click.Group):
+    """A group that turns an unexpected exception into one line and exit status 70 (EX_SOFTWARE).
+
+    User input never gets here: the library reports it as diagnostics. Anything that does is a
+    bug, and a traceback would only bury the message; ``TORTIE_DEBUG=1`` shows it.
+    """
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (
+            click.exceptions.Exit,
+            click.ClickException,
+            click.Abort,
+            SystemExit,
+            KeyboardInterrupt,
+        ):
+            raise
+        except Exception as e:  # noqa: BLE001 - the one place that catches everything
+            import os
+
+            if os.environ.get("TORTIE_DEBUG"):
+                raise
+            click.echo(
+                f"tortie: internal error: {type(e).__name__}: {e} (set TORTIE_DEBUG=1 for a traceback)",
+                err=True,
+            )
+            sys.exit(EXIT_INTERNAL)
+
+
+@click.group(cls=TortieGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(_version(), "--version", prog_name="tortie")
+def main() -> None:
+    """Compile Calico and Kubernetes network policy into nftables, iptables+ipset and eBPF.
+
+    \b
+    Example:
+      tortie check -f examples/demo/
+      tortie select -f examples/demo/ 'app == "web"'
+    """
+
+
+main.add_command(check)
+main.add_command(select)
+main.add_command(compile_cmd)

@@ -1,0 +1,106 @@
+"""What every command shares: the ``-f`` and ``-o`` options, loading, rendering diagnostics,
+exit codes."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+from compiler.diagnostics import Diagnostic, DiagnosticSink, Level, SourceRegistry, render
+from compiler.frontend import load
+from compiler.frontend.model import ResourceSet
+
+__all__ = [
+    "EXIT_ERRORS",
+    "EXIT_INTERNAL",
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "Loaded",
+    "emit_diagnostics",
+    "exit_code",
+    "file_option",
+    "load_inputs",
+    "output_option",
+]
+
+EXIT_OK = 0
+EXIT_ERRORS = 1
+EXIT_USAGE = 2
+EXIT_INTERNAL = 70
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def file_option(f: F) -> F:
+    """``-f/--file PATH`` (repeatable): a file, a directory (read recursively) or ``-`` for stdin."""
+    return click.option(
+        "-f",
+        "--file",
+        "files",
+        multiple=True,
+        required=True,
+        metavar="PATH",
+        help="YAML/JSON file, directory (recursive) or - for stdin; repeatable.",
+    )(f)
+
+
+def output_option(f: F) -> F:
+    return click.option(
+        "-o",
+        "--output",
+        "output",
+        type=click.Choice(["text", "json"]),
+        default="text",
+        show_default=True,
+        help="Output format.",
+    )(f)
+
+
+class Loaded:
+    """The result of reading the inputs: resources plus the diagnostics and source text."""
+
+    def __init__(
+        self, resources: ResourceSet, sink: DiagnosticSink, sources: SourceRegistry
+    ) -> None:
+        self.resources = resources
+        self.sink = sink
+        self.sources = sources
+
+
+def load_inputs(
+    files: tuple[str, ...],
+    sink: DiagnosticSink | None = None,
+    sources: SourceRegistry | None = None,
+) -> Loaded:
+    sink = sink if sink is not None else DiagnosticSink()
+    sources = sources if sources is not None else SourceRegistry()
+    stdin = click.get_text_stream("stdin")
+    resources = load(list(files), sink, sources, stdin=stdin)
+    return Loaded(resources, sink, sources)
+
+
+def emit_diagnostics(diags: list[Diagnostic], sources: SourceRegistry) -> None:
+    """Render to stderr, sorted by place, each with its source line and caret."""
+    for d in diags:
+        click.echo(render(d, sources), err=True)
+
+
+def diagnostics_json(diags: list[Diagnostic]) -> list[dict[str, object]]:
+    return [d.as_dict() for d in diags]
+
+
+def exit_code(sink: DiagnosticSink) -> int:
+    return EXIT_ERRORS if sink.has_errors else EXIT_OK
+
+
+def counts_line(sink: DiagnosticSink) -> str:
+    errors = sum(1 for d in sink.sorted() if d.level is Level.ERROR)
+    warnings = sum(1 for d in sink.sorted() if d.level is Level.WARNING)
+    return f"{errors} error{'s' * (errors != 1)}, {warnings} warning{'s' * (warnings != 1)}"
+
+
+def echo_json(data: object) -> None:
+    click.echo(json.dumps(data, indent=2, sort_keys=True))

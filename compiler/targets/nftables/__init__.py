@@ -1,0 +1,136 @@
+"""The nftables target: one ``inet`` table in one atomic ``nft -f`` script.
+
+Modules, by concern:
+
+* :mod:`.names` — quoting (:func:`~.names.nft_string`), identifiers, stable hashes;
+* :mod:`.marks` — the accept / pass / untracked mark bits and why they exist;
+* :mod:`.rules` — one IR match -> nft match expressions;
+* :mod:`.sets` — named sets (selector and named-port), valid interval element lists;
+* :mod:`.chains` — policy, profile and the tier/profile logic of endpoint chains;
+* :mod:`.endpoints` — per-endpoint chains and dispatch (workloads by interface, HEPs by address);
+* :mod:`.script` — base chains, the table and the text;
+* :mod:`.incremental` — set-only updates for the runtime.
+
+Where the evaluator (the oracle) and Calico differ, the script follows the evaluator; the
+differences are listed in :meth:`NftablesTarget.check` warnings and in the module docs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import ClassVar
+
+from compiler.artifact import Artifact
+from compiler.diagnostics import DiagnosticSink
+from compiler.ir import nodes as ir
+from compiler.targets.base import local_endpoints
+from compiler.targets.nftables.chains import _RATE, log_prefix
+from compiler.targets.nftables.incremental import render_set_update
+from compiler.targets.nftables.marks import MARK_BITS_NEEDED, Marks
+from compiler.targets.nftables.names import LOG_PREFIX_MAX, is_ifname
+from compiler.targets.nftables.script import Rendered, render_program
+
+__all__ = ["NftablesTarget", "Rendered", "render_program", "render_set_update"]
+
+SCRIPT = "nftables.nft"
+
+
+class NftablesTarget:
+    NAME: ClassVar[str] = "nftables"
+    CAPABILITIES: ClassVar[frozenset[str]] = frozenset(
+        {
+            "workload-endpoints",
+            "host-endpoints",
+            "tiers",
+            "pass",
+            "log",
+            "profiles",
+            "selector-sets",
+            "named-ports",
+            "icmp",
+            "ipv6",
+            "conntrack",
+            "reject",
+            "untracked",
+            "pre-dnat",
+            "apply-on-forward",
+            "failsafe-ports",
+            "endpoint-to-host-action",
+            "set-members-as-data",
+            "atomic-replace",
+        }
+    )
+    LIMITS: ClassVar[Mapping[str, int]] = MappingProxyType(
+        {
+            "mark_bits": MARK_BITS_NEEDED,  # bits needed from nftablesMarkMask
+            "comment_bytes": 127,
+            "log_prefix_bytes": LOG_PREFIX_MAX,
+            "ifname_bytes": 15,
+        }
+    )
+
+    def check(self, program: ir.Program, sink: DiagnosticSink) -> None:
+        felix = program.felix
+        if Marks.from_mask(felix.mark_mask) is None:
+            sink.error(
+                "E810",
+                f"nftables target: nftablesMarkMask {felix.mark_mask:#x} has fewer than "
+                f"{MARK_BITS_NEEDED} bits; Tortie needs accept, pass and untracked bits",
+                felix.span,
+            )
+        if felix.log_rate_limit and _RATE.fullmatch(felix.log_rate_limit) is None:
+            sink.warning(
+                "W815",
+                f"nftables target: logActionRateLimit {felix.log_rate_limit!r} is not "
+                "N/second|minute|hour|day; Log rules are not rate limited",
+                felix.span,
+            )
+        for ep in local_endpoints(program):
+            self._check_endpoint(program, ep, sink)
+        for policy in program.policies.values():
+            if any(r.action == ir.LOG for d in ir.DIRECTIONS for r in policy.rules(d)):
+                ns_name = f"{policy.namespace}/{policy.name}" if policy.namespace else policy.name
+                prefix = log_prefix(felix, policy.tier, policy.kind_short, policy.name, ns_name)
+                if prefix.endswith('..."'):
+                    sink.warning(
+                        "W814",
+                        f"nftables target: the log prefix of {policy.id} is cut to "
+                        f"{LOG_PREFIX_MAX} bytes",
+                        policy.origin,
+                    )
+
+    @staticmethod
+    def _check_endpoint(program: ir.Program, ep: ir.Endpoint, sink: DiagnosticSink) -> None:
+        if not ep.is_host:
+            if not is_ifname(ep.interface):
+                sink.error(
+                    "E811",
+                    f"nftables target: interface name {ep.interface!r} of {ep.id} is not a "
+                    "Linux interface name (1-15 of [A-Za-z0-9_.-])",
+                    ep.origin,
+                )
+            return
+        if any(ep.plan(d, ir.FORWARD) for d in ir.DIRECTIONS) and not is_ifname(ep.interface):
+            sink.warning(
+                "W812",
+                f"nftables target: host endpoint {ep.id} has applyOnForward policy but no "
+                f"single interface ({ep.interface!r}); forwarded traffic is not policed for it",
+                ep.origin,
+            )
+        if not ep.ips and ep.interface != "*":
+            sink.warning(
+                "W813",
+                f"nftables target: host endpoint {ep.id} has no expectedIPs; host traffic is "
+                "matched to host endpoints by address, so none reaches its policy",
+                ep.origin,
+            )
+
+    def render(self, program: ir.Program) -> Artifact:
+        rendered = render_program(program)
+        return Artifact(
+            target=self.NAME,
+            node=program.node or "",
+            files={SCRIPT: rendered.script.encode()},
+            summary=dict(rendered.summary),
+        )
