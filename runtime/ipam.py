@@ -177,13 +177,27 @@ class IPAM:
         except KeyError:
             raise IPAMError(f"unknown node {node!r}") from None
 
-    def allocate(self, node: str, handle: str, family: int = 4, use: str = "Workload") -> IPAddr:
-        """One address of ``family`` for ``handle`` on ``node`` (see the module docstring)."""
+    def allocate(
+        self,
+        node: str,
+        handle: str,
+        family: int = 4,
+        use: str = "Workload",
+        pool_names: Iterable[str] | None = None,
+    ) -> IPAddr:
+        """One address of ``family`` for ``handle`` on ``node`` (see the module docstring).
+
+        ``pool_names`` narrows the eligible pools (e.g. a VXLAN tunnel address comes from a
+        VXLAN pool).
+        """
         if family not in (4, 6):
             raise ValueError(f"family must be 4 or 6, not {family!r}")
         if use not in USES:
             raise ValueError(f"use must be one of {USES}, not {use!r}")
         pools = eligible_pools(self.pools, self._labels(node), family, use)
+        if pool_names is not None:
+            allowed = set(pool_names)
+            pools = [p for p in pools if p.name in allowed]
         if not pools:
             raise NoAddressAvailable(
                 f"no enabled IPv{family} pool for {use} addresses matches node {node!r}"

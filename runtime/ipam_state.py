@@ -32,7 +32,7 @@ import ipaddress
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -185,10 +185,14 @@ class IPAMState:
         return state
 
 
-def write_atomic(path: str, text: str, mode: int = 0o644) -> None:
+def write_atomic(
+    path: str, text: str, mode: int = 0o644, validate: Callable[[str], None] | None = None
+) -> None:
     """Replace ``path`` with ``text``: temp file in the same directory, fsync, rename, fsync dir.
 
-    Readers see the old content or the new one, never a mix, even across a crash.
+    Readers see the old content or the new one, never a mix, even across a crash. ``validate``
+    is called with the temporary file's path before the rename; if it raises, ``path`` is left
+    untouched and the temporary file is removed.
     """
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
@@ -198,6 +202,8 @@ def write_atomic(path: str, text: str, mode: int = 0o644) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, mode)
+        if validate is not None:
+            validate(tmp)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

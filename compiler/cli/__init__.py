@@ -12,10 +12,18 @@ from typing import Any
 
 import click
 
+from compiler.cli.agent import agent_cmd
+from compiler.cli.apply import apply_cmd
+from compiler.cli.bgp import bgp
 from compiler.cli.check import check
 from compiler.cli.common import EXIT_INTERNAL
 from compiler.cli.compile import compile_cmd
+from compiler.cli.explain import explain
+from compiler.cli.ipam import ipam
+from compiler.cli.ir import ir_cmd
+from compiler.cli.matrix import matrix
 from compiler.cli.select import select
+from compiler.cli.status import status_cmd
 
 __all__ = ["main"]
 
@@ -74,3 +82,11 @@ def main() -> None:
 main.add_command(check)
 main.add_command(select)
 main.add_command(compile_cmd)
+main.add_command(explain)
+main.add_command(matrix)
+main.add_command(ir_cmd)
+main.add_command(ipam)
+main.add_command(bgp)
+main.add_command(apply_cmd)
+main.add_command(status_cmd)
+main.add_command(agent_cmd)

@@ -76,7 +76,7 @@ CODES: dict[str, str] = {
     "W006": "metadata.namespace on a cluster-scoped resource is ignored",
     "W007": "a pod also described by a WorkloadEndpoint (the WorkloadEndpoint is used)",
     "W008": "configuration resource with a name Calico never reads (not default or node.<name>)",
-    "W009": "deprecated field",
+    "W009": "an endpoint lists a profile that is not defined (Calico skips it)",
 }
 
 

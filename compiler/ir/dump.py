@@ -32,7 +32,7 @@ def protocol_name(proto: int) -> str:
 def _order(order: float | None) -> str:
     if order is None or math.isinf(order):
         return "none"
-    return f"{order:g}"
+    return f"{order:.15g}"
 
 
 def _ports(pm: PortMatch) -> str:

@@ -134,7 +134,8 @@ def _run(argv: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
 
 
 def parse_reply(text: str) -> list[tuple[int, str]]:
-    """``birdc -v`` output as (code, text) pairs; continuation lines (no code) get code 0."""
+    """``birdc -v`` output as (code, text) pairs; continuation lines (a leading space instead of
+    a code) get code 0 and continue the reply above them."""
     out: list[tuple[int, str]] = []
     for line in text.splitlines():
         m = _REPLY.match(line)
@@ -194,8 +195,10 @@ def show_protocols(socket: str, *, timeout: float = DEFAULT_TIMEOUT) -> dict[str
     """``show protocols``, by protocol name."""
     out = birdc(socket, ["show", "protocols"], timeout=timeout)
     protocols: dict[str, Protocol] = {}
+    last = 0
     for code, text in parse_reply(out):
-        if code != 1002:
+        last = code or last  # continuation lines (code 0) belong to the reply above them
+        if last != 1002:
             continue
         parts = text.split(None, 5)
         if len(parts) < 4:

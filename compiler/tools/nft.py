@@ -46,9 +46,14 @@ def available() -> bool:
     return shutil.which(NFT) is not None
 
 
-def nft_argv(args: Sequence[str], netns: str | None = None) -> list[str]:
+def nft_argv(args: Sequence[str], netns: str | None = None, isolated: bool = False) -> list[str]:
+    """argv for ``nft ARGS``: in the named netns, or (``isolated``) in a fresh, empty one
+    that disappears with the process (``unshare --net``), so a check sees no existing ruleset
+    and can never touch the caller's."""
     base = [NFT, *args]
-    return ["ip", "netns", "exec", netns, *base] if netns else base
+    if netns:
+        return ["ip", "netns", "exec", netns, *base]
+    return ["unshare", "--net", *base] if isolated else base
 
 
 def run(
@@ -56,10 +61,11 @@ def run(
     *,
     input: str | None = None,
     netns: str | None = None,
+    isolated: bool = False,
     timeout: float = DEFAULT_TIMEOUT,
 ) -> NftResult:
     """Run ``nft ARGS`` (optionally in ``netns``) and return its output; raise NftError on failure."""
-    argv = nft_argv(args, netns)
+    argv = nft_argv(args, netns, isolated)
     try:
         proc = subprocess.run(
             argv, input=input, capture_output=True, text=True, timeout=timeout, check=False
@@ -74,9 +80,15 @@ def run(
     return NftResult(tuple(argv), proc.stdout, proc.stderr)
 
 
-def check(script: str, *, netns: str | None = None, timeout: float = DEFAULT_TIMEOUT) -> None:
+def check(
+    script: str,
+    *,
+    netns: str | None = None,
+    isolated: bool = False,
+    timeout: float = DEFAULT_TIMEOUT,
+) -> None:
     """``nft -c -f -``: parse and validate against the kernel without committing anything."""
-    run(["-c", "-f", "-"], input=script, netns=netns, timeout=timeout)
+    run(["-c", "-f", "-"], input=script, netns=netns, isolated=isolated, timeout=timeout)
 
 
 def load(script: str, *, netns: str | None = None, timeout: float = DEFAULT_TIMEOUT) -> None:

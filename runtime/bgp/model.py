@@ -103,7 +103,6 @@ class BirdFamily:
     disabled_export_pools: tuple[str, ...] = ()
     enabled_pools: tuple[str, ...] = ()
     service_cidrs: tuple[str, ...] = ()  # advertised, kept out of the kernel
-    rr_accept_cidrs: tuple[str, ...] = ()  # reflected by route reflectors
     kernel_pools: tuple[KernelPoolRule, ...] = ()
     runtime_blocks: tuple[str, ...] = ()  # blackholes the runtime programs itself
     communities: tuple[CommunityRule, ...] = ()

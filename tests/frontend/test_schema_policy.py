@@ -93,11 +93,18 @@ def test_global_policy_fields() -> None:
     )
     assert not sink.diagnostics
     pre, untracked = rs.policies
-    assert (untracked.tier, untracked.order, untracked.do_not_track, untracked.apply_on_forward) == ("security", 1.5, True, True)
+    assert (
+        untracked.tier,
+        untracked.order,
+        untracked.do_not_track,
+        untracked.apply_on_forward,
+    ) == ("security", 1.5, True, True)
     assert untracked.selector == "has(host-endpoint)"
     assert untracked.service_account_selector == 'role == "x"'
     assert pre.pre_dnat and pre.types == ("Ingress",)
-    assert pre.ingress[0].destination.ports == (PortSpec(30000, 32767, None, pre.ingress[0].destination.ports[0].span),)
+    assert pre.ingress[0].destination.ports == (
+        PortSpec(30000, 32767, None, pre.ingress[0].destination.ports[0].span),
+    )
     tiers = {t.name: (t.order, t.default_action) for t in rs.tiers}
     assert tiers == {
         "default": (1_000_000.0, "Deny"),
@@ -143,7 +150,10 @@ def test_rules_are_normalised() -> None:
     assert codes(sink) == ["W001"]
     r1, r2, r3 = rs.policies[0].ingress
     assert (r1.action, r1.protocol, r1.not_protocol) == ("Allow", 6, 17)
-    assert r1.source.nets == (ipaddress.ip_network("10.0.0.0/24"), ipaddress.ip_network("192.168.1.1/32"))
+    assert r1.source.nets == (
+        ipaddress.ip_network("10.0.0.0/24"),
+        ipaddress.ip_network("192.168.1.1/32"),
+    )
     assert r1.source.not_nets == (ipaddress.ip_network("10.0.0.128/25"),)
     assert r1.source.not_selector == "role == 'bad'"
     assert r1.source.namespace_selector == "global()"
@@ -157,7 +167,13 @@ def test_rules_are_normalised() -> None:
     assert [(p.min, p.max) for p in r1.destination.not_ports] == [(22, 22)]
     assert r1.annotations == (("a", "first"), ("z", "last"))
     assert dict(r1.source.field_spans)["nets"].line == 10
-    assert (r2.action, r2.ip_version, r2.protocol, r2.icmp, r2.not_icmp) == ("Log", 6, 58, IcmpSpec(128, 0), IcmpSpec(1, None))
+    assert (r2.action, r2.ip_version, r2.protocol, r2.icmp, r2.not_icmp) == (
+        "Log",
+        6,
+        58,
+        IcmpSpec(128, 0),
+        IcmpSpec(1, None),
+    )
     assert r2.source.nets == (ipaddress.ip_network("fd00::1/128"),)
     assert r3.has_http
 

@@ -94,7 +94,7 @@ CASES: list[tuple[str, dict[str, str], bool]] = [
     ("has(a) || has(b)", {}, False),
     ('has(a) && (b == "1" || c != "1")', {"a": "x"}, True),
     ('has(a) && (b == "1" || c != "1")', {"a": "x", "c": "1"}, False),
-    ("in in {\"a\"}", {"in": "a"}, True),
+    ('in in {"a"}', {"in": "a"}, True),
 ]
 
 

@@ -32,7 +32,10 @@ KEY_513 = "k" * 513
 
 def _ids(cases: list[tuple[str, object]]) -> list[str]:
     """Readable test ids: long keys shortened, control characters escaped."""
-    return [ascii(text.replace(KEY_513, "K513").replace(KEY_512, "K512"))[1:-1] for text, _ in cases]
+    return [
+        ascii(text.replace(KEY_513, "K513").replace(KEY_512, "K512"))[1:-1] for text, _ in cases
+    ]
+
 
 # (input, canonical form)
 VALID: list[tuple[str, str]] = [
@@ -71,7 +74,7 @@ VALID: list[tuple[str, str]] = [
     ('a endswith "x"', 'a ends with "x"'),
     ('a ends with "x"', 'a ends with "x"'),
     ('a notin {"x"}', 'a not in {"x"}'),
-    ('a not\tin {}', "a not in {}"),
+    ("a not\tin {}", "a not in {}"),
     ('a in{"x"}', 'a in {"x"}'),
     ('a startswith"x"&&b notin{}', '(a starts with "x" && b not in {})'),
     # keywords are not reserved as keys
@@ -82,13 +85,13 @@ VALID: list[tuple[str, str]] = [
     ('starts starts with "x"', 'starts starts with "x"'),
     ('has == "x"', 'has == "x"'),
     ('all != "x"', 'all != "x"'),
-    ('global in {}', "global in {}"),
+    ("global in {}", "global in {}"),
     ('with ends with "w"', 'with ends with "w"'),
     # quoting
     ("a == 'x'", 'a == "x"'),
-    ("a == \"it's\"", "a == \"it's\""),
+    ('a == "it\'s"', 'a == "it\'s"'),
     ("a == 'say \"hi\"'", "a == 'say \"hi\"'"),
-    ("a in {\"x\", 'y\"z'}", "a in {\"x\", 'y\"z'}"),
+    ('a in {"x", \'y"z\'}', 'a in {"x", \'y"z\'}'),
     ('a == ""', 'a == ""'),
     ('a contains ""', 'a contains ""'),
     ('a == "x\ny"', 'a == "x\ny"'),  # a literal may hold any character but its own quote
@@ -124,7 +127,7 @@ VALID: list[tuple[str, str]] = [
     ('!!a == "x"', 'a == "x"'),
     ('!!!a == "x"', '!a == "x"'),
     ('! ! a == "x"', 'a == "x"'),
-    ('!\t!\t!has(a)', "!has(a)"),
+    ("!\t!\t!has(a)", "!has(a)"),
     ('!a != "x"', '!a != "x"'),
     ("!has(a)", "!has(a)"),
     ("!all()", "!all()"),
@@ -220,7 +223,7 @@ INVALID: list[tuple[str, int]] = [
     ("()", 1),
     ("(())", 2),
     ("!()", 2),
-    ('has(a) && ()', 11),
+    ("has(a) && ()", 11),
     # 3. dangling ! && ||
     ("!", 1),
     ("!!", 2),
@@ -351,9 +354,10 @@ def test_selector_error_is_a_value_error() -> None:
         parse("%")
 
 
-def test_non_string_input_is_a_selector_error() -> None:
+@pytest.mark.parametrize("value", [None, 1, b"has(a)", ["has(a)"]])
+def test_non_string_input_is_a_selector_error(value: object) -> None:
     with pytest.raises(SelectorError):
-        parse(None)  # type: ignore[arg-type]
+        parse(value)  # type: ignore[arg-type]
 
 
 def test_global_is_accepted_anywhere_by_the_parser() -> None:

@@ -228,7 +228,7 @@ def test_index_matches_brute_force(sel: Selector, labels: list[dict[str, str]]) 
     assert index.select(sel) == expected  # memoised answer too
 
 
-@SETTINGS
+@settings(SETTINGS, max_examples=max(1, EXAMPLES // 2))
 @given(st.lists(small_selectors, min_size=1, max_size=6), st.lists(label_sets, max_size=10))
 def test_index_with_shared_memo_matches_brute_force(
     sels: list[Selector], labels: list[dict[str, str]]

@@ -112,7 +112,7 @@ GNP_CASES = [
     (("", "", 'role in {"a"}'), 'pcsa.role in {"a"}'),
     (
         ("has(a) || all()", "!has(x)", 'all() && sa == "y"'),
-        f"(((has(a) || has({NS})) && !has(pcns.x)) && (has({SA}) && pcsa.sa == \"y\"))",
+        f'(((has(a) || has({NS})) && !has(pcns.x)) && (has({SA}) && pcsa.sa == "y"))',
     ),
 ]
 
@@ -158,7 +158,9 @@ def test_entity_rule_nothing_given() -> None:
 
 def test_entity_rule_step1_policy_namespace() -> None:
     assert er("ns1", selector='app == "x"') == f'({NS} == "ns1" && app == "x")'
-    assert er("ns1", selector='a == "1" && b == "2"') == f'({NS} == "ns1" && (a == "1" && b == "2"))'
+    assert (
+        er("ns1", selector='a == "1" && b == "2"') == f'({NS} == "ns1" && (a == "1" && b == "2"))'
+    )
     # the rule selector's own all() is not rewritten
     assert er("ns1", selector="all()") == f'({NS} == "ns1" && all())'
 
@@ -167,9 +169,7 @@ def test_entity_rule_not_selector_only_in_namespaced_policy() -> None:
     # "in my namespace AND NOT X": the positive part is the namespace term alone.
     assert er("ns1", not_selector_present=True) == f'{NS} == "ns1"'
     assert er(None, not_selector_present=True) is None
-    assert (
-        er("ns1", selector="has(a)", not_selector_present=True) == f'({NS} == "ns1" && has(a))'
-    )
+    assert er("ns1", selector="has(a)", not_selector_present=True) == f'({NS} == "ns1" && has(a))'
 
 
 def test_entity_rule_global_policy_selector_unchanged() -> None:
@@ -222,9 +222,7 @@ def test_entity_rule_all_steps() -> None:
         sa_names=("b", "a"),
         sa_selector='role == "r"',
     )
-    assert got == (
-        f'(has({NS}) && ((pcsa.role == "r" && {SA} in {{"a", "b"}}) && app == "x"))'
-    )
+    assert got == (f'(has({NS}) && ((pcsa.role == "r" && {SA} in {{"a", "b"}}) && app == "x"))')
 
 
 def test_entity_rule_result_is_namespace_scoped() -> None:

@@ -56,7 +56,9 @@ def test_multi_document_files_skip_empty_documents() -> None:
 
 
 def test_json_keeps_spans() -> None:
-    (doc,), sink, _ = docs_of('{"kind":"Tier",\n "spec": {"order": 10}}\n', )
+    (doc,), sink, _ = docs_of(
+        '{"kind":"Tier",\n "spec": {"order": 10}}\n',
+    )
     assert not sink.diagnostics
     spec = doc.get("spec")
     order = spec.get("order")
@@ -65,10 +67,21 @@ def test_json_keeps_spans() -> None:
 
 
 def test_scalar_types_follow_kubectl() -> None:
-    (doc,), _, _ = docs_of("a: '1'\nb: 1\nc: 1.5\nd: true\ne: null\nf: 2024-05-14\ng: 0x10\nh: on\n")
+    (doc,), _, _ = docs_of(
+        "a: '1'\nb: 1\nc: 1.5\nd: true\ne: null\nf: 2024-05-14\ng: 0x10\nh: on\n"
+    )
     values = {str(k.value): v.value for k, v in doc.items}
     # A YAML 1.1 timestamp stays text, as when kubectl converts YAML to JSON.
-    assert values == {"a": "1", "b": 1, "c": 1.5, "d": True, "e": None, "f": "2024-05-14", "g": 16, "h": True}
+    assert values == {
+        "a": "1",
+        "b": 1,
+        "c": 1.5,
+        "d": True,
+        "e": None,
+        "f": "2024-05-14",
+        "g": 16,
+        "h": True,
+    }
 
 
 def test_keys_are_their_source_text() -> None:

@@ -17,7 +17,15 @@ def test_directories_are_walked_recursively_in_sorted_order(tmp_path: Path) -> N
     (tmp_path / "b").mkdir()
     (tmp_path / "a").mkdir()
     (tmp_path / ".git").mkdir()
-    for rel in ("b/z.yaml", "a/y.yml", "a-c.json", "top.yaml", ".hidden.yaml", ".git/x.yaml", "notes.txt"):
+    for rel in (
+        "b/z.yaml",
+        "a/y.yml",
+        "a-c.json",
+        "top.yaml",
+        ".hidden.yaml",
+        ".git/x.yaml",
+        "notes.txt",
+    ):
         (tmp_path / rel).write_text("{}\n")
     sink = DiagnosticSink()
     names = [os.path.relpath(s.name, tmp_path) for s in discover([str(tmp_path)], sink)]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ipaddress
 import itertools
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -22,7 +23,7 @@ import pytest
 
 from compiler.ir.evaluate import evaluate
 from compiler.ir.flow import Flow, Verdict
-from compiler.ir.nodes import Program
+from compiler.ir.nodes import Program, replace_program
 from compiler.targets.nftables import render_program
 from compiler.tools import nft
 from tests.support.netns import Cluster, Node, in_netns
@@ -59,19 +60,32 @@ class Topology:
     node_addrs: dict[str, list[ipaddress.IPv4Address | ipaddress.IPv6Address]] = field(
         default_factory=dict
     )
+    _route_src: dict[tuple[str, object], ipaddress.IPv4Address | ipaddress.IPv6Address] = field(
+        default_factory=dict
+    )
 
     @property
     def program(self) -> Program:
-        """The program used as the oracle (the first node's)."""
+        """The program used as the oracle (the first node's; the evaluator does not depend on
+        the node a program was compiled for, except for per-node FelixConfiguration)."""
         return self.programs[sorted(self.programs)[0]]
 
     @classmethod
     def build(
-        cls, cluster: Cluster, programs: Mapping[str, Program], externals: Iterable[str] = ()
+        cls,
+        cluster: Cluster,
+        programs: Mapping[str, Program],
+        externals: Iterable[str] = (),
+        uplinks: Iterable[tuple[str, str | None, str | None, str | None, str | None]] = (),
     ) -> Topology:
-        topo = cls(cluster, programs)
+        """``externals``: outside addresses, each behind its own uplink of the first node.
+        ``uplinks``: (iface, node v4, node v6, external v4, external v6) of the first node,
+        for tests that need a particular interface name (a named host endpoint)."""
         prog = next(iter(programs.values()))
         names = sorted({e.node for e in prog.endpoints} | set(programs))
+        # Nodes without a program of their own get the same program compiled for them.
+        full = {n: programs.get(n) or replace_program(prog, node=n) for n in names}
+        topo = cls(cluster, full)
         first = names[0]
         for i, name in enumerate(names):
             node = cluster.add_node(name)
@@ -98,7 +112,13 @@ class Topology:
                 continue
             topo.nodes[ep.node].add_pod(ep.id, ep.interface, v4, v6)
             topo.pods[ep.id] = ep.id
-        known = {str(a) for addrs in topo.node_addrs.values() for a in addrs}
+        for iface, node_v4, node_v6, ext_v4, ext_v6 in uplinks:
+            key = f"ext-{iface}"
+            topo.nodes[first].add_uplink(iface, node_v4, node_v6, ext_v4, ext_v6, name=key)
+            for addr in (ext_v4, ext_v6):
+                if addr is not None:
+                    topo.externals[addr] = key
+        known = {str(a) for addrs in topo.node_addrs.values() for a in addrs} | set(topo.externals)
         for i, text in enumerate(sorted(set(externals) - known)):
             ip = ipaddress.ip_address(text)
             key = f"ext-{text}"
@@ -114,7 +134,7 @@ class Topology:
     def load(self, scripts: Mapping[str, str] | None = None) -> None:
         """Load every node's script (rendered from its program unless given)."""
         for name, program in sorted(self.programs.items()):
-            script = scripts[name] if scripts else render_program(program).script
+            script = (scripts or {}).get(name) or render_program(program).script
             nft.load(script, netns=self.nodes[name].name)
 
     def flush(self) -> None:
@@ -123,21 +143,28 @@ class Topology:
 
     # -- probes -------------------------------------------------------------------------------
 
-    def source_ip(self, key: str, family: int) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    def source_ip(
+        self, key: str, dst: ipaddress.IPv4Address | ipaddress.IPv6Address
+    ) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+        """The source address the kernel of ``key`` uses towards ``dst`` (nodes have several
+        addresses, so ask the routing table; pods and external hosts have one per family)."""
         ns = self.cluster.get(key)
-        if key in self.nodes:
-            # The kernel picks the node's first address on lo (added first, so primary).
-            for addr in self.node_addrs[key]:
-                if addr.version == family:
-                    return addr
+        if isinstance(ns, Node):
+            if (key, dst) not in self._route_src:
+                out = ns.run(["ip", "route", "get", str(dst)]).stdout
+                m = re.search(r"\bsrc (\S+)", out)
+                if m is None:
+                    raise KeyError(f"{key} has no route with a source address to {dst}: {out}")
+                self._route_src[(key, dst)] = ipaddress.ip_address(m[1])
+            return self._route_src[(key, dst)]
         for addr in ns.addresses:
-            if addr.version == family:
+            if addr.version == dst.version:
                 return addr
-        raise KeyError(f"{key} has no IPv{family} address")
+        raise KeyError(f"{key} has no IPv{dst.version} address")
 
     def flow(self, probe: Probe) -> Flow:
         family = probe.address.version
-        src = self.source_ip(probe.src, family)
+        src = self.source_ip(probe.src, probe.address)
         number = PROTO_NUMBERS[probe.protocol]
         if probe.protocol in ("ICMP", "ICMPv6"):
             return Flow(src, probe.address, number, icmp_type=ECHO_REQUEST[family], icmp_code=0)
@@ -211,7 +238,7 @@ def run_and_compare(
 def test_probe_flow_translation() -> None:
     topo = Topology(Cluster(), {})
     with pytest.raises(KeyError):
-        topo.source_ip("nowhere", 4)
+        topo.source_ip("nowhere", ipaddress.ip_address("10.0.0.1"))
     probe = Probe("a", "10.0.0.2", "ICMP")
     assert probe.protocol == "ICMP"
     assert next_src_port() != next_src_port()

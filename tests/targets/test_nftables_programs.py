@@ -38,8 +38,17 @@ def ip(text: str) -> ir.IPAddr:
     return ipaddress.ip_address(text)
 
 
-def rule(action: str, index: int, line: int = 0, *, file: str = "policy.yaml", **kw: object) -> Rule:
-    return Rule(action, Match(**kw), index, Span(file, line, 3) if line else ir.NO_SPAN)  # type: ignore[arg-type]
+def rule(
+    action: str,
+    index: int,
+    line: int = 0,
+    *,
+    file: str = "policy.yaml",
+    http_ignored: bool = False,
+    **kw: object,
+) -> Rule:
+    span = Span(file, line, 3) if line else ir.NO_SPAN
+    return Rule(action, Match(**kw), index, span, http_ignored)  # type: ignore[arg-type]
 
 
 def policy(
@@ -53,12 +62,18 @@ def policy(
 ) -> ir.Policy:
     kind, _, rest = pid.partition("/")
     ns, _, name = rest.rpartition("/")
-    types = tuple(d for d, rules in ((ir.INGRESS, ingress), (ir.EGRESS, egress)) if rules) or (ir.INGRESS,)
+    types = tuple(d for d, rules in ((ir.INGRESS, ingress), (ir.EGRESS, egress)) if rules) or (
+        ir.INGRESS,
+    )
     return ir.Policy(
         id=pid,
         name=name,
         namespace=ns or None,
-        kind={"np": "NetworkPolicy", "gnp": "GlobalNetworkPolicy", "knp": "KubernetesNetworkPolicy"}[kind],
+        kind={
+            "np": "NetworkPolicy",
+            "gnp": "GlobalNetworkPolicy",
+            "knp": "KubernetesNetworkPolicy",
+        }[kind],
         tier=tier,
         order=order,
         selector="all()",
@@ -100,7 +115,9 @@ def workload(
 
 
 def selectable(ep: Endpoint) -> Selectable:
-    return Selectable(ep.id, ep.kind, ep.labels, tuple(ipaddress.ip_network(x) for x in ep.ips), ep.ports)
+    return Selectable(
+        ep.id, ep.kind, ep.labels, tuple(ipaddress.ip_network(x) for x in ep.ips), ep.ports
+    )
 
 
 ALLOW_ALL_PROFILE = Profile(
@@ -115,8 +132,18 @@ def workloads_program(felix: FelixConfig | None = None) -> ir.Program:
     """Three local pods and one remote; tier ``security`` (Pass default) with Log/Deny/Pass
     rules, tier ``default`` with an allow from a selector set on numeric and named ports, and
     pod ``c`` with no policy (allowed by its namespace profile)."""
-    web4 = AddrSet("s:web:4", '(app == "web")', family=4, members=frozenset({net("10.65.0.1/32"), net("10.65.0.2/32")}))
-    web6 = AddrSet("s:web:6", '(app == "web")', family=6, members=frozenset({net("fd00:65::1/128"), net("fd00:65::2/128")}))
+    web4 = AddrSet(
+        "s:web:4",
+        '(app == "web")',
+        family=4,
+        members=frozenset({net("10.65.0.1/32"), net("10.65.0.2/32")}),
+    )
+    web6 = AddrSet(
+        "s:web:6",
+        '(app == "web")',
+        family=6,
+        members=frozenset({net("fd00:65::1/128"), net("fd00:65::2/128")}),
+    )
     http4 = AddrSet(
         "n:http:4",
         "all()",
@@ -166,11 +193,30 @@ def workloads_program(felix: FelixConfig | None = None) -> ir.Program:
                 ip_version=4,
                 protocol=6,
                 src=Side(sets=("s:web:4",), not_nets=(net("10.65.0.2/32"),)),
-                dst=Side(ports=PortMatch(((80, 80), (443, 443), (8000, 8100), (8050, 8200)), ("n:http:4",))),
+                dst=Side(
+                    ports=PortMatch(
+                        ((80, 80), (443, 443), (8000, 8100), (8050, 8200)), ("n:http:4",)
+                    )
+                ),
             ),
-            rule("allow", 0, 50, ip_version=6, protocol=6, src=Side(sets=("s:web:6",)), dst=Side(ports=PortMatch(((80, 80),)))),
-            rule("allow", 1, 55, ip_version=4, protocol=17, src=Side(nets=()), http_ignored=False),
-            rule("allow", 2, 57, ip_version=4, protocol=132, dst=Side(not_ports=PortMatch(((1, 1023),)))),
+            rule(
+                "allow",
+                0,
+                50,
+                ip_version=6,
+                protocol=6,
+                src=Side(sets=("s:web:6",)),
+                dst=Side(ports=PortMatch(((80, 80),))),
+            ),
+            rule("allow", 1, 55, ip_version=4, protocol=17, src=Side(nets=()), http_ignored=True),
+            rule(
+                "allow",
+                2,
+                57,
+                ip_version=4,
+                protocol=132,
+                dst=Side(not_ports=PortMatch(((1, 1023),))),
+            ),
         ),
         line=45,
     )
@@ -181,7 +227,9 @@ def workloads_program(felix: FelixConfig | None = None) -> ir.Program:
         ),
         (ir.NORMAL, ir.EGRESS): (TierPlan("security", ir.PASS, ("gnp/security",)),),
     }
-    a = workload("ns1/a", "cali0000000000a", "10.65.0.1", "fd00:65::1", plans_a, labels=(("app", "web"),))
+    a = workload(
+        "ns1/a", "cali0000000000a", "10.65.0.1", "fd00:65::1", plans_a, labels=(("app", "web"),)
+    )
     b = workload(
         "ns1/b",
         "cali0000000000b",
@@ -192,7 +240,15 @@ def workloads_program(felix: FelixConfig | None = None) -> ir.Program:
         ports=(NamedPort("http", 6, 8080),),
     )
     c = workload("ns1/c", "cali0000000000c", "10.65.0.3", "fd00:65::3", {})
-    remote = workload("ns1/r", "cali0000000000r", "10.65.1.5", None, plans_a, node="n2", ports=(NamedPort("http", 6, 8080),))
+    remote = workload(
+        "ns1/r",
+        "cali0000000000r",
+        "10.65.1.5",
+        None,
+        plans_a,
+        node="n2",
+        ports=(NamedPort("http", 6, 8080),),
+    )
     eps = (a, b, c, remote)
     return make_program(
         node=NODE,
@@ -214,7 +270,11 @@ def host_program() -> ir.Program:
     felix = FelixConfig(
         deny_action="Reject",
         default_endpoint_to_host_action="Return",
-        failsafe_inbound=(FailsafePort(6, 22), FailsafePort(17, 68), FailsafePort(6, 6443, net("10.0.0.0/8"))),
+        failsafe_inbound=(
+            FailsafePort(6, 22),
+            FailsafePort(17, 68),
+            FailsafePort(6, 6443, net("10.0.0.0/8")),
+        ),
         failsafe_outbound=(FailsafePort(17, 53), FailsafePort(6, 179, net("fd00::/8"))),
         disable_conntrack_invalid_check=True,
         log_prefix="%k-%t-%p",
@@ -235,10 +295,26 @@ def host_program() -> ir.Program:
         "default",
         5.0,
         ingress=(
-            rule("allow", 0, 12, ip_version=4, protocol=17, dst=Side(ports=PortMatch(((5353, 5353),)))),
+            rule(
+                "allow",
+                0,
+                12,
+                ip_version=4,
+                protocol=17,
+                dst=Side(ports=PortMatch(((5353, 5353),))),
+            ),
             rule("deny", 1, 13, ip_version=4, src=Side(nets=(net("203.0.113.0/24"),))),
         ),
-        egress=(rule("allow", 0, 15, ip_version=4, protocol=17, src=Side(ports=PortMatch(((5353, 5353),)))),),
+        egress=(
+            rule(
+                "allow",
+                0,
+                15,
+                ip_version=4,
+                protocol=17,
+                src=Side(ports=PortMatch(((5353, 5353),))),
+            ),
+        ),
         do_not_track=True,
         apply_on_forward=True,
     )
@@ -246,7 +322,16 @@ def host_program() -> ir.Program:
         "gnp/prednat",
         "default",
         6.0,
-        ingress=(rule("deny", 0, 18, ip_version=4, protocol=6, dst=Side(ports=PortMatch(((30000, 32767),)))),),
+        ingress=(
+            rule(
+                "deny",
+                0,
+                18,
+                ip_version=4,
+                protocol=6,
+                dst=Side(ports=PortMatch(((30000, 32767),))),
+            ),
+        ),
         pre_dnat=True,
         apply_on_forward=True,
     )
@@ -341,8 +426,8 @@ def hostile_program() -> ir.Program:
         types=(ir.INGRESS, ir.EGRESS),
     )
     plans = {
-        (ir.NORMAL, ir.INGRESS): (TierPlan("default", ir.DENY, (bad.id,)),),
-        (ir.NORMAL, ir.EGRESS): (TierPlan("default", ir.DENY, (bad.id,)),),
+        (ir.NORMAL, ir.INGRESS): (TierPlan("default", ir.PASS, (bad.id,)),),
+        (ir.NORMAL, ir.EGRESS): (TierPlan("default", ir.PASS, (bad.id,)),),
     }
     ep = Endpoint(
         id="ns1/a",

@@ -147,27 +147,32 @@ class Collector:
             out.append(pod)
         return out
 
-    def _warn_missing_namespaces(self, endpoints: list[Endpoint]) -> None:
-        first: dict[str, Endpoint] = {}
+    def _warn_missing_profiles(self, endpoints: list[Endpoint]) -> None:
+        """Calico skips a profile that an endpoint lists but that does not exist. For ``kns.``
+        profiles that means a missing Namespace (W004): its pods lose their pcns. labels and the
+        namespace's default allow, which changes verdicts. Missing ``ksa.`` profiles are common
+        (ServiceAccounts are rarely exported) and only drop pcsa. labels: no warning."""
+        warned: set[str] = set()
         for ep in endpoints:
-            if (
-                ep.namespace is not None
-                and ep.namespace not in self.namespaces
-                and ep.namespace not in first
-            ):
-                first[ep.namespace] = ep
-        if not self.namespaces and not first:
-            return
-        for ns, ep in sorted(first.items()):
-            if f"kns.{ns}" in self.profiles:
-                continue  # the namespace profile was given directly (e.g. calicoctl output)
-            self.sink.warning(
-                "W004",
-                f"namespace {ns!r} has no Namespace object in the input: its endpoints reference the "
-                f"missing profile kns.{ns}, so they get no pcns. labels and no default allow",
-                ep.span,
-                "Calico skips a profile that does not exist; add the Namespace (kubectl get namespaces -o yaml)",
-            )
+            for name in ep.profiles:
+                if name in self.profiles or name in warned or name.startswith("ksa."):
+                    continue
+                warned.add(name)
+                if name.startswith("kns."):
+                    ns = name[len("kns.") :]
+                    self.sink.warning(
+                        "W004",
+                        f"namespace {ns!r} has no Namespace object in the input: its endpoints reference the "
+                        f"missing profile {name}, so they get no pcns. labels and no default allow",
+                        ep.span,
+                        "Calico skips a profile that does not exist; add the Namespace (kubectl get namespaces -o yaml)",
+                    )
+                else:
+                    self.sink.warning(
+                        "W009",
+                        f"{ep.kind} {ep.id} lists profile {name!r}, which is not defined: Calico skips it",
+                        ep.span,
+                    )
 
     def _nodes(self) -> list[Node]:
         """One Node per name: a Calico Node's BGP settings win over a Kubernetes Node's
@@ -212,7 +217,7 @@ class Collector:
         self.profiles.setdefault(DEFAULT_ALLOW, Profile(DEFAULT_ALLOW, (), allow, allow))
         self._check_tiers()
         endpoints = self.endpoints + self._merge_pods()
-        self._warn_missing_namespaces(endpoints)
+        self._warn_missing_profiles(endpoints)
         felix, felix_nodes = self._felix()
         return ResourceSet(
             policies=tuple(sorted(self.policies, key=lambda p: (p.id, p.kind))),

@@ -10,8 +10,14 @@ hashed) ASTs. Python's code-point order is the same as UTF-8 byte order, so a pl
 it.
 
 Invariants that ``parse`` guarantees and hand-built trees must keep for ``canon`` to round-trip:
-keys match ``[A-Za-z0-9_./-]{1,512}``, no value holds both ``"`` and ``'``, and ``And``/``Or``
-have at least two operands.
+keys match ``[A-Za-z0-9_./-]{1,512}``, no value holds both ``"`` and ``'``, ``And``/``Or``
+have at least two operands, and no ``Not`` sits directly on a ``Not`` (the parser makes one only
+from ``!(!x)``; it prints as ``!!x``, which reparses as ``x``, as in Calico).
+
+``Not``, ``And`` and ``Or`` carry a derived ``nesting`` attribute (not part of equality or the
+hash): the number of and/or nodes on the deepest path, which is the parenthesis depth of the
+canonical form. The parser keeps it within ``MAX_NESTING`` so every canonical string parses again
+and tree walks stay far from Python's recursion limit.
 """
 
 from __future__ import annotations

@@ -84,9 +84,7 @@ class TokenStream:
             found = "end of selector" if i >= len(self.text) else describe_char(self.text[i])
             raise SelectorError(f"expected a label after {after}, found {found}", i)
         if end - i > MAX_LABEL_LENGTH:
-            raise SelectorError(
-                f"label too long ({end - i} > {MAX_LABEL_LENGTH} characters)", i
-            )
+            raise SelectorError(f"label too long ({end - i} > {MAX_LABEL_LENGTH} characters)", i)
         return self.text[i:end], end
 
     def _close_call(self, i: int, name: str) -> int:
@@ -178,7 +176,7 @@ class TokenStream:
             elif text.startswith("global(", i):
                 kind, value, end = "GLOBAL", "global()", self._close_call(i + 7, "global")
             else:
-                value, end = self._read_label(i, "nothing")
+                value, end = self._read_label(i, "the start")  # never empty: c is a key char
                 kind = "LABEL"
                 self.last_label = value
             self._pos = end

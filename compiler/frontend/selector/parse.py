@@ -183,7 +183,7 @@ def _message(err: UnexpectedToken, stream: TokenStream) -> str:
     if expected and expected <= _OPERATORS:
         return f'expected {OPERATOR_TEXT} after label "{stream.last_label}"'
     items: list[str] = []
-    if _EXPRESSION_START <= expected:
+    if expected >= _EXPRESSION_START:
         expected -= _EXPRESSION_START | {"BANGS"}
         items.append("an expression")
     items += [shown for name, shown in _SHOWN.items() if name in expected]
@@ -193,15 +193,22 @@ def _message(err: UnexpectedToken, stream: TokenStream) -> str:
     return f"unexpected {found}; expected {_join_alternatives(items)}"
 
 
-@lru_cache(maxsize=65536)
 def parse(text: str) -> Selector:
     """Parse one selector. Empty or blank (spaces/tabs only) text is ``all()``.
 
-    Results are cached: the same selector strings recur across policies and rules, and the AST
-    is immutable. Raises :class:`SelectorError` for every invalid input, and nothing else.
+    Raises :class:`SelectorError` for every invalid input, and nothing else. Results are cached:
+    the same selector strings recur across policies and rules, and the AST is immutable.
+
+    >>> parse('a == "x" && !has(b)')
+    And(operands=(Eq(key='a', value='x'), Not(expr=Has(key='b'))))
     """
     if not isinstance(text, str):
         raise SelectorError(f"selector must be a string, not {type(text).__name__}", 0)
+    return _parse_cached(text)
+
+
+@lru_cache(maxsize=65536)
+def _parse_cached(text: str) -> Selector:
     stream = TokenStream(text)
     try:
         result: Selector = _PARSER.parse(stream)  # type: ignore[arg-type]

@@ -241,8 +241,12 @@ class ChainBuilder:
         direction: str,
         flavour: str,
         end_of_tier_deny: bool,
-    ) -> list[str]:
-        """Jumps to the policy chains of each tier, with the accept/pass bookkeeping."""
+    ) -> tuple[list[str], bool]:
+        """Jumps to the policy chains of each tier, with the accept/pass bookkeeping.
+
+        Also says whether the lines end in an unconditional deny (an end-of-tier deny that no
+        pass can get past): then nothing after them is reachable and callers stop there.
+        """
         m = self.marks
         allow_bit = m.untracked if flavour == UNTRACKED else m.accept
         lines: list[str] = []
@@ -265,8 +269,10 @@ class ChainBuilder:
             if end_of_tier_deny and plan.default_action == ir.DENY:
                 guard = m.is_clear(m.pass_) if pass_pending else ""
                 lines.extend(self.deny(guard, f"end of tier {plan.tier}"))
+                if not pass_pending:
+                    return lines, True
                 # Every packet that gets past this point passed: the tier's pass bit is set.
-        return lines
+        return lines, False
 
     def profile_lines(self, ep: ir.Endpoint, direction: str) -> list[str]:
         m = self.marks

@@ -38,7 +38,7 @@ from compiler.targets.nftables.chains import (
     with_comment,
 )
 from compiler.targets.nftables.names import ident, is_ifname
-from compiler.targets.nftables.rules import anon_set, net_text, proto
+from compiler.targets.nftables.rules import net_text, proto
 
 
 @dataclass
@@ -66,8 +66,9 @@ def failsafe_lines(
     lines = []
     if plain:
         items = [f"{proto(p)} . {n}" for p, n in plain]
+        # A concatenation always needs a set, even for one element.
         lines.append(
-            with_comment(f"meta l4proto . th {port_field} {anon_set(items)} return", label)
+            with_comment(f"meta l4proto . th {port_field} {{ {', '.join(items)} }} return", label)
         )
     with_net = sorted(
         (fp for fp in ports if fp.net is not None),
@@ -123,8 +124,10 @@ class EndpointRenderer:
     def _workload(self, ep: ir.Endpoint, direction: str) -> str:
         name = ident(f"wl-{direction}/", ep.interface)
         lines = [with_comment(self.m.clear(self.m.accept | self.m.pass_), "clear accept and pass")]
-        lines += self.b.tier_lines(ep.plan(direction), direction, NORMAL, True)
-        lines += self.b.profile_lines(ep, direction)
+        tiers, final = self.b.tier_lines(ep.plan(direction), direction, NORMAL, True)
+        lines += tiers
+        if not final:
+            lines += self.b.profile_lines(ep, direction)
         to_from = "to" if direction == ir.INGRESS else "from"
         return self.b.add(Chain(name, f"{direction} ({to_from}) {_describe(ep)}", tuple(lines)))
 
@@ -167,8 +170,10 @@ class EndpointRenderer:
         lines = self._failsafes(direction, raw=False)
         lines += self._untracked_done(hep, direction)
         lines.append(self._clear())
-        lines += self.b.tier_lines(hep.plan(direction), direction, NORMAL, True)
-        lines += self.b.profile_lines(hep, direction)
+        tiers, final = self.b.tier_lines(hep.plan(direction), direction, NORMAL, True)
+        lines += tiers
+        if not final:
+            lines += self.b.profile_lines(hep, direction)
         return self.b.add(Chain(name, f"{direction} {_describe(hep)}", tuple(lines)))
 
     def _hep_untracked(self, hep: ir.Endpoint, direction: str) -> str | None:
@@ -178,7 +183,7 @@ class EndpointRenderer:
         name = ident(f"hep-untracked-{direction}/", hep.name)
         lines = self._failsafes(direction, raw=True)
         lines.append(self._clear())
-        lines += self.b.tier_lines(plans, direction, UNTRACKED, False)
+        lines += self.b.tier_lines(plans, direction, UNTRACKED, False)[0]
         comment = f"untracked {direction} {_describe(hep)}"
         return self.b.add(Chain(name, comment, tuple(lines)))
 
@@ -190,7 +195,7 @@ class EndpointRenderer:
         lines = self._failsafes(ir.INGRESS, raw=False)
         lines += self._untracked_done(hep, ir.INGRESS)
         lines.append(self._clear())
-        lines += self.b.tier_lines(plans, ir.INGRESS, PREDNAT, False)
+        lines += self.b.tier_lines(plans, ir.INGRESS, PREDNAT, False)[0]
         return self.b.add(Chain(name, f"preDNAT ingress {_describe(hep)}", tuple(lines)))
 
     def _hep_forward(self, hep: ir.Endpoint, direction: str) -> str | None:
@@ -199,7 +204,7 @@ class EndpointRenderer:
             return None
         name = ident(f"hep-forward-{direction}/", hep.name)
         lines = [self._clear()]
-        lines += self.b.tier_lines(plans, direction, NORMAL, True)
+        lines += self.b.tier_lines(plans, direction, NORMAL, True)[0]
         comment = f"forwarded {direction} (applyOnForward) {_describe(hep)}"
         return self.b.add(Chain(name, comment, tuple(lines)))
 

@@ -1,0 +1,91 @@
+"""``tortie agent``: watch a YAML directory, recompile for this node, apply what changed
+(runtime/agent.py), optionally serving Prometheus metrics on 127.0.0.1."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+from pathlib import Path
+from types import FrameType
+
+import click
+
+from compiler.cli.apply import make_env, runtime_options, setup_logging
+from compiler.targets import BUILTIN
+
+__all__ = ["agent_cmd"]
+
+
+@click.command("agent")
+@click.option("--node", required=True, metavar="NODE", help="The node this agent runs on.")
+@click.option(
+    "--watch",
+    required=True,
+    metavar="DIR",
+    type=click.Path(exists=True, file_okay=False),
+    help="Directory of YAML to watch (e.g. a GitOps checkout).",
+)
+@click.option(
+    "--target",
+    default="nftables",
+    show_default=True,
+    type=click.Choice(sorted(BUILTIN)),
+    help="Dataplane to compile to and load.",
+)
+@click.option("--interval", default=2.0, show_default=True, type=float, help="Seconds between scans.")
+@click.option(
+    "--metrics-port",
+    default=None,
+    type=click.IntRange(0, 65535),
+    metavar="PORT",
+    help="Serve Prometheus metrics on 127.0.0.1:PORT (0: any free port).",
+)
+@click.option("--once", is_flag=True, help="Reconcile once and exit (status 1 if it failed).")
+@runtime_options
+def agent_cmd(
+    node: str,
+    watch: str,
+    target: str,
+    interval: float,
+    metrics_port: int | None,
+    once: bool,
+    state_dir: str,
+    bpffs: str,
+    lock_timeout: float,
+    verbose: int,
+    netns: str | None,
+) -> None:
+    """Keep this node's dataplane in step with a directory of policy YAML.
+
+    Polls DIR every --interval seconds; when a file changed, recompiles for NODE and applies
+    only the difference (set elements when only memberships changed, else one transaction).
+    A kernel that drifted from the last apply is re-applied. Logs every reconcile with timings.
+
+    \b
+    Example:
+      tortie agent --node node1 --watch /srv/policy --metrics-port 9105
+    """
+    from runtime.agent import Agent, AgentConfig
+    from runtime.metrics import Metrics, serve
+
+    setup_logging(max(verbose, 1))
+    env = make_env(state_dir, bpffs, lock_timeout, netns)
+    config = AgentConfig(node=node, watch=Path(watch), env=env, target=target, interval=interval)
+    metrics = Metrics()
+    server = serve(metrics, metrics_port) if metrics_port is not None and not once else None
+    if server is not None:
+        click.echo(f"metrics: http://127.0.0.1:{server.port}/metrics", err=True)
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        status = Agent(config, metrics).run(stop, once=once)
+    finally:
+        if server is not None:
+            server.close()
+    sys.exit(status)

@@ -1,0 +1,162 @@
+"""``tortie apply DIR``: load an artifact directory into this node's kernel (runtime/apply.py).
+
+Also home of the options every runtime command shares (``--node``, ``--state-dir``,
+``--bpffs``, the hidden ``--netns`` used by tests) and of their logging set-up.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from compiler.cli.common import EXIT_ERRORS, echo_json, output_option
+
+__all__ = ["apply_cmd", "make_env", "runtime_options", "setup_logging"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def runtime_options(f: F) -> F:
+    """``--state-dir``, ``--bpffs``, ``--lock-timeout``, ``-v`` and the hidden ``--netns``."""
+    options = [
+        click.option(
+            "--state-dir",
+            default="/var/lib/tortie",
+            show_default=True,
+            envvar="TORTIE_STATE_DIR",
+            type=click.Path(file_okay=False),
+            help="Lock, last-applied record and scratch files.",
+        ),
+        click.option(
+            "--bpffs",
+            default="/sys/fs/bpf/tortie",
+            show_default=True,
+            envvar="TORTIE_BPFFS",
+            type=click.Path(file_okay=False),
+            help="Where eBPF objects are pinned (a bpffs is mounted there if needed).",
+        ),
+        click.option(
+            "--lock-timeout",
+            default=30.0,
+            show_default=True,
+            type=float,
+            help="Seconds to wait for another apply to finish.",
+        ),
+        click.option("-v", "--verbose", count=True, help="Log progress (-vv: tool commands)."),
+        click.option(
+            "--netns",
+            default=None,
+            hidden=True,
+            envvar="TORTIE_NETNS",
+            help="Tests only: run every kernel command inside this network namespace.",
+        ),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def setup_logging(verbose: int) -> None:
+    level = logging.WARNING if verbose <= 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    logging.basicConfig(
+        level=level, stream=sys.stderr, format="tortie: %(levelname)s %(name)s: %(message)s"
+    )
+
+
+def make_env(state_dir: str, bpffs: str, lock_timeout: float, netns: str | None) -> Any:
+    from runtime.plan import Env
+    from runtime.state import StateDir
+
+    return Env(StateDir(state_dir), netns, Path(bpffs), lock_timeout)
+
+
+@click.command("apply")
+@click.argument("directory", type=click.Path(file_okay=False))
+@click.option("--node", default=None, metavar="NODE", help="This node's name [default: hostname].")
+@click.option("--dry-run", is_flag=True, help="Print what would change; change nothing.")
+@output_option
+@runtime_options
+def apply_cmd(
+    directory: str,
+    node: str | None,
+    dry_run: bool,
+    output: str,
+    state_dir: str,
+    bpffs: str,
+    lock_timeout: float,
+    verbose: int,
+    netns: str | None,
+) -> None:
+    """Load an artifact directory (from `tortie compile`) into the kernel, atomically.
+
+    Refuses an artifact compiled for another node or with a file that does not match
+    manifest.json. On any failure the previous state is restored and the reason printed.
+    Applying the same directory again changes nothing. Exit status 0 ok, 1 refused or failed.
+
+    \b
+    Example:
+      tortie apply out/node1 --dry-run
+      tortie apply out/node1
+    """
+    from runtime.apply import apply_artifact, load_dir
+    from runtime.lock import LockBusy
+    from runtime.plan import ApplyFailed, ArtifactRefused
+
+    setup_logging(verbose)
+    env = make_env(state_dir, bpffs, lock_timeout, netns)
+    node = node or socket.gethostname()
+    try:
+        artifact = load_dir(directory, node)
+        outcome = apply_artifact(artifact, env, dry_run=dry_run)
+    except ArtifactRefused as e:
+        click.echo(f"tortie: refusing to apply: {e}", err=True)
+        sys.exit(EXIT_ERRORS)
+    except ApplyFailed as e:
+        click.echo(f"tortie: apply failed: {e}", err=True)
+        sys.exit(EXIT_ERRORS)
+    except LockBusy as e:
+        click.echo(f"tortie: {e}", err=True)
+        sys.exit(EXIT_ERRORS)
+    plan = outcome.plan
+    if output == "json":
+        echo_json(
+            {
+                "artifact": plan.artifact,
+                "target": plan.target,
+                "dry_run": dry_run,
+                "changed": plan.changes,
+                "applied": outcome.applied,
+                "mode": plan.mode,
+                "reason": plan.reason,
+                "steps": [s.what for s in plan.steps],
+                "diff": plan.diff,
+                "seconds": round(outcome.seconds, 4),
+                "counts": dict(outcome.after.counts) if outcome.after else None,
+            }
+        )
+        return
+    short = plan.artifact[:12]
+    if outcome.interrupted:
+        click.echo("note: an earlier apply had been interrupted; everything was replaced", err=True)
+    if not plan.changes:
+        click.echo(f"no change: {plan.target} artifact {short} {plan.reason}")
+        return
+    if dry_run:
+        click.echo(f"would apply {plan.target} artifact {short} ({plan.mode}: {plan.reason}):")
+        for step in plan.steps:
+            click.echo(f"  - {step.what}")
+        click.echo(plan.diff.rstrip("\n") or "(no textual difference)")
+        return
+    counts = ", ".join(
+        f"{v} {k}" for k, v in sorted((outcome.after.counts if outcome.after else {}).items())
+    )
+    click.echo(
+        f"applied {plan.target} artifact {short} ({plan.mode}: {plan.reason}) in "
+        f"{outcome.seconds * 1000:.0f} ms: {counts}"
+    )

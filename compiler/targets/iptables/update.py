@@ -1,0 +1,45 @@
+"""Set-only updates: "set contents are data, rules are code" (DESIGN.md).
+
+When two programs render to the same iptables files (no rule, chain, interface or set name
+changed: endpoints came and went, labels changed), the runtime can skip ``iptables-restore`` and
+refill only the sets whose members changed. Each changed set is refilled atomically (temporary
+set, ``swap``, ``destroy``), so a rule never sees a half-updated set.
+
+>>> # render_set_update(old_program, new_program) -> str | None
+"""
+
+from __future__ import annotations
+
+from compiler import __version__
+from compiler.ir.nodes import Program
+from compiler.targets.iptables.names import file_comment
+from compiler.targets.iptables.render import RenderError, render_program
+from compiler.targets.iptables.sets import by_name, render_refill
+
+
+def render_set_update(old: Program, new: Program) -> str | None:
+    """An ``ipset restore`` script turning ``old``'s set contents into ``new``'s, or ``None``
+    when the iptables files differ (apply the full artifact then). ``""``: nothing changed."""
+    try:
+        before, after = render_program(old), render_program(new)
+    except (RenderError, ValueError):
+        return None
+    if before.rules != after.rules:
+        return None
+    old_sets, new_sets = by_name(before.sets), by_name(after.sets)
+    if old_sets.keys() != new_sets.keys():
+        return None  # cannot happen with equal rules; be safe anyway
+    changed = []
+    for name, decl in new_sets.items():
+        prev = old_sets[name]
+        if prev.type != decl.type or prev.family != decl.family:
+            return None
+        if prev.members != decl.members:
+            changed.append(decl)
+    if not changed:
+        return ""
+    header = [
+        file_comment(f"Tortie {__version__}: set-only update for node {new.node}."),
+        "# Requires the sets of the previous artifact; each changed set is refilled atomically.",
+    ]
+    return render_refill(changed, new.felix.max_ipset_size, header)

@@ -1,0 +1,84 @@
+"""The one place that runs ``ipset``.
+
+Every call is an argv list (never a shell), with a timeout and captured output; a failure raises
+:class:`IpsetError` with the argv, exit status and stderr. ``netns`` runs the command in a named
+network namespace (ipsets are per network namespace).
+
+>>> argv(["list", "-n"], netns="tortie-x")
+['ip', 'netns', 'exec', 'tortie-x', 'ipset', 'list', '-n']
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from collections.abc import Iterable, Sequence
+
+DEFAULT_TIMEOUT = 60.0
+IPSET = "ipset"
+
+
+class IpsetError(RuntimeError):
+    """``ipset`` failed (non-zero exit, timeout or missing binary)."""
+
+    def __init__(self, argv: Sequence[str], returncode: int | None, stderr: str) -> None:
+        self.argv = tuple(argv)
+        self.returncode = returncode
+        self.stderr = stderr
+        status = "timed out" if returncode is None else f"exited {returncode}"
+        super().__init__(f"{' '.join(self.argv)!r} {status}: {stderr.strip()}")
+
+
+def available() -> bool:
+    return shutil.which(IPSET) is not None
+
+
+def argv(args: Sequence[str], netns: str | None = None) -> list[str]:
+    base = [IPSET, *args]
+    return ["ip", "netns", "exec", netns, *base] if netns else base
+
+
+def run(
+    args: Sequence[str], *, input: str | None = None, netns: str | None = None, timeout: float = DEFAULT_TIMEOUT
+) -> str:
+    cmd = argv(args, netns)
+    try:
+        proc = subprocess.run(cmd, input=input, capture_output=True, text=True, timeout=timeout, check=False)
+    except FileNotFoundError as e:
+        raise IpsetError(cmd, 127, str(e)) from None
+    except subprocess.TimeoutExpired as e:
+        stderr = e.stderr.decode() if isinstance(e.stderr, bytes) else (e.stderr or "")
+        raise IpsetError(cmd, None, stderr) from None
+    if proc.returncode != 0:
+        raise IpsetError(cmd, proc.returncode, proc.stderr)
+    return proc.stdout
+
+
+def restore(script: str, *, netns: str | None = None, timeout: float = DEFAULT_TIMEOUT) -> None:
+    """``ipset restore``: runs the commands in order and stops at the first error (commands
+    before it stay applied: ipset restore is not a transaction)."""
+    run(["restore"], input=script, netns=netns, timeout=timeout)
+
+
+def list_names(*, netns: str | None = None, timeout: float = DEFAULT_TIMEOUT) -> list[str]:
+    """Names of every set in the namespace."""
+    return run(["list", "-n"], netns=netns, timeout=timeout).split()
+
+
+def save(*, netns: str | None = None, timeout: float = DEFAULT_TIMEOUT) -> str:
+    """``ipset save``: every set's ``create`` line and members."""
+    return run(["save"], netns=netns, timeout=timeout)
+
+
+def members(name: str, *, netns: str | None = None, timeout: float = DEFAULT_TIMEOUT) -> list[str]:
+    """The members of one set, as ``ipset save`` prints them."""
+    out = run(["save", name], netns=netns, timeout=timeout)
+    return [line.split(" ", 2)[2] for line in out.splitlines() if line.startswith("add ")]
+
+
+def destroy(names: Iterable[str], *, netns: str | None = None, timeout: float = DEFAULT_TIMEOUT) -> None:
+    """Destroy the named sets in one ``ipset restore`` run (a set still referenced by a rule
+    cannot be destroyed: the call fails there)."""
+    script = "".join(f"destroy {n}\n" for n in names)
+    if script:
+        restore(script, netns=netns, timeout=timeout)

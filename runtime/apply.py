@@ -1,0 +1,231 @@
+"""``tortie apply``: put an artifact into the kernel so that the new state is fully in force or
+the old one still is.
+
+Order of an apply (all under the state dir's lock, ``runtime/lock.py``):
+
+1. :func:`load_dir` reads ``manifest.json`` and every file it lists into memory, refuses an
+   artifact compiled for another node and any file whose SHA-256 differs from the manifest
+   (``compiler.artifact.verify_files``), and from then on only the verified bytes are used.
+2. The dataplane reads the kernel (``current``) and plans against the last record. The record
+   is trusted only when the kernel still matches it and no earlier apply was cut short (a
+   ``journal.json`` left behind); otherwise the plan is a full replacement. Same artifact and no
+   drift: nothing to do (idempotent, the kernel is not touched at all).
+3. ``journal.json`` is written, the steps run (each one atomic in the kernel), the kernel is
+   read back and checked. Any failure rolls back to ``current`` and raises :class:`ApplyFailed`
+   saying why and whether the old state is back.
+4. The record (with the read-back, for drift detection) and a copy of the files are written,
+   then the journal is removed. A kill between the kernel commit and the record leaves the
+   journal: the next apply replaces everything again, ``status`` reports the interruption.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from compiler.artifact import MANIFEST, sha256, verify_files
+from runtime.lock import apply_lock
+from runtime.plan import (
+    ApplyFailed,
+    ArtifactRefused,
+    Dataplane,
+    Env,
+    KernelState,
+    LoadedArtifact,
+    Plan,
+)
+from runtime.state import Record
+
+__all__ = ["DATAPLANES", "Outcome", "apply_artifact", "dataplane_for", "load_dir"]
+
+logger = logging.getLogger(__name__)
+
+DATAPLANES: dict[str, str] = {
+    "nftables": "runtime.nftables:NftablesDataplane",
+    "iptables": "runtime.iptables:IptablesDataplane",
+    "ebpf": "runtime.ebpf:EbpfDataplane",
+}
+
+
+def dataplane_for(target: str, env: Env) -> Dataplane:
+    try:
+        module, cls = DATAPLANES[target].split(":")
+    except KeyError:
+        raise ArtifactRefused(f"unknown target {target!r}") from None
+    return getattr(importlib.import_module(module), cls)(env)  # type: ignore[no-any-return]
+
+
+def load_dir(path: str | Path, node: str) -> LoadedArtifact:
+    """Read and verify the artifact in ``path`` for ``node`` (raises ArtifactRefused)."""
+    root = Path(path)
+    where = str(root)
+    if not (root / MANIFEST).is_file():
+        raise ArtifactRefused(f"{where}: no {MANIFEST}: not an artifact directory")
+    manifest_bytes = (root / MANIFEST).read_bytes()
+    try:
+        manifest = json.loads(manifest_bytes)
+    except ValueError as e:
+        raise ArtifactRefused(f"{where}: {MANIFEST} is not valid JSON: {e}") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != 1:
+        raise ArtifactRefused(f"{where}: {MANIFEST} is not a format-1 Tortie manifest")
+    if manifest.get("node") != node:
+        raise ArtifactRefused(
+            f"{where} was compiled for node {manifest.get('node')!r}, but this is node "
+            f"{node!r} (from --node or the hostname); refusing to apply it"
+        )
+    if manifest.get("target") not in DATAPLANES:
+        raise ArtifactRefused(f"{where}: unknown target {manifest.get('target')!r}")
+    bad = verify_files(root)
+    if bad:
+        raise ArtifactRefused(
+            f"{where}: {len(bad)} file(s) do not match {MANIFEST} (tampered or incomplete): "
+            + ", ".join(sorted(bad))
+        )
+    files: dict[str, bytes] = {}
+    for name, digest in sorted(manifest.get("files", {}).items()):
+        data = (root / name).read_bytes()
+        if sha256(data) != digest:  # changed between verify_files and now
+            raise ArtifactRefused(f"{where}: {name} changed while it was being read")
+        files[name] = data
+    return LoadedArtifact(where, manifest, manifest_bytes, files)
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    plan: Plan
+    applied: bool  # False for dry runs and "nothing to do"
+    after: KernelState | None
+    seconds: float
+    interrupted: bool = False  # an earlier apply had been killed (its journal was found)
+
+
+def apply_artifact(
+    artifact: LoadedArtifact,
+    env: Env,
+    *,
+    dry_run: bool = False,
+    set_update: str | None = None,
+    set_update_base: str | None = None,
+) -> Outcome:
+    """Apply (or with ``dry_run`` only plan and check) ``artifact``.
+
+    ``set_update`` is a set-elements-only script computed by the caller (the agent) against
+    the artifact whose hash is ``set_update_base``; it is used only if that artifact is what
+    the record says is loaded and the kernel still matches the record.
+    """
+    start = time.monotonic()
+    with apply_lock(env.state.root, env.lock_timeout):
+        dp = dataplane_for(artifact.target, env)
+        record = env.state.read_record()
+        journal = env.state.read_journal()
+        trusted = record
+        if journal is not None:
+            logger.warning(
+                "an earlier apply (pid %s, artifact %s) did not finish: replacing everything",
+                journal.pid,
+                journal.artifact[:12],
+            )
+            trusted = None
+        elif record is not None and record.target != artifact.target:
+            trusted = None
+        if set_update is not None and (trusted is None or trusted.artifact != set_update_base):
+            set_update = None
+        current = dp.read()
+        previous = env.state.applied_files() if record is not None else {}
+        plan = dp.plan(current, artifact, trusted, previous, set_update)
+        interrupted = journal is not None
+        if dry_run:
+            if plan.changes:
+                dp.check(plan)
+            return Outcome(plan, False, None, time.monotonic() - start, interrupted)
+        if not plan.changes:
+            if journal is not None:
+                env.state.end()
+            logger.info("artifact %s: %s; nothing to do", artifact.hash[:12], plan.reason)
+            return Outcome(plan, False, current, time.monotonic() - start, interrupted)
+        env.state.begin(artifact.target, artifact.hash, record.artifact if record else None)
+        try:
+            after = _execute(dp, plan)
+        except ApplyFailed as e:
+            if e.restored:  # the kernel is as before: the old record is right again
+                env.state.end()
+            raise
+        if record is not None and record.target != artifact.target:
+            _remove_old(record.target, env)
+        new_record = Record(
+            target=artifact.target,
+            node=artifact.node,
+            artifact=artifact.hash,
+            source=artifact.source,
+            compiler=str(artifact.manifest.get("compiler", "")),
+            applied_at=time.time(),
+            mode=plan.mode,
+            counts=dict(after.counts),
+            kernel=dict(after.units),
+            summary=artifact.summary,
+        )
+        env.state.write_record(new_record, artifact.all_files())
+        env.state.end()
+        seconds = time.monotonic() - start
+        logger.info(
+            "applied %s artifact %s (%s: %s) in %.0f ms: %s",
+            artifact.target,
+            artifact.hash[:12],
+            plan.mode,
+            plan.reason,
+            seconds * 1000,
+            _counts_text(after.counts),
+        )
+        return Outcome(plan, True, after, seconds, interrupted)
+
+
+def _execute(dp: Dataplane, plan: Plan) -> KernelState:
+    attempted = []
+    try:
+        for step in plan.steps:
+            attempted.append(step)
+            t0 = time.monotonic()
+            dp.run(step)
+            logger.debug("%s: %s (%.0f ms)", step.kind, step.what, (time.monotonic() - t0) * 1000)
+        after = dp.read()
+        problems = dp.verify(plan, after)
+        if problems:
+            raise RuntimeError("read-back after the apply is wrong: " + "; ".join(problems[:10]))
+        return after
+    except Exception as e:
+        reason = f"{attempted[-1].what} failed: {e}" if attempted else str(e)
+        logger.error("apply of %s failed: %s; rolling back", plan.artifact[:12], reason)
+        restored = _rollback(dp, plan, attempted)
+        raise ApplyFailed(reason, restored) from e
+
+
+def _rollback(dp: Dataplane, plan: Plan, attempted: list) -> bool:  # type: ignore[type-arg]
+    try:
+        dp.rollback(plan, attempted)
+        now = dp.read()
+    except Exception as e:  # noqa: BLE001 - report, keep the journal for the next apply
+        logger.error("rollback failed: %s", e)
+        return False
+    differs = now.differs(plan.current.units)
+    if differs:
+        logger.error("after rollback the kernel still differs in: %s", ", ".join(differs))
+        return False
+    logger.info("rolled back: the kernel holds the state from before the apply")
+    return True
+
+
+def _remove_old(target: str, env: Env) -> None:
+    try:
+        dataplane_for(target, env).remove()
+        logger.info("removed the objects of the previous target %s", target)
+    except Exception as e:  # noqa: BLE001 - the new state is in force; leftovers are reported
+        logger.warning("could not remove the objects of the previous target %s: %s", target, e)
+
+
+def _counts_text(counts: Mapping[str, int]) -> str:
+    return ", ".join(f"{v} {k}" for k, v in sorted(counts.items()) if k != "tables") or "empty"

@@ -1,0 +1,176 @@
+"""Loading an nftables artifact: one ``nft -f`` transaction for the whole table.
+
+The artifact's ``nftables.nft`` creates ``table inet tortie`` if missing, deletes it and adds it
+anew, all in one transaction: the kernel runs either the old table or the new one, never a mix
+and never nothing, and a killed ``nft`` commits nothing (the batch is sent in one
+``sendmsg``). Conntrack entries are not part of the table, so established flows carry on through
+the new table's ``ct state established,related accept``. No other table is touched.
+
+Set-only updates (the agent, with ``compiler.targets.nftables.render_set_update``) are
+``add element``/``delete element`` commands in one transaction too.
+
+Scripts go to ``nft -f FILE`` from the state dir's ``work/``, never through a pipe: a killed
+apply cannot hand ``nft`` a truncated script that happens to parse (a prefix of a list of
+``add element`` lines would).
+
+Read-back: ``nft list table inet tortie`` (counter values masked) is the drift fingerprint;
+``nft -j list table`` gives the counts. Rollback loads the listing taken before the apply; the
+text ``nft list table`` prints is valid ``nft -f`` input.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import tempfile
+from collections.abc import Mapping, Sequence
+from typing import ClassVar
+
+from compiler.targets.nftables.script import FAMILY, TABLE
+from compiler.tools import nft
+from runtime.plan import Env, KernelState, LoadedArtifact, Plan, Step, unified_diff
+from runtime.state import Record
+
+__all__ = ["SCRIPT", "UNIT", "NftablesDataplane", "normalise"]
+
+logger = logging.getLogger(__name__)
+
+SCRIPT = "nftables.nft"
+UNIT = f"nft {FAMILY} {TABLE}"
+_COUNTER = re.compile(r"counter packets \d+ bytes \d+")
+_DECL = re.compile(r"^\s*(chain|set|map)\s+(\S+)\s*\{", re.MULTILINE)
+_ABSENT = ("No such file or directory", "does not exist")
+
+
+def normalise(listing: str) -> str:
+    """``nft list table`` text with what the kernel changes by itself (counters) masked."""
+    return _COUNTER.sub("counter", listing)
+
+
+def declared(text: str) -> set[tuple[str, str]]:
+    """(kind, name) of every chain, set and map declared in a script or listing."""
+    return {(m.group(1), m.group(2).strip('"')) for m in _DECL.finditer(text)}
+
+
+def _counts(objects: Sequence[Mapping[str, object]]) -> dict[str, int]:
+    out = {"tables": 0, "chains": 0, "rules": 0, "sets": 0, "maps": 0, "elements": 0}
+    for obj in objects:
+        kind = next(iter(obj))
+        if kind in ("table", "chain", "rule", "set", "map"):
+            out[kind + "s"] += 1
+        if kind in ("set", "map"):
+            body = obj[kind]
+            assert isinstance(body, Mapping)
+            out["elements"] += len(body.get("elem", ()))
+    return out
+
+
+class NftablesDataplane:
+    TARGET: ClassVar[str] = "nftables"
+
+    def __init__(self, env: Env) -> None:
+        self.env = env
+
+    # -- reading ------------------------------------------------------------------------------
+
+    def _list(self, json_out: bool) -> str | None:
+        args = ["-j"] if json_out else []
+        try:
+            return nft.run([*args, "list", "table", FAMILY, TABLE], netns=self.env.netns).stdout
+        except nft.NftError as e:
+            if any(s in e.stderr for s in _ABSENT):
+                return None
+            raise
+
+    def read(self) -> KernelState:
+        listing = self._list(json_out=False)
+        if listing is None:
+            return KernelState({UNIT: None}, _counts(()), {})
+        doc = self._list(json_out=True)
+        objects = json.loads(doc)["nftables"] if doc else []
+        return KernelState({UNIT: normalise(listing)}, _counts(objects), {UNIT: listing})
+
+    # -- planning -----------------------------------------------------------------------------
+
+    def plan(
+        self,
+        current: KernelState,
+        artifact: LoadedArtifact,
+        record: Record | None,
+        previous: Mapping[str, bytes],
+        set_update: str | None = None,
+    ) -> Plan:
+        script = artifact.text(SCRIPT)
+        in_sync = record is not None and not current.differs(record.kernel)
+        same = record is not None and record.artifact == artifact.hash
+        if in_sync and same:
+            return Plan(self.TARGET, artifact.hash, "none", "already applied", (), current)
+        old_script = previous.get(SCRIPT, b"").decode() if record is not None else ""
+        if in_sync and set_update is not None:
+            if not set_update:
+                why = "only set elements changed, and none differ"
+                return Plan(self.TARGET, artifact.hash, "none", why, (), current)
+            step = Step("nft", f"update set elements of {FAMILY} {TABLE}", set_update)
+            why = "only set elements changed"
+            return Plan(self.TARGET, artifact.hash, "sets", why, (step,), current, set_update)
+        if record is None:
+            why = "no trusted record of the kernel state" + (
+                "" if current.empty else f" ({UNIT} exists)"
+            )
+            old_text, old_name = current.units.get(UNIT) or "", "kernel"
+        elif not in_sync:
+            why = f"the kernel drifted from the last apply ({', '.join(current.differs(record.kernel))})"
+            old_text, old_name = current.units.get(UNIT) or "", "kernel"
+        else:
+            why = "the ruleset changed"
+            old_text, old_name = old_script, f"applied/{SCRIPT}"
+        diff = unified_diff(_strip(old_text), _strip(script), old_name, f"new/{SCRIPT}")
+        step = Step("nft", f"replace table {FAMILY} {TABLE} (one transaction)", script)
+        return Plan(self.TARGET, artifact.hash, "full", why, (step,), current, diff)
+
+    def check(self, plan: Plan) -> None:
+        for step in plan.steps:
+            self._nft_file(step.payload, check=True)
+
+    # -- applying -----------------------------------------------------------------------------
+
+    def _nft_file(self, script: str, check: bool = False) -> None:
+        work = self.env.state.work_dir()
+        fd, path = tempfile.mkstemp(prefix="nft-", suffix=".nft", dir=work)
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(script)
+            nft.run(["-c", "-f", path] if check else ["-f", path], netns=self.env.netns)
+        finally:
+            os.unlink(path)
+
+    def run(self, step: Step) -> None:
+        logger.debug("nft -f: %s (%d bytes)", step.what, len(step.payload))
+        self._nft_file(step.payload)
+
+    def verify(self, plan: Plan, after: KernelState) -> list[str]:
+        text = after.units.get(UNIT)
+        if text is None:
+            return [f"{UNIT} is missing after the apply"]
+        if plan.mode != "full":
+            return []
+        want = declared(plan.steps[-1].payload)
+        have = declared(text)
+        problems = [f"{kind} {name} is missing" for kind, name in sorted(want - have)]
+        problems += [f"unexpected {kind} {name}" for kind, name in sorted(have - want)]
+        return problems
+
+    def rollback(self, plan: Plan, attempted: Sequence[Step]) -> None:
+        raw = plan.current.raw.get(UNIT)
+        header = f"table {FAMILY} {TABLE} {{}}\ndelete table {FAMILY} {TABLE}\n"
+        self._nft_file(header + (raw or ""))
+
+    def remove(self) -> None:
+        self._nft_file(f"table {FAMILY} {TABLE} {{}}\ndelete table {FAMILY} {TABLE}\n")
+
+
+def _strip(text: str) -> str:
+    """Drop ``#`` comment lines, which say nothing about the ruleset."""
+    return "".join(line for line in text.splitlines(keepends=True) if not line.lstrip().startswith("#"))
