@@ -38,6 +38,7 @@ from runtime.plan import (
     KernelState,
     LoadedArtifact,
     Plan,
+    Step,
 )
 from runtime.state import Record
 
@@ -185,7 +186,7 @@ def apply_artifact(
 
 
 def _execute(dp: Dataplane, plan: Plan) -> KernelState:
-    attempted = []
+    attempted: list[Step] = []
     try:
         for step in plan.steps:
             attempted.append(step)
@@ -204,8 +205,13 @@ def _execute(dp: Dataplane, plan: Plan) -> KernelState:
         raise ApplyFailed(reason, restored) from e
 
 
-def _rollback(dp: Dataplane, plan: Plan, attempted: list) -> bool:  # type: ignore[type-arg]
+def _rollback(dp: Dataplane, plan: Plan, attempted: list[Step]) -> bool:
     try:
+        if not dp.read().differs(plan.current.units):
+            # The failed step was atomic and nothing before it committed (an nft transaction
+            # the kernel refused): the old state never left, so leave it untouched.
+            logger.info("nothing had changed in the kernel; no rollback needed")
+            return True
         dp.rollback(plan, attempted)
         now = dp.read()
     except Exception as e:  # noqa: BLE001 - report, keep the journal for the next apply

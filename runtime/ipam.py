@@ -121,12 +121,12 @@ class IPAM:
         state: IPAMState,
         pools: Sequence[IPPool],
         nodes: Mapping[str, Mapping[str, str]],
-        config: IPAMConfig = IPAMConfig(),
+        config: IPAMConfig | None = None,
     ) -> None:
         self.state = state
         self.pools = sorted(pools, key=lambda p: (p.cidr.version, p.cidr, p.name))
         self.nodes = nodes
-        self.config = config
+        self.config = config if config is not None else IPAMConfig()
 
     # -- queries ---------------------------------------------------------------------------------
 
@@ -358,7 +358,11 @@ def usage_report(ipam: IPAM) -> dict[str, Any]:
         for ordinal, alloc in sorted(block.allocations.items()):
             if alloc.node is not None and alloc.node != block.affinity:
                 node_entry(alloc.node)["borrowed"].append(
-                    {"address": str(block.address(ordinal)), "block": str(block.cidr), "handle": alloc.handle}
+                    {
+                        "address": str(block.address(ordinal)),
+                        "block": str(block.cidr),
+                        "handle": alloc.handle,
+                    }
                 )
     pools = []
     for pool in ipam.pools:
@@ -370,7 +374,8 @@ def usage_report(ipam: IPAM) -> dict[str, Any]:
                 "block_size": pool.block_size,
                 "disabled": pool.disabled,
                 "blocks": len(blocks),
-                "blocks_total": pool.cidr.num_addresses >> (pool.cidr.max_prefixlen - pool.block_size),
+                "blocks_total": pool.cidr.num_addresses
+                >> (pool.cidr.max_prefixlen - pool.block_size),
                 "used": sum(len(b.allocations) for b in blocks),
                 "size": pool.cidr.num_addresses,
             }

@@ -143,7 +143,12 @@ def dump_routes(ipr: Any, family: int, table: int = 254) -> list[KernelRoute]:
     for msg in ipr.route("dump", family=_AF[family], table=table):
         route = KernelRoute.from_netlink(msg)
         # RTA_TABLE filtering is best effort in the kernel; check ourselves.
-        if route.table == table and route.type in ("unicast", "blackhole", "unreachable", "prohibit"):
+        if route.table == table and route.type in (
+            "unicast",
+            "blackhole",
+            "unreachable",
+            "prohibit",
+        ):
             out.append(route)
     return sorted(out, key=lambda r: (r.dst, r.priority, r.proto))
 
@@ -212,7 +217,12 @@ class Neighbour:
         dst, ll = msg.get("dst"), msg.get("lladdr")
         if not dst or not ll:
             return None
-        return cls(msg["ifindex"], ipaddress.ip_address(dst), ll.lower(), bool(msg["state"] & NUD_PERMANENT))
+        return cls(
+            msg["ifindex"],
+            ipaddress.ip_address(dst),
+            ll.lower(),
+            bool(msg["state"] & NUD_PERMANENT),
+        )
 
 
 def dump_neighbours(ipr: Any, ifindex: int) -> list[Neighbour]:
@@ -274,7 +284,9 @@ def ensure_fdb(ipr: Any, ifindex: int, lladdr: str, dst: IPAddr) -> bool:
     if want in dump_fdb(ipr, ifindex):
         return False
     # NTF_SELF: the entry belongs to the VXLAN device itself, not to a bridge above it.
-    ipr.fdb("replace", ifindex=ifindex, lladdr=lladdr, dst=str(dst), state=NUD_PERMANENT, flags=NTF_SELF)
+    ipr.fdb(
+        "replace", ifindex=ifindex, lladdr=lladdr, dst=str(dst), state=NUD_PERMANENT, flags=NTF_SELF
+    )
     return True
 
 

@@ -28,7 +28,6 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from typing import ClassVar
 
-from compiler.targets.nftables.script import FAMILY, TABLE
 from compiler.tools import nft
 from runtime.plan import Env, KernelState, LoadedArtifact, Plan, Step, unified_diff
 from runtime.state import Record
@@ -38,6 +37,10 @@ __all__ = ["SCRIPT", "UNIT", "NftablesDataplane", "normalise"]
 logger = logging.getLogger(__name__)
 
 SCRIPT = "nftables.nft"
+# The table the nftables target renders (compiler/targets/nftables/script.py; a test checks they
+# agree). Not imported: that would pull the whole compiler into every apply and status.
+FAMILY = "inet"
+TABLE = "tortie"
 UNIT = f"nft {FAMILY} {TABLE}"
 _COUNTER = re.compile(r"counter packets \d+ bytes \d+")
 _DECL = re.compile(r"^\s*(chain|set|map)\s+(\S+)\s*\{", re.MULTILINE)
@@ -115,18 +118,21 @@ class NftablesDataplane:
             step = Step("nft", f"update set elements of {FAMILY} {TABLE}", set_update)
             why = "only set elements changed"
             return Plan(self.TARGET, artifact.hash, "sets", why, (step,), current, set_update)
+        kernel_now = current.units.get(UNIT) or ""
         if record is None:
             why = "no trusted record of the kernel state" + (
                 "" if current.empty else f" ({UNIT} exists)"
             )
-            old_text, old_name = current.units.get(UNIT) or "", "kernel"
+            diff = unified_diff(kernel_now, _strip(script), "kernel", f"new/{SCRIPT}")
         elif not in_sync:
             why = f"the kernel drifted from the last apply ({', '.join(current.differs(record.kernel))})"
-            old_text, old_name = current.units.get(UNIT) or "", "kernel"
+            # What the apply puts back, in listing form, then what the new artifact changes.
+            diff = unified_diff(kernel_now, record.kernel.get(UNIT) or "", "kernel", "applied")
+            if not same:
+                diff += unified_diff(_strip(old_script), _strip(script), f"applied/{SCRIPT}", f"new/{SCRIPT}")
         else:
             why = "the ruleset changed"
-            old_text, old_name = old_script, f"applied/{SCRIPT}"
-        diff = unified_diff(_strip(old_text), _strip(script), old_name, f"new/{SCRIPT}")
+            diff = unified_diff(_strip(old_script), _strip(script), f"applied/{SCRIPT}", f"new/{SCRIPT}")
         step = Step("nft", f"replace table {FAMILY} {TABLE} (one transaction)", script)
         return Plan(self.TARGET, artifact.hash, "full", why, (step,), current, diff)
 
@@ -172,5 +178,11 @@ class NftablesDataplane:
 
 
 def _strip(text: str) -> str:
-    """Drop ``#`` comment lines, which say nothing about the ruleset."""
-    return "".join(line for line in text.splitlines(keepends=True) if not line.lstrip().startswith("#"))
+    """Drop ``#`` comment lines and the create-then-delete preamble: they say nothing about
+    the ruleset."""
+    preamble = (f"table {FAMILY} {TABLE} {{}}", f"delete table {FAMILY} {TABLE}")
+    return "".join(
+        line
+        for line in text.splitlines(keepends=True)
+        if not line.lstrip().startswith("#") and line.strip() not in preamble
+    )

@@ -195,10 +195,9 @@ def reconcile(
         ours = {r.key: r for r in current if r.proto == protocol}
         foreign = {r.key: r for r in current if r.proto != protocol}
         for key, route in ours.items():
-            if key not in want:
-                if delete_route(ipr, route):
-                    result.removed.append(route)
-                    logger.info("removed stale route %s", _show(route))
+            if key not in want and delete_route(ipr, route):
+                result.removed.append(route)
+                logger.info("removed stale route %s", _show(route))
         mine = sorted((kv for kv in want.items() if kv[0][0] == family), key=lambda kv: kv[0][1:])
         for key, route in mine:
             have = ours.get(key)

@@ -14,7 +14,8 @@ The neighbour and FDB entries are static, so no ARP ever crosses the overlay. Ro
 returned as :class:`~runtime.routes.DesiredRoute` for the caller to pass, together with the
 workload and blackhole routes, to :func:`runtime.routes.reconcile` (protocol 81): one
 reconcile owns all of Tortie's routes. The device, its address, neighbours and FDB entries
-belong to Tortie entirely, so :func:`reconcile_device` removes anything on it it did not ask for.
+belong to Tortie entirely, so :func:`reconcile_device` removes anything on it it did not ask for
+(except the kernel's own dynamic entries, e.g. NOARP multicast neighbours).
 
 VTEP MACs are derived from the node name (``66:`` + 5 bytes of SHA-256: locally administered,
 unicast), so every node computes the same MAC for a peer without a shared store.
@@ -172,10 +173,28 @@ def vxlan_routes(local: str, all_vteps: Iterable[Vtep], device: str = DEVICE) ->
         if v.node == local:
             continue
         for block in v.blocks:
-            out.append(DesiredRoute(block, "unicast", dev=device, via=v.tunnel_ip, onlink=True, why=f"VXLAN block of {v.node}"))
+            out.append(
+                DesiredRoute(
+                    block,
+                    "unicast",
+                    dev=device,
+                    via=v.tunnel_ip,
+                    onlink=True,
+                    why=f"VXLAN block of {v.node}",
+                )
+            )
         for addr in v.borrowed:
             net = ipaddress.ip_network(f"{addr}/32")
-            out.append(DesiredRoute(net, "unicast", dev=device, via=v.tunnel_ip, onlink=True, why=f"address borrowed by {v.node}"))
+            out.append(
+                DesiredRoute(
+                    net,
+                    "unicast",
+                    dev=device,
+                    via=v.tunnel_ip,
+                    onlink=True,
+                    why=f"address borrowed by {v.node}",
+                )
+            )
     return sorted(out, key=lambda r: r.dst)
 
 
@@ -238,7 +257,11 @@ def reconcile_device(
         result.changes.append(f"address {local.tunnel_ip}/32")
     for msg in ipr.get_addr(index=index):
         addr = msg.get("address")
-        if addr and ipaddress.ip_address(addr) != local.tunnel_ip and not ipaddress.ip_address(addr).is_link_local:
+        if (
+            addr
+            and ipaddress.ip_address(addr) != local.tunnel_ip
+            and not ipaddress.ip_address(addr).is_link_local
+        ):
             ipr.addr("del", index=index, address=addr, prefixlen=msg["prefixlen"])
             result.changes.append(f"removed address {addr}")
 
@@ -246,6 +269,10 @@ def reconcile_device(
     want_neigh = {(v.tunnel_ip, v.mac) for v in wanted.values()}
     want_fdb = {(v.mac, v.node_ip) for v in wanted.values()}
     for n in dump_neighbours(ipr, index):
+        # Only static entries are someone's configuration; the kernel's own (NOARP multicast
+        # entries such as ff02::16 for MLD) come back by themselves.
+        if not n.permanent or n.dst.is_multicast:
+            continue
         if (n.dst, n.lladdr) not in want_neigh and remove_neighbour(ipr, n):
             result.changes.append(f"removed neighbour {n.dst}")
     for e in dump_fdb(ipr, index):

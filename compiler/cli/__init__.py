@@ -12,17 +12,17 @@ from typing import Any
 
 import click
 
+from compiler.cli import check as check_cmd  # keep compiler.cli.check a module, not the command
+from compiler.cli import select as select_cmd
 from compiler.cli.agent import agent_cmd
 from compiler.cli.apply import apply_cmd
 from compiler.cli.bgp import bgp
-from compiler.cli.check import check
 from compiler.cli.common import EXIT_INTERNAL
 from compiler.cli.compile import compile_cmd
 from compiler.cli.explain import explain
 from compiler.cli.ipam import ipam
 from compiler.cli.ir import ir_cmd
 from compiler.cli.matrix import matrix
-from compiler.cli.select import select
 from compiler.cli.status import status_cmd
 
 __all__ = ["main"]
@@ -79,8 +79,8 @@ def main() -> None:
     """
 
 
-main.add_command(check)
-main.add_command(select)
+main.add_command(check_cmd.check)
+main.add_command(select_cmd.select)
 main.add_command(compile_cmd)
 main.add_command(explain)
 main.add_command(matrix)

@@ -33,7 +33,9 @@ __all__ = ["agent_cmd"]
     type=click.Choice(sorted(BUILTIN)),
     help="Dataplane to compile to and load.",
 )
-@click.option("--interval", default=2.0, show_default=True, type=float, help="Seconds between scans.")
+@click.option(
+    "--interval", default=2.0, show_default=True, type=float, help="Seconds between scans."
+)
 @click.option(
     "--metrics-port",
     default=None,

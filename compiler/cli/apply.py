@@ -154,7 +154,9 @@ def apply_cmd(
         click.echo(plan.diff.rstrip("\n") or "(no textual difference)")
         return
     counts = ", ".join(
-        f"{v} {k}" for k, v in sorted((outcome.after.counts if outcome.after else {}).items())
+        f"{v} {k}"
+        for k, v in sorted((outcome.after.counts if outcome.after else {}).items())
+        if k != "tables"
     )
     click.echo(
         f"applied {plan.target} artifact {short} ({plan.mode}: {plan.reason}) in "

@@ -34,7 +34,12 @@ def bgp() -> None:
 @click.option("--state", "state_path", metavar="FILE", help="IPAM state file (JSON).")
 @click.option("--secrets", "secrets_path", metavar="FILE", help='JSON {"name/key": "password"}.')
 @click.option("--router-id", metavar="ID", help='IPv4 router id, or "hash" (CALICO_ROUTER_ID).')
-@click.option("--check/--no-check", default=True, show_default=True, help="Validate with bird -p -c when bird is installed.")
+@click.option(
+    "--check/--no-check",
+    default=True,
+    show_default=True,
+    help="Validate with bird -p -c when bird is installed.",
+)
 def render(
     files: tuple[str, ...],
     node: str,

@@ -34,7 +34,8 @@ def parse_protocol(text: str) -> int:
     if text.isdigit() and 1 <= int(text) <= 255:
         return int(text)
     raise click.BadParameter(
-        f"{text!r}: expected one of {', '.join(PROTOCOLS)} or a number 1-255", param_hint="--protocol"
+        f"{text!r}: expected one of {', '.join(PROTOCOLS)} or a number 1-255",
+        param_hint="--protocol",
     )
 
 
@@ -45,13 +46,36 @@ def _fail(message: str) -> None:
 
 @click.command()
 @file_option
-@click.option("--from", "src", required=True, metavar="SRC", help="namespace/pod, host endpoint name, or IP.")
-@click.option("--to", "dst", required=True, metavar="DST", help="namespace/pod, host endpoint name, or IP.")
-@click.option("--protocol", default="TCP", show_default=True, help="TCP, UDP, SCTP, ICMP, ICMPv6, UDPLite or 1-255.")
-@click.option("--port", type=click.IntRange(1, 65535), default=None, help="Destination port (TCP/UDP/SCTP).")
-@click.option("--icmp-type", type=click.IntRange(0, 255), default=None, help="ICMP type (default: echo request).")
-@click.option("--icmp-code", type=click.IntRange(0, 255), default=None, help="ICMP code (default 0).")
-@click.option("--via", metavar="HEP", default=None, help="Host endpoint the flow is forwarded through (applyOnForward).")
+@click.option(
+    "--from", "src", required=True, metavar="SRC", help="namespace/pod, host endpoint name, or IP."
+)
+@click.option(
+    "--to", "dst", required=True, metavar="DST", help="namespace/pod, host endpoint name, or IP."
+)
+@click.option(
+    "--protocol",
+    default="TCP",
+    show_default=True,
+    help="TCP, UDP, SCTP, ICMP, ICMPv6, UDPLite or 1-255.",
+)
+@click.option(
+    "--port", type=click.IntRange(1, 65535), default=None, help="Destination port (TCP/UDP/SCTP)."
+)
+@click.option(
+    "--icmp-type",
+    type=click.IntRange(0, 255),
+    default=None,
+    help="ICMP type (default: echo request).",
+)
+@click.option(
+    "--icmp-code", type=click.IntRange(0, 255), default=None, help="ICMP code (default 0)."
+)
+@click.option(
+    "--via",
+    metavar="HEP",
+    default=None,
+    help="Host endpoint the flow is forwarded through (applyOnForward).",
+)
 @click.option("--node", metavar="NODE", default=None, help="Use this node's Felix configuration.")
 @output_option
 def explain(

@@ -73,7 +73,9 @@ def _text_report(report: dict[str, Any]) -> str:
     if report["unaffine_blocks"]:
         lines.append("blocks without affinity")
         for b in report["unaffine_blocks"]:
-            lines.append(f"  block {b['cidr']:<24} pool {b['pool']:<20} used {b['used']}/{b['size']}")
+            lines.append(
+                f"  block {b['cidr']:<24} pool {b['pool']:<20} used {b['used']}/{b['size']}"
+            )
     lines.append("pools")
     for p in report["pools"]:
         flag = " (disabled)" if p["disabled"] else ""
@@ -129,7 +131,9 @@ def show(files: tuple[str, ...], output: str, state_path: str | None, node: str 
 @ipam.command()
 @file_option
 @_config_options
-@click.option("--state", "state_path", metavar="FILE", required=True, help="IPAM state file (JSON).")
+@click.option(
+    "--state", "state_path", metavar="FILE", required=True, help="IPAM state file (JSON)."
+)
 @click.option("--node", required=True, metavar="NODE", help="The node the addresses are for.")
 @click.option("--handle", required=True, metavar="ID", help="Owner of the addresses, e.g. ns/pod.")
 @click.option("--ipv4", "num4", type=click.IntRange(min=0), default=1, show_default=True)
@@ -169,7 +173,9 @@ def allocate(
 
 
 @ipam.command()
-@click.option("--state", "state_path", metavar="FILE", required=True, help="IPAM state file (JSON).")
+@click.option(
+    "--state", "state_path", metavar="FILE", required=True, help="IPAM state file (JSON)."
+)
 @click.option("--handle", metavar="ID", help="Release every address of this handle.")
 @click.argument("addresses", nargs=-1)
 def release(state_path: str, handle: str | None, addresses: tuple[str, ...]) -> None:

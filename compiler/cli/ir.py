@@ -61,7 +61,12 @@ def load_program(
 
 @click.command("ir")
 @file_option
-@click.option("--node", metavar="NODE", default=None, help="Compile for this node (default: the whole cluster).")
+@click.option(
+    "--node",
+    metavar="NODE",
+    default=None,
+    help="Compile for this node (default: the whole cluster).",
+)
 @click.option(
     "--dump-after",
     "dump_after",

@@ -15,10 +15,34 @@ __all__ = ["matrix"]
 
 @click.command()
 @file_option
-@click.option("--protocol", "protocols", multiple=True, metavar="PROTO", help="TCP (default), UDP, SCTP, ICMP, ...; repeatable.")
-@click.option("--port", "ports", multiple=True, type=click.IntRange(1, 65535), help="Destination port (default 80); repeatable.")
-@click.option("--namespace", "namespaces", multiple=True, metavar="NS", help="Only pods of this namespace; repeatable.")
-@click.option("--family", type=click.Choice(["4", "6"]), default="4", show_default=True, help="Address family to probe.")
+@click.option(
+    "--protocol",
+    "protocols",
+    multiple=True,
+    metavar="PROTO",
+    help="TCP (default), UDP, SCTP, ICMP, ...; repeatable.",
+)
+@click.option(
+    "--port",
+    "ports",
+    multiple=True,
+    type=click.IntRange(1, 65535),
+    help="Destination port (default 80); repeatable.",
+)
+@click.option(
+    "--namespace",
+    "namespaces",
+    multiple=True,
+    metavar="NS",
+    help="Only pods of this namespace; repeatable.",
+)
+@click.option(
+    "--family",
+    type=click.Choice(["4", "6"]),
+    default="4",
+    show_default=True,
+    help="Address family to probe.",
+)
 @click.option("--node", metavar="NODE", default=None, help="Use this node's Felix configuration.")
 @output_option
 def matrix(

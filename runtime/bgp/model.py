@@ -64,6 +64,7 @@ class BlockAggr:
 
     cidr: str
     state: str  # confirmed | pending | pendingDeletion
+    static: bool = True  # a static blackhole stands for it (not for /32 and /128 blocks)
 
 
 @dataclass(frozen=True, slots=True)

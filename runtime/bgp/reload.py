@@ -92,6 +92,8 @@ def apply_config(
             raise
         logger.info("bird reloaded %s: %s", paths.config, reply)
         return Outcome.RELOADED
-    pid = bird.start(paths.config, socket=paths.socket, pidfile=paths.pidfile, netns=netns, timeout=timeout)
+    pid = bird.start(
+        paths.config, socket=paths.socket, pidfile=paths.pidfile, netns=netns, timeout=timeout
+    )
     logger.info("started bird pid %d on %s", pid, paths.config)
     return Outcome.STARTED

@@ -78,7 +78,7 @@ def render_node(
     sink: DiagnosticSink,
     *,
     secrets: Mapping[str, str] | None = None,
-    options: BuildOptions = BuildOptions(),
+    options: BuildOptions | None = None,
 ) -> str | None:
     """Build and render the configuration of ``node``; None when it cannot be built."""
     cfg = build_config(rs, node, blocks, sink, secrets=secrets, options=options)

@@ -119,6 +119,7 @@ class Topology:
                 if addr is not None:
                     topo.externals[addr] = key
         known = {str(a) for addrs in topo.node_addrs.values() for a in addrs} | set(topo.externals)
+        known |= {str(ip) for e in prog.endpoints if not e.is_host for ip in e.ips}
         for i, text in enumerate(sorted(set(externals) - known)):
             ip = ipaddress.ip_address(text)
             key = f"ext-{text}"

@@ -93,7 +93,10 @@ def test_rejected_config_keeps_the_old_file(fake: FakeBird, tmp_path: Path) -> N
 
 
 def config(extra_peer: bool = False) -> str:
-    nodes = [Node("a", ipaddress.ip_interface("192.168.50.1/24")), Node("b", ipaddress.ip_interface("192.168.50.2/24"))]
+    nodes = [
+        Node("a", ipaddress.ip_interface("192.168.50.1/24")),
+        Node("b", ipaddress.ip_interface("192.168.50.2/24")),
+    ]
     if extra_peer:
         nodes.append(Node("c", ipaddress.ip_interface("192.168.50.3/24")))
     text = render_node(ResourceSet(nodes=tuple(nodes)), "a", [], DiagnosticSink())
@@ -106,7 +109,14 @@ def bird_dir(tmp_path: Path) -> Iterator[tuple[str, BirdPaths]]:
     paths = BirdPaths.in_dir(str(tmp_path))
     with Cluster() as cluster:
         node = cluster.add_node("a")
-        node.ip_batch(["link add eth0 type veth peer name eth1", "addr add 192.168.50.1/24 dev eth0", "link set eth0 up", "link set eth1 up"])
+        node.ip_batch(
+            [
+                "link add eth0 type veth peer name eth1",
+                "addr add 192.168.50.1/24 dev eth0",
+                "link set eth0 up",
+                "link set eth1 up",
+            ]
+        )
         try:
             yield node.name, paths
         finally:

@@ -52,10 +52,14 @@ iface = ipaddress.ip_interface
 net = ipaddress.ip_network
 
 
-def load_case(topology: str, text: str | None = None) -> tuple[ResourceSet, IPAMState, dict[str, str]]:
+def load_case(
+    topology: str, text: str | None = None
+) -> tuple[ResourceSet, IPAMState, dict[str, str]]:
     d = GOLDEN / topology
     sink, sources = DiagnosticSink(), SourceRegistry()
-    rs = load_text(text if text is not None else (d / "input.yaml").read_text(), "input.yaml", sink, sources)
+    rs = load_text(
+        text if text is not None else (d / "input.yaml").read_text(), "input.yaml", sink, sources
+    )
     assert not sink.diagnostics, sink.diagnostics
     state = IPAMState.from_json((d / "ipam.json").read_text())
     return rs, state, json.loads((d / "secrets.json").read_text())
@@ -82,8 +86,14 @@ def assert_golden(actual: str, path: Path) -> None:
         stale.unlink(missing_ok=True)
         return
     stale.write_text(actual)
-    diff = "".join(difflib.unified_diff(expected.splitlines(True), actual.splitlines(True), str(path), str(stale)))
-    pytest.fail(f"{path.name} differs from the golden; wrote {stale.name} (accept: mv {stale} {path})\n{diff[:6000]}")
+    diff = "".join(
+        difflib.unified_diff(
+            expected.splitlines(True), actual.splitlines(True), str(path), str(stale)
+        )
+    )
+    pytest.fail(
+        f"{path.name} differs from the golden; wrote {stale.name} (accept: mv {stale} {path})\n{diff[:6000]}"
+    )
 
 
 @pytest.mark.parametrize(("topology", "node"), CASES, ids=[f"{t}-{n}" for t, n in CASES])
@@ -104,12 +114,20 @@ def test_deterministic_across_document_order_and_hash_seed() -> None:
     docs = text.split("\n---\n")
     random.Random(7).shuffle(docs)
     assert render_case("mesh", "node-a", "\n---\n".join(docs)) == render_case("mesh", "node-a")
+    root = str(Path(__file__).parents[2])
     code = (
-        "import sys; sys.path.insert(0, %r); from tests.runtime.test_bgp_render import render_case; "
-        "sys.stdout.write(render_case('route-reflector', 'rr-1'))" % str(Path(__file__).parents[2])
+        f"import sys; sys.path.insert(0, {root!r}); "
+        "from tests.runtime.test_bgp_render import render_case; "
+        "sys.stdout.write(render_case('route-reflector', 'rr-1'))"
     )
     outs = {
-        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, "PYTHONHASHSEED": seed}, check=True).stdout
+        subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "PYTHONHASHSEED": seed},
+            check=True,
+        ).stdout
         for seed in ("1", "2")
     }
     assert outs == {render_case("route-reflector", "rr-1")}
@@ -121,18 +139,27 @@ def test_deterministic_across_document_order_and_hash_seed() -> None:
 def test_mesh_semantics() -> None:
     text = render_case("mesh", "node-a")
     # passive towards greater address strings; the eBGP node keeps its own AS; listenPort.
-    assert "protocol bgp Mesh_192_168_10_2 from bgp_template {\n  local as 64512;\n  neighbor 192.168.10.2 port 1790 as 64512;" in text
+    assert (
+        "protocol bgp Mesh_192_168_10_2 from bgp_template {\n  local as 64512;\n  neighbor 192.168.10.2 port 1790 as 64512;"
+        in text
+    )
     assert "neighbor 192.168.10.3 as 64600;" in text
     assert text.count("passive on;") == 3  # .2, .3 and fd00:10::2 are all "greater" than us
     assert 'password "m3sh-s3cret";' in text and "graceful restart time 90;" in text
     assert "export filter tortie_export_ebgp_v4;" in text  # towards node-c (AS 64600)
     # blocks: confirmed aggregated, pending gets no decision and no static route.
-    assert "if ( net = 10.65.0.0/26 ) then accept;" in text
+    assert (
+        "if ( net = 10.65.0.0/26 ) then {\n    if ( source = RTS_STATIC ) then accept;\n    reject;"
+        in text
+    )
     assert "10.65.0.64/26 ) then" not in text and "route 10.65.0.64/26" not in text
     assert "route 10.65.0.0/26 blackhole;" in text and "route fd00:65::/122 blackhole;" in text
     assert "10.65.1.0/26" not in text  # node-b's block
     assert "if ( net ~ 10.80.0.0/16 ) then reject; # disableBGPExport" in text
-    assert "bgp_community.add((64512, 100));" in text and "bgp_large_community.add((64512, 200, 300));" in text
+    assert (
+        "bgp_community.add((64512, 100));" in text
+        and "bgp_large_community.add((64512, 200, 300));" in text
+    )
     assert '-"docker*"' in text
     c = render_case("mesh", "node-c")
     assert "router id 192.168.10.3;" in c and "local as 64600;" in c and "Mesh_fd00" not in c
@@ -157,9 +184,19 @@ def test_explicit_peer_semantics() -> None:
     a = render_case("explicit-peers", "node-a")
     assert "Mesh_" not in a
     tor = a.split("protocol bgp Global_192_168_30_254 from bgp_template {")[1].split("\n}")[0]
-    for line in ("local 192.168.30.1 as 65010;", "ttl security on;", "multihop 1;", 'password "t0r password with spaces!";', "graceful restart time 300;", "keepalive time 10;", "hold time 30;"):
+    for line in (
+        "local 192.168.30.1 as 65010;",
+        "ttl security on;",
+        "multihop 1;",
+        'password "t0r password with spaces!";',
+        "graceful restart time 300;",
+        "keepalive time 10;",
+        "hold time 30;",
+    ):
         assert line in tor
-    rack = a.split("protocol bgp Node_192_168_30_253_port_1179 from bgp_template {")[1].split("\n}")[0]
+    rack = a.split("protocol bgp Node_192_168_30_253_port_1179 from bgp_template {")[1].split(
+        "\n}"
+    )[0]
     assert "neighbor 192.168.30.253 port 1179 as 65001;" in rack and "next hop keep;" in rack
     assert "allow local as 2;" in rack and "source address" not in rack and "passive" not in rack
     v6 = a.split("protocol bgp Node_fd00_30__fe from bgp_template {")[1].split("\n}")[0]
@@ -186,10 +223,26 @@ def two_nodes(**peer: object) -> ResourceSet:
     )
 
 
-def build(rs: ResourceSet, node: str = "a", secrets: dict[str, str] | None = None, **opts: object) -> tuple[str | None, DiagnosticSink]:
+def build(
+    rs: ResourceSet, node: str = "a", secrets: dict[str, str] | None = None, **opts: object
+) -> tuple[str | None, DiagnosticSink]:
     sink = DiagnosticSink()
     cfg = build_config(rs, node, [], sink, secrets=secrets, options=BuildOptions(**opts))  # type: ignore[arg-type]
     return (render(cfg) if cfg else None), sink
+
+
+def test_single_address_blocks_have_no_static_route() -> None:
+    rs = two_nodes()
+    sink = DiagnosticSink()
+    blocks = [Block(net("10.65.3.7/32"), "p", "a"), Block(net("10.65.0.0/26"), "p", "a", "pending")]
+    cfg = build_config(rs, "a", blocks, sink)
+    assert cfg is not None and not sink.diagnostics
+    text = render(cfg)
+    assert "if ( net = 10.65.3.7/32 ) then accept;" in text and "route 10.65.3.7/32" not in text
+    assert (
+        "route 10.65.0.0/26" not in text
+        and "# Block 10.65.0.0/26 is pending: no decision here." in text
+    )
 
 
 def test_unknown_node_and_router_id_choices() -> None:
@@ -197,7 +250,11 @@ def test_unknown_node_and_router_id_choices() -> None:
     assert text is None and [d.code for d in sink.diagnostics] == ["B004"]
     assert "router id 10.9.9.9;" in build(two_nodes(), router_id="10.9.9.9")[0]  # type: ignore[operator]
     hashed = build(two_nodes(), router_id="hash")[0]
-    assert hashed is not None and "router id 10.0.0.1;" not in hashed and hashed == build(two_nodes(), router_id="hash")[0]
+    assert (
+        hashed is not None
+        and "router id 10.0.0.1;" not in hashed
+        and hashed == build(two_nodes(), router_id="hash")[0]
+    )
     v6only = ResourceSet(nodes=(Node("a", None, iface("fd00::1/64")),))
     assert "router id " in build(v6only)[0]  # type: ignore[operator]
 
@@ -222,7 +279,10 @@ def test_mesh_disabled_and_duplicates() -> None:
     assert "Mesh_" not in build(rs)[0]  # type: ignore[operator]
     dup = ResourceSet(
         nodes=two_nodes().nodes,
-        bgp_peers=(BGPPeer("p1", peer_ip="10.0.0.9", as_number=1), BGPPeer("p2", node="a", peer_ip="10.0.0.9", as_number=2)),
+        bgp_peers=(
+            BGPPeer("p1", peer_ip="10.0.0.9", as_number=1),
+            BGPPeer("p2", node="a", peer_ip="10.0.0.9", as_number=2),
+        ),
     )
     text, sink = build(dup)
     assert "Node_10_0_0_9" in text and "Global_10_0_0_9" not in text  # type: ignore[operator]
@@ -234,10 +294,21 @@ def test_mesh_disabled_and_duplicates() -> None:
 
 
 def test_reverse_peering_auto_and_manual() -> None:
-    nodes = (Node("a", iface("10.0.0.1/24")), Node("b", iface("10.0.0.2/24"), labels=(("tor", "y"),)))
-    auto = ResourceSet(nodes=nodes, bgp_configurations=(BGPConfiguration("default", node_to_node_mesh=False),), bgp_peers=(BGPPeer("p", node="a", peer_selector="has(tor)"),))
+    nodes = (
+        Node("a", iface("10.0.0.1/24")),
+        Node("b", iface("10.0.0.2/24"), labels=(("tor", "y"),)),
+    )
+    auto = ResourceSet(
+        nodes=nodes,
+        bgp_configurations=(BGPConfiguration("default", node_to_node_mesh=False),),
+        bgp_peers=(BGPPeer("p", node="a", peer_selector="has(tor)"),),
+    )
     assert "Node_10_0_0_1" in build(auto, "b")[0]  # type: ignore[operator]
-    manual = ResourceSet(nodes=nodes, bgp_configurations=auto.bgp_configurations, bgp_peers=(BGPPeer("p", node="a", peer_selector="has(tor)", reverse_peering="Manual"),))
+    manual = ResourceSet(
+        nodes=nodes,
+        bgp_configurations=auto.bgp_configurations,
+        bgp_peers=(BGPPeer("p", node="a", peer_selector="has(tor)", reverse_peering="Manual"),),
+    )
     assert "Node_10_0_0_1" not in build(manual, "b")[0]  # type: ignore[operator]
 
 
@@ -278,7 +349,9 @@ def test_hostile_values_never_reach_the_config(value: str, tmp_path: Path) -> No
                 prefix_advertisements=(PrefixAdvertisement(net("10.65.0.0/16"), (value,)),),
             ),
         ),
-        bgp_peers=(BGPPeer(f"peer{value}", peer_ip="10.0.0.9", as_number=65000, password="s/peer"),),
+        bgp_peers=(
+            BGPPeer(f"peer{value}", peer_ip="10.0.0.9", as_number=65000, password="s/peer"),
+        ),
     )
     sink = DiagnosticSink()
     blocks = [Block(net("10.65.0.0/26"), f"p{value}", f"a{value}")]

@@ -24,7 +24,7 @@ from runtime.ipam import (
     import_endpoints,
     usage_report,
 )
-from runtime.ipam_state import Allocation, Block, IPAMState, StateError, StateFile, write_atomic
+from runtime.ipam_state import Allocation, IPAMState, StateError, StateFile, write_atomic
 
 ip = ipaddress.ip_address
 net = ipaddress.ip_network
@@ -36,7 +36,7 @@ def pool(name: str, cidr: str, block: int | None = None, **kw: object) -> IPPool
     return IPPool(name, n, block if block is not None else (26 if n.version == 4 else 122), **kw)  # type: ignore[arg-type]
 
 
-def engine(*pools: IPPool, config: IPAMConfig = IPAMConfig()) -> IPAM:
+def engine(*pools: IPPool, config: IPAMConfig | None = None) -> IPAM:
     return IPAM(IPAMState(), list(pools), NODES, config)
 
 
@@ -199,7 +199,10 @@ def test_import_endpoints() -> None:
 
 def test_blocks_of_overlapping_pools_never_overlap() -> None:
     # Two pools over the same range (a misconfiguration): blocks still never overlap.
-    e = engine(pool("big", "10.0.0.0/24", 26), pool("small", "10.0.0.0/24", 28, node_selector="rack == 'r2'"))
+    e = engine(
+        pool("big", "10.0.0.0/24", 26),
+        pool("small", "10.0.0.0/24", 28, node_selector="rack == 'r2'"),
+    )
     e.allocate("a", "x")
     e.allocate("b", "y")
     cidrs = sorted(b.cidr for b in e.state.blocks.values())
@@ -309,8 +312,14 @@ _op = st.one_of(
     strict=st.booleans(),
     max_blocks=st.integers(min_value=0, max_value=3),
 )
-def test_property_never_twice_and_invariants(ops: list[tuple[str, object, int]], strict: bool, max_blocks: int) -> None:
-    pools = [pool("p4", "10.0.0.0/28", 30), pool("p6", "fd00::/124", 126), pool("r2", "10.9.0.0/30", 31, node_selector="rack == 'r2'")]
+def test_property_never_twice_and_invariants(
+    ops: list[tuple[str, object, int]], strict: bool, max_blocks: int
+) -> None:
+    pools = [
+        pool("p4", "10.0.0.0/28", 30),
+        pool("p6", "fd00::/124", 126),
+        pool("r2", "10.9.0.0/30", 31, node_selector="rack == 'r2'"),
+    ]
     e = IPAM(IPAMState(), pools, NODES, IPAMConfig(strict, max_blocks))
     held: dict[ipaddress.IPv4Address | ipaddress.IPv6Address, str] = {}
     counter = 0

@@ -23,7 +23,9 @@ net = ipaddress.ip_network
 
 
 def wep(name: str, node: str, iface: str, *ips: str) -> Endpoint:
-    return Endpoint("WorkloadEndpoint", name, "ns", node, iface, tuple(ip(x) for x in ips), pod=name)
+    return Endpoint(
+        "WorkloadEndpoint", name, "ns", node, iface, tuple(ip(x) for x in ips), pod=name
+    )
 
 
 ENDPOINTS = [
@@ -71,7 +73,13 @@ def node() -> Iterator[Node]:
         n = cluster.add_node("n1")
         for iface in ("cali0a", "cali0b"):
             # Plain veths: the harness's add_pod would install its own routes for the pod.
-            n.ip_batch([f"link add {iface} type veth peer name p{iface}", f"link set {iface} up", f"link set p{iface} up"])
+            n.ip_batch(
+                [
+                    f"link add {iface} type veth peer name p{iface}",
+                    f"link set {iface} up",
+                    f"link set p{iface} up",
+                ]
+            )
         yield n
 
 
@@ -121,7 +129,11 @@ def test_foreign_routes_survive_and_stale_tortie_routes_go(node: Node) -> None:
     )
     with IPRoute(netns=node.name) as ipr:
         result = reconcile(ipr, desired())
-    assert sorted(str(r.dst) for r in result.removed) == ["10.97.0.0/24", "10.98.0.0/24", "fd00:98::/64"]
+    assert sorted(str(r.dst) for r in result.removed) == [
+        "10.97.0.0/24",
+        "10.98.0.0/24",
+        "fd00:98::/64",
+    ]
     v4, v6 = routes(node, 4), routes(node, 6)
     assert "10.99.0.0/24 dev lo proto static" in v4
     assert "blackhole 10.65.0.0/26 metric 7" in v4  # proto boot is not printed
@@ -138,7 +150,9 @@ def test_foreign_route_with_the_same_key_is_left_alone(node: Node) -> None:
     with IPRoute(netns=node.name) as ipr:
         result = reconcile(ipr, desired())
         again = reconcile(ipr, desired())
-    assert [(str(d.dst), "protocol 3" in why) for d, why in result.skipped] == [("10.65.0.2/32", True)]
+    assert [(str(d.dst), "protocol 3" in why) for d, why in result.skipped] == [
+        ("10.65.0.2/32", True)
+    ]
     assert not again.changed
     # `ip route` does not print "proto boot" (its default).
     assert "10.65.0.2 dev cali0a scope link metric 1024" in routes(node)

@@ -1,6 +1,7 @@
 """A small interpreter of the iptables-restore text the iptables target renders.
 
-It runs the *text* (``iptables.rules`` / ``ip6tables.rules`` parsed back with ``shlex``) against
+It runs the *text* (``iptables.rules`` / ``ip6tables.rules`` split into words like the restore
+parser does) against
 the first packet of a flow on a simulated node, with the ipsets of ``ipset.restore``. It knows
 exactly the options the target emits (and fails loudly on anything else), so a fast hypothesis
 test can compare thousands of flows with the evaluator; the kernel tests
@@ -19,7 +20,7 @@ Only the first packet of a flow is simulated: connection state is NEW (or UNTRAC
 from __future__ import annotations
 
 import ipaddress
-import shlex
+import re
 from dataclasses import dataclass, field
 
 IPAddr = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -58,6 +59,20 @@ class SimError(AssertionError):
     pass
 
 
+_TOKEN = re.compile(r'"([^"\\]*)"|(\S+)')
+
+
+def _tokens(line: str) -> list[str]:
+    """Split a restore line like iptables-restore does, for the quoting the target emits:
+    double quotes without escapes (the target never writes a backslash or a quote inside).
+    Anything else is a rendering bug, so it fails loudly."""
+    if "\\" in line:
+        raise SimError(f"backslash in restore line: {line!r}")
+    if line.count('"') % 2:
+        raise SimError(f"unbalanced quotes: {line!r}")
+    return [bare or quoted for quoted, bare in _TOKEN.findall(line)]
+
+
 def parse_rules(text: str) -> dict[str, dict[str, list[list[str]]]]:
     """table -> chain -> rules (token lists, without ``-A chain``). Built-in chains hold the
     hook rules (``-I X 1`` goes first, ``-A`` last)."""
@@ -76,7 +91,7 @@ def parse_rules(text: str) -> dict[str, dict[str, list[list[str]]]]:
         if line.startswith(":"):
             cur.setdefault(line[1:].split()[0], [])
             continue
-        toks = shlex.split(line)
+        toks = _tokens(line)
         if toks[0] == "-A":
             cur.setdefault(toks[1], []).append(toks[2:])
         elif toks[0] == "-I":

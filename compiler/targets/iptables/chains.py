@@ -222,8 +222,10 @@ class ChainBuilder:
         direction: str,
         flavour: str,
         end_of_tier_deny: bool,
-    ) -> list[Rule]:
-        """Jumps to each tier's policy chains with the accept/pass bookkeeping.
+    ) -> tuple[list[Rule], bool]:
+        """Jumps to each tier's policy chains with the accept/pass bookkeeping, and whether the
+        rules end in an unconditional deny (an end-of-tier deny no pass can skip: nothing after
+        it, profiles included, can ever run, so callers leave it out).
 
         Untracked (raw) chains turn an allow into the ``untracked`` bit, which the raw top-level
         chain turns into ``NOTRACK`` and the later tables read as "this side is allowed"."""
@@ -248,7 +250,9 @@ class ChainBuilder:
             if end_of_tier_deny and plan.default_action == ir.DENY:
                 guard = (Cond(RANK_MARK, m.clear_match(m.pass_)),) if pass_pending else ()
                 out.append(Rule(guard, self.deny(table), f"end of tier {plan.tier}"))
-        return out
+                if not pass_pending:
+                    return out, True
+        return out, False
 
     def profile_rules(self, ep: ir.Endpoint, direction: str) -> list[Rule]:
         m = self.marks

@@ -136,8 +136,8 @@ class EndpointRenderer:
         name = limited("tt-fw-" if egress else "tt-tw-", ep.interface)
         rules = ct_rules(self.program.felix.disable_conntrack_invalid_check)
         rules.append(self._clear(self.m.from_wl if egress else 0))
-        rules += self.b.tier_rules(ep.plan(direction), direction, NORMAL, True)
-        rules += self.b.profile_rules(ep, direction)
+        tiers, ended = self.b.tier_rules(ep.plan(direction), direction, NORMAL, True)
+        rules += tiers if ended else tiers + self.b.profile_rules(ep, direction)
         what = "egress (from)" if egress else "ingress (to)"
         return self.b.add(FILTER, Chain(name, tuple(rules), f"{what} {describe(ep)}"))
 
@@ -154,8 +154,8 @@ class EndpointRenderer:
                 Rule((Cond(RANK_MARK, m.match(m.untracked)),), m.set(m.accept, m.accept), "allowed by untracked policy")
             )
         rules += self._failsafe_jump(FILTER, direction)
-        rules += self.b.tier_rules(hep.plan(direction), direction, NORMAL, True)
-        rules += self.b.profile_rules(hep, direction)
+        tiers, ended = self.b.tier_rules(hep.plan(direction), direction, NORMAL, True)
+        rules += tiers if ended else tiers + self.b.profile_rules(hep, direction)
         return self.b.add(FILTER, Chain(name, tuple(rules), f"{direction} {describe(hep)}"))
 
     def _hep_untracked(self, hep: ir.Endpoint, direction: str) -> str | None:
@@ -164,7 +164,7 @@ class EndpointRenderer:
             return None
         name = limited("tt-fh-" if direction == ir.INGRESS else "tt-th-", hep.name)
         rules = [self._clear(), *self._failsafe_jump(RAW, direction)]
-        rules += self.b.tier_rules(plans, direction, UNTRACKED, False)
+        rules += self.b.tier_rules(plans, direction, UNTRACKED, False)[0]
         return self.b.add(RAW, Chain(name, tuple(rules), f"doNotTrack {direction} {describe(hep)}"))
 
     def _hep_prednat(self, hep: ir.Endpoint) -> str | None:
@@ -173,7 +173,7 @@ class EndpointRenderer:
             return None
         name = limited("tt-fh-", hep.name)
         rules = [self._clear(), *self._failsafe_jump(MANGLE, ir.INGRESS)]
-        rules += self.b.tier_rules(plans, ir.INGRESS, PREDNAT, False)
+        rules += self.b.tier_rules(plans, ir.INGRESS, PREDNAT, False)[0]
         return self.b.add(MANGLE, Chain(name, tuple(rules), f"preDNAT ingress {describe(hep)}"))
 
     def _hep_forward(self, hep: ir.Endpoint, direction: str) -> str | None:
@@ -183,8 +183,10 @@ class EndpointRenderer:
         name = limited("tt-fhfw-" if direction == ir.INGRESS else "tt-thfw-", hep.name)
         rules = ct_rules(self.program.felix.disable_conntrack_invalid_check)
         rules.append(self._clear())
-        rules += self.b.tier_rules(plans, direction, NORMAL, True)
-        rules.append(Rule((), self.m.set(self.m.accept, self.m.accept), "no applyOnForward policy decided: allow"))
+        tiers, ended = self.b.tier_rules(plans, direction, NORMAL, True)
+        rules += tiers
+        if not ended:
+            rules.append(Rule((), self.m.set(self.m.accept, self.m.accept), "no applyOnForward policy decided: allow"))
         what = f"forwarded {direction} (applyOnForward)"
         return self.b.add(FILTER, Chain(name, tuple(rules), f"{what} {describe(hep)}"))
 
