@@ -102,6 +102,7 @@ class ReconcileResult:
     timings: dict[str, float]  # phase -> seconds
     counts: dict[str, int] | None = None
     error: str = ""
+    input_error: bool = False  # the inputs did not compile (vs. the kernel refused)
 
 
 class Agent:
@@ -133,7 +134,11 @@ class Agent:
                 if result.result != "error":
                     self._content = content
                 else:
-                    self._scan = None  # retry next tick, even if nothing changes
+                    # Broken input: wait for the next change (even back to the last good one).
+                    # A kernel or lock failure: try again next tick.
+                    self._content = None
+                    if not result.input_error:
+                        self._scan = None
                 return result
         if self._drifted():
             logger.warning("the kernel drifted from the last apply: re-applying everything")
@@ -181,7 +186,9 @@ class Agent:
             message = str(e).splitlines()[0] if str(e) else type(e).__name__
             logger.error("reconcile #%d failed after %.0f ms: %s", n, seconds * 1000, message)
             self.metrics.observe_reconcile("error", seconds, error=message)
-            return ReconcileResult("error", "none", message, timings, error=message)
+            return ReconcileResult(
+                "error", "none", message, timings, error=message, input_error=isinstance(e, _CompileError)
+            )
         self._program, self._artifact = program, loaded.hash
         seconds = time.monotonic() - start
         timings["total"] = seconds

@@ -145,6 +145,10 @@ def apply_artifact(
                 dp.check(plan)
             return Outcome(plan, False, None, time.monotonic() - start, interrupted)
         if not plan.changes:
+            if record is not None and record.artifact != artifact.hash:
+                # Same kernel state from a different artifact (e.g. only input hashes changed):
+                # remember the new artifact so the next apply of it is a no-op too.
+                env.state.write_record(_record(artifact, plan, current), artifact.all_files())
             if journal is not None:
                 env.state.end()
             logger.info("artifact %s: %s; nothing to do", artifact.hash[:12], plan.reason)
@@ -158,18 +162,7 @@ def apply_artifact(
             raise
         if record is not None and record.target != artifact.target:
             _remove_old(record.target, env)
-        new_record = Record(
-            target=artifact.target,
-            node=artifact.node,
-            artifact=artifact.hash,
-            source=artifact.source,
-            compiler=str(artifact.manifest.get("compiler", "")),
-            applied_at=time.time(),
-            mode=plan.mode,
-            counts=dict(after.counts),
-            kernel=dict(after.units),
-            summary=artifact.summary,
-        )
+        new_record = _record(artifact, plan, after)
         env.state.write_record(new_record, artifact.all_files())
         env.state.end()
         seconds = time.monotonic() - start
@@ -183,6 +176,21 @@ def apply_artifact(
             _counts_text(after.counts),
         )
         return Outcome(plan, True, after, seconds, interrupted)
+
+
+def _record(artifact: LoadedArtifact, plan: Plan, after: KernelState) -> Record:
+    return Record(
+        target=artifact.target,
+        node=artifact.node,
+        artifact=artifact.hash,
+        source=artifact.source,
+        compiler=str(artifact.manifest.get("compiler", "")),
+        applied_at=time.time(),
+        mode=plan.mode,
+        counts=dict(after.counts),
+        kernel=dict(after.units),
+        summary=artifact.summary,
+    )
 
 
 def _execute(dp: Dataplane, plan: Plan) -> KernelState:

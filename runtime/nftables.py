@@ -29,6 +29,7 @@ from collections.abc import Mapping, Sequence
 from typing import ClassVar
 
 from compiler.tools import nft
+from runtime.nftables_delta import delta, sort_blocks
 from runtime.plan import Env, KernelState, LoadedArtifact, Plan, Step, unified_diff
 from runtime.state import Record
 
@@ -48,8 +49,9 @@ _ABSENT = ("No such file or directory", "does not exist")
 
 
 def normalise(listing: str) -> str:
-    """``nft list table`` text with what the kernel changes by itself (counters) masked."""
-    return _COUNTER.sub("counter", listing)
+    """``nft list table`` text with what the kernel changes by itself (counters) masked and
+    its objects sorted (the kernel lists them in creation order, which depends on history)."""
+    return sort_blocks(_COUNTER.sub("counter", listing))
 
 
 def declared(text: str) -> set[tuple[str, str]]:
@@ -117,7 +119,7 @@ class NftablesDataplane:
                 return Plan(self.TARGET, artifact.hash, "none", why, (), current)
             step = Step("nft", f"update set elements of {FAMILY} {TABLE}", set_update)
             why = "only set elements changed"
-            return Plan(self.TARGET, artifact.hash, "sets", why, (step,), current, set_update)
+            return Plan(self.TARGET, artifact.hash, "sets", why, (step,), current, set_update, script)
         kernel_now = current.units.get(UNIT) or ""
         if record is None:
             why = "no trusted record of the kernel state" + (
@@ -131,10 +133,19 @@ class NftablesDataplane:
             if not same:
                 diff += unified_diff(_strip(old_script), _strip(script), f"applied/{SCRIPT}", f"new/{SCRIPT}")
         else:
-            why = "the ruleset changed"
             diff = unified_diff(_strip(old_script), _strip(script), f"applied/{SCRIPT}", f"new/{SCRIPT}")
+            update = delta(old_script, script) if old_script else None
+            if update == "":
+                why = "same ruleset (only the artifact's metadata changed)"
+                return Plan(self.TARGET, artifact.hash, "none", why, (), current, diff, script)
+            if update is not None:
+                what = f"update only what changed in {FAMILY} {TABLE} (one transaction)"
+                step = Step("nft", what, update)
+                why = "the ruleset changed"
+                return Plan(self.TARGET, artifact.hash, "update", why, (step,), current, diff, script)
+            why = "the ruleset changed in a way only a full replacement can express"
         step = Step("nft", f"replace table {FAMILY} {TABLE} (one transaction)", script)
-        return Plan(self.TARGET, artifact.hash, "full", why, (step,), current, diff)
+        return Plan(self.TARGET, artifact.hash, "full", why, (step,), current, diff, script)
 
     def check(self, plan: Plan) -> None:
         for step in plan.steps:
@@ -160,9 +171,9 @@ class NftablesDataplane:
         text = after.units.get(UNIT)
         if text is None:
             return [f"{UNIT} is missing after the apply"]
-        if plan.mode != "full":
+        if plan.mode not in ("full", "update"):
             return []
-        want = declared(plan.steps[-1].payload)
+        want = declared(plan.desired)
         have = declared(text)
         problems = [f"{kind} {name} is missing" for kind, name in sorted(want - have)]
         problems += [f"unexpected {kind} {name}" for kind, name in sorted(have - want)]

@@ -73,6 +73,7 @@ class Env:
     netns: str | None = None
     bpffs: Path = DEFAULT_BPFFS
     lock_timeout: float = 30.0
+    iptables_backend: str | None = None  # "legacy" | "nft"; None: what `iptables` points at
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,11 +112,12 @@ class Step:
 class Plan:
     target: str
     artifact: str
-    mode: str  # "none" | "full" | "sets"
+    mode: str  # "none" | "full" | "update" (only what changed) | "sets" (set elements only)
     reason: str
     steps: tuple[Step, ...]
     current: KernelState
     diff: str = ""
+    desired: str = ""  # the complete desired configuration, for verify() (dataplane-specific)
 
     @property
     def changes(self) -> bool:

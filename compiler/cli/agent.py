@@ -55,6 +55,7 @@ def agent_cmd(
     state_dir: str,
     bpffs: str,
     lock_timeout: float,
+    iptables_backend: str,
     verbose: int,
     netns: str | None,
 ) -> None:
@@ -72,7 +73,7 @@ def agent_cmd(
     from runtime.metrics import Metrics, serve
 
     setup_logging(max(verbose, 1))
-    env = make_env(state_dir, bpffs, lock_timeout, netns)
+    env = make_env(state_dir, bpffs, lock_timeout, netns, iptables_backend)
     config = AgentConfig(node=node, watch=Path(watch), env=env, target=target, interval=interval)
     metrics = Metrics()
     server = serve(metrics, metrics_port) if metrics_port is not None and not once else None

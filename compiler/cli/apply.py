@@ -48,6 +48,14 @@ def runtime_options(f: F) -> F:
             type=float,
             help="Seconds to wait for another apply to finish.",
         ),
+        click.option(
+            "--iptables-backend",
+            type=click.Choice(["auto", "legacy", "nft"]),
+            default="auto",
+            show_default=True,
+            envvar="TORTIE_IPTABLES_BACKEND",
+            help="iptables flavour for the iptables target (auto: what `iptables` is).",
+        ),
         click.option("-v", "--verbose", count=True, help="Log progress (-vv: tool commands)."),
         click.option(
             "--netns",
@@ -62,18 +70,39 @@ def runtime_options(f: F) -> F:
     return f
 
 
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is at the time (click's test runner swaps it)."""
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass
+
+
 def setup_logging(verbose: int) -> None:
+    """Runtime logs to stderr: warnings by default, INFO with -v, DEBUG (tool argv) with -vv."""
     level = logging.WARNING if verbose <= 0 else logging.INFO if verbose == 1 else logging.DEBUG
-    logging.basicConfig(
-        level=level, stream=sys.stderr, format="tortie: %(levelname)s %(name)s: %(message)s"
-    )
+    root = logging.getLogger()
+    for h in [h for h in root.handlers if isinstance(h, _StderrHandler)]:
+        root.removeHandler(h)
+    handler = _StderrHandler()
+    handler.setFormatter(logging.Formatter("tortie: %(levelname)s %(name)s: %(message)s"))
+    handler.setLevel(level)
+    root.addHandler(handler)
+    root.setLevel(min(root.level or logging.WARNING, level) if root.handlers[:-1] else level)
 
 
-def make_env(state_dir: str, bpffs: str, lock_timeout: float, netns: str | None) -> Any:
+def make_env(
+    state_dir: str, bpffs: str, lock_timeout: float, netns: str | None, backend: str = "auto"
+) -> Any:
     from runtime.plan import Env
     from runtime.state import StateDir
 
-    return Env(StateDir(state_dir), netns, Path(bpffs), lock_timeout)
+    chosen = None if backend == "auto" else backend
+    return Env(StateDir(state_dir), netns, Path(bpffs), lock_timeout, chosen)
 
 
 @click.command("apply")
@@ -90,6 +119,7 @@ def apply_cmd(
     state_dir: str,
     bpffs: str,
     lock_timeout: float,
+    iptables_backend: str,
     verbose: int,
     netns: str | None,
 ) -> None:
@@ -109,7 +139,7 @@ def apply_cmd(
     from runtime.plan import ApplyFailed, ArtifactRefused
 
     setup_logging(verbose)
-    env = make_env(state_dir, bpffs, lock_timeout, netns)
+    env = make_env(state_dir, bpffs, lock_timeout, netns, iptables_backend)
     node = node or socket.gethostname()
     try:
         artifact = load_dir(directory, node)

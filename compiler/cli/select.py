@@ -47,7 +47,8 @@ def select(files: tuple[str, ...], output: str, selector: str) -> None:
     The selector is evaluated on each endpoint's effective labels: its own labels, Calico's
     implicit ones (projectcalico.org/namespace, ...) and those inherited from its profiles
     (pcns.* from the namespace, pcsa.* from the service account). Ids are namespace/pod for
-    workloads and the name for host endpoints; network sets are not endpoints.
+    workloads and the name for host endpoints; network sets are not endpoints. Put -- before a
+    selector that starts with '-'.
 
     \b
     Example:

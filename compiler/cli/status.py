@@ -16,7 +16,10 @@ __all__ = ["status_cmd"]
 @output_option
 @runtime_options
 def status_cmd(
-    output: str, state_dir: str, bpffs: str, lock_timeout: float, verbose: int, netns: str | None
+    output: str, state_dir: str, bpffs: str, lock_timeout: float,
+    iptables_backend: str,
+    verbose: int,
+    netns: str | None,
 ) -> None:
     """Show the last applied artifact (hash, time, counts) and check the kernel for drift.
 
@@ -31,7 +34,7 @@ def status_cmd(
     from runtime.status import read_status, render_text
 
     setup_logging(verbose)
-    env = make_env(state_dir, bpffs, lock_timeout, netns)
+    env = make_env(state_dir, bpffs, lock_timeout, netns, iptables_backend)
     st = read_status(env, lock_wait=min(lock_timeout, 2.0))
     if output == "json":
         doc = st.as_json()

@@ -23,6 +23,7 @@ SEMANTICS.md asks):
 from __future__ import annotations
 
 import ipaddress
+from bisect import bisect_right
 from weakref import WeakKeyDictionary
 
 from compiler.frontend.selector import evaluate as selector_matches
@@ -67,8 +68,46 @@ class _Members:
         return frozenset(out)
 
 
+class _NetLookup:
+    """Is an address in a union of prefixes? Binary search over the merged address intervals.
+
+    Same answer as ``any(ip in n for n in nets)``, but a set can hold thousands of CIDRs and the
+    matrix asks millions of questions, so a linear scan per question is too slow.
+    """
+
+    _cache: WeakKeyDictionary[ir.Program, dict[str, _NetLookup]] = WeakKeyDictionary()
+
+    def __init__(self, nets: frozenset) -> None:
+        self.starts: dict[int, list[int]] = {4: [], 6: []}
+        self.ends: dict[int, list[int]] = {4: [], 6: []}
+        spans = sorted((n.version, int(n.network_address), int(n.broadcast_address)) for n in nets)
+        for version, lo, hi in spans:
+            starts, ends = self.starts[version], self.ends[version]
+            if ends and lo <= ends[-1] + 1:
+                ends[-1] = max(ends[-1], hi)
+            else:
+                starts.append(lo)
+                ends.append(hi)
+
+    def __contains__(self, ip: ir.IPAddr) -> bool:
+        n = int(ip)
+        i = bisect_right(self.starts[ip.version], n) - 1
+        return i >= 0 and n <= self.ends[ip.version][i]
+
+    @classmethod
+    def of(cls, program: ir.Program, set_id: str) -> _NetLookup:
+        per_prog = cls._cache.setdefault(program, {})
+        if set_id not in per_prog:
+            per_prog[set_id] = cls(_Members.of(program, set_id))
+        return per_prog[set_id]
+
+
 def _in_nets(ip: ir.IPAddr, nets: tuple[ir.IPNet, ...] | frozenset) -> bool:
     return any(ip.version == n.version and ip in n for n in nets)
+
+
+def _in_set(program: ir.Program, ip: ir.IPAddr, set_id: str) -> bool:
+    return ip in _NetLookup.of(program, set_id)
 
 
 def _port_match(
@@ -89,9 +128,9 @@ def _side_matches(
         return False
     if _in_nets(ip, side.not_nets):
         return False
-    if not all(_in_nets(ip, _Members.of(program, s)) for s in side.sets):
+    if not all(_in_set(program, ip, s) for s in side.sets):
         return False
-    if any(_in_nets(ip, _Members.of(program, s)) for s in side.not_sets):
+    if any(_in_set(program, ip, s) for s in side.not_sets):
         return False
     if side.ports is not None and not _port_match(program, side.ports, ip, proto, port):
         return False
@@ -209,11 +248,21 @@ def _host_verdict(program: ir.Program, hep: ir.Endpoint, direction: str, flow: F
     return _endpoint_verdict(program, hep, direction, flow, events)
 
 
+_BY_IP: WeakKeyDictionary[ir.Program, dict[tuple[bool, ir.IPAddr], ir.Endpoint]] = (
+    WeakKeyDictionary()
+)
+
+
 def _find(program: ir.Program, ip: ir.IPAddr, host: bool) -> ir.Endpoint | None:
-    for ep in program.endpoints:
-        if ep.is_host == host and ip in ep.ips:
-            return ep
-    return None
+    """The first endpoint (in program order) of that kind with that address."""
+    index = _BY_IP.get(program)
+    if index is None:
+        index = {}
+        for ep in program.endpoints:
+            for a in ep.ips:
+                index.setdefault((ep.is_host, a), ep)
+        _BY_IP[program] = index
+    return index.get((host, ip))
 
 
 def _host_node(program: ir.Program, ip: ir.IPAddr) -> str | None:
@@ -283,7 +332,9 @@ def evaluate(program: ir.Program, flow: Flow, via: str | None = None) -> Verdict
     ``via`` optionally names the host endpoint (id) the flow is forwarded through, so that its
     applyOnForward policies are consulted in both directions.
     """
-    via_ep = next((e for e in program.endpoints if e.id == via and e.is_host), None)
+    via_ep = None
+    if via is not None:
+        via_ep = next((e for e in program.endpoints if e.id == via and e.is_host), None)
     egress = _direction(program, flow, ir.EGRESS, via_ep)
     ingress = _to_own_host(program, flow, egress) if egress.allowed else None
     if ingress is None:

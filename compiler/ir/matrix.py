@@ -23,6 +23,7 @@ endpoints without an address of that family are left out and listed in ``Matrix.
 from __future__ import annotations
 
 import ipaddress
+from bisect import bisect_left, bisect_right
 from collections import defaultdict
 from dataclasses import dataclass, field
 
@@ -31,7 +32,16 @@ from compiler.ir.evaluate import evaluate
 from compiler.ir.flow import Flow
 from compiler.ir.passes import resolve_sets
 
-__all__ = ["Matrix", "Probe", "compute", "compute_naive", "equivalence_classes", "workloads"]
+__all__ = [
+    "Matrix",
+    "Probe",
+    "compute",
+    "compute_naive",
+    "iter_json",
+    "probe_words",
+    "render_text",
+    "workloads",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,12 +59,22 @@ class Probe:
 
 @dataclass(frozen=True)
 class Matrix:
+    """``rows[i][j]``: may endpoint ``i`` open a connection to endpoint ``j``?"""
+
     probe: Probe
     family: int
     endpoints: tuple[tuple[str, ir.IPAddr], ...]  # (id, address), sorted by id
-    allowed: dict[tuple[str, str], bool]  # (from, to) -> verdict, every ordered pair
-    classes: int = 0  # number of equivalence classes evaluated
+    rows: tuple[tuple[bool, ...], ...]
+    evaluations: int = 0  # evaluator runs it took (the naive way: one per pair)
     skipped: tuple[str, ...] = field(default=())  # endpoints without an address of ``family``
+
+    def allowed(self, src: str, dst: str) -> bool:
+        index = {eid: i for i, (eid, _) in enumerate(self.endpoints)}
+        return self.rows[index[src]][index[dst]]
+
+    def pairs(self) -> dict[tuple[str, str], bool]:
+        ids = [eid for eid, _ in self.endpoints]
+        return {(s, d): ok for s, row in zip(ids, self.rows) for d, ok in zip(ids, row)}
 
 
 def workloads(
@@ -74,69 +94,119 @@ def workloads(
     return tuple(sorted(rows)), tuple(sorted(skipped))
 
 
-class _Keys:
-    """Computes the class key of an address: everything the evaluator can observe about it."""
+@dataclass(frozen=True, slots=True)
+class _Preds:
+    """The address predicates some rules look at, on one side of the packet."""
 
-    def __init__(self, program: ir.Program) -> None:
-        self.program = program
-        self.by_ip_wep: dict[ir.IPAddr, ir.Endpoint] = {}
-        self.by_ip_hep: dict[ir.IPAddr, ir.Endpoint] = {}
-        for e in program.endpoints:  # first endpoint wins, as in the evaluator's _find
-            for ip in e.ips:
-                (self.by_ip_hep if e.is_host else self.by_ip_wep).setdefault(ip, e)
-        self.host_node: dict[ir.IPAddr, str] = {}
-        for node, ips in program.host_ips.items():  # first node wins, as in _host_node
-            for ip in ips:
-                self.host_node.setdefault(ip, node)
-        # Exact members (host routes) go in a dict; wider prefixes are scanned.
-        self.hosts: dict[ir.IPNet, list[str]] = defaultdict(list)
-        self.wide: list[tuple[ir.IPNet, str]] = []
-        self.ports: dict[ir.IPNet, list[tuple[str, int, int]]] = defaultdict(list)
-        for sid, s in program.sets.items():
-            if s.is_named_port:
-                for net, proto, port in s.port_members or ():
-                    self.ports[net].append((sid, proto, port))
+    sets: frozenset[str]  # selector sets (positive and negated)
+    named: frozenset[str]  # named-port sets
+    nets: frozenset[int]  # inline nets/notNets, as indices into _Index.nets
+
+
+def _containing(
+    nets: list[tuple[ir.IPNet, object]], addrs: list[ir.IPAddr]
+) -> dict[ir.IPAddr, set[object]]:
+    """For each address, the tags of the nets that contain it: one binary search per net over
+    the sorted addresses, instead of testing every address against every net."""
+    out: dict[ir.IPAddr, set[object]] = {a: set() for a in addrs}
+    for version in (4, 6):
+        points = sorted(int(a) for a in addrs if a.version == version)
+        by_int = {int(a): a for a in addrs if a.version == version}
+        for net, tag in nets:
+            if net.version != version:
                 continue
-            for net in s.members or ():
-                if net.num_addresses == 1:
-                    self.hosts[net].append(sid)
+            lo = bisect_left(points, int(net.network_address))
+            hi = bisect_right(points, int(net.broadcast_address))
+            for k in range(lo, hi):
+                out[by_int[points[k]]].add(tag)
+    return out
+
+
+class _Index:
+    """What the rules can observe about each address of interest, and which rules a direction
+    at an endpoint runs."""
+
+    def __init__(self, program: ir.Program, addrs: list[ir.IPAddr]) -> None:
+        self.program = program
+        self.wep: dict[ir.IPAddr, ir.Endpoint] = {}
+        host_addrs: set[ir.IPAddr] = {ip for ips in program.host_ips.values() for ip in ips}
+        for e in program.endpoints:  # the first endpoint wins, as in the evaluator
+            for ip in e.ips:
+                if e.is_host:
+                    host_addrs.add(ip)
                 else:
-                    self.wide.append((net, sid))
+                    self.wep.setdefault(ip, e)
+        self.host_addrs = host_addrs
+
         inline: set[ir.IPNet] = set()
         for rules in _rule_lists(program):
             for r in rules:
                 for side in (r.match.src, r.match.dst):
                     inline.update(side.nets or ())
                     inline.update(side.not_nets)
-        self.inline = sorted(inline, key=lambda n: (n.version, n))
+        self.nets = {n: i for i, n in enumerate(sorted(inline, key=lambda n: (n.version, n)))}
 
-    def address_key(self, ip: ir.IPAddr) -> tuple:
-        host = ipaddress.ip_network(ip)
-        sets = set(self.hosts.get(host, ()))
-        sets.update(sid for net, sid in self.wide if ip.version == net.version and ip in net)
-        ports = tuple(sorted(self.ports.get(host, ())))
-        nets = tuple(i for i, n in enumerate(self.inline) if n.version == ip.version and ip in n)
-        hep = self.by_ip_hep.get(ip)
-        hep_node = hep.node if hep is not None else None
-        return (ip.version, tuple(sorted(sets)), ports, nets, self.host_node.get(ip), hep_node)
+        tagged: list[tuple[ir.IPNet, object]] = [(n, ("net", i)) for n, i in self.nets.items()]
+        ports: dict[ir.IPNet, list[tuple[str, int, int]]] = defaultdict(list)
+        for sid, st in program.sets.items():
+            if st.is_named_port:
+                for net, proto, port in st.port_members or ():
+                    ports[net].append((sid, proto, port))
+            else:
+                tagged.extend((net, ("set", sid)) for net in st.members or ())
+        found = _containing(tagged, addrs)
+        self.sets_of: dict[ir.IPAddr, frozenset[str]] = {}
+        self.nets_of: dict[ir.IPAddr, frozenset[int]] = {}
+        self.ports_of: dict[ir.IPAddr, tuple[tuple[str, int, int], ...]] = {}
+        for a in addrs:
+            tags = found[a]
+            self.sets_of[a] = frozenset(t[1] for t in tags if t[0] == "set")  # type: ignore[index]
+            self.nets_of[a] = frozenset(t[1] for t in tags if t[0] == "net")  # type: ignore[index]
+            self.ports_of[a] = tuple(sorted(ports.get(ipaddress.ip_network(a), ())))
+        self._preds: dict[tuple, tuple[_Preds, _Preds]] = {}
 
-    def host_nodes(self, ips: list[ir.IPAddr]) -> set[str]:
-        """Nodes that own one of ``ips`` as a host address (host IP or host endpoint IP)."""
-        out = {self.host_node[ip] for ip in ips if ip in self.host_node}
-        return out | {self.by_ip_hep[ip].node for ip in ips if ip in self.by_ip_hep}
+    def config(self, ep: ir.Endpoint, direction: str) -> tuple:
+        """What decides ``direction`` at ``ep``, apart from the packet: its tiers and profiles."""
+        plans = tuple((key, tiers) for key, tiers in ep.plans if key[1] == direction)
+        return (direction, plans, ep.profiles)
 
-    def endpoint_key(self, ip: ir.IPAddr, relevant_nodes: set[str]) -> tuple:
-        """The endpoint part of the key. A workload's node only matters for traffic to its own
-        node's host (defaultEndpointToHostAction), so it is part of the key only when one of the
-        addresses in the matrix belongs to that node."""
-        ep = self.by_ip_wep.get(ip) or self.by_ip_hep.get(ip)
-        if ep is None:
-            return (None,)
-        node = ep.node if ep.is_host or ep.node in relevant_nodes else None
-        return (ep.kind, node, ep.interface == "*", ep.profiles, ep.plans)
+    def preds(self, config: tuple) -> tuple[_Preds, _Preds]:
+        """Source-side and destination-side predicates of every rule ``config`` can run."""
+        if config not in self._preds:
+            direction, plans, profiles = config
+            rules: list[ir.Rule] = []
+            for _, tiers in plans:
+                for tier in tiers:
+                    for pid in tier.policies:
+                        rules.extend(self.program.policies[pid].rules(direction))
+            for name in profiles:
+                prof = self.program.profiles.get(name)
+                if prof is not None:
+                    rules.extend(prof.rules(direction))
+            self._preds[config] = (
+                self._side_preds([r.match.src for r in rules]),
+                self._side_preds([r.match.dst for r in rules]),
+            )
+        return self._preds[config]
 
-    def key(self, ip: ir.IPAddr, relevant_nodes: set[str]) -> tuple:
-        return (self.endpoint_key(ip, relevant_nodes), self.address_key(ip))
+    def _side_preds(self, sides: list[ir.Side]) -> _Preds:
+        sets: set[str] = set()
+        named: set[str] = set()
+        nets: set[int] = set()
+        for side in sides:
+            sets.update(side.sets)
+            sets.update(side.not_sets)
+            for pm in (side.ports, side.not_ports):
+                if pm is not None:
+                    named.update(pm.named_sets)
+            nets.update(self.nets[n] for n in side.nets or ())
+            nets.update(self.nets[n] for n in side.not_nets)
+        return _Preds(frozenset(sets), frozenset(named), frozenset(nets))
+
+    def project(self, ip: ir.IPAddr, preds: _Preds) -> tuple:
+        """Everything ``preds`` can observe about ``ip``."""
+        ports = tuple(t for t in self.ports_of[ip] if t[0] in preds.named)
+        return (ip.version, self.sets_of[ip] & preds.sets, ports, self.nets_of[ip] & preds.nets)
 
 
 def _rule_lists(program: ir.Program):  # noqa: ANN202 - generator of rule tuples
@@ -154,16 +224,65 @@ def _resolved(program: ir.Program) -> ir.Program:
     return resolve_sets.run(program, None)
 
 
-def equivalence_classes(
-    program: ir.Program, endpoints: tuple[tuple[str, ir.IPAddr], ...]
-) -> list[list[tuple[str, ir.IPAddr]]]:
-    """Endpoints grouped so that the evaluator cannot tell members of one group apart."""
-    keys = _Keys(_resolved(program))
-    nodes = keys.host_nodes([ip for _, ip in endpoints])
-    groups: dict[tuple, list[tuple[str, ir.IPAddr]]] = {}
-    for eid, ip in endpoints:
-        groups.setdefault(keys.key(ip, nodes), []).append((eid, ip))
-    return list(groups.values())
+class _Direction:
+    """One direction's verdicts through equivalence classes.
+
+    ``own`` is the side whose endpoint decides (the source for egress, the destination for
+    ingress); ``peer`` is the other side. Own endpoints are grouped by (config, own-side
+    projection); for each config, peers are grouped by the peer-side projection of that config's
+    rules. One evaluation per (own class, peer class) answers every pair in the product.
+    """
+
+    def __init__(self, index: _Index, direction: str, endpoints, probe: Probe) -> None:  # noqa: ANN001
+        self.index, self.direction, self.probe = index, direction, probe
+        self.evaluations = 0
+        own_side = 0 if direction == ir.EGRESS else 1
+        own_ids: dict[tuple, int] = {}
+        self.own_class: list[int] = []  # endpoint -> own class
+        self.own_rep: list[ir.IPAddr] = []  # own class -> representative address
+        self.config_of: list[int] = []  # own class -> config number
+        configs: dict[tuple, int] = {}
+        self.peer_class: list[list[int]] = []  # config number -> class of each endpoint as peer
+        self.peer_rep: list[list[ir.IPAddr]] = []  # config number -> peer class -> address
+        for _, ip in endpoints:
+            config = index.config(index.wep[ip], direction)
+            preds = index.preds(config)
+            if config not in configs:
+                configs[config] = len(configs)
+                peer_ids: dict[tuple, int] = {}
+                reps: list[ir.IPAddr] = []
+                classes = []
+                for _, peer_ip in endpoints:
+                    pkey = index.project(peer_ip, preds[1 - own_side])
+                    if pkey not in peer_ids:
+                        peer_ids[pkey] = len(reps)
+                        reps.append(peer_ip)
+                    classes.append(peer_ids[pkey])
+                self.peer_class.append(classes)
+                self.peer_rep.append(reps)
+            key = (configs[config], index.project(ip, preds[own_side]))
+            if key not in own_ids:
+                own_ids[key] = len(self.own_rep)
+                self.own_rep.append(ip)
+                self.config_of.append(configs[config])
+            self.own_class.append(own_ids[key])
+        self._vectors: dict[int, list[bool]] = {}
+
+    def _evaluate(self, own_ip: ir.IPAddr, peer_ip: ir.IPAddr) -> bool:
+        self.evaluations += 1
+        program = self.index.program
+        if self.direction == ir.EGRESS:
+            return evaluate(program, self.probe.flow(own_ip, peer_ip)).egress.allowed
+        return evaluate(program, self.probe.flow(peer_ip, own_ip)).ingress.allowed
+
+    def vector(self, own: int) -> list[bool]:
+        """The verdicts of endpoint ``own`` against every endpoint as peer."""
+        c = self.own_class[own]
+        if c not in self._vectors:
+            config = self.config_of[c]
+            per_class = [self._evaluate(self.own_rep[c], rep) for rep in self.peer_rep[config]]
+            self._vectors[c] = [per_class[p] for p in self.peer_class[config]]
+        return self._vectors[c]
 
 
 def compute(
@@ -172,19 +291,39 @@ def compute(
     family: int = 4,
     namespaces: tuple[str, ...] = (),
 ) -> Matrix:
-    """The matrix through equivalence classes (fast)."""
+    """The matrix through equivalence classes (fast); same answers as :func:`compute_naive`.
+
+    ``allowed(s, d) = egress(s, d) and ingress(s, d)``, and each of the two is computed per
+    class pair (see :class:`_Direction`). A pair involving a host address (a host-networked pod,
+    where workload-to-own-host handling applies) or an address two workloads share is evaluated
+    directly.
+    """
     program = _resolved(program)
     endpoints, skipped = workloads(program, family, namespaces)
-    classes = equivalence_classes(program, endpoints)
-    allowed: dict[tuple[str, str], bool] = {}
-    for src_class in classes:
-        src_ip = src_class[0][1]
-        for dst_class in classes:
-            ok = evaluate(program, probe.flow(src_ip, dst_class[0][1])).allowed
-            for s, _ in src_class:
-                for d, _ in dst_class:
-                    allowed[(s, d)] = ok
-    return Matrix(probe, family, endpoints, allowed, len(classes), skipped)
+    index = _Index(program, [ip for _, ip in endpoints])
+    egress = _Direction(index, ir.EGRESS, endpoints, probe)
+    ingress = _Direction(index, ir.INGRESS, endpoints, probe)
+    n = len(endpoints)
+    cols = [ingress.vector(j) for j in range(n)]  # cols[j][i]: ingress of j from i
+    direct = [ip in index.host_addrs or index.wep[ip].id != eid for eid, ip in endpoints]
+    extra = 0
+    rows = []
+    for i, (_, sip) in enumerate(endpoints):
+        out = egress.vector(i)
+        row = [e and col[i] for e, col in zip(out, cols)]
+        for j, (_, dip) in enumerate(endpoints):
+            if direct[i] or direct[j]:
+                extra += 1
+                row[j] = evaluate(program, probe.flow(sip, dip)).allowed
+        rows.append(tuple(row))
+    return Matrix(
+        probe,
+        family,
+        endpoints,
+        tuple(rows),
+        egress.evaluations + ingress.evaluations + extra,
+        skipped,
+    )
 
 
 def compute_naive(
@@ -195,12 +334,11 @@ def compute_naive(
 ) -> Matrix:
     """One evaluation per ordered pair: the definition :func:`compute` must agree with."""
     endpoints, skipped = workloads(program, family, namespaces)
-    allowed = {
-        (s, d): evaluate(program, probe.flow(sip, dip)).allowed
-        for s, sip in endpoints
-        for d, dip in endpoints
-    }
-    return Matrix(probe, family, endpoints, allowed, len(endpoints), skipped)
+    rows = tuple(
+        tuple(evaluate(program, probe.flow(sip, dip)).allowed for _, dip in endpoints)
+        for _, sip in endpoints
+    )
+    return Matrix(probe, family, endpoints, rows, len(endpoints) ** 2, skipped)
 
 
 # -- rendering ----------------------------------------------------------------------------------
@@ -224,18 +362,16 @@ def render_text(m: Matrix) -> str:
     ids = [eid for eid, _ in m.endpoints]
     out = [
         f"reachability {probe_words(m.probe)} over IPv{m.family}: {len(ids)} pods, "
-        f"{m.classes} equivalence classes",
+        f"{m.evaluations} evaluations",
         ". allowed, X denied; rows are sources, columns destinations; "
         "* marks a pod to itself (implementation-defined in Kubernetes)",
     ]
     if m.skipped:
         out.append(f"left out (no IPv{m.family} address): {', '.join(m.skipped)}")
     out.append("\t".join(["-", *ids]))
-    for s in ids:
-        cells = [s]
-        for d in ids:
-            cell = "." if m.allowed[(s, d)] else "X"
-            cells.append(cell + "*" if s == d else cell)
+    for i, (s, row) in enumerate(zip(ids, m.rows)):
+        cells = [s] + ["." if ok else "X" for ok in row]
+        cells[i + 1] += "*"
         out.append("\t".join(cells))
     return "\n".join(out) + "\n"
 
@@ -259,12 +395,12 @@ def iter_json(matrices: list[Matrix]):  # noqa: ANN201 - generator of text chunk
             ok: f', "protocol": {proto}, "port": {port}, "allowed": {json.dumps(ok)}}}'
             for ok in (True, False)
         }
-        for s, _ in m.endpoints:
+        for (s, _), row in zip(m.endpoints, m.rows):
             qs = quoted[s]
             chunk = []
-            for d, _ in m.endpoints:
+            for (d, _), ok in zip(m.endpoints, row):
                 sep = "\n  " if first else ",\n  "
                 first = False
-                chunk.append(f'{sep}{{"from": {qs}, "to": {quoted[d]}{tail[m.allowed[(s, d)]]}')
+                chunk.append(f'{sep}{{"from": {qs}, "to": {quoted[d]}{tail[ok]}')
             yield "".join(chunk)
     yield "\n]\n" if not first else "]\n"

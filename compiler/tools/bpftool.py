@@ -118,6 +118,20 @@ def map_update_batch(path: str, entries: Sequence[tuple[bytes, bytes]]) -> None:
         os.unlink(name)
 
 
+def map_delete_batch(path: str, keys: Sequence[bytes]) -> None:
+    """Delete many entries with one bpftool process (``bpftool batch file``)."""
+    if not keys:
+        return
+    lines = [" ".join(["map", "delete", "pinned", path, "key", *_hex_words(k)]) for k in keys]
+    with tempfile.NamedTemporaryFile("w", suffix=".batch", delete=False) as f:
+        f.write("\n".join(lines) + "\n")
+        name = f.name
+    try:
+        run(["batch", "file", name], timeout=DEFAULT_TIMEOUT + len(lines) / 100)
+    finally:
+        os.unlink(name)
+
+
 def map_dump(path: str) -> list[dict[str, Any]]:
     out = run(["map", "dump", "pinned", path], json_out=True)
     return list(out or [])

@@ -76,6 +76,10 @@ def bpf_argv(
     sys_inc = system_include_dirs() if system_includes is None else system_includes
     argv = [CLANG, "-O2", "-g", "-target", "bpf", "-c", src, "-o", out]
     argv += ["-fdebug-compilation-dir=.", "-Wall", "-Wno-unused-label", "-Wno-unused-function"]
+    # Generated policy code is long runs of compare-and-goto on the same few packet fields;
+    # LLVM's jump threading then spends most of the build duplicating blocks (measured: 2x the
+    # time of everything else for 1,000 rules) for no gain in size. Turn its duplication off.
+    argv += ["-mllvm", "-jump-threading-threshold=0"]
     argv += [f"-I{d}" for d in include_dirs]
     argv += [f"-idirafter{d}" for d in sys_inc]
     argv += [f"-D{d}" for d in defines]

@@ -379,7 +379,7 @@ CASES = {
             't.yaml:14:18: warning[W008]: FelixConfiguration \'mine\' is never read: Calico uses "default" and "node.<name>"\n'
             "  metadata: {name: mine}\n"
             "                   ^\n"
-            "t.yaml:16:1: warning[W004]: namespace 'nowhere' has no Namespace object in the input: its endpoints reference the missing profile kns.nowhere, so they get no pcns. labels and no default allow\n"
+            "t.yaml:16:1: warning[W004]: namespace 'nowhere' has no Namespace object in the input: its endpoints (nowhere/p and any others) reference the missing profile kns.nowhere, so they get no pcns. labels and no default allow\n"
             "  apiVersion: v1\n"
             "  ^\n"
             "  = note: Calico skips a profile that does not exist; add the Namespace (kubectl get namespaces -o yaml)"
@@ -392,3 +392,57 @@ CASES = {
 def test_rendered_diagnostics(name: str) -> None:
     text, expected = CASES[name]
     assert rendered(text) == expected
+
+
+def test_selector_longer_than_1024_characters() -> None:
+    long = " || ".join(f"a{i:03d} == 'x'" for i in range(80))
+    out = rendered(
+        f"apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata: {{name: p}}\nspec:\n  selector: {long}\n"
+    )
+    assert (
+        out.splitlines()[0]
+        == "t.yaml:5:13: error[E032]: selector is 1196 characters long; the limit is 1024"
+    )
+
+
+def test_an_undefined_profile_is_a_warning() -> None:
+    out = rendered(
+        "apiVersion: projectcalico.org/v3\nkind: HostEndpoint\nmetadata: {name: h}\n"
+        "spec: {node: n1, interfaceName: eth0, profiles: [open-all]}\n"
+    )
+    assert out.splitlines()[0] == (
+        "t.yaml:1:1: warning[W009]: HostEndpoint h lists profile 'open-all', which is not defined: Calico skips it"
+    )
+
+
+def test_quotes_in_names_are_unsafe_not_just_invalid() -> None:
+    out = rendered(
+        'apiVersion: projectcalico.org/v3\nkind: Tier\nmetadata: {name: "a\\"b"}\n'
+        'spec: {}\n---\napiVersion: v1\nkind: Namespace\nmetadata: {name: "x\\ny"}\n'
+    )
+    assert [line for line in out.splitlines() if "error" in line] == [
+        "t.yaml:3:18: error[E026]: Tier name 'a\"b' must not contain the character \"",
+        "t.yaml:8:18: error[E026]: Namespace name 'x\\ny' must not contain a newline",
+    ]
+
+
+def test_every_code_emitted_is_documented_in_codes_py() -> None:
+    import re
+    from pathlib import Path
+
+    from compiler.frontend.codes import CODES
+
+    root = Path(__file__).resolve().parents[2] / "compiler"
+    files = [
+        *root.glob("frontend/*.py"),
+        *root.glob("frontend/schema/*.py"),
+        *root.glob("cli/*.py"),
+    ]
+    used = {
+        c
+        for f in files
+        if f.name != "codes.py"
+        for c in re.findall(r'"([EW]\d{3})"', f.read_text())
+    }
+    assert used <= set(CODES), sorted(used - set(CODES))
+    assert all(CODES[c] for c in CODES)

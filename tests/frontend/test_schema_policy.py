@@ -49,12 +49,14 @@ def test_types_default_from_the_rules_present() -> None:
         + base % ("egress-only", "{egress: [{action: Allow}]}")
         + base % ("both", "{ingress: [{action: Deny}], egress: [{action: Allow}]}")
         + base % ("given", "{types: [Egress, Ingress]}")
+        + base % ("empty", "{types: [], egress: [{action: Allow}]}")
     )
     rs, sink = run(text)
     assert not sink.diagnostics
     assert {p.name: p.types for p in rs.policies} == {
         "both": ("Ingress", "Egress"),
         "egress-only": ("Egress",),
+        "empty": ("Egress",),  # an empty list is defaulted like a missing one
         "given": ("Ingress", "Egress"),
         "none": ("Ingress",),
     }

@@ -20,7 +20,15 @@ from pathlib import Path
 import pytest
 
 from runtime.apply import apply_artifact, load_dir
-from tests.kernel.test_runtime_support import FLOW_TCP, FLOW_UDP, POD_IPS, cluster_yaml, compile_dir, world
+from tests.kernel.test_runtime_support import (
+    FLOW_TCP,
+    FLOW_UDP,
+    POD_IPS,
+    bpffs_cleanup,
+    cluster_yaml,
+    compile_dir,
+    world,
+)
 from tests.support.netns import in_netns
 
 pytestmark = [pytest.mark.kernel, pytest.mark.slow]
@@ -28,6 +36,13 @@ pytestmark = [pytest.mark.kernel, pytest.mark.slow]
 APPLIES = 100
 CONNECTIONS = 4
 TCPI_TOTAL_RETRANS = 100  # offset of tcpi_total_retrans in struct tcp_info (linux/tcp.h)
+WITNESS = """
+table ip witness {
+    chain early { type filter hook forward priority -200; policy accept; udp dport 6000 counter; }
+    chain late { type filter hook forward priority 200; policy accept; udp dport 6000 counter; }
+    chain pre { type filter hook prerouting priority -400; policy accept; udp dport 6000 counter; }
+}
+"""
 _RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
 
 
@@ -118,12 +133,15 @@ def _retrans(sock: socket.socket) -> int:
     return struct.unpack_from("I", info, TCPI_TOTAL_RETRANS)[0]
 
 
-def test_100_applies_drop_no_packet(tmp_path: Path) -> None:
-    a_dir = compile_dir(cluster_yaml(7000), tmp_path / "A")
-    b_dir = compile_dir(cluster_yaml(7001), tmp_path / "B")
+@pytest.mark.parametrize("target", ["nftables", "iptables", "ebpf"])
+def test_100_applies_drop_no_packet(tmp_path: Path, target: str) -> None:
+    hep = target != "ebpf"  # the eBPF target programs workloads only
+    a_dir = compile_dir(cluster_yaml(7000, host_endpoint=hep), tmp_path / "A", target)
+    b_dir = compile_dir(cluster_yaml(7001, host_endpoint=hep), tmp_path / "B", target)
     arts = [load_dir(a_dir, "n1"), load_dir(b_dir, "n1")]
-    with world(tmp_path) as w:
+    with world(tmp_path) as w, bpffs_cleanup(w):
         apply_artifact(arts[0], w.env)
+        w.node.run(["nft", "-f", "-"], input=WITNESS)
         pod_a, pod_b = w.cluster.get("a").name, w.cluster.get("b").name
         tr = Traffic()
         with in_netns(pod_b):
@@ -167,11 +185,12 @@ def test_100_applies_drop_no_packet(tmp_path: Path) -> None:
         lost_udp = tr.udp_sent - len(tr.udp_seen)
         missing = sorted(set(range(tr.udp_sent)) - tr.udp_seen)[:20]
         snmp = w.cluster.get("b").run(["cat", "/proc/net/snmp"]).stdout
+        witness = w.node.run(["nft", "list", "table", "ip", "witness"]).stdout
         udp = [line for line in snmp.splitlines() if line.startswith("Udp:")]
         print(
-            f"\n{APPLIES} applies ({modes}) in {seconds:.1f}s: {tr.round_trips} TCP round trips on "
+            f"\n{target}: {APPLIES} applies ({modes}) in {seconds:.1f}s: {tr.round_trips} TCP round trips on "
             f"{CONNECTIONS} connections, {retrans} retransmissions, {len(tr.tcp_errors)} TCP errors; "
-            f"UDP {tr.udp_sent} sent, {lost_udp} lost {missing}\n{udp}"
+            f"UDP {tr.udp_sent} sent, {lost_udp} lost {missing}\n{udp}\n{witness}"
         )
         assert tr.tcp_errors == []
         assert retrans == 0

@@ -53,12 +53,7 @@ metadata:
 apiVersion: v1
 kind: Namespace
 metadata: {name: demo}
----
-apiVersion: projectcalico.org/v3
-kind: HostEndpoint
-metadata: {name: n1-eth0, labels: {role: uplink}}
-spec: {node: n1, interfaceName: eth0, expectedIPs: [192.168.100.1]}
----
+%(hep)s---
 apiVersion: projectcalico.org/v3
 kind: GlobalNetworkPolicy
 metadata: {name: host-deny-all}
@@ -103,11 +98,23 @@ status: {podIP: %(ip)s, podIPs: [{ip: %(ip)s}]}
 """
 
 
-def cluster_yaml(unrelated_port: int = 7000, clients: Sequence[str] = ("a",)) -> str:
+_HEP = """\
+---
+apiVersion: projectcalico.org/v3
+kind: HostEndpoint
+metadata: {name: n1-eth0, labels: {role: uplink}}
+spec: {node: n1, interfaceName: eth0, expectedIPs: [192.168.100.1]}
+"""
+
+
+def cluster_yaml(
+    unrelated_port: int = 7000, clients: Sequence[str] = ("a",), host_endpoint: bool = True
+) -> str:
     """The fixture: pods a, b, c on n1; b admits TCP 5000 / UDP 6000 from pods labelled
     ``role: client`` (``clients``); c admits ``unrelated_port``; the uplink eth0 is a host
-    endpoint with a deny-all policy and failsafe TCP 22."""
-    text = _BASE % {"unrelated_port": unrelated_port}
+    endpoint with a deny-all policy and failsafe TCP 22 (unless ``host_endpoint`` is False:
+    the eBPF target programs workloads only)."""
+    text = _BASE % {"unrelated_port": unrelated_port, "hep": _HEP if host_endpoint else ""}
     for name, ip in sorted(POD_IPS.items()):
         extra = ", role: client" if name in clients else ""
         text += _POD % {"name": name, "ip": ip, "extra": extra}
@@ -203,6 +210,18 @@ def world(tmp_path: Path, program: Program | None = None) -> Iterator[World]:
         state = tmp_path / "state"
         env = Env(StateDir(state), netns=node.name, bpffs=tmp_path / "bpffs", lock_timeout=30)
         yield World(cluster, node, ext, env, state)
+
+
+@contextmanager
+def bpffs_cleanup(w: World) -> Iterator[None]:
+    """Unmount the bpffs the runtime may have mounted for this world (drops every pin)."""
+    try:
+        yield
+    finally:
+        from runtime.bpffs import is_bpffs, unmount
+
+        if w.env.bpffs.is_dir() and is_bpffs(w.env.bpffs):
+            unmount(w.env.bpffs)
 
 
 # -- the fixture's own tests -------------------------------------------------------------------

@@ -162,8 +162,8 @@ class Collector:
                     ns = name[len("kns.") :]
                     self.sink.warning(
                         "W004",
-                        f"namespace {ns!r} has no Namespace object in the input: its endpoints reference the "
-                        f"missing profile {name}, so they get no pcns. labels and no default allow",
+                        f"namespace {ns!r} has no Namespace object in the input: its endpoints ({ep.id} and any "
+                        f"others) reference the missing profile {name}, so they get no pcns. labels and no default allow",
                         ep.span,
                         "Calico skips a profile that does not exist; add the Namespace (kubectl get namespaces -o yaml)",
                     )

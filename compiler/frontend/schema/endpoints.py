@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from compiler.diagnostics import DiagnosticSink
 from compiler.frontend.model import (
-    PROTOCOLS,
+    PORT_PROTOCOLS,
     Endpoint,
     IPAddr,
     IPNet,
@@ -24,7 +24,7 @@ from .collect import Collector
 from .fields import Fields, expect_map
 from .k8s_core import NS_LABEL, ORCH_LABEL, SA_LABEL, interface_name
 from .meta import Doc, read_meta
-from .values import check_interface, check_name, check_safe, parse_cidr, parse_ip
+from .values import check_interface, check_name, check_safe, parse_cidr, parse_ip, parse_protocol
 
 __all__ = ["read_host_endpoint", "read_network_set", "read_workload_endpoint"]
 
@@ -76,9 +76,13 @@ def _ports(f: Fields, *, wep: bool) -> tuple[NamedPort, ...]:
             continue
         pf = Fields(sink, m, "endpoint port", ("name", "protocol", "port") + extra)
         name = pf.str_node("name", required=True)
-        proto = pf.enum(
-            "protocol", tuple(PROTOCOLS) + tuple(p.lower() for p in PROTOCOLS), required=True
-        )
+        proto_node = pf.get("protocol")
+        proto = parse_protocol(sink, proto_node) if proto_node is not None else None
+        if proto_node is None:
+            pf.missing("protocol")
+        elif proto is not None and proto not in PORT_PROTOCOLS:
+            sink.error("E051", "a named port needs protocol TCP, UDP or SCTP", proto_node.span)
+            proto = None
         port = pf.int("port", 1, 65535, required=True)
         if wep:
             pf.int("hostPort", 0, 65535)
@@ -92,8 +96,7 @@ def _ports(f: Fields, *, wep: bool) -> tuple[NamedPort, ...]:
             or not check_name(sink, name, "port name", label=True)
         ):
             continue
-        number = PROTOCOLS.get(proto) or PROTOCOLS[next(p for p in PROTOCOLS if p.lower() == proto)]
-        out.append(NamedPort(str(name.value), number, port))
+        out.append(NamedPort(str(name.value), proto, port))
     return tuple(out)
 
 

@@ -242,7 +242,14 @@ def read_node(doc: Doc, col: Collector) -> None:
     asn = None
     if asn_node is not None:
         asn = parse_asn(sink, asn_node)
-    rr = f.str("projectcalico.org/RouteReflectorClusterID")
+    rr_node = f.str_node("projectcalico.org/RouteReflectorClusterID")
+    rr = None
+    if (
+        rr_node is not None
+        and rr_node.value
+        and parse_ip(sink, rr_node, "route reflector cluster id") is not None
+    ):
+        rr = str(rr_node.value)
     vx = f.str_node("projectcalico.org/IPv4VXLANTunnelAddr")
     vxlan = parse_ip(sink, vx, "VXLAN tunnel address") if vx is not None else None
     if not col.claim("KubernetesNode", None, meta.name, meta.name_span, "Node"):

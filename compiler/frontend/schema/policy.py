@@ -56,7 +56,8 @@ def read_types(f: Fields, has_ingress: bool, has_egress: bool) -> tuple[str, ...
     """
     sink = f.sink
     items = f.str_list("types")
-    if not f.has("types"):
+    if not f.has("types") or (isinstance(f.get("types"), Sequence) and not items):
+        # Missing or empty: the API defaults it from the rules (SEMANTICS.md, types).
         if has_egress and not has_ingress:
             return ("Egress",)
         return ("Ingress", "Egress") if has_egress else ("Ingress",)
@@ -69,8 +70,6 @@ def read_types(f: Fields, has_ingress: bool, has_egress: bool) -> tuple[str, ...
             sink.error("E061", f'policy type "{v}" is listed twice', item.span)
         else:
             given.append(v)
-    if not items and isinstance(f.get("types"), Sequence):
-        sink.error("E061", '"types" must list Ingress, Egress or both', f.span("types"))
     for direction, present in (("Ingress", has_ingress), ("Egress", has_egress)):
         if present and given and direction not in given:
             key = direction.lower()

@@ -79,7 +79,7 @@ class EbpfTarget:
     LIMITS: ClassVar[Mapping[str, int]] = MappingProxyType(
         {
             # Measured on 6.18 (tests/kernel/test_ebpf_scale.py): see the module docstring.
-            "chunk_budget": 3000,
+            "chunk_budget": 8000,
             "max_chunks": 32,
             "rules_per_direction": 20000,
         }
@@ -137,6 +137,7 @@ class EbpfTarget:
         objects: dict[str, dict[str, object]] = {}
         endpoints: list[dict[str, object]] = []
         used_sets: set[str] = set()
+        net_sets: dict[str, tuple[int, tuple[ir.IPNet, ...]]] = {}
         logs: list[lower.LogRule] = []
         rules_total = 0
         for ep in local_endpoints(program):
@@ -157,10 +158,12 @@ class EbpfTarget:
                 }
                 entry[_TC_OF[direction]] = f"{name}.bpf.o"
                 used_sets |= low.set_ids
+                net_sets.update(low.net_sets)
                 logs.extend(low.log_rules)
                 rules_total += low.rules
             endpoints.append(entry)
         sets = data.set_data(program, used_sets) + data.host_sets(lower.host_ips(program))
+        sets += [data.SetData(sid, fam, False, members=nets) for sid, (fam, nets) in sorted(net_sets.items())]
         _check_ids(sets, logs)
         built = build.build_all(sources, headers)
         files: dict[str, bytes] = {

@@ -14,6 +14,7 @@ state and tail-calls that chunk, which starts with ``T_RESUME`` lines for its la
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import re
 from collections.abc import Mapping, Sequence
@@ -71,9 +72,14 @@ class LogRule:
 class Lowered:
     chunks: tuple[Chunk, ...]
     set_ids: frozenset[str]  # IR set ids the code refers to
+    net_sets: Mapping[str, tuple[int, tuple[ir.IPNet, ...]]]  # synthetic: id -> (family, nets)
     log_rules: tuple[LogRule, ...]
     rules: int  # policy + profile rules lowered
     description: tuple[str, ...]
+
+
+def _net_sort(n: ir.IPNet) -> tuple[int, int, int]:
+    return (n.version, int(n.network_address), n.prefixlen)
 
 
 def _hex(v: int) -> str:
@@ -91,21 +97,45 @@ def _net_words(net: ir.IPNet) -> tuple[list[int], list[int]]:
     )
 
 
-# Relative verifier cost of each op (measured: see LIMITS in __init__.py).
-_COST = {"T_SET": 6, "T_NPORT": 6, "T_NET6": 3}
+# Estimated BPF instructions per op (checked against xlated sizes by tests/kernel/
+# test_ebpf_scale.py). A chunk's budget is in these units.
+_COST: Mapping[str, int] = {
+    "T_LABEL": 0,
+    "T_GOTO": 1,
+    "T_ALLOW": 1,
+    "T_DENY": 1,
+    "T_NET4_IN": 4,
+    "T_NET6_IN": 16,
+    "T_SET4_IN": 8,
+    "T_SET4_OUT": 8,
+    "T_SET6_IN": 9,
+    "T_SET6_OUT": 9,
+    "T_NPORT4_IN": 10,
+    "T_NPORT6_IN": 11,
+    "T_PORT_IN": 4,
+    "T_ICMP_NE": 5,
+    "T_ICMP_CODE_NE": 7,
+    "T_ICMP_EQ": 5,
+    "T_ICMP_CODE_EQ": 7,
+    "T_LOG": 6,
+    "T_JUMP": 6,
+}
+# Rules with more CIDRs than this on one side test membership of a synthetic LPM set instead
+# of inline compares, which bounds the code (and the jump distances) of any one rule.
+NETS_INLINE_MAX = 8
 
 
 def _op_cost(op: Op) -> int:
-    for prefix, cost in _COST.items():
-        if op.macro.startswith(prefix):
-            return cost
-    return 1
+    if op.comment is not None:
+        return 0
+    return _COST.get(op.macro, 2)
 
 
 class _RuleLowerer:
     def __init__(self, sets: Mapping[str, ir.AddrSet]) -> None:
         self.sets = sets
         self.used_sets: set[str] = set()
+        self.net_sets: dict[str, tuple[int, tuple[ir.IPNet, ...]]] = {}
         self.n = 0
 
     def label(self, prefix: str) -> str:
@@ -113,9 +143,20 @@ class _RuleLowerer:
         return f"{prefix}{self.n}"
 
     def _set_args(self, sid: str) -> tuple[str, str]:
-        self.used_sets.add(sid)
+        if sid not in self.net_sets:
+            self.used_sets.add(sid)
         hi, lo = split_id(stable_id64(sid))
         return _hex(hi), _hex(lo)
+
+    def _net_set(self, nets: Sequence[ir.IPNet], family: int) -> str | None:
+        """A synthetic set for a long CIDR list (None when the list stays inline)."""
+        mine = sorted({n for n in nets if n.version == family}, key=_net_sort)
+        if len(mine) <= NETS_INLINE_MAX or any(n.prefixlen == 0 for n in mine):
+            return None
+        text = ",".join(map(str, mine))
+        sid = f"tortie:nets:{hashlib.sha256(text.encode()).hexdigest()[:32]}:{family}"
+        self.net_sets[sid] = (family, tuple(mine))
+        return sid
 
     def _nets_in(self, side: str, nets: Sequence[ir.IPNet], family: int, target: str) -> list[Op]:
         ops = []
@@ -149,10 +190,18 @@ class _RuleLowerer:
     def _side(self, side_name: str, side: ir.Side, family: int, miss: str) -> list[Op]:
         ops: list[Op] = []
         if side.nets is not None:
-            ok = self.label("ok")
-            tests = self._nets_in(side_name, side.nets, family, ok)
-            ops += [*tests, Op("T_GOTO", (miss,)), Op("T_LABEL", (ok,))]
-        ops += self._nets_in(side_name, side.not_nets, family, miss)
+            big = self._net_set(side.nets, family)
+            if big is not None:
+                ops.append(Op(f"T_SET{family}_OUT", (side_name, *self._set_args(big), miss)))
+            else:
+                ok = self.label("ok")
+                tests = self._nets_in(side_name, side.nets, family, ok)
+                ops += [*tests, Op("T_GOTO", (miss,)), Op("T_LABEL", (ok,))]
+        big = self._net_set(side.not_nets, family)
+        if big is not None:
+            ops.append(Op(f"T_SET{family}_IN", (side_name, *self._set_args(big), miss)))
+        else:
+            ops += self._nets_in(side_name, side.not_nets, family, miss)
         for sid in side.sets:
             ops.append(Op(f"T_SET{family}_OUT", (side_name, *self._set_args(sid), miss)))
         for sid in side.not_sets:
@@ -218,7 +267,7 @@ def _rule_item(
     else:
         raise ValueError(f"unknown rule action {rule.action!r}")
     ops.append(Op("T_LABEL", (miss,)))
-    item = _Item(ops, sum(_op_cost(o) for o in ops) + 2)
+    item = _Item(ops, sum(_op_cost(o) for o in ops))
     if rule.action == ir.PASS:
         item.pass_to = pass_to
     return item, log
@@ -270,6 +319,7 @@ def lower(
     return Lowered(
         chunks=chunks,
         set_ids=frozenset(low.used_sets),
+        net_sets=dict(sorted(low.net_sets.items())),
         log_rules=tuple(logs),
         rules=nrules,
         description=tuple(description),

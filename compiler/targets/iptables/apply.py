@@ -86,37 +86,41 @@ def _hook_target(line: str) -> tuple[str, str] | None:
 
 
 def _plan_section(table: str, lines: list[str], saved: SavedTable | None) -> list[str]:
+    """One table's restore input: declarations, hook repairs, rules, stale chains removed.
+
+    Hook repairs delete by rule *number* in the saved chain, highest first, and come before
+    any insert, so the numbers are those of the state that was read."""
     saved = saved or SavedTable()
-    declared = {line[1:].split()[0] for line in lines if line.startswith(":")}
-    saved_hooks = [(line, _hook_target(line)) for line in saved.rules]
-    saved_hooks = [(line, hook) for line, hook in saved_hooks if hook is not None]
-    first_rule: dict[str, str] = {}
+    declared = [line for line in lines if line.startswith(":")]
+    names = {line[1:].split()[0] for line in declared}
+    positions: dict[str, list[tuple[int, tuple[str, str] | None]]] = {}
     for line in saved.rules:
-        first_rule.setdefault(line.split()[1], line)
+        chain = line.split()[1]
+        rules = positions.setdefault(chain, [])
+        rules.append((len(rules) + 1, _hook_target(line)))
+    deletes: list[tuple[str, int]] = []
     body: list[str] = []
-    deletes: list[str] = []
     for line in lines:
+        if line.startswith(":"):
+            continue
         hook = _hook_target(line)
         if hook is None:
             body.append(line)
             continue
-        present = [s for s, h in saved_hooks if h == hook]
-        if not present:
-            body.append(line)
-            continue
-        inserting = line.startswith("-I ")
-        if inserting and first_rule.get(hook[0]) not in present:
-            # Ours is there but something was inserted above it: move it back to the top.
-            deletes += ["-D" + s[2:] for s in present]
-            body.append(line)
-        else:
-            deletes += ["-D" + s[2:] for s in present[1:]]  # duplicates from a naive re-apply
-    for s, (builtin, target) in saved_hooks:
-        if target not in declared:
-            deletes.append("-D" + s[2:])  # hook of a top-level chain that no longer exists
-    stale = [c for c in saved.chains if is_own_chain(c) and c not in declared]
-    out = body + deletes
-    out += [f"-F {c}" for c in stale] + [f"-X {c}" for c in stale]
+        present = [n for n, h in positions.get(hook[0], []) if h == hook]
+        last = len(positions.get(hook[0], []))
+        in_place = present == [1] if line.startswith("-I ") else present == [last] and last > 0
+        if in_place:
+            continue  # exactly one, where it belongs: keep it, skip the line
+        deletes += [(hook[0], n) for n in present]
+        body.append(line)
+    for chain, rules in positions.items():
+        for n, hook in rules:
+            if hook is not None and hook[1] not in names:
+                deletes.append((chain, n))  # hook of a top-level chain that no longer exists
+    stale = [c for c in saved.chains if is_own_chain(c) and c not in names]
+    out = declared + [f"-D {c} {n}" for c, n in sorted(set(deletes), key=lambda x: (x[0], -x[1]))]
+    out += body + [f"-F {c}" for c in stale] + [f"-X {c}" for c in stale]
     return [f"*{table}", *out, "COMMIT"]
 
 

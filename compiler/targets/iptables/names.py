@@ -7,8 +7,9 @@ Everything user-controlled that reaches a rendered file goes through one of thes
   anything else becomes ``prefix + "_" + hash``, exactly Calico's ``limited()`` rule, extended to
   also hash suffixes with characters the restore parser or a reader could trip over.
 * :func:`quoted` — a double-quoted argument (``--comment``, ``--log-prefix``). iptables-restore
-  does understand ``\\"`` and ``\\\\`` inside quotes, but the safest string is one that needs no
-  escapes at all: ``"`` and ``\\`` become ``'`` and ``/``, every character outside printable ASCII
+  does understand ``\\"`` and ``\\\\`` inside quotes (and iptables-save escapes ``'``), but the
+  safest string is one that needs no escapes at all: ``"``, ``'`` and ``\\`` become ``_``, every
+  character outside printable ASCII
   (newlines, NUL, control and non-ASCII characters) becomes ``?``, and the text is cut to a
   byte limit. A hostile name can therefore never end the quoted argument, start a new option,
   or start a new line (which would be a new restore command).
@@ -25,7 +26,7 @@ silently match another interface, and ``+`` is iptables' wildcard.
 >>> limited("tt-pi-", "gnp/a-policy-name-that-is-far-too-long")
 'tt-pi-_6UBW2Yw0MpcFNItt0Nm5z'
 >>> quoted('evil" -j ACCEPT\\n-A INPUT')
-'"evil\\' -j ACCEPT?-A INPUT"'
+'"evil_ -j ACCEPT?-A INPUT"'
 >>> set_name("s:5y5I3VdRZfDU01O--xXAPx2yxCQQqMf0M6IWug:4", 4)
 'tt4s:5y5I3VdRZfDU01O--xXAPx2yxC'
 """
@@ -47,7 +48,7 @@ SET_PREFIX = "tt"  # every set Tortie owns: "tt4…" / "tt6…"
 HOOK_COMMENT = "tortie:hook"  # marks the jump rules Tortie puts into built-in chains
 
 _CLEAN_SUFFIX = re.compile(r"[A-Za-z0-9_.:/=-]+")
-_UNSAFE = re.compile(r"[^ !#-\[\]-~]")  # printable ASCII except '"' (0x22) and '\' (0x5c)
+_UNSAFE = re.compile(r"[^ !#-&(-\[\]-~]")  # printable ASCII except " (0x22) ' (0x27) \ (0x5c)
 _IFNAME = re.compile(r"[A-Za-z0-9_.-]{1,15}")
 
 
@@ -76,9 +77,9 @@ def limited(prefix: str, suffix: str, max_len: int = CHAIN_MAX) -> str:
 
 
 def sanitize(text: str, limit: int) -> str:
-    """``text`` with ``"`` -> ``'``, ``\\`` -> ``/``, anything else unsafe -> ``?``, cut to
+    """``text`` with quotes and backslashes -> ``_``, anything else unsafe -> ``?``, cut to
     ``limit`` characters (ASCII only, so also bytes)."""
-    text = text.replace('"', "'").replace("\\", "/")
+    text = re.sub(r"[\"'\\]", "_", text)
     text = _UNSAFE.sub("?", text)
     return text[:limit]
 

@@ -132,7 +132,7 @@ class FamilyRenderer:
         host_out = self._host_dispatch(RAW, "tt-host-out", "-s", f"{RAW}-{ir.EGRESS}")
         star_wl = self._star_for_workloads(f"{RAW}-{ir.INGRESS}")
         untracked = any(h.plan(d, ir.UNTRACKED) for h in self.eps.heps for d in ir.DIRECTIONS)
-        clear = Rule((), m.set(0, m.all), "clear Tortie's mark bits")
+        clear = Rule((), m.set(0, m.all), "clear Tortie mark bits")
         notrack = Rule((Cond(RANK_MARK, m.match(m.untracked)),), ("-j", "CT", "--notrack"), "allowed untracked")
         pre: list[Rule] = [clear] if untracked else []
         if host_in or star_wl:
@@ -168,7 +168,7 @@ class FamilyRenderer:
                     "conntrack: established flow",
                 ),
                 Rule((Cond(RANK_MARK, m.match(m.untracked)),), ("-j", "RETURN"), "allowed untracked"),
-                Rule((), m.set(0, m.per_table), "clear Tortie's mark bits"),
+                Rule((), m.set(0, m.per_table), "clear Tortie mark bits"),
             ]
             if self.has_wl:
                 self._classifier(MANGLE)
@@ -236,7 +236,7 @@ class FamilyRenderer:
 
     def _filter(self) -> None:
         m = self.m
-        clear = Rule((), m.set(0, m.per_table), "clear Tortie's mark bits")
+        clear = Rule((), m.set(0, m.per_table), "clear Tortie mark bits")
         accept = Rule((Cond(RANK_MARK, m.match(m.accept)),), ("-j", "ACCEPT"), "allowed by policy")
         if self.has_wl:
             egress = {i: ("-g", c) for i, c in self.eps.wl_egress.items()}

@@ -25,7 +25,7 @@ from compiler.artifact import Artifact
 from compiler.diagnostics import DiagnosticSink
 from compiler.ir import nodes as ir
 from compiler.targets.base import local_endpoints
-from compiler.targets.nftables.chains import _RATE, log_prefix
+from compiler.targets.nftables.chains import RATE_RE, log_prefix
 from compiler.targets.nftables.incremental import render_set_update
 from compiler.targets.nftables.marks import MARK_BITS_NEEDED, Marks
 from compiler.targets.nftables.names import LOG_PREFIX_MAX, is_ifname
@@ -79,7 +79,7 @@ class NftablesTarget:
                 f"{MARK_BITS_NEEDED} bits; Tortie needs accept, pass and untracked bits",
                 felix.span,
             )
-        if felix.log_rate_limit and _RATE.fullmatch(felix.log_rate_limit) is None:
+        if felix.log_rate_limit and RATE_RE.fullmatch(felix.log_rate_limit) is None:
             sink.warning(
                 "W815",
                 f"nftables target: logActionRateLimit {felix.log_rate_limit!r} is not "

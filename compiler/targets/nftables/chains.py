@@ -32,7 +32,7 @@ NORMAL = "normal"
 PREDNAT = "prednat"
 UNTRACKED = "untracked"
 
-_RATE = re.compile(r"\s*(\d+)\s*/\s*(second|minute|hour|day)\s*")
+RATE_RE = re.compile(r"\s*(\d+)\s*/\s*(second|minute|hour|day)\s*")
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,7 +72,7 @@ def log_rate(felix: FelixConfig) -> str:
     """``limit rate N/unit burst B packets `` when logActionRateLimit is set and well formed."""
     if not felix.log_rate_limit:
         return ""
-    m = _RATE.fullmatch(felix.log_rate_limit)
+    m = RATE_RE.fullmatch(felix.log_rate_limit)
     if m is None:
         return ""
     return f"limit rate {m[1]}/{m[2]} burst {felix.log_rate_limit_burst} packets "

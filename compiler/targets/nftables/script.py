@@ -304,6 +304,11 @@ class ScriptRenderer:
             out.append("\t# Sets (selector and named-port sets), shared by every rule using them")
         for decl in sets:
             out.extend(render_decl(decl, "\t", with_elements))
+        if self.extra_sets:
+            out.append("")
+            out.append(
+                "\t# Local interfaces and addresses (change with endpoints, not with policy)"
+            )
         for name, typ, elems, comment in self.extra_sets:
             out.append(f"\tset {name} {{")
             out.append(f"\t\ttype {typ}")

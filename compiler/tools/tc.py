@@ -1,0 +1,115 @@
+"""The one place that runs ``tc`` (iproute2's traffic control tool): clsact qdiscs and BPF
+filters.
+
+Every call is an argv list (never a shell), with a timeout and captured output. A failure raises
+:class:`TcError` with the argv, exit status and stderr. ``netns`` runs the command inside a named
+network namespace (``ip netns exec NAME tc ...``); attachments are per network namespace.
+
+>>> attach_argv("cali1", "ingress", "/sys/fs/bpf/tortie/g-1/objs/p-1/tortie_main")[:6]
+['tc', 'filter', 'replace', 'dev', 'cali1', 'ingress']
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from collections.abc import Sequence
+from typing import Any
+
+DEFAULT_TIMEOUT = 30.0
+TC = "tc"
+PREF = "1"
+HANDLE = "1"
+
+
+class TcError(RuntimeError):
+    """``tc`` failed (non-zero exit, timeout or missing binary)."""
+
+    def __init__(self, argv: Sequence[str], returncode: int | None, stderr: str) -> None:
+        self.argv = tuple(argv)
+        self.returncode = returncode
+        self.stderr = stderr
+        status = "timed out" if returncode is None else f"exited {returncode}"
+        super().__init__(f"{' '.join(self.argv)!r} {status}: {stderr.strip()}")
+
+
+def available() -> bool:
+    return shutil.which(TC) is not None
+
+
+def run(
+    args: Sequence[str], *, netns: str | None = None, json_out: bool = False, timeout: float = DEFAULT_TIMEOUT
+) -> Any:
+    """``tc [-j] ARGS``; parsed JSON with ``json_out``, else stdout."""
+    base = [TC, *(["-j"] if json_out else []), *args]
+    argv = ["ip", "netns", "exec", netns, *base] if netns else base
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+    except FileNotFoundError as e:
+        raise TcError(argv, 127, str(e)) from None
+    except subprocess.TimeoutExpired as e:
+        stderr = e.stderr.decode() if isinstance(e.stderr, bytes) else (e.stderr or "")
+        raise TcError(argv, None, stderr) from None
+    if proc.returncode != 0:
+        raise TcError(argv, proc.returncode, proc.stderr)
+    if json_out:
+        return json.loads(proc.stdout) if proc.stdout.strip() else []
+    return proc.stdout
+
+
+def attach_argv(dev: str, direction: str, pinned_prog: str) -> list[str]:
+    """Replace the BPF filter at (pref 1, handle 1) of ``dev``'s clsact ``direction``."""
+    return [
+        TC, "filter", "replace", "dev", dev, direction, "pref", PREF, "handle", HANDLE,
+        "bpf", "direct-action", "object-pinned", pinned_prog,
+    ]  # fmt: skip
+
+
+def ensure_clsact(dev: str, *, netns: str | None = None) -> None:
+    """Add a clsact qdisc to ``dev`` unless it has one (an existing one keeps its filters)."""
+    qdiscs = run(["qdisc", "show", "dev", dev], netns=netns, json_out=True)
+    if not any(q.get("kind") == "clsact" for q in qdiscs):
+        run(["qdisc", "add", "dev", dev, "clsact"], netns=netns)
+
+
+def clsact_devices(*, netns: str | None = None) -> list[str]:
+    """Names of the devices that have a clsact qdisc."""
+    qdiscs = run(["qdisc", "show"], netns=netns, json_out=True)
+    return sorted({q["dev"] for q in qdiscs if q.get("kind") == "clsact" and "dev" in q})
+
+
+def attach(dev: str, direction: str, pinned_prog: str, *, netns: str | None = None) -> None:
+    """Atomically replace (or add) the filter: packets see the old program or the new one."""
+    run(attach_argv(dev, direction, pinned_prog)[1:], netns=netns)
+
+
+def detach(dev: str, direction: str, *, netns: str | None = None) -> None:
+    run(["filter", "del", "dev", dev, direction, "pref", PREF, "handle", HANDLE, "bpf"], netns=netns)
+
+
+def bpf_filters(dev: str, direction: str, *, netns: str | None = None) -> list[dict[str, Any]]:
+    """The BPF filters of ``dev``'s clsact ``direction`` (``[]`` without a clsact qdisc):
+    ``{"pref", "handle", "name", "prog_id", "tag"}``."""
+    try:
+        raw = run(["filter", "show", "dev", dev, direction], netns=netns, json_out=True)
+    except TcError as e:
+        if "Cannot find device" in e.stderr or "Invalid handle" in e.stderr or "parent" in e.stderr:
+            return []
+        raise
+    out = []
+    for f in raw:
+        opts = f.get("options")
+        if f.get("kind") != "bpf" or not opts:
+            continue
+        prog = opts.get("prog", {})
+        out.append(
+            {
+                "pref": f.get("pref"),
+                "handle": opts.get("handle"),
+                "name": prog.get("name", ""),
+                "prog_id": prog.get("id"),
+                "tag": prog.get("tag", ""),
+            }
+        )
+    return out

@@ -1,0 +1,153 @@
+"""``tortie agent`` against a node netns: recompile on change, set-only updates, drift repair,
+errors that keep the old state, Prometheus metrics on 127.0.0.1."""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from compiler.tools import nft
+from runtime.agent import Agent, AgentConfig
+from runtime.metrics import Metrics, serve
+from runtime.status import read_status
+from tests.kernel.test_runtime_support import FLOW_TCP, POD_IPS, World, cluster_yaml, world
+from tests.support.traffic import Probe, send_probes
+
+pytestmark = pytest.mark.kernel
+
+
+def _write(watch: Path, text: str) -> None:
+    """Replace the watched file (new content, new mtime) the way git does: write and rename."""
+    tmp = watch / ".cluster.yaml.tmp"
+    tmp.write_text(text)
+    tmp.rename(watch / "cluster.yaml")
+
+
+def _c_to_b(w: World) -> bool:
+    p = Probe("c", POD_IPS["b"], "TCP", FLOW_TCP)
+    return send_probes(w.cluster, [p], timeout=0.5)[p]
+
+
+def _metric(text: str, name: str) -> float:
+    m = re.search(rf"^{re.escape(name)} (\S+)$", text, re.MULTILINE)
+    assert m, f"{name} not in metrics:\n{text}"
+    return float(m[1])
+
+
+def test_agent_once_via_cli(tmp_path: Path) -> None:
+    watch = tmp_path / "watch"
+    watch.mkdir()
+    _write(watch, cluster_yaml())
+    with world(tmp_path) as w:
+        res = w.cli("agent", "--node", "n1", "--watch", str(watch), "--once")
+        assert res.returncode == 0, res.stderr
+        assert "reconcile #1: applied" in res.stderr  # logged with timings
+        assert re.search(r"load \d+ ms, compile \d+ ms, render \d+ ms, apply \d+ ms", res.stderr)
+        assert w.nft_table() is not None
+        assert w.cli("status").returncode == 0
+        again = w.cli("agent", "--node", "n1", "--watch", str(watch), "--once")
+        assert again.returncode == 0 and "reconcile #1: unchanged" in again.stderr
+        bad = w.cli("agent", "--node", "nX", "--watch", str(watch), "--once")
+        assert bad.returncode == 1 and "'nX' is not in the inputs" in bad.stderr
+
+
+def test_agent_applies_only_what_changed(tmp_path: Path) -> None:
+    watch = tmp_path / "watch"
+    watch.mkdir()
+    _write(watch, cluster_yaml(clients=("a",)))
+    with world(tmp_path) as w:
+        metrics = Metrics()
+        agent = Agent(AgentConfig("n1", watch, w.env, "nftables", 0.1), metrics)
+        first = agent.tick()
+        assert first is not None and (first.result, first.mode) == ("applied", "full")
+        assert agent.tick() is None  # nothing changed, no drift
+        assert not _c_to_b(w)
+
+        # Only a label changed: c joins the clients set -> set elements only.
+        _write(watch, cluster_yaml(clients=("a", "c")))
+        res = agent.tick()
+        assert res is not None and (res.result, res.mode) == ("applied", "sets"), res
+        assert _c_to_b(w)
+        assert read_status(w.env).in_sync
+
+        # An unrelated policy changed -> one transaction touching only that policy's chain.
+        _write(watch, cluster_yaml(7001, clients=("a", "c")))
+        res = agent.tick()
+        assert res is not None and (res.result, res.mode) == ("applied", "update"), res
+        assert "7001" in (w.nft_table() or "")
+
+        # A touch without a byte changed compiles nothing.
+        (watch / "cluster.yaml").touch()
+        assert agent.tick() is None
+
+        # Broken input: error, counted, the ruleset in force stays.
+        before = w.nft_table()
+        _write(watch, cluster_yaml(7001, clients=("a", "c")) + "---\nkind: NetworkPolicy\nspec: [\n")
+        res = agent.tick()
+        assert res is not None and res.result == "error"
+        assert w.nft_table() == before
+        assert metrics.last_error
+        _write(watch, cluster_yaml(7001, clients=("a", "c")))
+        res = agent.tick()
+        assert res is not None and res.result == "unchanged"  # same artifact as before the error
+        assert not metrics.last_error
+
+        # Drift: someone flushed the table; the next tick re-applies everything.
+        nft.run(["flush", "table", "inet", "tortie"], netns=w.node.name)
+        res = agent.tick()
+        assert res is not None and (res.result, res.mode) == ("applied", "full")
+        assert res.reason.startswith("the kernel drifted")
+        assert read_status(w.env).in_sync and _c_to_b(w)
+        assert metrics.drift_repairs == 1
+
+        text = metrics.render()
+        assert _metric(text, 'tortie_reconciles_total{result="applied"}') == 4
+        assert _metric(text, 'tortie_reconciles_total{result="error"}') == 1
+        assert _metric(text, 'tortie_applies_total{mode="sets"}') == 1
+        assert _metric(text, "tortie_last_error") == 0
+        assert _metric(text, "tortie_loaded_rules") > 10
+        assert _metric(text, "tortie_loaded_elements") > 0
+
+
+def test_agent_loop_with_metrics_endpoint(tmp_path: Path) -> None:
+    watch = tmp_path / "watch"
+    watch.mkdir()
+    _write(watch, cluster_yaml())
+    with world(tmp_path) as w:
+        metrics = Metrics()
+        server = serve(metrics, 0)  # 127.0.0.1, an ephemeral port
+        stop = threading.Event()
+        agent = Agent(AgentConfig("n1", watch, w.env, "nftables", 0.05), metrics)
+        thread = threading.Thread(target=agent.run, args=(stop,), daemon=True)
+        thread.start()
+        try:
+            url = f"http://127.0.0.1:{server.port}/metrics"
+
+            def scrape() -> str:
+                with urllib.request.urlopen(url, timeout=5) as r:
+                    assert r.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+                    return r.read().decode()
+
+            deadline = time.monotonic() + 30
+            while _metric(scrape(), 'tortie_reconciles_total{result="applied"}') < 1:
+                assert time.monotonic() < deadline, scrape()
+                time.sleep(0.05)
+            _write(watch, cluster_yaml(clients=("a", "c")))
+            while _metric(scrape(), 'tortie_reconciles_total{result="applied"}') < 2:
+                assert time.monotonic() < deadline, scrape()
+                time.sleep(0.05)
+            text = scrape()
+            assert _metric(text, 'tortie_applies_total{mode="sets"}') == 1
+            assert _metric(text, "tortie_reconcile_duration_seconds_count") >= 2
+            assert _metric(text, "tortie_loaded_sets") >= 1
+            assert _c_to_b(w)
+        finally:
+            stop.set()
+            thread.join(timeout=10)
+            server.close()
+        assert not thread.is_alive()
