@@ -187,7 +187,12 @@ class Agent:
             logger.error("reconcile #%d failed after %.0f ms: %s", n, seconds * 1000, message)
             self.metrics.observe_reconcile("error", seconds, error=message)
             return ReconcileResult(
-                "error", "none", message, timings, error=message, input_error=isinstance(e, _CompileError)
+                "error",
+                "none",
+                message,
+                timings,
+                error=message,
+                input_error=isinstance(e, _CompileError),
             )
         self._program, self._artifact = program, loaded.hash
         seconds = time.monotonic() - start
@@ -227,7 +232,9 @@ class Agent:
         for d in sink.sorted():
             logger.warning("%s", render(d, sources))
         t0 = time.monotonic()
-        artifact = dataclasses.replace(target.render(program), inputs=dict(sorted(sources.hashes.items())))
+        artifact = dataclasses.replace(
+            target.render(program), inputs=dict(sorted(sources.hashes.items()))
+        )
         timings["render"] = time.monotonic() - t0
         return program, LoadedArtifact.from_artifact(artifact, f"agent:{cfg.watch}")
 

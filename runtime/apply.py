@@ -33,6 +33,7 @@ from runtime.lock import apply_lock
 from runtime.plan import (
     ApplyFailed,
     ArtifactRefused,
+    CheckFailed,
     Dataplane,
     Env,
     KernelState,
@@ -142,7 +143,10 @@ def apply_artifact(
         interrupted = journal is not None
         if dry_run:
             if plan.changes:
-                dp.check(plan)
+                try:
+                    dp.check(plan)
+                except Exception as e:  # noqa: BLE001 - any refusal is the answer
+                    raise CheckFailed(f"the kernel would refuse this artifact: {e}") from e
             return Outcome(plan, False, None, time.monotonic() - start, interrupted)
         if not plan.changes:
             if record is not None and record.artifact != artifact.hash:
@@ -199,18 +203,25 @@ def _execute(dp: Dataplane, plan: Plan) -> KernelState:
         for step in plan.steps:
             attempted.append(step)
             t0 = time.monotonic()
-            dp.run(step)
+            try:
+                dp.run(step)
+            except Exception as e:
+                raise _StepFailed(f"{step.what} failed: {e}") from e
             logger.debug("%s: %s (%.0f ms)", step.kind, step.what, (time.monotonic() - t0) * 1000)
         after = dp.read()
         problems = dp.verify(plan, after)
         if problems:
-            raise RuntimeError("read-back after the apply is wrong: " + "; ".join(problems[:10]))
+            raise _StepFailed("read-back after the apply is wrong: " + "; ".join(problems[:10]))
         return after
     except Exception as e:
-        reason = f"{attempted[-1].what} failed: {e}" if attempted else str(e)
+        reason = str(e)
         logger.error("apply of %s failed: %s; rolling back", plan.artifact[:12], reason)
         restored = _rollback(dp, plan, attempted)
         raise ApplyFailed(reason, restored) from e
+
+
+class _StepFailed(RuntimeError):
+    pass
 
 
 def _rollback(dp: Dataplane, plan: Plan, attempted: list[Step]) -> bool:

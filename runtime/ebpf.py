@@ -161,25 +161,54 @@ class EbpfDataplane:
             f"applied/{MAPS_JSON}",
             f"new/{MAPS_JSON}",
         )
-        gens = sorted({v.split("/")[0] for u, v in current.units.items() if u.startswith("tc ") and v})
+        gens = sorted(
+            {v.split("/")[0] for u, v in current.units.items() if u.startswith("tc ") and v}
+        )
         same_objects = old_doc is not None and all(
             previous.get(n) == artifact.files[n] for n in artifact.files if n.startswith("obj/")
         )
-        if old_doc is not None and same_objects and len(gens) == 1 and _without_sets(old_doc) == _without_sets(doc):
+        if (
+            old_doc is not None
+            and same_objects
+            and len(gens) == 1
+            and _without_sets(old_doc) == _without_sets(doc)
+        ):
             step = self._set_step(gens[0], set_entries(old_doc), set_entries(doc))
             if step is None:
-                return Plan(self.TARGET, artifact.hash, "none", "same programs and sets", (), current, diff)
-            return Plan(self.TARGET, artifact.hash, "sets", "only set members changed", (step,), current, diff)
+                return Plan(
+                    self.TARGET, artifact.hash, "none", "same programs and sets", (), current, diff
+                )
+            return Plan(
+                self.TARGET,
+                artifact.hash,
+                "sets",
+                "only set members changed",
+                (step,),
+                current,
+                diff,
+            )
         gen = f"g-{artifact.hash[:12]}-{time.time_ns() // 1_000_000:x}"
         wanted = attachments(doc)
         steps = []
         stale = [g.name for g in self._generations() if g.name not in gens]
         if stale:
-            steps.append(Step("bpf-gc", f"unpin {len(stale)} unused generation(s)", args=tuple(stale)))
-        steps.append(Step("bpf-load", f"load {len(doc['objects'])} objects into generation {gen}", args=(gen,)))
+            steps.append(
+                Step("bpf-gc", f"unpin {len(stale)} unused generation(s)", args=tuple(stale))
+            )
+        steps.append(
+            Step(
+                "bpf-load", f"load {len(doc['objects'])} objects into generation {gen}", args=(gen,)
+            )
+        )
         for unit, obj in sorted(wanted.items()):
             _, dev, direction = unit.split()
-            steps.append(Step("tc-attach", f"attach {obj} to {dev} {direction}", args=(dev, direction, gen, obj)))
+            steps.append(
+                Step(
+                    "tc-attach",
+                    f"attach {obj} to {dev} {direction}",
+                    args=(dev, direction, gen, obj),
+                )
+            )
         for unit in sorted(u for u in current.units if u.startswith("tc ") and u not in wanted):
             _, dev, direction = unit.split()
             steps.append(Step("tc-detach", f"detach {dev} {direction}", args=(dev, direction)))
@@ -193,7 +222,10 @@ class EbpfDataplane:
         return Plan(self.TARGET, artifact.hash, "full", why, tuple(steps), current, diff, desired)
 
     def _set_step(
-        self, gen: str, old: Mapping[int, Mapping[bytes, bytes]], new: Mapping[int, Mapping[bytes, bytes]]
+        self,
+        gen: str,
+        old: Mapping[int, Mapping[bytes, bytes]],
+        new: Mapping[int, Mapping[bytes, bytes]],
     ) -> Step | None:
         change: dict[str, Any] = {"gen": gen, "add": {}, "delete": {}}
         n = 0
@@ -204,7 +236,11 @@ class EbpfDataplane:
             n += len(add) + len(delete)
         if n == 0:
             return None
-        return Step("bpf-sets", f"update {n} set entries in generation {gen} (add, then delete)", json.dumps(change))
+        return Step(
+            "bpf-sets",
+            f"update {n} set entries in generation {gen} (add, then delete)",
+            json.dumps(change),
+        )
 
     def check(self, plan: Plan) -> None:
         """Nothing to validate without loading: only the verifier can say (a dry run reports
@@ -220,7 +256,9 @@ class EbpfDataplane:
                 continue
             path = self.root / "shared" / m.name
             if not path.exists():
-                bpftool.map_create(str(path), m.type, m.key_size, m.value_size, m.max_entries, m.name, m.flags)
+                bpftool.map_create(
+                    str(path), m.type, m.key_size, m.value_size, m.max_entries, m.name, m.flags
+                )
             out[m.name] = str(path)
         return out
 
@@ -234,7 +272,9 @@ class EbpfDataplane:
         for m in layout.SHARED_MAPS:
             if m.name in PER_GENERATION:
                 path = str(gdir / "maps" / m.name)
-                bpftool.map_create(path, m.type, m.key_size, m.value_size, m.max_entries, m.name, m.flags)
+                bpftool.map_create(
+                    path, m.type, m.key_size, m.value_size, m.max_entries, m.name, m.flags
+                )
                 maps[m.name] = path
         doc = json.loads(self._artifact.text(MAPS_JSON))
         with tempfile.TemporaryDirectory(prefix="bpf-", dir=self.env.state.work_dir()) as tmp:
@@ -242,7 +282,9 @@ class EbpfDataplane:
                 obj = Path(tmp) / f"{name}.bpf.o"
                 obj.write_bytes(self._artifact.files[f"obj/{name}.bpf.o"])
                 bpftool.prog_loadall(str(obj), str(gdir / "objs" / name), maps)
-        bpftool.map_update_batch(maps[layout.CONFIG_MAP.name], [(bytes(4), bytes.fromhex(doc["config"]["value"]))])
+        bpftool.map_update_batch(
+            maps[layout.CONFIG_MAP.name], [(bytes(4), bytes.fromhex(doc["config"]["value"]))]
+        )
         entries = set_entries(doc)
         bpftool.map_update_batch(maps[layout.SETS_V4.name], sorted(entries[4].items()))
         bpftool.map_update_batch(maps[layout.SETS_V6.name], sorted(entries[6].items()))
@@ -282,7 +324,11 @@ class EbpfDataplane:
         if plan.mode != "full":
             return []
         want = json.loads(plan.desired)
-        return [f"{u}: {after.units.get(u)!r} instead of {v}" for u, v in sorted(want.items()) if after.units.get(u) != v]
+        return [
+            f"{u}: {after.units.get(u)!r} instead of {v}"
+            for u, v in sorted(want.items())
+            if after.units.get(u) != v
+        ]
 
     def rollback(self, plan: Plan, attempted: Sequence[Step]) -> None:
         old = plan.current.units
@@ -290,7 +336,7 @@ class EbpfDataplane:
             if step.kind in ("tc-attach", "tc-detach"):
                 dev, direction = step.args[0], step.args[1]
                 before = old.get(f"tc {dev} {direction}")
-                pinned = self.root / str(before) / MAIN if before else None
+                pinned = self._pinned(before) if before else None
                 if pinned is not None and pinned.exists():
                     self._attach(dev, direction, str(pinned))
                 elif before is None:
@@ -302,17 +348,27 @@ class EbpfDataplane:
                 change = json.loads(step.payload)
                 self._sets(change, reverse=True)
                 old_entries = {
-                    fam: [(bytes.fromhex(k), b"") for k in change["delete"][str(fam)]] for fam in (4, 6)
+                    fam: [(bytes.fromhex(k), b"") for k in change["delete"][str(fam)]]
+                    for fam in (4, 6)
                 }
                 self._restore_deleted(change["gen"], old_entries)
             elif step.kind == "bpf-load":
                 shutil.rmtree(self.root / step.args[0], ignore_errors=True)
 
+    def _pinned(self, unit_value: str) -> Path:
+        """``<generation>/<object>`` (a unit's value) -> its pinned entry program."""
+        gen, _, obj = unit_value.partition("/")
+        return self.root / gen / "objs" / obj / MAIN
+
     def _restore_deleted(self, gen: str, entries: Mapping[int, list[tuple[bytes, bytes]]]) -> None:
         value = layout.SET_VALUE.pack(flags=1)  # every set member has this value
         maps = self.root / gen / "maps"
-        bpftool.map_update_batch(str(maps / layout.SETS_V4.name), [(k, value) for k, _ in entries[4]])
-        bpftool.map_update_batch(str(maps / layout.SETS_V6.name), [(k, value) for k, _ in entries[6]])
+        bpftool.map_update_batch(
+            str(maps / layout.SETS_V4.name), [(k, value) for k, _ in entries[4]]
+        )
+        bpftool.map_update_batch(
+            str(maps / layout.SETS_V6.name), [(k, value) for k, _ in entries[6]]
+        )
 
     def remove(self) -> None:
         for unit in self.read().units:

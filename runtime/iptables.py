@@ -32,8 +32,14 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from typing import ClassVar
 
-from compiler.targets.iptables.apply import parse_save, plan_ipset, plan_iptables, planned_sets, stale_sets
-from compiler.targets.iptables.names import HOOK_COMMENT, is_own_chain, is_own_set
+from compiler.targets.iptables.apply import (
+    parse_save,
+    plan_ipset,
+    plan_iptables,
+    planned_sets,
+    stale_sets,
+)
+from compiler.targets.iptables.names import HOOK_COMMENT, is_own_chain, is_own_set, temp_set_name
 from compiler.targets.iptables.render import IPSET_FILE, RULES_FILE
 from compiler.tools import ipset, iptables
 from runtime.plan import Env, KernelState, LoadedArtifact, Plan, Step, unified_diff
@@ -93,13 +99,18 @@ def set_units(save_text: str) -> dict[str, str | None]:
         if len(words) < 3 or not is_own_set(words[1]) or _is_temp(words[1]):
             continue
         if words[0] == "create":
-            opts = [f"{k} {v}" for k, v in zip(words[3::2], words[4::2], strict=False) if k in _KEEP_CREATE]
+            opts = [
+                f"{k} {v}"
+                for k, v in zip(words[3::2], words[4::2], strict=False)
+                if k in _KEEP_CREATE
+            ]
             creates[words[1]] = " ".join(["create", words[1], words[2], *opts])
             members.setdefault(words[1], [])
         elif words[0] == "add":
             members.setdefault(words[1], []).append(" ".join(words[2:]))
     return {
-        f"ipset {name}": "\n".join([creates.get(name, f"create {name} ?"), *sorted(members[name])]) + "\n"
+        f"ipset {name}": "\n".join([creates.get(name, f"create {name} ?"), *sorted(members[name])])
+        + "\n"
         for name in sorted(members)
     }
 
@@ -160,13 +171,27 @@ def snapshot_restore(save_text: str) -> str:
 def refill_script(save_text: str, names: Sequence[str]) -> str:
     """An ipset script that puts ``names`` back to their contents in ``save_text``."""
     lines: list[str] = []
-    creates = {w[1]: w for w in (x.split() for x in save_text.splitlines()) if len(w) > 2 and w[0] == "create"}
+    creates = {
+        w[1]: w
+        for w in (x.split() for x in save_text.splitlines())
+        if len(w) > 2 and w[0] == "create"
+    }
     for name in names:
         words = creates[name]
-        tmp = name[:3] + "t" + name[3:31]
-        opts = " ".join(f"{k} {v}" for k, v in zip(words[3::2], words[4::2], strict=False) if k in _KEEP_CREATE)
-        lines += [f"create {name} {words[2]} {opts} -exist", f"create {tmp} {words[2]} {opts} -exist", f"flush {tmp}"]
-        lines += [f"add {tmp} {x.split(' ', 2)[2]}" for x in save_text.splitlines() if x.startswith(f"add {name} ")]
+        tmp = temp_set_name(name)
+        opts = " ".join(
+            f"{k} {v}" for k, v in zip(words[3::2], words[4::2], strict=False) if k in _KEEP_CREATE
+        )
+        lines += [
+            f"create {name} {words[2]} {opts} -exist",
+            f"create {tmp} {words[2]} {opts} -exist",
+            f"flush {tmp}",
+        ]
+        lines += [
+            f"add {tmp} {x.split(' ', 2)[2]}"
+            for x in save_text.splitlines()
+            if x.startswith(f"add {name} ")
+        ]
         lines += [f"swap {tmp} {name}", f"destroy {tmp}"]
     return "\n".join(lines) + "\n"
 
@@ -208,27 +233,49 @@ class IptablesDataplane:
         new = {n: artifact.text(n) for n in names}
         if in_sync:
             diff = "".join(
-                unified_diff(previous.get(n, b"").decode(), new[n], f"applied/{n}", f"new/{n}") for n in names
+                unified_diff(previous.get(n, b"").decode(), new[n], f"applied/{n}", f"new/{n}")
+                for n in names
             )
         else:
             old = "".join(t or "" for _, t in sorted(current.units.items()))
             diff = unified_diff(old, "".join(new[n] for n in names), "kernel", "new")
         if in_sync and set_update is not None:
             if not set_update:
-                return Plan(self.TARGET, artifact.hash, "none", "no set member changed", (), current, diff)
+                return Plan(
+                    self.TARGET, artifact.hash, "none", "no set member changed", (), current, diff
+                )
             step = Step("ipset", "refill the changed sets (each swapped atomically)", set_update)
-            return Plan(self.TARGET, artifact.hash, "sets", "only set members changed", (step,), current, diff)
+            return Plan(
+                self.TARGET,
+                artifact.hash,
+                "sets",
+                "only set members changed",
+                (step,),
+                current,
+                diff,
+            )
         existing = {u.split(" ", 1)[1] for u in current.units if u.startswith("ipset ")}
         existing |= {n for n in _set_names(current.raw.get("ipset", "")) if _is_temp(n)}
-        steps = [Step("ipset", "create and refill sets (each swapped atomically)", plan_ipset(new[IPSET_FILE], existing))]
+        steps = [
+            Step(
+                "ipset",
+                "create and refill sets (each swapped atomically)",
+                plan_ipset(new[IPSET_FILE], existing),
+            )
+        ]
         for family in (4, 6):
             text = plan_iptables(new[RULES_FILE[family]], current.raw[f"ip{family}"])
             for table, section in _sections(text):
                 what = f"iptables-restore --noflush: IPv{family} {table}"
                 steps.append(Step("iptables", what, section, (str(family),)))
-        stale = stale_sets({u.split(" ", 1)[1] for u in current.units if u.startswith("ipset ")}, planned_sets(new[IPSET_FILE]))
+        stale = stale_sets(
+            {u.split(" ", 1)[1] for u in current.units if u.startswith("ipset ")},
+            planned_sets(new[IPSET_FILE]),
+        )
         if stale:
-            steps.append(Step("ipset-destroy", f"destroy {len(stale)} stale set(s)", "\n".join(stale)))
+            steps.append(
+                Step("ipset-destroy", f"destroy {len(stale)} stale set(s)", "\n".join(stale))
+            )
         if record is None:
             why = "no trusted record of the kernel state"
         elif not in_sync:
@@ -249,12 +296,22 @@ class IptablesDataplane:
         try:
             self._ipset_file(files[IPSET_FILE], netns=name)
             for family in (4, 6):
-                iptables.restore(files[RULES_FILE[family]], family=family, backend=self.backend, test=True, netns=name)
+                iptables.restore(
+                    files[RULES_FILE[family]],
+                    family=family,
+                    backend=self.backend,
+                    test=True,
+                    netns=name,
+                )
         finally:
-            subprocess.run(["ip", "netns", "del", name], check=False, capture_output=True, timeout=30)
+            subprocess.run(
+                ["ip", "netns", "del", name], check=False, capture_output=True, timeout=30
+            )
 
     def _ipset_file(self, script: str, netns: str | None) -> None:
-        fd, path = tempfile.mkstemp(prefix="ipset-", suffix=".restore", dir=self.env.state.work_dir())
+        fd, path = tempfile.mkstemp(
+            prefix="ipset-", suffix=".restore", dir=self.env.state.work_dir()
+        )
         try:
             with os.fdopen(fd, "w") as f:
                 f.write(script)
@@ -266,7 +323,9 @@ class IptablesDataplane:
         if step.kind == "ipset":
             self._ipset_file(step.payload, self.env.netns)
         elif step.kind == "iptables":
-            iptables.restore(step.payload, family=int(step.args[0]), backend=self.backend, netns=self.env.netns)
+            iptables.restore(
+                step.payload, family=int(step.args[0]), backend=self.backend, netns=self.env.netns
+            )
         elif step.kind == "ipset-destroy":
             self._destroy(step.payload.split())
         else:
@@ -285,11 +344,15 @@ class IptablesDataplane:
         problems = []
         files = json.loads(plan.desired)
         want_sets = planned_sets(files[IPSET_FILE])
-        have_sets = {u.split(" ", 1)[1] for u, t in after.units.items() if u.startswith("ipset ") and t}
+        have_sets = {
+            u.split(" ", 1)[1] for u, t in after.units.items() if u.startswith("ipset ") and t
+        }
         problems += [f"set {n} is missing" for n in sorted(want_sets - have_sets)]
         for line in (files[RULES_FILE[4]] + files[RULES_FILE[6]]).splitlines():
             if line.startswith(":tt-") and not any(
-                t and f"\n{line.split()[0]}\n" in f"\n{t}" for u, t in after.units.items() if u.startswith("ip")
+                t and f"\n{line.split()[0]}\n" in f"\n{t}"
+                for u, t in after.units.items()
+                if u.startswith("ip")
             ):
                 problems.append(f"chain {line.split()[0][1:]} is missing")
         return sorted(set(problems))
@@ -315,4 +378,6 @@ class IptablesDataplane:
 
 
 def _set_names(save_text: str) -> list[str]:
-    return [w[1] for w in (x.split() for x in save_text.splitlines()) if len(w) > 1 and w[0] == "create"]
+    return [
+        w[1] for w in (x.split() for x in save_text.splitlines()) if len(w) > 1 and w[0] == "create"
+    ]

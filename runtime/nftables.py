@@ -1,21 +1,28 @@
-"""Loading an nftables artifact: one ``nft -f`` transaction for the whole table.
+"""Loading an nftables artifact: every change is one ``nft -f`` transaction.
 
-The artifact's ``nftables.nft`` creates ``table inet tortie`` if missing, deletes it and adds it
-anew, all in one transaction: the kernel runs either the old table or the new one, never a mix
-and never nothing, and a killed ``nft`` commits nothing (the batch is sent in one
-``sendmsg``). Conntrack entries are not part of the table, so established flows carry on through
-the new table's ``ct state established,related accept``. No other table is touched.
+Three kinds of plan, each a single transaction (the kernel runs the old table or the new one,
+never a mix and never nothing; a killed ``nft`` commits nothing, the batch goes out in one
+``sendmsg``):
 
-Set-only updates (the agent, with ``compiler.targets.nftables.render_set_update``) are
-``add element``/``delete element`` commands in one transaction too.
+* **full** — the artifact's ``nftables.nft`` as is: create ``table inet tortie`` if missing,
+  delete it, add it anew. Used when the kernel state is not known to match the last apply
+  (first apply, drift, an interrupted apply) or the change needs it.
+* **update** — when the kernel holds exactly the last applied script: only the chains, sets and
+  elements that differ (``runtime/nftables_delta.py``, which explains why: a set re-created in a
+  transaction can answer "no match" for a moment, unchanged sets never do).
+* **sets** — the agent's set-only script (``compiler.targets.nftables.render_set_update``):
+  ``delete element`` / ``add element`` only.
+
+Conntrack entries are not part of the table, so established flows carry on through the new
+table's ``ct state established,related accept``. No other table is ever touched.
 
 Scripts go to ``nft -f FILE`` from the state dir's ``work/``, never through a pipe: a killed
 apply cannot hand ``nft`` a truncated script that happens to parse (a prefix of a list of
 ``add element`` lines would).
 
-Read-back: ``nft list table inet tortie`` (counter values masked) is the drift fingerprint;
-``nft -j list table`` gives the counts. Rollback loads the listing taken before the apply; the
-text ``nft list table`` prints is valid ``nft -f`` input.
+Read-back: ``nft list table inet tortie`` (counter values masked, objects sorted) is the drift
+fingerprint; ``nft -j list table`` gives the counts. Rollback loads the listing taken before the
+apply; the text ``nft list table`` prints is valid ``nft -f`` input.
 """
 
 from __future__ import annotations
@@ -119,7 +126,9 @@ class NftablesDataplane:
                 return Plan(self.TARGET, artifact.hash, "none", why, (), current)
             step = Step("nft", f"update set elements of {FAMILY} {TABLE}", set_update)
             why = "only set elements changed"
-            return Plan(self.TARGET, artifact.hash, "sets", why, (step,), current, set_update, script)
+            return Plan(
+                self.TARGET, artifact.hash, "sets", why, (step,), current, set_update, script
+            )
         kernel_now = current.units.get(UNIT) or ""
         if record is None:
             why = "no trusted record of the kernel state" + (
@@ -131,9 +140,13 @@ class NftablesDataplane:
             # What the apply puts back, in listing form, then what the new artifact changes.
             diff = unified_diff(kernel_now, record.kernel.get(UNIT) or "", "kernel", "applied")
             if not same:
-                diff += unified_diff(_strip(old_script), _strip(script), f"applied/{SCRIPT}", f"new/{SCRIPT}")
+                diff += unified_diff(
+                    _strip(old_script), _strip(script), f"applied/{SCRIPT}", f"new/{SCRIPT}"
+                )
         else:
-            diff = unified_diff(_strip(old_script), _strip(script), f"applied/{SCRIPT}", f"new/{SCRIPT}")
+            diff = unified_diff(
+                _strip(old_script), _strip(script), f"applied/{SCRIPT}", f"new/{SCRIPT}"
+            )
             update = delta(old_script, script) if old_script else None
             if update == "":
                 why = "same ruleset (only the artifact's metadata changed)"
@@ -142,7 +155,9 @@ class NftablesDataplane:
                 what = f"update only what changed in {FAMILY} {TABLE} (one transaction)"
                 step = Step("nft", what, update)
                 why = "the ruleset changed"
-                return Plan(self.TARGET, artifact.hash, "update", why, (step,), current, diff, script)
+                return Plan(
+                    self.TARGET, artifact.hash, "update", why, (step,), current, diff, script
+                )
             why = "the ruleset changed in a way only a full replacement can express"
         step = Step("nft", f"replace table {FAMILY} {TABLE} (one transaction)", script)
         return Plan(self.TARGET, artifact.hash, "full", why, (step,), current, diff, script)

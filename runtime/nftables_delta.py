@@ -161,7 +161,11 @@ def delta(old_text: str, new_text: str) -> str | None:
         a, b = old.blocks[name], new.blocks[name]
         if a.kind != b.kind or a.head != b.head:
             return None
-    changed = sorted(n for n in common if new.blocks[n].kind == "chain" and old.blocks[n].body != new.blocks[n].body)
+    changed = sorted(
+        n
+        for n in common
+        if new.blocks[n].kind == "chain" and old.blocks[n].body != new.blocks[n].body
+    )
     gone = sorted(old.blocks.keys() - new.blocks.keys())
     added = sorted(new.blocks.keys() - old.blocks.keys())
     gone_chains = [n for n in gone if old.blocks[n].kind == "chain"]
@@ -184,10 +188,18 @@ def delta(old_text: str, new_text: str) -> str | None:
     for name in changed:
         block += [f"\tchain {name} {{", *(f"\t\t{rule}" for rule in new.blocks[name].body), "\t}"]
     removals = [f"delete chain {FAMILY} {TABLE} {n}" for n in gone_chains]
-    removals += [f"delete {old.blocks[n].kind} {FAMILY} {TABLE} {n}" for n in gone if old.blocks[n].kind != "chain"]
+    removals += [
+        f"delete {old.blocks[n].kind} {FAMILY} {TABLE} {n}"
+        for n in gone
+        if old.blocks[n].kind != "chain"
+    ]
     if not (flush or deletes or block or adds or removals):
         return ""
-    out = ["# Tortie delta transaction: only what changed (runtime/nftables_delta.py).", *flush, *deletes]
+    out = [
+        "# Tortie delta transaction: only what changed (runtime/nftables_delta.py).",
+        *flush,
+        *deletes,
+    ]
     if block:
         out += [f"table {FAMILY} {TABLE} {{", *block, "}"]
     return "\n".join(out + adds + removals) + "\n"

@@ -32,6 +32,7 @@ __all__ = [
     "DEFAULT_BPFFS",
     "ApplyFailed",
     "ArtifactRefused",
+    "CheckFailed",
     "Dataplane",
     "Env",
     "KernelState",
@@ -46,6 +47,10 @@ DEFAULT_BPFFS = Path("/sys/fs/bpf/tortie")
 
 class ArtifactRefused(RuntimeError):
     """The artifact must not be applied here (other node, tampered file, unknown target)."""
+
+
+class CheckFailed(RuntimeError):
+    """A dry run found that the kernel would refuse the plan (nothing was changed)."""
 
 
 class ApplyFailed(RuntimeError):

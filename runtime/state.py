@@ -195,10 +195,8 @@ class StateDir:
         return journal
 
     def end(self) -> None:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             self.journal_path.unlink()
-        except FileNotFoundError:
-            pass
 
     def read_journal(self) -> Journal | None:
         """A journal left by an apply that did not finish (call with the lock held, or

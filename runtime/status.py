@@ -95,7 +95,9 @@ def _read(env: Env, busy: bool) -> Status:
         return Status(record, None, (), "", journal, busy, error=f"cannot read the kernel: {e}")
     drift = tuple(current.differs(record.kernel))
     diffs = [
-        unified_diff(record.kernel.get(u) or "", current.units.get(u) or "", f"applied {u}", f"kernel {u}")
+        unified_diff(
+            record.kernel.get(u) or "", current.units.get(u) or "", f"applied {u}", f"kernel {u}"
+        )
         for u in drift
     ]
     return Status(record, current, drift, "".join(diffs), journal, busy)
@@ -125,7 +127,9 @@ def render_text(st: Status, max_diff_lines: int = 40) -> str:
     if rec is None:
         lines.append("applied:   nothing (no record in the state dir)")
         if st.foreign:
-            lines.append(f"kernel:    Tortie objects present without a record: {', '.join(st.foreign)}")
+            lines.append(
+                f"kernel:    Tortie objects present without a record: {', '.join(st.foreign)}"
+            )
     else:
         age = max(time.time() - rec.applied_at, 0)
         lines += [
@@ -147,11 +151,15 @@ def render_text(st: Status, max_diff_lines: int = 40) -> str:
     if st.error:
         lines.append(f"ERROR:     {st.error}")
     if st.drift:
-        lines.append(f"DRIFT:     the kernel no longer matches the last apply: {', '.join(st.drift)}")
+        lines.append(
+            f"DRIFT:     the kernel no longer matches the last apply: {', '.join(st.drift)}"
+        )
         diff = st.diff.splitlines()
         lines += diff[:max_diff_lines]
         if len(diff) > max_diff_lines:
-            lines.append(f"... {len(diff) - max_diff_lines} more diff lines (use -o json or nft/iptables-save)")
+            lines.append(
+                f"... {len(diff) - max_diff_lines} more diff lines (use -o json or nft/iptables-save)"
+            )
     elif rec is not None and not st.error:
         lines.append("state:     in sync")
     return "\n".join(lines)

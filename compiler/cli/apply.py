@@ -136,7 +136,7 @@ def apply_cmd(
     """
     from runtime.apply import apply_artifact, load_dir
     from runtime.lock import LockBusy
-    from runtime.plan import ApplyFailed, ArtifactRefused
+    from runtime.plan import ApplyFailed, ArtifactRefused, CheckFailed
 
     setup_logging(verbose)
     env = make_env(state_dir, bpffs, lock_timeout, netns, iptables_backend)
@@ -149,6 +149,9 @@ def apply_cmd(
         sys.exit(EXIT_ERRORS)
     except ApplyFailed as e:
         click.echo(f"tortie: apply failed: {e}", err=True)
+        sys.exit(EXIT_ERRORS)
+    except CheckFailed as e:
+        click.echo(f"tortie: dry run: {e}; nothing was changed", err=True)
         sys.exit(EXIT_ERRORS)
     except LockBusy as e:
         click.echo(f"tortie: {e}", err=True)

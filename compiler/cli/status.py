@@ -16,7 +16,10 @@ __all__ = ["status_cmd"]
 @output_option
 @runtime_options
 def status_cmd(
-    output: str, state_dir: str, bpffs: str, lock_timeout: float,
+    output: str,
+    state_dir: str,
+    bpffs: str,
+    lock_timeout: float,
     iptables_backend: str,
     verbose: int,
     netns: str | None,

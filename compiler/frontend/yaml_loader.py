@@ -21,7 +21,7 @@ friends, see ``codes.py``) and the documents that could be read are returned.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from collections.abc import Container
 
 import yaml
 from yaml.constructor import ConstructorError, SafeConstructor
@@ -61,18 +61,34 @@ _NON_PRINTABLE = re.compile(
 )
 
 
-@dataclass(eq=False, slots=True)
 class Scalar:
     """A scalar with its resolved value (str, int, float, bool or None) and where it was written.
 
     ``raw`` is the exact source text of a one-line scalar (quotes included) and None otherwise;
     :meth:`span_at` uses it to point at a character inside the value.
+
+    Nodes are plain slotted classes rather than dataclasses, and their :class:`Span` is made on
+    first use: a 10,000-pod file has over half a million scalars, readers look at the span of a
+    handful of them per document, and building a frozen ``Span`` costs more than the node itself.
     """
 
-    value: object
-    span: Span
-    style: str = ""  # "" plain, "'" or '"' quoted, "|" or ">" block
-    raw: str | None = None
+    __slots__ = ("value", "style", "raw", "_span", "_file", "_line", "_col")
+
+    def __init__(self, value: object, span: Span, style: str = "", raw: str | None = None) -> None:
+        self.value = value
+        self.style = style  # "" plain, "'" or '"' quoted, "|" or ">" block, "<<" merge key
+        self.raw = raw
+        self._span: Span | None = span
+
+    @property
+    def span(self) -> Span:
+        s = self._span
+        if s is None:
+            s = self._span = Span(self._file, self._line + 1, self._col + 1)
+        return s
+
+    def __repr__(self) -> str:
+        return f"Scalar(value={self.value!r}, span={self.span!r}, style={self.style!r})"
 
     def span_at(self, offset: int) -> Span:
         """The span of character ``offset`` of the (string) value.
@@ -88,16 +104,31 @@ class Scalar:
         if columns is None:
             return self.span
         offset = max(0, min(offset, len(columns) - 1))
-        return Span(self.span.file, self.span.line, self.span.col + columns[offset])
+        span = self.span
+        return Span(span.file, span.line, span.col + columns[offset])
 
 
-@dataclass(eq=False, slots=True)
 class Mapping:
     """A mapping whose keys are strings (the source text of the key scalar)."""
 
-    items: list[tuple[Scalar, Node]]
-    span: Span
-    _index: dict[str, int] = field(default_factory=dict, repr=False)
+    __slots__ = ("items", "_index", "_span", "_file", "_line", "_col")
+
+    def __init__(self, items: list[tuple[Scalar, Node]], span: Span) -> None:
+        self.items = items
+        self._index: dict[str, int] = {}
+        for i, (k, _) in enumerate(items):
+            self._index.setdefault(str(k.value), i)
+        self._span: Span | None = span
+
+    @property
+    def span(self) -> Span:
+        s = self._span
+        if s is None:
+            s = self._span = Span(self._file, self._line + 1, self._col + 1)
+        return s
+
+    def __repr__(self) -> str:
+        return f"Mapping(items={self.items!r}, span={self.span!r})"
 
     def get(self, key: str) -> Node | None:
         i = self._index.get(key)
@@ -114,10 +145,22 @@ class Mapping:
         return key in self._index
 
 
-@dataclass(eq=False, slots=True)
 class Sequence:
-    items: list[Node]
-    span: Span
+    __slots__ = ("items", "_span", "_file", "_line", "_col")
+
+    def __init__(self, items: list[Node], span: Span) -> None:
+        self.items = items
+        self._span: Span | None = span
+
+    @property
+    def span(self) -> Span:
+        s = self._span
+        if s is None:
+            s = self._span = Span(self._file, self._line + 1, self._col + 1)
+        return s
+
+    def __repr__(self) -> str:
+        return f"Sequence(items={self.items!r}, span={self.span!r})"
 
 
 Node = Scalar | Mapping | Sequence
@@ -195,95 +238,97 @@ class _Budget(Exception):
         self.span = span
 
 
-@dataclass(slots=True)
 class _Frame:
-    node: Mapping | Sequence
-    anchor: str | None
-    pending_key: Scalar | None = None
-    merges: list[tuple[Scalar, Node]] = field(default_factory=list)
-    size: int = 1
+    """An open mapping or sequence. ``size`` counts the nodes below it (for the alias budget)."""
+
+    __slots__ = ("node", "items", "is_map", "anchor", "pending_key", "merges", "size")
+
+    def __init__(self, node: Mapping | Sequence, is_map: bool, anchor: str | None) -> None:
+        self.node = node
+        self.items = node.items
+        self.is_map = is_map
+        self.anchor = anchor
+        self.pending_key: Scalar | None = None
+        self.merges: list[tuple[Scalar, Node]] = []
+        self.size = 1
 
 
-class _Builder:
-    """Turns the event stream of one file into documents; see the module docstring."""
+class _Everything:
+    def __contains__(self, item: object) -> bool:
+        return True
+
+
+_RESOLVER = Resolver()
+_CONSTRUCTOR = SafeConstructor()
+_TIMESTAMP_TAG = "tag:yaml.org,2002:timestamp"
+# First characters for which YAML 1.1 may resolve a plain scalar to something else than a string
+# (the implicit resolvers' table); every other plain scalar is a string without asking.
+_RESOLVABLE_FIRST: Container[str | None] = (
+    frozenset(_RESOLVER.yaml_implicit_resolvers)
+    if None not in _RESOLVER.yaml_implicit_resolvers
+    else _Everything()  # a resolver for any first character: always ask
+)
+
+
+def _resolve_plain(text: str) -> tuple[object, str]:
+    """A plain (unquoted, untagged) scalar's value and how to treat it: ``""`` as a value,
+    ``"<<"`` as a merge key, anything else is the unsupported tag it resolves to."""
+    tag = _RESOLVER.resolve(yaml.ScalarNode, text, (True, False))
+    if tag in _CORE_TAGS:
+        try:
+            return _CONSTRUCTOR.yaml_constructors[tag](_CONSTRUCTOR, yaml.ScalarNode(tag, text)), ""
+        except (ConstructorError, ValueError, OverflowError):
+            return text, ""
+    if tag == _TIMESTAMP_TAG:
+        return text, ""  # JSON has no timestamps: kubectl keeps the text
+    if tag == _MERGE_TAG:
+        return text, "<<"
+    return text, tag
+
+
+def _tagged_scalar(ev: yaml.ScalarEvent, span: Span, sink: DiagnosticSink) -> tuple[object, str]:
+    """Value and treatment (as :func:`_resolve_plain`) of a scalar written with a tag."""
+    tag = ev.tag
+    if tag == "!":
+        tag = _RESOLVER.resolve(yaml.ScalarNode, ev.value, ev.implicit)
+    if tag in _CORE_TAGS:
+        try:
+            return _CONSTRUCTOR.yaml_constructors[tag](
+                _CONSTRUCTOR, yaml.ScalarNode(tag, ev.value)
+            ), ""
+        except (ConstructorError, ValueError, OverflowError):
+            return ev.value, ""
+    if tag in (_TIMESTAMP_TAG, _MERGE_TAG) and ev.tag == "!":
+        return ev.value, "<<" if tag == _MERGE_TAG else ""
+    sink.error("E005", f"unsupported YAML tag {tag!r}", span)
+    return ev.value, ""
+
+
+class _Reader:
+    """Turns the event stream of one file into documents; see the module docstring.
+
+    One loop with local variables does the work, because it runs once per event: a 10,000-pod
+    file has about 750,000 of them, and method calls per event cost more than parsing them.
+    """
 
     def __init__(self, name: str, lines: list[str], sink: DiagnosticSink) -> None:
         self.name = name
         self.lines = lines
         self.sink = sink
-        self.resolver = Resolver()
-        self.constructor = SafeConstructor()
-        self.reset()
-
-    def reset(self) -> None:
-        self.stack: list[_Frame] = []
-        self.anchors: dict[str, tuple[Node, int]] = {}
-        self.alias_nodes = 0
-        self.root: Node | None = None
-        self.sizes: dict[int, int] = {}
+        # Plain scalars repeat (keys, label values): resolve each distinct text once.
+        self.plain: dict[str, tuple[object, str]] = {}
 
     def span(self, mark: yaml.Mark) -> Span:
         return Span(self.name, mark.line + 1, mark.column + 1)
 
-    # -- scalars ---------------------------------------------------------------------------
-    def scalar(self, ev: yaml.ScalarEvent) -> Scalar:
-        span = self.span(ev.start_mark)
-        style = ev.style or ""
-        tag = ev.tag
-        if tag is None or tag == "!":
-            tag = self.resolver.resolve(yaml.ScalarNode, ev.value, ev.implicit)
-        value: object
-        if tag in _CORE_TAGS:
-            try:
-                value = self.constructor.construct_object(yaml.ScalarNode(tag, ev.value))
-            except (ConstructorError, ValueError, OverflowError):
-                value = ev.value
-        elif tag in ("tag:yaml.org,2002:timestamp", _MERGE_TAG) and ev.tag in (None, "!"):
-            value = ev.value  # JSON has no timestamps: kubectl keeps the text
-        else:
-            self.sink.error("E005", f"unsupported YAML tag {tag!r}", span)
-            value = ev.value
-        raw = None
-        if ev.start_mark.line == ev.end_mark.line and style in ("", "'", '"'):
-            line = self.lines[ev.start_mark.line] if ev.start_mark.line < len(self.lines) else ""
-            raw = line[ev.start_mark.column : ev.end_mark.column]
-        node = Scalar(value, span, style, raw)
-        if tag == _MERGE_TAG and ev.tag in (None, "!"):
-            node.style = "<<"
-        return node
-
-    # -- structure ---------------------------------------------------------------------------
-    def add(self, node: Node, size: int, anchor: str | None) -> None:
-        if anchor:
-            self.anchors[anchor] = (node, size)
-        if not self.stack:
-            self.root = node
-            return
-        top = self.stack[-1]
-        top.size += size
-        if isinstance(top.node, Sequence):
-            top.node.items.append(node)
-            return
-        if top.pending_key is None:
-            if not isinstance(node, Scalar):
-                self.sink.error(
-                    "E021", "mapping keys must be strings, not " + type_name(node), node.span
-                )
-                node = Scalar("?", node.span)
-            top.pending_key = node
-            return
-        key, top.pending_key = top.pending_key, None
-        if key.style == "<<":
-            top.merges.append((key, node))
-            return
-        self.put(top.node, key, node)
-
-    def put(self, mapping: Mapping, key: Scalar, value: Node, merged: bool = False) -> None:
+    def put(self, frame: _Frame, key: Scalar, value: Node, merged: bool = False) -> None:
         text = _key_text(key)
-        if text in mapping._index:
+        mapping = frame.node
+        index = mapping._index  # type: ignore[union-attr]
+        if text in index:
             if merged:
                 return  # explicit keys win over merged ones
-            first = mapping.items[mapping._index[text]][0]
+            first = frame.items[index[text]][0]
             self.sink.error(
                 "E004",
                 f"duplicate key {text!r} in this mapping",
@@ -291,11 +336,12 @@ class _Builder:
                 f"first given at {first.span}",
             )
             return
-        mapping._index[text] = len(mapping.items)
-        mapping.items.append((Scalar(text, key.span, key.style, key.raw), value))
+        index[text] = len(frame.items)
+        if text is not key.value:
+            key = _scalar(text, key.style, key.raw, key.span)
+        frame.items.append((key, value))
 
     def finish_mapping(self, frame: _Frame) -> None:
-        assert isinstance(frame.node, Mapping)
         for key, value in frame.merges:
             sources = value.items if isinstance(value, Sequence) else [value]
             for src in sources:
@@ -305,48 +351,185 @@ class _Builder:
                     )
                     continue
                 for k, v in src.items:
-                    self.put(frame.node, k, v, merged=True)
+                    self.put(frame, k, v, merged=True)
 
-    def alias(self, ev: yaml.AliasEvent) -> None:
-        span = self.span(ev.start_mark)
-        if ev.anchor not in self.anchors:
-            self.sink.error("E001", f"malformed YAML: unknown alias {ev.anchor!r}", span)
-            self.add(Scalar(None, span), 1, None)
-            return
-        node, size = self.anchors[ev.anchor]
-        self.alias_nodes += size
-        if self.alias_nodes > MAX_ALIAS_NODES:
-            raise _Budget(
-                f"YAML aliases expand to more than {MAX_ALIAS_NODES} nodes; refusing to expand them",
-                span,
-            )
-        self.add(node, size, None)
-
-    def event(self, ev: yaml.Event) -> Node | None:
-        """Feed one event; returns a finished document's root at DocumentEnd."""
-        if isinstance(ev, yaml.ScalarEvent):
-            self.add(self.scalar(ev), 1, ev.anchor)
-        elif isinstance(ev, yaml.MappingStartEvent | yaml.SequenceStartEvent):
-            span = self.span(ev.start_mark)
-            if len(self.stack) >= MAX_DEPTH:
-                raise _Budget(f"YAML nested more than {MAX_DEPTH} levels deep", span)
-            want = _MAP_TAG if isinstance(ev, yaml.MappingStartEvent) else _SEQ_TAG
-            if ev.tag not in (None, "!", want):
-                self.sink.error("E005", f"unsupported YAML tag {ev.tag!r}", span)
-            node: Mapping | Sequence = Mapping([], span) if want == _MAP_TAG else Sequence([], span)
-            self.stack.append(_Frame(node, ev.anchor))
-        elif isinstance(ev, yaml.MappingEndEvent | yaml.SequenceEndEvent):
-            frame = self.stack.pop()
-            if isinstance(frame.node, Mapping):
-                self.finish_mapping(frame)
-            self.add(frame.node, frame.size, frame.anchor)
-        elif isinstance(ev, yaml.AliasEvent):
-            self.alias(ev)
-        elif isinstance(ev, yaml.DocumentEndEvent):
-            root = self.root
-            self.reset()
-            return root
+    def add(self, stack: list[_Frame], node: Node, size: int) -> Node | None:
+        """Attach ``node`` to the open collection; returns it when it is a document's root."""
+        if not stack:
+            return node
+        top = stack[-1]
+        top.size += size
+        if not top.is_map:
+            top.items.append(node)
+        elif top.pending_key is None:
+            if not isinstance(node, Scalar):
+                self.sink.error(
+                    "E021", "mapping keys must be strings, not " + type_name(node), node.span
+                )
+                node = Scalar("?", node.span)
+            top.pending_key = node
+        else:
+            key, top.pending_key = top.pending_key, None
+            if key.style == "<<":
+                top.merges.append((key, node))
+            else:
+                self.put(top, key, node)
         return None
+
+    def documents(self, get_event: object, docs: list[Node]) -> None:  # noqa: C901, PLR0912, PLR0915
+        """Read events until the stream ends, appending each non-empty document to ``docs``."""
+        name, lines, sink, plain = self.name, self.lines, self.sink, self.plain
+        new_scalar = Scalar.__new__
+        new_mapping = Mapping.__new__
+        new_sequence = Sequence.__new__
+        stack: list[_Frame] = []
+        anchors: dict[str, tuple[Node, int]] = {}
+        alias_nodes = 0
+        root: Node | None = None
+        while True:
+            ev = get_event()  # type: ignore[operator]
+            cls = ev.__class__
+            if cls is ScalarEvent:
+                mark = ev.start_mark
+                line = mark.line
+                col = mark.column
+                text = ev.value
+                style = ev.style or ""
+                raw = None
+                if ev.tag is None:
+                    if style:
+                        value: object = text  # quoted and block scalars are strings
+                        kind = ""
+                        if style != "|" and style != ">" and ev.end_mark.line == line:
+                            raw = lines[line][col : ev.end_mark.column] if line < len(lines) else ""
+                    else:
+                        if text and text[0] not in _RESOLVABLE_FIRST:
+                            value, kind = text, ""
+                        else:
+                            hit = plain.get(text)
+                            if hit is None:
+                                hit = plain[text] = _resolve_plain(text)
+                            value, kind = hit
+                            if kind and kind != "<<":
+                                sink.error(
+                                    "E005",
+                                    f"unsupported YAML tag {kind!r}",
+                                    Span(name, line + 1, col + 1),
+                                )
+                                kind = ""
+                        if ev.end_mark.line == line:
+                            raw = text  # a one-line plain scalar is its own source text
+                else:
+                    value, kind = _tagged_scalar(ev, Span(name, line + 1, col + 1), sink)
+                    if style in ("", "'", '"') and ev.end_mark.line == line:
+                        raw = lines[line][col : ev.end_mark.column] if line < len(lines) else ""
+                node = new_scalar(Scalar)
+                node.value = value
+                node.style = kind or style
+                node.raw = raw
+                node._span = None
+                node._file = name
+                node._line = line
+                node._col = col
+                if ev.anchor:
+                    anchors[ev.anchor] = (node, 1)
+                # Attach to the open collection (inline: this is the hottest path).
+                if not stack:
+                    root = node
+                    continue
+                top = stack[-1]
+                top.size += 1
+                if not top.is_map:
+                    top.items.append(node)
+                elif top.pending_key is None:
+                    top.pending_key = node
+                else:
+                    key = top.pending_key
+                    top.pending_key = None
+                    if key.style == "<<":
+                        top.merges.append((key, node))
+                        continue
+                    ktext = key.value
+                    if ktext.__class__ is not str or (
+                        not key.style and key.raw is not None and key.raw.strip() is not ktext
+                    ):
+                        self.put(top, key, node)  # the key's text differs from its value
+                        continue
+                    index = top.node._index  # type: ignore[union-attr]
+                    if ktext in index:
+                        self.put(top, key, node)
+                        continue
+                    index[ktext] = len(top.items)
+                    top.items.append((key, node))
+            elif cls is MappingStartEvent or cls is SequenceStartEvent:
+                mark = ev.start_mark
+                if len(stack) >= MAX_DEPTH:
+                    raise _Budget(f"YAML nested more than {MAX_DEPTH} levels deep", self.span(mark))
+                is_map = cls is MappingStartEvent
+                if (
+                    ev.tag is not None
+                    and ev.tag != "!"
+                    and ev.tag != (_MAP_TAG if is_map else _SEQ_TAG)
+                ):
+                    sink.error("E005", f"unsupported YAML tag {ev.tag!r}", self.span(mark))
+                coll: Mapping | Sequence
+                if is_map:
+                    coll = new_mapping(Mapping)
+                    coll._index = {}
+                else:
+                    coll = new_sequence(Sequence)
+                coll.items = []
+                coll._span = None
+                coll._file = name
+                coll._line = mark.line
+                coll._col = mark.column
+                stack.append(_Frame(coll, is_map, ev.anchor))
+            elif cls is MappingEndEvent or cls is SequenceEndEvent:
+                frame = stack.pop()
+                if frame.merges:
+                    self.finish_mapping(frame)
+                if frame.anchor:
+                    anchors[frame.anchor] = (frame.node, frame.size)
+                if self.add(stack, frame.node, frame.size) is not None:
+                    root = frame.node
+            elif cls is AliasEvent:
+                span = self.span(ev.start_mark)
+                if ev.anchor not in anchors:
+                    sink.error("E001", f"malformed YAML: unknown alias {ev.anchor!r}", span)
+                    missing = Scalar(None, span)
+                    if self.add(stack, missing, 1) is not None:
+                        root = missing
+                    continue
+                target, size = anchors[ev.anchor]
+                alias_nodes += size
+                if alias_nodes > MAX_ALIAS_NODES:
+                    raise _Budget(
+                        f"YAML aliases expand to more than {MAX_ALIAS_NODES} nodes; "
+                        "refusing to expand them",
+                        span,
+                    )
+                if self.add(stack, target, size) is not None:
+                    root = target
+            elif cls is DocumentEndEvent:
+                if root is not None and not (isinstance(root, Scalar) and root.value is None):
+                    docs.append(root)
+                stack, anchors, alias_nodes, root = [], {}, 0, None
+            elif ev is None or cls is StreamEndEvent:
+                return
+
+
+def _scalar(value: object, style: str, raw: str | None, span: Span) -> Scalar:
+    return Scalar(value, span, style, raw)
+
+
+ScalarEvent = yaml.ScalarEvent
+MappingStartEvent = yaml.MappingStartEvent
+MappingEndEvent = yaml.MappingEndEvent
+SequenceStartEvent = yaml.SequenceStartEvent
+SequenceEndEvent = yaml.SequenceEndEvent
+AliasEvent = yaml.AliasEvent
+DocumentEndEvent = yaml.DocumentEndEvent
+StreamEndEvent = yaml.StreamEndEvent
 
 
 def _key_text(key: Scalar) -> str:
@@ -378,17 +561,11 @@ def load_documents(text: str, name: str, sink: DiagnosticSink) -> list[Node]:
             "E001", f"malformed YAML: character {bad[1]} is not allowed in YAML text", bad[0]
         )
         return []
-    builder = _Builder(name, text.splitlines(), sink)
+    reader = _Reader(name, text.splitlines(), sink)
     docs: list[Node] = []
     loader = _LOADER(text)
     try:
-        while True:
-            ev = loader.get_event()
-            if ev is None or isinstance(ev, yaml.StreamEndEvent):
-                break
-            root = builder.event(ev)
-            if root is not None and not (isinstance(root, Scalar) and root.value is None):
-                docs.append(root)
+        reader.documents(loader.get_event, docs)
     except _Budget as e:
         sink.error("E006", e.message, e.span)
     except yaml.MarkedYAMLError as e:

@@ -148,7 +148,9 @@ def dump(program: Program) -> str:
                 out.append("    (unresolved)")
             else:
                 members = sorted(s.port_members, key=lambda t: (t[0].version, t[0], t[1], t[2]))
-                text = " ".join(f"{n.network_address}/{protocol_name(pr)}:{po}" for n, pr, po in members)
+                text = " ".join(
+                    f"{n.network_address}/{protocol_name(pr)}:{po}" for n, pr, po in members
+                )
                 out.append(f"    members: {text or '(none)'}")
         else:
             out.append(f"  {sid}{fam} selector: {s.selector}")

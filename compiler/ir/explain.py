@@ -144,9 +144,7 @@ def describe_step(program: ir.Program, step: Step, direction: str) -> str:
             f"({step.action.capitalize()}) at {_where(step.span)} {_OUTCOME[step.action]}"
         )
     if step.reason == "profile-rule":
-        outcome = (
-            "passes to the next profile" if step.action == ir.PASS else _OUTCOME[step.action]
-        )
+        outcome = "passes to the next profile" if step.action == ir.PASS else _OUTCOME[step.action]
         return (
             f"profile {step.policy}, rule {number} ({step.action.capitalize()}) at "
             f"{_where(step.span)} {outcome}"
@@ -162,22 +160,15 @@ def describe_step(program: ir.Program, step: Step, direction: str) -> str:
         ep = next((e for e in program.endpoints if e.id == step.endpoint), None)
         if ep is None or not ep.profiles:
             return "no tier decided and the endpoint has no profiles, so it is denied"
-        return (
-            f"no tier decided and no profile ({', '.join(ep.profiles)}) allowed, "
-            "so it is denied"
-        )
+        return f"no tier decided and no profile ({', '.join(ep.profiles)}) allowed, so it is denied"
     if step.reason == "failsafe":
-        return (
-            f"failsafe port on host endpoint {step.endpoint} (checked before any policy) allows"
-        )
+        return f"failsafe port on host endpoint {step.endpoint} (checked before any policy) allows"
     if step.reason == "not-calico-endpoint":
         side = "source" if direction == ir.EGRESS else "destination"
         return f"the {side} is not a Calico endpoint, so nothing is enforced on this side (allow)"
     if step.reason == "endpoint-to-host":
         verb = "allows" if step.action == ir.ALLOW else "denies"
-        return (
-            f"workload {step.endpoint} to its own node: defaultEndpointToHostAction {verb}"
-        )
+        return f"workload {step.endpoint} to its own node: defaultEndpointToHostAction {verb}"
     if step.reason == "no-policy":
         return f"{hook}no policy applies: {_OUTCOME.get(step.action, step.action)}"
     return f"{step.reason}: {step.action}"
@@ -205,16 +196,18 @@ def explain_text(
     program: ir.Program, flow: Flow, verdict: Verdict, src: Peer, dst: Peer, via: str | None = None
 ) -> str:
     """The verdict and the trace of both directions, for a person to read."""
-    head = (
-        f"{src.label} ({flow.src_ip}) -> {dst.label} ({flow.dst_ip}), {_flow_words(flow)}"
-        + (f", forwarded through host endpoint {via}" if via else "")
+    head = f"{src.label} ({flow.src_ip}) -> {dst.label} ({flow.dst_ip}), {_flow_words(flow)}" + (
+        f", forwarded through host endpoint {via}" if via else ""
     )
     if verdict.allowed:
         outcome = "ALLOWED: the source's egress and the destination's ingress both allow it"
     else:
         denied = [
             name
-            for name, d in (("source's egress", verdict.egress), ("destination's ingress", verdict.ingress))
+            for name, d in (
+                ("source's egress", verdict.egress),
+                ("destination's ingress", verdict.ingress),
+            )
             if not d.allowed
         ]
         outcome = f"DENIED by the {' and the '.join(denied)}"

@@ -74,7 +74,11 @@ class Matrix:
 
     def pairs(self) -> dict[tuple[str, str], bool]:
         ids = [eid for eid, _ in self.endpoints]
-        return {(s, d): ok for s, row in zip(ids, self.rows) for d, ok in zip(ids, row)}
+        return {
+            (s, d): ok
+            for s, row in zip(ids, self.rows, strict=True)
+            for d, ok in zip(ids, row, strict=True)
+        }
 
 
 def workloads(
@@ -310,7 +314,7 @@ def compute(
     rows = []
     for i, (_, sip) in enumerate(endpoints):
         out = egress.vector(i)
-        row = [e and col[i] for e, col in zip(out, cols)]
+        row = [e and col[i] for e, col in zip(out, cols, strict=True)]
         for j, (_, dip) in enumerate(endpoints):
             if direct[i] or direct[j]:
                 extra += 1
@@ -369,7 +373,7 @@ def render_text(m: Matrix) -> str:
     if m.skipped:
         out.append(f"left out (no IPv{m.family} address): {', '.join(m.skipped)}")
     out.append("\t".join(["-", *ids]))
-    for i, (s, row) in enumerate(zip(ids, m.rows)):
+    for i, (s, row) in enumerate(zip(ids, m.rows, strict=True)):
         cells = [s] + ["." if ok else "X" for ok in row]
         cells[i + 1] += "*"
         out.append("\t".join(cells))
@@ -395,10 +399,10 @@ def iter_json(matrices: list[Matrix]):  # noqa: ANN201 - generator of text chunk
             ok: f', "protocol": {proto}, "port": {port}, "allowed": {json.dumps(ok)}}}'
             for ok in (True, False)
         }
-        for (s, _), row in zip(m.endpoints, m.rows):
+        for (s, _), row in zip(m.endpoints, m.rows, strict=True):
             qs = quoted[s]
             chunk = []
-            for (d, _), ok in zip(m.endpoints, row):
+            for (d, _), ok in zip(m.endpoints, row, strict=True):
                 sep = "\n  " if first else ",\n  "
                 first = False
                 chunk.append(f'{sep}{{"from": {qs}, "to": {quoted[d]}{tail[ok]}')

@@ -39,11 +39,17 @@ def argv(args: Sequence[str], netns: str | None = None) -> list[str]:
 
 
 def run(
-    args: Sequence[str], *, input: str | None = None, netns: str | None = None, timeout: float = DEFAULT_TIMEOUT
+    args: Sequence[str],
+    *,
+    input: str | None = None,
+    netns: str | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
 ) -> str:
     cmd = argv(args, netns)
     try:
-        proc = subprocess.run(cmd, input=input, capture_output=True, text=True, timeout=timeout, check=False)
+        proc = subprocess.run(
+            cmd, input=input, capture_output=True, text=True, timeout=timeout, check=False
+        )
     except FileNotFoundError as e:
         raise IpsetError(cmd, 127, str(e)) from None
     except subprocess.TimeoutExpired as e:
@@ -76,7 +82,9 @@ def members(name: str, *, netns: str | None = None, timeout: float = DEFAULT_TIM
     return [line.split(" ", 2)[2] for line in out.splitlines() if line.startswith("add ")]
 
 
-def destroy(names: Iterable[str], *, netns: str | None = None, timeout: float = DEFAULT_TIMEOUT) -> None:
+def destroy(
+    names: Iterable[str], *, netns: str | None = None, timeout: float = DEFAULT_TIMEOUT
+) -> None:
     """Destroy the named sets in one ``ipset restore`` run (a set still referenced by a rule
     cannot be destroyed: the call fails there)."""
     script = "".join(f"destroy {n}\n" for n in names)

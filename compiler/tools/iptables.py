@@ -72,7 +72,9 @@ def argv(
 
 def _run(cmd: list[str], input: str | None, timeout: float) -> Result:
     try:
-        proc = subprocess.run(cmd, input=input, capture_output=True, text=True, timeout=timeout, check=False)
+        proc = subprocess.run(
+            cmd, input=input, capture_output=True, text=True, timeout=timeout, check=False
+        )
     except FileNotFoundError as e:
         raise IptablesError(cmd, 127, str(e)) from None
     except subprocess.TimeoutExpired as e:

@@ -39,7 +39,11 @@ def available() -> bool:
 
 
 def run(
-    args: Sequence[str], *, netns: str | None = None, json_out: bool = False, timeout: float = DEFAULT_TIMEOUT
+    args: Sequence[str],
+    *,
+    netns: str | None = None,
+    json_out: bool = False,
+    timeout: float = DEFAULT_TIMEOUT,
 ) -> Any:
     """``tc [-j] ARGS``; parsed JSON with ``json_out``, else stdout."""
     base = [TC, *(["-j"] if json_out else []), *args]
@@ -85,7 +89,9 @@ def attach(dev: str, direction: str, pinned_prog: str, *, netns: str | None = No
 
 
 def detach(dev: str, direction: str, *, netns: str | None = None) -> None:
-    run(["filter", "del", "dev", dev, direction, "pref", PREF, "handle", HANDLE, "bpf"], netns=netns)
+    run(
+        ["filter", "del", "dev", dev, direction, "pref", PREF, "handle", HANDLE, "bpf"], netns=netns
+    )
 
 
 def bpf_filters(dev: str, direction: str, *, netns: str | None = None) -> list[dict[str, Any]]:

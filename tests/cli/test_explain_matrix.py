@@ -117,7 +117,9 @@ def run(*args: str) -> Result:
 
 
 def test_explain_allowed_names_policy_rule_and_line(files: list[str]) -> None:
-    r = run("explain", *files, "--from", "a/web", "--to", "a/db", "--protocol", "TCP", "--port", "5432")
+    r = run(
+        "explain", *files, "--from", "a/web", "--to", "a/db", "--protocol", "TCP", "--port", "5432"
+    )
     assert r.exit_code == 0, r.output
     out = r.stdout
     assert "a/web (10.0.0.1) -> a/db (10.0.0.2), TCP port 5432" in out
@@ -134,7 +136,10 @@ def test_explain_denied_by_end_of_tier(files: list[str]) -> None:
     r = run("explain", *files, "--from", "b/cli", "--to", "a/db", "--port", "5432")
     assert r.exit_code == 0, r.output
     assert "verdict: DENIED by the destination's ingress" in r.stdout
-    assert "end of tier default: no rule of its policies (NetworkPolicy a/db-ingress) matched" in r.stdout
+    assert (
+        "end of tier default: no rule of its policies (NetworkPolicy a/db-ingress) matched"
+        in r.stdout
+    )
 
 
 def test_explain_json_is_stable_data(files: list[str]) -> None:
@@ -163,12 +168,34 @@ def test_explain_json_is_stable_data(files: list[str]) -> None:
 
 
 def test_explain_icmp_and_ip_literals(files: list[str]) -> None:
-    r = run("explain", *files, "--from", "192.0.2.7", "--to", "a/db", "--protocol", "ICMP", "--icmp-type", "8")
+    r = run(
+        "explain",
+        *files,
+        "--from",
+        "192.0.2.7",
+        "--to",
+        "a/db",
+        "--protocol",
+        "ICMP",
+        "--icmp-type",
+        "8",
+    )
     assert r.exit_code == 0, r.output
     assert "ICMP type 8 code 0" in r.stdout
     assert "the source is not a Calico endpoint" in r.stdout
     assert "rule 4 (Allow)" in r.stdout
-    r = run("explain", *files, "--from", "192.0.2.7", "--to", "a/db", "--protocol", "ICMP", "--icmp-type", "0")
+    r = run(
+        "explain",
+        *files,
+        "--from",
+        "192.0.2.7",
+        "--to",
+        "a/db",
+        "--protocol",
+        "ICMP",
+        "--icmp-type",
+        "0",
+    )
     assert "verdict: DENIED" in r.stdout
 
 
@@ -200,13 +227,34 @@ def test_explain_unknown_peer_is_exit_1(files: list[str]) -> None:
 
 def test_explain_usage_errors_are_exit_2(files: list[str]) -> None:
     assert run("explain", *files, "--from", "a/web", "--to", "a/db").exit_code == 2  # no --port
-    assert run("explain", *files, "--from", "a/web", "--to", "a/db", "--protocol", "ICMP", "--port", "1").exit_code == 2
-    assert run("explain", *files, "--from", "a/web", "--to", "a/db", "--protocol", "XTP", "--port", "1").exit_code == 2
+    assert (
+        run(
+            "explain",
+            *files,
+            "--from",
+            "a/web",
+            "--to",
+            "a/db",
+            "--protocol",
+            "ICMP",
+            "--port",
+            "1",
+        ).exit_code
+        == 2
+    )
+    assert (
+        run(
+            "explain", *files, "--from", "a/web", "--to", "a/db", "--protocol", "XTP", "--port", "1"
+        ).exit_code
+        == 2
+    )
 
 
 def test_input_errors_are_exit_1(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
-    bad.write_text("kind: NetworkPolicy\napiVersion: projectcalico.org/v3\nmetadata: {name: x}\nspec: {selector: 'a ='}\n")
+    bad.write_text(
+        "kind: NetworkPolicy\napiVersion: projectcalico.org/v3\nmetadata: {name: x}\nspec: {selector: 'a ='}\n"
+    )
     for args in (
         ["explain", "--from", "1.1.1.1", "--to", "2.2.2.2", "--port", "80"],
         ["matrix"],
@@ -235,7 +283,13 @@ def test_matrix_json_every_ordered_pair(files: list[str]) -> None:
     assert r.exit_code == 0, r.output
     data = json.loads(r.stdout)
     assert len(data) == 2 * 3 * 3
-    assert data[0] == {"from": "a/db", "to": "a/db", "protocol": "TCP", "port": 80, "allowed": False}
+    assert data[0] == {
+        "from": "a/db",
+        "to": "a/db",
+        "protocol": "TCP",
+        "port": 80,
+        "allowed": False,
+    }
     got = {(d["from"], d["to"], d["port"]): d["allowed"] for d in data}
     assert got[("a/web", "a/db", 5432)] is True
     assert got[("b/cli", "a/db", 5432)] is False
@@ -243,7 +297,9 @@ def test_matrix_json_every_ordered_pair(files: list[str]) -> None:
 
 
 def test_matrix_namespace_family_and_icmp(files: list[str]) -> None:
-    r = run("matrix", *files, "--namespace", "b", "--family", "6", "--protocol", "ICMP", "-o", "json")
+    r = run(
+        "matrix", *files, "--namespace", "b", "--family", "6", "--protocol", "ICMP", "-o", "json"
+    )
     assert r.exit_code == 0, r.output
     data = json.loads(r.stdout)
     assert {(d["from"], d["to"]) for d in data} == {

@@ -85,14 +85,20 @@ def test_case(case: Case) -> None:
             verdict = evaluate(program, flow)
             where = f"{check.protocol}/{check.port} IPv{check.family} {src} -> {dst}"
             if verdict.allowed != want:
-                trace = explain_text(program, flow, verdict, _peer(program, src, sip), _peer(program, dst, dip))
+                trace = explain_text(
+                    program, flow, verdict, _peer(program, src, sip), _peer(program, dst, dip)
+                )
                 failures.append(
                     f"{where}: expected {'allow' if want else 'deny'}, evaluator says "
                     f"{'allow' if verdict.allowed else 'deny'}\n" + _indent(trace)
                 )
             if (src, dst) in matrix and matrix[(src, dst)] != verdict.allowed:
-                failures.append(f"{where}: matrix says {matrix[(src, dst)]}, evaluator {verdict.allowed}")
-    assert not failures, f"{case.name}: {len(failures)} disagreement(s)\n" + "\n".join(failures[:10])
+                failures.append(
+                    f"{where}: matrix says {matrix[(src, dst)]}, evaluator {verdict.allowed}"
+                )
+    assert not failures, f"{case.name}: {len(failures)} disagreement(s)\n" + "\n".join(
+        failures[:10]
+    )
 
 
 def _indent(text: str) -> str:

@@ -18,7 +18,11 @@ from compiler.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = Path(__file__).resolve().parent / "golden"
-EXAMPLES = sorted(p.name for p in (ROOT / "examples").iterdir() if p.is_dir()) if (ROOT / "examples").is_dir() else []
+EXAMPLES = (
+    sorted(p.name for p in (ROOT / "examples").iterdir() if p.is_dir())
+    if (ROOT / "examples").is_dir()
+    else []
+)
 UPDATE = os.environ.get("TORTIE_UPDATE_GOLDENS") == "1"
 
 

@@ -76,7 +76,9 @@ def test_rendering() -> None:
     from compiler.ir.matrix import Matrix
 
     ips = (ipaddress.ip_address("10.0.0.1"), ipaddress.ip_address("10.0.0.2"))
-    m = Matrix(Probe(6, 80), 4, (("a/x", ips[0]), ("b/y", ips[1])), ((True, False), (True, True)), 3)
+    m = Matrix(
+        Probe(6, 80), 4, (("a/x", ips[0]), ("b/y", ips[1])), ((True, False), (True, True)), 3
+    )
     text = render_text(m).splitlines()
     assert text[-3:] == ["-\ta/x\tb/y", "a/x\t.*\tX", "b/y\t.\t.*"]
     data = json.loads("".join(iter_json([m])))

@@ -33,8 +33,10 @@ from tests.targets.test_iptables_programs import (
     PROGRAMS,
     compile_yaml,
     hosts_program,
+    many_pods_program,
     workloads_program,
 )
+from tests.targets.test_iptables_render import CASES
 
 pytestmark = pytest.mark.kernel
 
@@ -82,16 +84,20 @@ def _rule_count(saved: str) -> int:
 
 
 @pytest.mark.parametrize("backend", backend_params())
-@pytest.mark.parametrize("name", sorted(PROGRAMS))
+@pytest.mark.parametrize("name", sorted(CASES))
 def test_restore_test_accepts_artifacts(cluster: Cluster, backend: str, name: str) -> None:
     """``iptables-restore --test`` accepts both families' files (the sets they name must exist,
     so the ipset file is loaded first, in a throwaway netns)."""
-    files = render_program(PROGRAMS[name]()).files
+    files = render_program(CASES[name]()).files
     node = cluster.add_node("n1")
     ipset_tool.restore(files[IPSET_FILE].decode(), netns=node.name)
     for family in (4, 6):
         iptables_tool.restore(
-            files[RULES_FILE[family]].decode(), family=family, backend=backend, test=True, netns=node.name
+            files[RULES_FILE[family]].decode(),
+            family=family,
+            backend=backend,
+            test=True,
+            netns=node.name,
         )
     # --test committed nothing.
     saved = iptables_tool.save(family=4, backend=backend, netns=node.name)
@@ -136,7 +142,7 @@ def test_apply_three_times_is_idempotent(cluster: Cluster, backend: str) -> None
     assert _rule_count(saved) == ours + 4  # plus the foreign rules, untouched
     tables = parse_save(saved)
     assert tables["filter"].rules[0].endswith("-j tt-INPUT")  # insert mode: first
-    assert '-A FORWARD -s 198.18.99.0/24 -j DROP' in saved
+    assert "-A FORWARD -s 198.18.99.0/24 -j DROP" in saved
     assert "-A KUBE-FIREWALL -m mark --mark 0x8000/0x8000 -j DROP" in saved
 
 
@@ -151,7 +157,10 @@ def test_hooks_heal_duplicates_and_stay_first(cluster: Cluster, backend: str) ->
     assert iptables_tool.save(family=4, backend=backend, netns=node.name).count("tortie:hook") == 12
     # ... something else inserts itself above ours ...
     iptables_tool.restore(
-        "*filter\n-I FORWARD 1 -s 198.18.97.0/24 -j DROP\nCOMMIT\n", family=4, backend=backend, netns=node.name
+        "*filter\n-I FORWARD 1 -s 198.18.97.0/24 -j DROP\nCOMMIT\n",
+        family=4,
+        backend=backend,
+        netns=node.name,
     )
     apply(files, backend=backend, netns=node.name)  # ... and apply repairs both
     saved = iptables_tool.save(family=4, backend=backend, netns=node.name)
@@ -169,7 +178,10 @@ def test_append_mode_hooks_go_last(cluster: Cluster, backend: str) -> None:
         apply(files, backend=backend, netns=node.name)
     saved = iptables_tool.save(family=4, backend=backend, netns=node.name)
     inputs = [r for r in parse_save(saved)["filter"].rules if r.startswith("-A INPUT")]
-    assert inputs == ["-A INPUT -j KUBE-FIREWALL", '-A INPUT -m comment --comment "tortie:hook" -j tt-INPUT']
+    assert inputs == [
+        "-A INPUT -j KUBE-FIREWALL",
+        '-A INPUT -m comment --comment "tortie:hook" -j tt-INPUT',
+    ]
 
 
 @pytest.mark.parametrize("backend", backend_params())
@@ -195,7 +207,9 @@ def test_failed_load_keeps_previous_rules(cluster: Cluster, backend: str) -> Non
     before = iptables_tool.save(family=4, backend=backend, netns=node.name)
     broken = dict(good)
     text = good[RULES_FILE[4]].decode()
-    broken[RULES_FILE[4]] = text.replace("-j tt-from-wl-dispatch", "-j tt-no-such-chain", 1).encode()
+    broken[RULES_FILE[4]] = text.replace(
+        "-j tt-from-wl-dispatch", "-j tt-no-such-chain", 1
+    ).encode()
     with pytest.raises(iptables_tool.IptablesError) as err:
         apply(broken, backend=backend, netns=node.name)
     assert err.value.argv and err.value.stderr
@@ -232,13 +246,17 @@ def test_set_only_update_applies_in_place(cluster: Cluster, backend: str) -> Non
 
     name = set_name(src.id, 4)
     assert ipset_tool.members(name, netns=topo.nodes["node1"].name) == ["10.65.0.3"]
-    assert not [n for n in ipset_tool.list_names(netns=topo.nodes["node1"].name) if n.startswith("tt4t")]
+    assert not [
+        n for n in ipset_tool.list_names(netns=topo.nodes["node1"].name) if n.startswith("tt4t")
+    ]
 
 
 # -- real traffic --------------------------------------------------------------------------------
 
 
-def _pod_probes(topo: IptTopology, ports: tuple[int, ...], extra_dests: tuple[str, ...] = ()) -> list:
+def _pod_probes(
+    topo: IptTopology, ports: tuple[int, ...], extra_dests: tuple[str, ...] = ()
+) -> list:
     probes = []
     local = [e for e in topo.program.endpoints if not e.is_host and e.id in topo.pods]
     for a, b in itertools.permutations(local, 2):
@@ -307,8 +325,23 @@ def test_host_endpoints_traffic_matches_evaluator(cluster: Cluster, backend: str
         uplinks=[("eth0", "198.18.50.1", "fd00:ff50::1", "198.18.50.2", "fd00:ff50::2")],
     )
     topo.load()
-    sources = ["shop/web", "ops/probe", "ext-eth0", topo.externals["203.0.113.9"], topo.externals["198.51.100.20"], "node1"]
-    dests = ["10.65.9.1", "fd00:65:9::1", "192.168.100.1", "fd00:100::1", "10.65.1.1", "10.65.0.1", "fd00:65::1"]
+    sources = [
+        "shop/web",
+        "ops/probe",
+        "ext-eth0",
+        topo.externals["203.0.113.9"],
+        topo.externals["198.51.100.20"],
+        "node1",
+    ]
+    dests = [
+        "10.65.9.1",
+        "fd00:65:9::1",
+        "192.168.100.1",
+        "fd00:100::1",
+        "10.65.1.1",
+        "10.65.0.1",
+        "fd00:65::1",
+    ]
     probes = []
     for src, dst in itertools.product(sources, dests):
         version = ipaddress.ip_address(dst).version
@@ -353,12 +386,36 @@ def test_log_rules_log_and_continue(cluster: Cluster, backend: str) -> None:
     topo = IptTopology.make(cluster, {"node1": prog}, backend)
     topo.load()
     probe = topo.probe("ops/probe", "10.65.0.1", "TCP", 22)
-    assert send_probes(cluster, [probe], timeout=0.5)[probe] is evaluate(prog, topo.flow(probe)).allowed is False
+    assert (
+        send_probes(cluster, [probe], timeout=0.5)[probe]
+        is evaluate(prog, topo.flow(probe)).allowed
+        is False
+    )
     saved = iptables_tool.restore  # keep the tool module referenced for readers
     del saved
-    out = topo.nodes["node1"].run([iptables_tool.binary(4, backend, "save"), "-c", "-t", "filter"]).stdout
+    out = (
+        topo.nodes["node1"]
+        .run([iptables_tool.binary(4, backend, "save"), "-c", "-t", "filter"])
+        .stdout
+    )
     logs = [line for line in out.splitlines() if "-j LOG" in line and "--dport 22" in line]
     assert logs and all(re.match(r"\[[1-9]\d*:\d+\]", line) for line in logs), logs
+
+
+@pytest.mark.parametrize("backend", backend_params())
+def test_many_workloads_through_the_dispatch_tree(cluster: Cluster, backend: str) -> None:
+    prog = many_pods_program(40)
+    topo = IptTopology.make(cluster, {"node1": prog}, backend)
+    topo.load()
+    pods = sorted(e for e in topo.pods)
+    probes = []
+    for i, a in enumerate(pods):
+        b = pods[(i * 7 + 3) % len(pods)]
+        dst = str(next(ip for e in prog.endpoints if e.id == b for ip in e.ips))
+        probes += [topo.probe(a, dst, "TCP", 80), topo.probe(a, dst, "TCP", 81)]
+    errors = run_and_compare(topo, probes)
+    assert not errors, "\n".join(errors)
+    assert [evaluate(prog, topo.flow(p)).allowed for p in probes[:2]] == [True, False]
 
 
 # -- the demo example --------------------------------------------------------------------------
@@ -389,6 +446,11 @@ def test_demo_example_traffic_matches_evaluator(cluster: Cluster, backend: str) 
                 probes += [topo.probe(a.id, str(addr), "TCP", p) for p in sorted(ports)]
     for ext in outside:
         for b in local:
-            probes += [topo.probe(topo.externals[ext], str(ip), "TCP", p) for ip in b.ips if ip.version == 4 for p in sorted(ports)]
+            probes += [
+                topo.probe(topo.externals[ext], str(ip), "TCP", p)
+                for ip in b.ips
+                if ip.version == 4
+                for p in sorted(ports)
+            ]
     errors = run_and_compare(topo, probes)
     assert not errors, "\n".join(errors)

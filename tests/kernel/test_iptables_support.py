@@ -56,7 +56,9 @@ class IptTopology(Topology):
     backend: str = "legacy"
 
     @classmethod
-    def make(cls, cluster: Cluster, programs: Mapping[str, Program], backend: str, **kw: object) -> IptTopology:
+    def make(
+        cls, cluster: Cluster, programs: Mapping[str, Program], backend: str, **kw: object
+    ) -> IptTopology:
         topo = cls.build(cluster, programs, **kw)  # type: ignore[arg-type]
         assert isinstance(topo, IptTopology)
         topo.backend = backend

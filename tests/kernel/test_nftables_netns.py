@@ -231,3 +231,28 @@ def test_log_rules_log_and_continue(cluster: Cluster) -> None:
     assert results[probe] is evaluate(prog, topo.flow(probe)).allowed is False
     chain = json.dumps(nft.list_table_json("inet", "tortie", netns=topo.nodes["n1"].name))
     assert re.search(r'"packets": [1-9]', chain), chain
+
+
+def test_set_update_changes_traffic(cluster: Cluster) -> None:
+    """A set-only update (no table reload) changes verdicts exactly as the new program says."""
+    old = workloads_program()
+    topo = Topology.build(cluster, {"n1": old})
+    topo.load()
+    web = old.sets["s:web:4"]
+    grown = web.members | {ipaddress.ip_network("10.65.0.3/32")}
+    new = ir.replace_program(
+        old, sets={**old.sets, web.id: dataclasses.replace(web, members=grown)}
+    )
+    probes = [topo.probe("ns1/c", dst, "TCP", 80) for dst in ("10.65.0.1", "10.65.0.2")]
+    before = send_probes(topo.cluster, probes, timeout=0.5)
+    assert before == {p: False for p in probes}
+    update = render_set_update(old, new)
+    assert update and "add element" in update and "chain" not in update
+    nft.load(update, netns=topo.nodes["n1"].name)
+    probes = [topo.probe("ns1/c", dst, "TCP", 80) for dst in ("10.65.0.1", "10.65.0.2")]
+    after = send_probes(topo.cluster, probes, timeout=0.5)
+    assert (
+        after
+        == {p: evaluate(new, topo.flow(p)).allowed for p in probes}
+        == {p: True for p in probes}
+    )

@@ -87,7 +87,9 @@ def test_agent_applies_only_what_changed(tmp_path: Path) -> None:
 
         # Broken input: error, counted, the ruleset in force stays.
         before = w.nft_table()
-        _write(watch, cluster_yaml(7001, clients=("a", "c")) + "---\nkind: NetworkPolicy\nspec: [\n")
+        _write(
+            watch, cluster_yaml(7001, clients=("a", "c")) + "---\nkind: NetworkPolicy\nspec: [\n"
+        )
         res = agent.tick()
         assert res is not None and res.result == "error"
         assert w.nft_table() == before
@@ -151,3 +153,87 @@ def test_agent_loop_with_metrics_endpoint(tmp_path: Path) -> None:
             thread.join(timeout=10)
             server.close()
         assert not thread.is_alive()
+
+
+def test_agent_set_only_update_with_iptables(tmp_path: Path) -> None:
+    """The iptables target's render_set_update: only the changed ipsets are refilled."""
+    watch = tmp_path / "watch"
+    watch.mkdir()
+    _write(watch, cluster_yaml(clients=("a",)))
+    with world(tmp_path) as w:
+        agent = Agent(AgentConfig("n1", watch, w.env, "iptables", 0.1))
+        first = agent.tick()
+        assert first is not None and (first.result, first.mode) == ("applied", "full"), first
+        assert not _c_to_b(w)
+        _write(watch, cluster_yaml(clients=("a", "c")))
+        res = agent.tick()
+        assert res is not None and (res.result, res.mode) == ("applied", "sets"), res
+        assert _c_to_b(w) and read_status(w.env).in_sync
+
+
+def test_dry_run_of_iptables_checks_in_a_throwaway_namespace(tmp_path: Path) -> None:
+    from tests.kernel.test_runtime_support import compile_dir
+
+    art = compile_dir(cluster_yaml(), tmp_path / "a", "iptables")
+    with world(tmp_path) as w:
+        res = w.cli("apply", str(art), "--node", "n1", "--dry-run")
+        assert res.returncode == 0, res.stderr
+        assert "iptables-restore --noflush: IPv4 filter" in res.stdout
+        assert "tt-" not in w.node.run(["iptables-save"]).stdout
+        assert w.node.run(["ipset", "list", "-n"]).stdout.strip() == ""
+
+
+def test_agent_process_serves_metrics_and_stops_on_sigterm(tmp_path: Path) -> None:
+    """The real ``tortie agent`` process: port 0 on 127.0.0.1, scraped, stopped by its PID."""
+    import select
+    import signal
+    import subprocess
+
+    from tests.kernel.test_runtime_support import CLI, ROOT, cli_env
+
+    watch = tmp_path / "watch"
+    watch.mkdir()
+    _write(watch, cluster_yaml())
+    with world(tmp_path) as w:
+        proc = subprocess.Popen(
+            [
+                *CLI,
+                "agent",
+                "--node",
+                "n1",
+                "--watch",
+                str(watch),
+                "--interval",
+                "0.2",
+                "--metrics-port",
+                "0",
+            ],
+            cwd=ROOT,
+            env=cli_env(w),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert proc.stderr is not None
+            port, lines = None, []
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and (
+                port is None or not any("reconcile #1" in x for x in lines)
+            ):
+                ready, _, _ = select.select([proc.stderr], [], [], 1)
+                if ready:
+                    line = proc.stderr.readline()
+                    lines.append(line)
+                    m = re.match(r"metrics: http://127\.0\.0\.1:(\d+)/metrics", line)
+                    port = int(m[1]) if m else port
+            assert port is not None, "".join(lines)
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+                text = r.read().decode()
+            assert _metric(text, 'tortie_reconciles_total{result="applied"}') == 1
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=30) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()

@@ -158,8 +158,15 @@ def test_deleted_set_element_is_drift(w: World, tmp_path: Path) -> None:
     art = compile_dir(cluster_yaml(), tmp_path / "a")
     assert w.cli("apply", str(art), "--node", "n1").returncode == 0
     table = w.nft_table() or ""
-    iface = next(line.split('"')[1] for line in table.splitlines() if "elements = {" in line and '"cali' in line)
-    nft.run(["delete", "element", "inet", "tortie", "wl-ifaces", "{", f'"{iface}"', "}"], netns=w.node.name)
+    iface = next(
+        line.split('"')[1]
+        for line in table.splitlines()
+        if "elements = {" in line and '"cali' in line
+    )
+    nft.run(
+        ["delete", "element", "inet", "tortie", "wl-ifaces", "{", f'"{iface}"', "}"],
+        netns=w.node.name,
+    )
     st = w.cli("status")
     assert st.returncode == 1 and iface in st.stdout
 
@@ -223,3 +230,17 @@ def test_lock_makes_a_second_apply_wait_or_give_up(w: World, tmp_path: Path) -> 
     table = w.nft_table() or ""
     assert ("7000" in table) != ("7001" in table)
     assert w.cli("status").returncode == 0
+
+
+def test_dry_run_reports_what_the_kernel_would_refuse(w: World, tmp_path: Path) -> None:
+    good = compile_dir(cluster_yaml(), tmp_path / "good")
+    script = (good / "nftables.nft").read_text().replace("jump wl-ingress/", "jump nowhere-", 1)
+    bad = write_artifact(
+        Artifact("nftables", "n1", {"nftables.nft": script.encode()}), tmp_path / "bad"
+    )
+    res = w.cli("apply", str(bad), "--node", "n1", "--dry-run")
+    assert res.returncode == 1
+    assert (
+        "dry run: the kernel would refuse this artifact" in res.stderr and "nowhere-" in res.stderr
+    )
+    assert w.nft_table() is None

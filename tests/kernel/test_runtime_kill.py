@@ -12,6 +12,7 @@ while the kernel is being changed, so the critical window is hit often.
 from __future__ import annotations
 
 import collections
+import contextlib
 import os
 import random
 import signal
@@ -31,9 +32,16 @@ pytestmark = [pytest.mark.kernel, pytest.mark.slow]
 ITERATIONS = int(os.environ.get("TORTIE_KILL_ITERATIONS", "40"))
 
 
-def _killed_apply(cmd: list[str], env: dict[str, str], journal: Path, delay: float, after_journal: bool) -> None:
+def _killed_apply(
+    cmd: list[str], env: dict[str, str], journal: Path, delay: float, after_journal: bool
+) -> None:
     proc = subprocess.Popen(
-        cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+        cmd,
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
     try:
         if after_journal:
@@ -42,10 +50,8 @@ def _killed_apply(cmd: list[str], env: dict[str, str], journal: Path, delay: flo
                 time.sleep(0.0005)
         time.sleep(delay)
     finally:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         proc.wait(timeout=30)
 
 
@@ -84,7 +90,9 @@ def test_kill_9_during_nftables_apply_leaves_old_or_new(tmp_path: Path) -> None:
             seen[f"{state}{'+journal' if interrupted else ''}"] += 1
             if interrupted:  # status says so, and exits 1
                 assert not read_status(w.env).in_sync
-        print(f"\nkill -9 loop: {ITERATIONS} iterations, whole apply {whole * 1000:.0f} ms: {dict(seen)}")
+        print(
+            f"\nkill -9 loop: {ITERATIONS} iterations, whole apply {whole * 1000:.0f} ms: {dict(seen)}"
+        )
         assert seen["old"] + seen["old+journal"] > 0 and seen["new"] + seen["new+journal"] > 0
         # After all that, one more apply leaves the node in sync.
         apply_artifact(arts["A"], w.env)

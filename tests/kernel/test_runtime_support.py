@@ -172,7 +172,12 @@ class World:
     def cli_process(self, *args: str, timeout: float = 120) -> Ran:
         """``tortie ARGS`` as a subprocess (for concurrency and kill tests)."""
         proc = subprocess.run(
-            [*CLI, *args], cwd=ROOT, env=cli_env(self), capture_output=True, text=True, timeout=timeout
+            [*CLI, *args],
+            cwd=ROOT,
+            env=cli_env(self),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
         )
         return Ran(proc.returncode, proc.stdout, proc.stderr)
 

@@ -179,7 +179,9 @@ def narrowed(draw: st.DrawFn, rule: m.Rule, line: int) -> m.Rule:
         dst = dataclasses.replace(rule.destination, ports=draw(port_specs(proto)))
         out = dataclasses.replace(rule, destination=dst)
     elif how == 3:
-        nets = tuple(_net(x) for x in draw(st.lists(st.sampled_from(CIDRS_V4), min_size=1, max_size=2)))
+        nets = tuple(
+            _net(x) for x in draw(st.lists(st.sampled_from(CIDRS_V4), min_size=1, max_size=2))
+        )
         out = dataclasses.replace(rule, source=dataclasses.replace(rule.source, nets=nets))
     elif how == 4:
         src = dataclasses.replace(rule.source, selector=draw(selectors()))
@@ -202,7 +204,9 @@ def rule_lists(draw: st.DrawFn, base_line: int, max_size: int = 4) -> tuple[m.Ru
 
 @st.composite
 def policies(draw: st.DrawFn, i: int) -> m.Policy:
-    kind = draw(st.sampled_from(("NetworkPolicy", "GlobalNetworkPolicy", "StagedGlobalNetworkPolicy")))
+    kind = draw(
+        st.sampled_from(("NetworkPolicy", "GlobalNetworkPolicy", "StagedGlobalNetworkPolicy"))
+    )
     staged = kind.startswith("Staged") and draw(st.integers(0, 2)) == 0
     if kind.startswith("Staged") and not staged:
         kind = "GlobalNetworkPolicy"
@@ -226,7 +230,9 @@ def policies(draw: st.DrawFn, i: int) -> m.Policy:
         order=draw(st.sampled_from((None, 1.0, 5.0, 10.0))),
         selector=draw(st.sampled_from(("", "all()") + ATOMS[:6])),
         namespace_selector=(
-            draw(st.sampled_from(('team == "x"', "has(team)"))) if not namespaced and draw(st.integers(0, 5)) == 0 else ""
+            draw(st.sampled_from(('team == "x"', "has(team)")))
+            if not namespaced and draw(st.integers(0, 5)) == 0
+            else ""
         ),
         types=types,
         ingress=ingress,
@@ -322,7 +328,9 @@ def resource_sets(draw: st.DrawFn) -> m.ResourceSet:
     if draw(st.integers(0, 2)) == 0:
         endpoints.append(draw(host_endpoints()))
     profs = [draw(profiles(ns)) for ns in NAMESPACES]
-    profs.append(m.Profile("projectcalico-default-allow", (), (m.Rule("Allow"),), (m.Rule("Allow"),)))
+    profs.append(
+        m.Profile("projectcalico-default-allow", (), (m.Rule("Allow"),), (m.Rule("Allow"),))
+    )
     tiers = (
         m.Tier("t1", 10.0, draw(st.sampled_from(("Deny", "Pass")))),
         m.Tier("t2", None, draw(st.sampled_from(("Deny", "Pass")))),

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 
-from compiler.diagnostics import DiagnosticSink, Span, SourceRegistry, render_all
+from compiler.diagnostics import DiagnosticSink, SourceRegistry, Span, render_all
 from compiler.frontend import load_text
 from compiler.frontend.model import FelixConfig
 from compiler.ir import nodes as ir
@@ -354,3 +354,40 @@ PROGRAMS = {
     "hosts": hosts_program,
     "hostile": hostile_program,
 }
+
+
+def many_pods_yaml(count: int = 40) -> str:
+    """``count`` pods in one namespace (interface names are hashes, so they spread over the
+    dispatch tree), a policy denying TCP 81 to every pod, the namespace profile allowing the
+    rest."""
+    pods = "".join(
+        f"""
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: p{i:03d}, namespace: big, labels: {{app: p{i % 3}}}}}
+spec: {{nodeName: {NODE}, containers: [{{name: main}}]}}
+status: {{podIP: 10.66.{i // 200}.{i % 200 + 1}, podIPs: [{{ip: 10.66.{i // 200}.{i % 200 + 1}}}]}}
+"""
+        for i in range(count)
+    )
+    return (
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: big}\n"
+        + pods
+        + """
+---
+apiVersion: projectcalico.org/v3
+kind: GlobalNetworkPolicy
+metadata: {name: no-81}
+spec:
+  selector: all()
+  types: [Ingress]
+  ingress:
+    - {action: Deny, protocol: TCP, destination: {ports: [81]}}
+    - action: Pass
+"""
+    )
+
+
+def many_pods_program(count: int = 40) -> ir.Program:
+    return compile_yaml(many_pods_yaml(count))

@@ -41,7 +41,13 @@ from compiler.targets.iptables.names import (
     set_name,
     temp_set_name,
 )
-from tests.targets.test_iptables_programs import HOSTILE, PROGRAMS, compile_yaml, workloads_program
+from tests.targets.test_iptables_programs import (
+    HOSTILE,
+    PROGRAMS,
+    compile_yaml,
+    many_pods_program,
+    workloads_program,
+)
 from tests.targets.test_iptables_sim import _tokens
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -66,7 +72,9 @@ def assert_golden(actual: str, name: str) -> None:
     stale.parent.mkdir(parents=True, exist_ok=True)
     stale.write_text(actual)
     diff = "".join(
-        difflib.unified_diff(expected.splitlines(True), actual.splitlines(True), str(path), str(stale))
+        difflib.unified_diff(
+            expected.splitlines(True), actual.splitlines(True), str(path), str(stale)
+        )
     )
     pytest.fail(
         f"{name} differs from the golden; wrote {stale.name} "
@@ -83,7 +91,9 @@ def demo_program(node: str = "node1") -> ir.Program:
 def members_changed() -> ir.Program:
     """The workloads program with one set's members changed (web left the db policy's set)."""
     prog = workloads_program()
-    src = next(s for s in prog.sets.values() if s.family == 4 and 'app in {"api", "web"}' in s.selector)
+    src = next(
+        s for s in prog.sets.values() if s.family == 4 and 'app in {"api", "web"}' in s.selector
+    )
     web = ipaddress.ip_network("10.65.0.1/32")
     new = dataclasses.replace(src, members=(src.members or frozenset()) - {web})
     return ir.replace_program(prog, sets={**prog.sets, src.id: new})
@@ -170,7 +180,12 @@ def test_cli_compile_writes_the_iptables_artifact(tmp_path: Path) -> None:
         )
         outputs.append({p.name: p.read_bytes() for p in sorted(out.iterdir())})
     assert outputs[0] == outputs[1]
-    assert set(outputs[0]) == {"manifest.json", "iptables.rules", "ip6tables.rules", "ipset.restore"}
+    assert set(outputs[0]) == {
+        "manifest.json",
+        "iptables.rules",
+        "ip6tables.rules",
+        "ipset.restore",
+    }
     # The same rules as the in-process render (comments differ: they name the input files).
     strip = re.compile(r' -m comment --comment "[^"]*"|^#.*$', re.M)
     cli = strip.sub("", outputs[0]["iptables.rules"].decode())
@@ -220,7 +235,14 @@ def test_quoted_is_one_token_without_escapes(text: str) -> None:
     assert '"' not in inner and "\\" not in inner and "'" not in inner
     assert all(32 <= ord(c) < 127 for c in inner)
     assert _tokens(f"-A x -m comment --comment {q} -j RETURN") == [
-        "-A", "x", "-m", "comment", "--comment", inner, "-j", "RETURN"
+        "-A",
+        "x",
+        "-m",
+        "comment",
+        "--comment",
+        inner,
+        "-j",
+        "RETURN",
     ]
 
 
@@ -243,11 +265,27 @@ def test_hostile_names_stay_inside_their_quotes() -> None:
     for fname, data in rendered.files.items():
         text = data.decode("ascii")  # everything non-ASCII was replaced
         for line in text.splitlines():
-            assert line == "" or line.startswith(("#", "*", ":", "-A ", "-I ", "COMMIT", "create ", "flush ", "add ", "swap ", "destroy ")), line
+            assert line == "" or line.startswith(
+                (
+                    "#",
+                    "*",
+                    ":",
+                    "-A ",
+                    "-I ",
+                    "COMMIT",
+                    "create ",
+                    "flush ",
+                    "add ",
+                    "swap ",
+                    "destroy ",
+                )
+            ), line
             assert "\x00" not in line
             if line.startswith(("-A ", "-I ")):
                 toks = _tokens(line)
-                assert toks[1] in ("INPUT", "FORWARD", "OUTPUT", "PREROUTING") or toks[1].startswith("tt-")
+                assert toks[1] in ("INPUT", "FORWARD", "OUTPUT", "PREROUTING") or toks[
+                    1
+                ].startswith("tt-")
                 assert len(toks[1]) <= CHAIN_MAX
                 for opt in ("--comment", "--log-prefix"):
                     if opt in toks:
@@ -262,7 +300,9 @@ def test_hostile_names_stay_inside_their_quotes() -> None:
 # -- lowering -----------------------------------------------------------------------------------
 
 
-def _lower(m: ir.Match, target: tuple[str, ...] = ("-j", "DROP"), names: dict | None = None) -> list[str]:
+def _lower(
+    m: ir.Match, target: tuple[str, ...] = ("-j", "DROP"), names: dict | None = None
+) -> list[str]:
     ctx = Context(m.ip_version or 4, names or {}, MARKS)
     return [r.text("c") for r in lower_rule(m, ctx, target)]
 
@@ -288,7 +328,9 @@ def test_several_cidrs_use_match_blocks() -> None:
     assert lines[-1] == "-A c -p tcp -m mark --mark 0x80000/0x80000 -j DROP"
     # One OR factor and an idempotent target: one rule per alternative, no marks.
     simple = _lower(ir.Match(ip_version=4, src=ir.Side(nets=nets)), ("-j", "ACCEPT"))
-    assert simple == [f"-A c -s {n} -j ACCEPT" for n in sorted(nets, key=lambda n: int(n.network_address))]
+    assert simple == [
+        f"-A c -s {n} -j ACCEPT" for n in sorted(nets, key=lambda n: int(n.network_address))
+    ]
     # The same with LOG: a match block, so a packet is logged once.
     logged = _lower(ir.Match(ip_version=4, src=ir.Side(nets=nets)), ("-j", "LOG"))
     assert logged[-1] == "-A c -m mark --mark 0x40000/0x40000 -j LOG"
@@ -306,7 +348,10 @@ def test_unmatchable_rules_vanish() -> None:
     assert _lower(ir.Match(ip_version=4, src=ir.Side(nets=()))) == []
     assert _lower(ir.Match(ip_version=4, protocol=6, not_protocol=6)) == []
     assert _lower(ir.Match(ip_version=6, protocol=1, icmp_type=8)) == []
-    assert _lower(ir.Match(ip_version=4, protocol=1, dst=ir.Side(ports=ir.PortMatch(((80, 80),))))) == []
+    assert (
+        _lower(ir.Match(ip_version=4, protocol=1, dst=ir.Side(ports=ir.PortMatch(((80, 80),)))))
+        == []
+    )
     assert _lower(ir.Match(ip_version=4, protocol=6, not_protocol=17)) == ["-A c -p tcp -j DROP"]
 
 
@@ -347,7 +392,9 @@ def test_check_reports_what_iptables_cannot_do() -> None:
     assert "E821" in _codes(ir.replace_program(base, endpoints=(bad, *base.endpoints[1:])))
     hostile = PROGRAMS["hostile"]()
     assert set(_codes(hostile)) == {"W826"}
-    port_rule = ir.Rule("allow", ir.Match(ip_version=4, dst=ir.Side(ports=ir.PortMatch(((80, 80),)))), 0)
+    port_rule = ir.Rule(
+        "allow", ir.Match(ip_version=4, dst=ir.Side(ports=ir.PortMatch(((80, 80),)))), 0
+    )
     pol = next(iter(base.policies.values()))
     broken = dataclasses.replace(pol, ingress=(port_rule,))
     assert "E822" in _codes(ir.replace_program(base, policies={**base.policies, pol.id: broken}))
@@ -364,6 +411,36 @@ def test_host_endpoint_warnings() -> None:
     assert _codes(ir.replace_program(prog, endpoints=(*others, star2))) == ["W824"]
     named = dataclasses.replace(star, interface="eth9", ips=())
     assert _codes(ir.replace_program(prog, endpoints=(*others, named))) == ["W825"]
+
+
+def test_dispatch_is_a_tree_not_a_scan() -> None:
+    """40 workloads: no dispatch chain holds more than FANOUT rules, and every workload's
+    chain is reachable from the root."""
+    from compiler.targets.iptables.dispatch import FANOUT
+
+    prog = many_pods_program(40)
+    rendered = render_program(prog)
+    filt = {c.name: c for c in rendered.tables[4][2].chains}
+    root = filt["tt-from-wl-dispatch"]
+    assert len(root.rules) <= FANOUT
+    reach, todo = set(), ["tt-from-wl-dispatch"]
+    while todo:
+        for r in filt[todo.pop()].rules:
+            target = r.jumps_to
+            if target and target.startswith("tt-from-wl-d"):
+                todo.append(target)
+                assert len(filt[target].rules) <= FANOUT
+            elif target:
+                reach.add(target)
+    assert reach == {c for c in filt if c.startswith("tt-fw-")}
+    assert len(reach) == 40
+
+
+def test_conntrack_invalid_check_can_be_disabled() -> None:
+    on = render_program(workloads_program()).rules[4]
+    off = render_program(workloads_program(disable_conntrack_invalid_check=True)).rules[4]
+    assert "--ctstate INVALID -j DROP" in on and "INVALID" not in off
+    assert on.count("RELATED,ESTABLISHED") == off.count("RELATED,ESTABLISHED")
 
 
 # -- set-only updates -------------------------------------------------------------------------
@@ -386,7 +463,10 @@ def test_empty_and_zero_prefix_sets() -> None:
     everything = dataclasses.replace(s, members=frozenset({ipaddress.ip_network("0.0.0.0/0")}))
     text = render_program(ir.replace_program(prog, sets={**prog.sets, sid: everything})).ipset
     name = set_name(sid, 4)
-    assert f"add {temp_set_name(name)} 0.0.0.0/1" in text and f"add {temp_set_name(name)} 128.0.0.0/1" in text
+    assert (
+        f"add {temp_set_name(name)} 0.0.0.0/1" in text
+        and f"add {temp_set_name(name)} 128.0.0.0/1" in text
+    )
 
 
 # -- the applier's planning (pure) --------------------------------------------------------------
@@ -424,7 +504,12 @@ def test_plan_heals_duplicates_and_moved_hooks() -> None:
 
 def test_plan_removes_stale_chains_and_hooks() -> None:
     stale_hook = '-A INPUT -m comment --comment "tortie:hook" -j tt-OLD'
-    saved = _saved(HOOK, stale_hook, "-A tt-old-pol -j DROP", chains=("tt-INPUT", "tt-x", "tt-old-pol", "tt-OLD"))
+    saved = _saved(
+        HOOK,
+        stale_hook,
+        "-A tt-old-pol -j DROP",
+        chains=("tt-INPUT", "tt-x", "tt-old-pol", "tt-OLD"),
+    )
     plan = plan_iptables(ARTIFACT, saved).splitlines()
     assert "-D INPUT 2" in plan
     assert plan.index("-F tt-old-pol") < plan.index("-X tt-old-pol") < plan.index("COMMIT")
@@ -441,7 +526,10 @@ def test_plan_ipset() -> None:
     plan = plan_ipset(text, {real, temp, "foreign"})
     assert plan.startswith(f"destroy {temp}\n")
     assert f"create {real} " not in plan and f"create {temp} " in plan
-    assert stale_sets({"tt4s:old", "foreign", "tt4-host", "tt4ts:old"}, {"tt4-host"}) == ["tt4s:old", "tt4ts:old"]
+    assert stale_sets({"tt4s:old", "foreign", "tt4-host", "tt4ts:old"}, {"tt4-host"}) == [
+        "tt4s:old",
+        "tt4ts:old",
+    ]
 
 
 def test_felix_defaults_are_what_the_goldens_use() -> None:

@@ -305,10 +305,7 @@ class Node:
             "input": (("raw", "PREROUTING"), ("mangle", "PREROUTING"), ("filter", "INPUT")),
             "output": (("raw", "OUTPUT"), ("filter", "OUTPUT")),
         }[kind]
-        for table, builtin in hooks:
-            if self.run_hook(table, builtin, p) == "DROP":
-                return False
-        return True
+        return all(self.run_hook(table, builtin, p) != "DROP" for table, builtin in hooks)
 
 
 # -- a simulated cluster: where addresses live, which nodes a flow crosses ----------------------

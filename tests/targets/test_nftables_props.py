@@ -12,7 +12,7 @@ import os
 import re
 
 import pytest
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 
 from compiler.diagnostics import DiagnosticSink
 from compiler.frontend import model as m
@@ -25,6 +25,11 @@ from tests.property.strategies import resource_sets
 CAN_CHECK = nft.available() and os.geteuid() == 0
 
 
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 @given(resource_sets())
 def test_random_programs_render(res: m.ResourceSet) -> None:
     sink = DiagnosticSink()

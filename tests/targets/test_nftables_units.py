@@ -209,6 +209,10 @@ def test_check_reports() -> None:
     bad_if = dataclasses.replace(prog.endpoints[0], interface="cali*")
     prog = ir.replace_program(workloads_program(), endpoints=(bad_if, *prog.endpoints[1:]))
     assert "E811" in _codes(prog)
+    base = workloads_program()
+    twin = dataclasses.replace(base.endpoints[1], interface=base.endpoints[0].interface)
+    prog = ir.replace_program(base, endpoints=(base.endpoints[0], twin, *base.endpoints[2:]))
+    assert "E816" in _codes(prog)
     hosts = host_program()
     star, eth0, *rest = hosts.endpoints
     no_ips = dataclasses.replace(eth0, ips=(), interface="")

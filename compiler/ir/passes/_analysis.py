@@ -118,7 +118,9 @@ class Analysis:
         ]
 
     def facts(self, rule: Rule) -> RuleFacts:
-        return RuleFacts(rule, self._side(rule.match.src, rule.match), self._side(rule.match.dst, rule.match))
+        return RuleFacts(
+            rule, self._side(rule.match.src, rule.match), self._side(rule.match.dst, rule.match)
+        )
 
     # -- never matches ------------------------------------------------------------------------
 
@@ -143,10 +145,13 @@ class Analysis:
     def covers(self, earlier: RuleFacts, later: RuleFacts) -> bool:
         """Every flow ``later`` matches is matched by ``earlier`` (a proof, or False)."""
         e, x = earlier.match, later.match
-        if e.ip_version is not None and x.ip_version != e.ip_version:
-            # A flow's family is its source address's; ``later`` may still be single-family.
-            if not later.src.addrs <= AddrSpace.full(e.ip_version):
-                return False
+        # A flow's family is its source address's, so ``later`` may be single-family anyway.
+        if (
+            e.ip_version is not None
+            and x.ip_version != e.ip_version
+            and not later.src.addrs <= AddrSpace.full(e.ip_version)
+        ):
+            return False
         if e.protocol is not None and x.protocol != e.protocol:
             return False
         if e.not_protocol is not None and not (
@@ -244,6 +249,4 @@ def _avoids_icmp(x: Match, t: int, c: int | None) -> bool:
         return True
     if x.icmp_type is not None and x.icmp_type != t:
         return True
-    return (
-        x.icmp_type == t and c is not None and x.icmp_code is not None and x.icmp_code != c
-    )
+    return x.icmp_type == t and c is not None and x.icmp_code is not None and x.icmp_code != c

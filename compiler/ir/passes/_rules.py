@@ -29,9 +29,7 @@ def map_rule_lists(program: Program, fn: RuleListFn) -> tuple[dict, dict]:
     profiles = {}
     for name, prof in program.profiles.items():
         new = {d: fn(name, d, prof.rules(d)) for d in DIRECTIONS}
-        changed = any(
-            new[d] is not prof.rules(d) and new[d] != prof.rules(d) for d in DIRECTIONS
-        )
+        changed = any(new[d] is not prof.rules(d) and new[d] != prof.rules(d) for d in DIRECTIONS)
         profiles[name] = dataclasses.replace(prof, **new) if changed else prof
     return policies, profiles
 

@@ -65,12 +65,16 @@ def run(program: Program, ctx: object) -> Program:
     canon = canonical_ids(program)
     if all(k == v for k, v in canon.items()):
         pruned = prune_sets(program)
-        return program if len(pruned) == len(program.sets) else replace_program(program, sets=pruned)
+        return (
+            program if len(pruned) == len(program.sets) else replace_program(program, sets=pruned)
+        )
     rename = canon.__getitem__
 
     def rules(owner: str, direction: str, rs: tuple[Rule, ...]) -> tuple[Rule, ...]:
         return tuple(
-            dataclasses.replace(r, match=map_match_sides(r.match, lambda s: map_side_sets(s, rename)))
+            dataclasses.replace(
+                r, match=map_match_sides(r.match, lambda s: map_side_sets(s, rename))
+            )
             for r in rs
         )
 

@@ -79,7 +79,7 @@ def _report(
         sink.warning(
             CODE,
             f"{direction} rule {li + 1} of {_owner(program, owner)} can never match{scope}: "
-            f"rule {ei + 1} ({earlier.action}) comes first and matches every packet it would; "
+            f"rule {ei + 1} ({earlier.action.capitalize()}) comes first and matches every packet it would; "
             "the rule was removed",
             later.origin,
             f"shadowed rule {li + 1} (numbered from 1) is at {later.origin}",

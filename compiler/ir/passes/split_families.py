@@ -111,5 +111,3 @@ def run(program: Program, ctx: object) -> Program:
         sets=sets,
         dropped_rules=tuple(set(program.dropped_rules) | dropped),
     )
-
-

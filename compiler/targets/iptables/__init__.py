@@ -28,12 +28,18 @@ from compiler.artifact import Artifact
 from compiler.diagnostics import DiagnosticSink
 from compiler.ir import nodes as ir
 from compiler.targets.base import local_endpoints
-from compiler.targets.common import expand_log_prefix, parse_rate
+from compiler.targets.common import expand_log_prefix
 from compiler.targets.iptables.chains import LIMIT_MAX_PER_SECOND, log_limit
 from compiler.targets.iptables.lower import MULTIPORT_MAX, Context, LoweringError, lower_rule
 from compiler.targets.iptables.marks import MARK_BITS_NEEDED, Marks
 from compiler.targets.iptables.names import CHAIN_MAX, LOG_PREFIX_MAX, SET_MAX, is_ifname, sanitize
-from compiler.targets.iptables.render import IPSET_FILE, RULES_FILE, RenderError, Rendered, render_program
+from compiler.targets.iptables.render import (
+    IPSET_FILE,
+    RULES_FILE,
+    Rendered,
+    RenderError,
+    render_program,
+)
 from compiler.targets.iptables.sets import decl_of
 from compiler.targets.iptables.update import render_set_update
 
@@ -158,11 +164,17 @@ class IptablesTarget:
                 try:
                     lower_rule(rule.match, ctx, ("-j", "DROP"))
                 except LoweringError as e:
-                    sink.error("E822", f"iptables target: {owner} {d} rule {rule.index}: {e}", rule.origin)
+                    sink.error(
+                        "E822", f"iptables target: {owner} {d} rule {rule.index}: {e}", rule.origin
+                    )
                 if rule.action == ir.LOG and owner not in prefix_warned:
                     if policy is not None:
-                        ns_name = f"{policy.namespace}/{policy.name}" if policy.namespace else policy.name
-                        text = expand_log_prefix(program.felix.log_prefix, tier, policy.kind_short, policy.name, ns_name)
+                        ns_name = (
+                            f"{policy.namespace}/{policy.name}" if policy.namespace else policy.name
+                        )
+                        text = expand_log_prefix(
+                            program.felix.log_prefix, tier, policy.kind_short, policy.name, ns_name
+                        )
                     else:
                         text = expand_log_prefix(program.felix.log_prefix, "", "pro", owner, owner)
                     if len(sanitize(text, 1000)) > LOG_PREFIX_MAX - 2:
@@ -183,6 +195,3 @@ class IptablesTarget:
             summary=dict(rendered.summary),
         )
 
-
-# ``parse_rate`` is re-exported for callers that validate FelixConfiguration early.
-__all__ += ["parse_rate"]

@@ -164,9 +164,7 @@ def stale_sets(existing: set[str], wanted: set[str]) -> list[str]:
     return sorted(n for n in existing if is_own_set(n) and n not in wanted)
 
 
-def apply(
-    files: Mapping[str, bytes], *, backend: str, netns: str | None = None
-) -> list[str]:
+def apply(files: Mapping[str, bytes], *, backend: str, netns: str | None = None) -> list[str]:
     """Load an artifact (ipset, then IPv4 and IPv6 rules), then destroy stale sets.
 
     Returns the stale sets that could not be destroyed (still referenced by something else,

@@ -147,7 +147,11 @@ class ChainBuilder:
             lowered = lower_rule(rule.match, self.ctx, target, comment, extra)
             out.extend(lowered)
             if lowered and return_bit and i < len(mine) - 1:
-                out.append(Rule((Cond(RANK_MARK, self.marks.match(return_bit)),), ("-j", "RETURN"), comment))
+                out.append(
+                    Rule(
+                        (Cond(RANK_MARK, self.marks.match(return_bit)),), ("-j", "RETURN"), comment
+                    )
+                )
         return out
 
     def policy_chain(self, pid: str, direction: str, flavour: str) -> ChainInfo:
@@ -160,7 +164,9 @@ class ChainBuilder:
         name = limited(prefix, pid)
         ns_name = f"{policy.namespace}/{policy.name}" if policy.namespace else policy.name
         felix = self.program.felix
-        prefix_text = expand_log_prefix(felix.log_prefix, policy.tier, policy.kind_short, policy.name, ns_name)
+        prefix_text = expand_log_prefix(
+            felix.log_prefix, policy.tier, policy.kind_short, policy.name, ns_name
+        )
         m = self.marks
 
         def target_of(rule: ir.Rule) -> tuple[tuple[str, ...], tuple[Cond, ...], int]:
@@ -170,12 +176,18 @@ class ChainBuilder:
                 return m.set(m.pass_, m.pass_), (), m.pass_
             if rule.action == ir.DENY:
                 return self.deny(table), (), 0
-            return log_target(prefix_text), log_limit(felix.log_rate_limit, felix.log_rate_limit_burst), 0
+            return (
+                log_target(prefix_text),
+                log_limit(felix.log_rate_limit, felix.log_rate_limit_burst),
+                0,
+            )
 
         rules = policy.rules(direction)
         body = self._rules_of(rules, f"{pid} {direction}", target_of)
         where = span_text(policy.origin)
-        comment = f"policy {pid} tier {policy.tier} {direction}" + (f" ({flavour})" if flavour != NORMAL else "")
+        comment = f"policy {pid} tier {policy.tier} {direction}" + (
+            f" ({flavour})" if flavour != NORMAL else ""
+        )
         self.add(table, Chain(name, tuple(body), comment + (f" {where}" if where else "")))
         mine = [r for r in rules if r.match.ip_version in (None, self.family)]
         info = ChainInfo(
@@ -203,12 +215,21 @@ class ChainBuilder:
                 return ("-j", "RETURN"), (), 0  # on to the next profile
             if rule.action == ir.DENY:
                 return self.deny(FILTER), (), 0
-            return log_target(prefix_text), log_limit(felix.log_rate_limit, felix.log_rate_limit_burst), 0
+            return (
+                log_target(prefix_text),
+                log_limit(felix.log_rate_limit, felix.log_rate_limit_burst),
+                0,
+            )
 
         rules = profile.rules(direction)
         body = self._rules_of(rules, f"profile {name} {direction}", target_of)
         where = span_text(profile.origin)
-        self.add(FILTER, Chain(chain, tuple(body), f"profile {name} {direction}" + (f" {where}" if where else "")))
+        self.add(
+            FILTER,
+            Chain(
+                chain, tuple(body), f"profile {name} {direction}" + (f" {where}" if where else "")
+            ),
+        )
         mine = [r for r in rules if r.match.ip_version in (None, self.family)]
         info = ChainInfo(chain, any(r.action == ir.ALLOW for r in mine), False)
         self._infos[key] = info
@@ -244,7 +265,13 @@ class ChainBuilder:
                 if info.can_allow:
                     allowed = (Cond(RANK_MARK, m.match(m.accept)),)
                     if flavour == UNTRACKED:
-                        out.append(Rule(allowed, m.set(m.untracked, m.untracked), f"allowed by {pid}: untracked"))
+                        out.append(
+                            Rule(
+                                allowed,
+                                m.set(m.untracked, m.untracked),
+                                f"allowed by {pid}: untracked",
+                            )
+                        )
                     out.append(Rule(allowed, ("-j", "RETURN"), f"allowed by {pid}"))
                 pass_pending = pass_pending or info.can_pass
             if end_of_tier_deny and plan.default_action == ir.DENY:
@@ -264,7 +291,11 @@ class ChainBuilder:
             out.append(Rule((), ("-j", info.name), f"profile {name}"))
             if info.can_allow:
                 out.append(
-                    Rule((Cond(RANK_MARK, m.match(m.accept)),), ("-j", "RETURN"), f"allowed by profile {name}")
+                    Rule(
+                        (Cond(RANK_MARK, m.match(m.accept)),),
+                        ("-j", "RETURN"),
+                        f"allowed by profile {name}",
+                    )
                 )
         out.append(Rule((), self.deny(FILTER), "no profile matched"))
         return out

@@ -41,7 +41,16 @@ from compiler.targets.iptables.chains import (
     ct_rules,
 )
 from compiler.targets.iptables.lower import chunk_ranges, proto_name
-from compiler.targets.iptables.model import RANK_DST, RANK_MARK, RANK_PORTS, RANK_PROTO, RANK_SRC, Chain, Cond, Rule
+from compiler.targets.iptables.model import (
+    RANK_DST,
+    RANK_MARK,
+    RANK_PORTS,
+    RANK_PROTO,
+    RANK_SRC,
+    Chain,
+    Cond,
+    Rule,
+)
 from compiler.targets.iptables.names import is_ifname, limited
 
 FAILSAFE_IN = "tt-failsafe-in"
@@ -55,7 +64,12 @@ def describe(ep: ir.Endpoint) -> str:
 
 
 def failsafe_rules(
-    ports: Iterable[FailsafePort], family: int, peer: str, port_dir: str, bit_target: tuple[str, ...], label: str
+    ports: Iterable[FailsafePort],
+    family: int,
+    peer: str,
+    port_dir: str,
+    bit_target: tuple[str, ...],
+    label: str,
 ) -> list[Rule]:
     """Rules setting the accept bit for failsafe (protocol, port[, net]) entries of ``family``.
 
@@ -64,7 +78,9 @@ def failsafe_rules(
     for fp in ports:
         if fp.net is not None and fp.net.version != family:
             continue
-        groups.setdefault((fp.protocol, str(fp.net) if fp.net else None), []).append((fp.port, fp.port))
+        groups.setdefault((fp.protocol, str(fp.net) if fp.net else None), []).append(
+            (fp.port, fp.port)
+        )
     out = []
     for (proto, net), ranges in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1] or "")):
         base = [Cond(RANK_PROTO, ("-p", proto_name(proto)))]
@@ -88,7 +104,8 @@ class EndpointRenderer:
         self.m = builder.marks
         local = local_endpoints(self.program)
         self.workloads = sorted(
-            (e for e in local if not e.is_host and is_ifname(e.interface)), key=lambda e: e.interface
+            (e for e in local if not e.is_host and is_ifname(e.interface)),
+            key=lambda e: e.interface,
         )
         self.heps = [e for e in local if e.is_host]
         self.wl_egress: dict[str, str] = {}
@@ -122,8 +139,12 @@ class EndpointRenderer:
         ins = failsafe_rules(felix.failsafe_inbound, fam, "-s", "d", bit, "failsafe inbound")
         outs = failsafe_rules(felix.failsafe_outbound, fam, "-d", "d", bit, "failsafe outbound")
         if table == RAW:
-            ins += failsafe_rules(felix.failsafe_outbound, fam, "-s", "s", bit, "failsafe outbound: return traffic")
-            outs += failsafe_rules(felix.failsafe_inbound, fam, "-d", "s", bit, "failsafe inbound: return traffic")
+            ins += failsafe_rules(
+                felix.failsafe_outbound, fam, "-s", "s", bit, "failsafe outbound: return traffic"
+            )
+            outs += failsafe_rules(
+                felix.failsafe_inbound, fam, "-d", "s", bit, "failsafe inbound: return traffic"
+            )
         return [
             Chain(FAILSAFE_IN, tuple(ins), "failsafe inbound ports (host endpoints)"),
             Chain(FAILSAFE_OUT, tuple(outs), "failsafe outbound ports (host endpoints)"),
@@ -151,7 +172,11 @@ class EndpointRenderer:
         rules.append(self._clear())
         if hep.plan(direction, ir.UNTRACKED):
             rules.append(
-                Rule((Cond(RANK_MARK, m.match(m.untracked)),), m.set(m.accept, m.accept), "allowed by untracked policy")
+                Rule(
+                    (Cond(RANK_MARK, m.match(m.untracked)),),
+                    m.set(m.accept, m.accept),
+                    "allowed by untracked policy",
+                )
             )
         rules += self._failsafe_jump(FILTER, direction)
         tiers, ended = self.b.tier_rules(hep.plan(direction), direction, NORMAL, True)
@@ -186,7 +211,13 @@ class EndpointRenderer:
         tiers, ended = self.b.tier_rules(plans, direction, NORMAL, True)
         rules += tiers
         if not ended:
-            rules.append(Rule((), self.m.set(self.m.accept, self.m.accept), "no applyOnForward policy decided: allow"))
+            rules.append(
+                Rule(
+                    (),
+                    self.m.set(self.m.accept, self.m.accept),
+                    "no applyOnForward policy decided: allow",
+                )
+            )
         what = f"forwarded {direction} (applyOnForward)"
         return self.b.add(FILTER, Chain(name, tuple(rules), f"{what} {describe(hep)}"))
 
@@ -198,7 +229,9 @@ class EndpointRenderer:
             self.wl_ingress[ep.interface] = self._workload(ep, ir.INGRESS)
         for hep in self.heps:
             for direction in ir.DIRECTIONS:
-                self.hep_chains[(hep.id, f"{FILTER}-{direction}")] = self._hep_normal(hep, direction)
+                self.hep_chains[(hep.id, f"{FILTER}-{direction}")] = self._hep_normal(
+                    hep, direction
+                )
                 raw = self._hep_untracked(hep, direction)
                 if raw is not None:
                     self.hep_chains[(hep.id, f"{RAW}-{direction}")] = raw

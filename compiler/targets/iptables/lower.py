@@ -4,8 +4,10 @@ The order (:data:`LOWERING` on the IR match, then :func:`clauses`, then :func:`e
 
 1. :func:`fold_protocol` — things iptables cannot say but that are decidable up front: a
    ``notProtocol`` made redundant (or the rule impossible) by ``protocol``; ICMP criteria on the
-   other family's ICMP (the v6 copy of an ``ICMP`` rule with a type can never match real traffic:
-   ip6tables has no ``-m icmp``), numeric ports on a protocol that has none.
+   other family's ICMP (the v6 copy of an ``ICMP`` rule with a type: ICMPv4 inside IPv6 does not
+   exist and ip6tables has no ``-m icmp`` to read its type, so a positive type match drops the
+   rule and a negated one is left out; the evaluator, which reads any ICMP type anywhere, differs
+   only for such impossible packets), numeric ports on a protocol that has none.
 2. :func:`drop_unmatchable` — a side whose ``nets`` the family split emptied matches nothing.
 3. :func:`clauses` — criteria that fit in one rule go into a conjunction: the protocol, ICMP
    type, selector sets (``-m set``), *negated* CIDRs (one ``-m iprange !`` each: ``! -s`` takes
@@ -111,14 +113,20 @@ def fold_protocol(m: ir.Match) -> ir.Match | None:
             m = dataclasses.replace(m, protocol=ICMP_OF_FAMILY[family])
         elif m.protocol != ICMP_OF_FAMILY[family]:
             return None  # e.g. the IPv6 copy of an ICMP type rule: no such packets exist
-    if m.not_icmp_type is not None and m.protocol is not None and m.protocol != ICMP_OF_FAMILY[family]:
+    if (
+        m.not_icmp_type is not None
+        and m.protocol is not None
+        and m.protocol != ICMP_OF_FAMILY[family]
+    ):
         m = dataclasses.replace(m, not_icmp_type=None, not_icmp_code=None)
     if m.protocol is not None and m.protocol not in PORT_PROTOCOLS:
         # Numeric ports on a protocol without ports: a positive list never matches, a negated
         # one never excludes (the evaluator: no port, no port match).
         if _has_numeric(m.src.ports) or _has_numeric(m.dst.ports):
             return None
-        m = dataclasses.replace(m, src=_drop_numeric_not_ports(m.src), dst=_drop_numeric_not_ports(m.dst))
+        m = dataclasses.replace(
+            m, src=_drop_numeric_not_ports(m.src), dst=_drop_numeric_not_ports(m.dst)
+        )
     return m
 
 
@@ -182,7 +190,9 @@ def _port_text(lo: int, hi: int) -> str:
     return str(lo) if lo == hi else f"{lo}:{hi}"
 
 
-def _ports_cond(protocol: int, direction: str, chunk: tuple[tuple[int, int], ...], negate: bool) -> Cond:
+def _ports_cond(
+    protocol: int, direction: str, chunk: tuple[tuple[int, int], ...], negate: bool
+) -> Cond:
     neg = ("!",) if negate else ()
     if len(chunk) == 1 and protocol in _OWN_MODULE:
         option = "--sport" if direction == "s" else "--dport"
@@ -289,7 +299,7 @@ def expand(
 
     ``extra`` conditions (e.g. a log rate limit) go on the rule(s) that carry the target only.
     """
-    idempotent = not (target[:2] == ("-j", "LOG"))
+    idempotent = target[:2] != ("-j", "LOG")
     if not cl.disj:
         return (Rule(cl.conj + extra, target, comment),)
     if len(cl.disj) == 1 and idempotent:

@@ -63,7 +63,9 @@ class Marks:
 
     @property
     def all(self) -> int:
-        return self.accept | self.pass_ | self.scratch0 | self.scratch1 | self.from_wl | self.untracked
+        return (
+            self.accept | self.pass_ | self.scratch0 | self.scratch1 | self.from_wl | self.untracked
+        )
 
     @property
     def per_table(self) -> int:

@@ -60,7 +60,11 @@ class Rule:
     @property
     def jumps_to(self) -> str | None:
         """The chain this rule jumps or goes to (``-j``/``-g`` to a Tortie chain), if any."""
-        if len(self.target) >= 2 and self.target[0] in ("-j", "-g") and self.target[1].startswith(CHAIN_PREFIX):
+        if (
+            len(self.target) >= 2
+            and self.target[0] in ("-j", "-g")
+            and self.target[1].startswith(CHAIN_PREFIX)
+        ):
             return self.target[1]
         return None
 

@@ -27,8 +27,15 @@ from compiler.ir import nodes as ir
 from compiler.targets.base import local_endpoints
 from compiler.targets.iptables.marks import Marks
 from compiler.targets.iptables.model import Table
-from compiler.targets.iptables.names import file_comment
-from compiler.targets.iptables.sets import SetDecl, by_name, decl_of, host_decl, render_restore, set_names
+from compiler.targets.iptables.names import file_comment, host_set_name
+from compiler.targets.iptables.sets import (
+    SetDecl,
+    by_name,
+    decl_of,
+    host_decl,
+    render_restore,
+    set_names,
+)
 from compiler.targets.iptables.tables import FamilyRenderer
 
 RULES_FILE = {4: "iptables.rules", 6: "ip6tables.rules"}
@@ -71,7 +78,9 @@ def table_text(table: Table) -> list[str]:
 
 def _header(program: ir.Program, family: int, marks: Marks) -> list[str]:
     return [
-        file_comment(f"Tortie {__version__}: ip{'6' if family == 6 else ''}tables rules for node {program.node}."),
+        file_comment(
+            f"Tortie {__version__}: ip{'6' if family == 6 else ''}tables rules for node {program.node}."
+        ),
         "# Generated: do not edit. Apply after ipset.restore with iptables-restore --noflush.",
         "# Only chains named tt-* are written (each one replaced whole), plus one jump per hook.",
         f"# Mark bits: accept {marks.accept:#x}, pass {marks.pass_:#x}, scratch {marks.scratch0:#x} "
@@ -92,10 +101,7 @@ def render_program(program: ir.Program) -> Rendered:
     if marks is None:
         raise RenderError(f"mark mask {program.felix.mark_mask:#x} has fewer than 6 bits")
     names = set_names(program)
-    decls = {decl.name: decl for decl in (decl_of(s) for s in program.sets.values())}
-    host = _host_addresses(program)
-    for family in (4, 6):
-        decls[f"tt{family}-host"] = host_decl(host, family)
+    by_set_name = {name: sid for sid, name in names.items()}
     rules: dict[int, str] = {}
     tables: dict[int, tuple[Table, ...]] = {}
     used: set[str] = set()
@@ -115,12 +121,20 @@ def render_program(program: ir.Program) -> Rendered:
         tables[family] = fam_tables
         if family == 4:
             summary["endpoints"] = len(fr.eps.workloads) + len(fr.eps.heps)
-    missing = used - decls.keys()
-    if missing:
-        raise RenderError(f"rules refer to sets that do not exist: {sorted(missing)}")
+    host = _host_addresses(program)
+    decls = {}
+    for name in sorted(used):  # only the sets some rule uses: members of the others do not matter
+        if name in by_set_name:
+            decls[name] = decl_of(program.sets[by_set_name[name]])
+        elif name in (host_set_name(4), host_set_name(6)):
+            decls[name] = host_decl(host, 4 if name == host_set_name(4) else 6)
+        else:
+            raise RenderError(f"rules refer to a set that does not exist: {name}")
     sets = tuple(decls[n] for n in sorted(used))
     header = [
-        file_comment(f"Tortie {__version__}: ipsets for node {program.node}. Generated: do not edit."),
+        file_comment(
+            f"Tortie {__version__}: ipsets for node {program.node}. Generated: do not edit."
+        ),
         "# Apply with ipset restore before the iptables files. Each set is refilled atomically:",
         "# create it if missing, fill a temporary set, swap the two, destroy the temporary one.",
     ]

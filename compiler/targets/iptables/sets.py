@@ -61,7 +61,9 @@ def port_members(triples: Iterable[tuple[ir.IPNet, int, int]]) -> tuple[str, ...
         if net.prefixlen != net.max_prefixlen:
             raise ValueError(f"named-port member {net} is not a single address")
         if proto not in _PORT_PROTOCOLS:
-            raise ValueError(f"named-port member with protocol {proto}: ipset needs tcp/udp/sctp/udplite")
+            raise ValueError(
+                f"named-port member with protocol {proto}: ipset needs tcp/udp/sctp/udplite"
+            )
         out.append(f"{net.network_address},{_PORT_PROTOCOLS[proto]}:{port}")
     return tuple(out)
 
@@ -79,7 +81,9 @@ def decl_of(s: ir.AddrSet) -> SetDecl:
 
 def host_decl(addresses: Iterable[ir.IPAddr], family: int) -> SetDecl:
     nets = (ipaddress.ip_network(a) for a in addresses if a.version == family)
-    return SetDecl(host_set_name(family), family, HASH_NET, net_members(nets), "this node's addresses")
+    return SetDecl(
+        host_set_name(family), family, HASH_NET, net_members(nets), "this node's addresses"
+    )
 
 
 def set_names(program: ir.Program) -> dict[str, str]:

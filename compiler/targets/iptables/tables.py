@@ -65,7 +65,9 @@ _MLD_TYPES = (130, 131, 132, 143)
 class FamilyRenderer:
     """Everything of one IP family: endpoint, policy and profile chains plus the top level."""
 
-    def __init__(self, program: ir.Program, family: int, marks: Marks, set_names: dict[str, str]) -> None:
+    def __init__(
+        self, program: ir.Program, family: int, marks: Marks, set_names: dict[str, str]
+    ) -> None:
         self.program = program
         self.family = family
         self.m = marks
@@ -100,10 +102,18 @@ class FamilyRenderer:
             if chain is not None:
                 rules.append(Rule(cond, ("-g", chain), "host endpoint address"))
             elif star_chain is not None:
-                rules.append(Rule(cond, ("-j", "RETURN"), "owned by a host endpoint without this hook"))
+                rules.append(
+                    Rule(cond, ("-j", "RETURN"), "owned by a host endpoint without this hook")
+                )
         if star_chain is not None:
             where = "dst" if flag == "-d" else "src"
-            rules.append(Rule((self._set_match(where),), ("-g", star_chain), "other node address: * host endpoint"))
+            rules.append(
+                Rule(
+                    (self._set_match(where),),
+                    ("-g", star_chain),
+                    "other node address: * host endpoint",
+                )
+            )
         if not rules:
             return None
         return self.b.add(table, Chain(name, tuple(rules), f"host endpoints by address ({kind})"))
@@ -117,8 +127,12 @@ class FamilyRenderer:
 
     def _classifier(self, table: str) -> None:
         """raw/mangle copy of the workload-interface tree that only sets the from-workload bit."""
-        targets = {iface: self.m.set(self.m.from_wl, self.m.from_wl) for iface in self.eps.wl_egress}
-        for chain in build_tree("tt-wl-classify", "tt-wl-cls-", "-i", targets, "local workload interfaces"):
+        targets = {
+            iface: self.m.set(self.m.from_wl, self.m.from_wl) for iface in self.eps.wl_egress
+        }
+        for chain in build_tree(
+            "tt-wl-classify", "tt-wl-cls-", "-i", targets, "local workload interfaces"
+        ):
             self.b.add(table, chain)
 
     def _from_wl_guard(self) -> tuple[Cond, ...]:
@@ -133,7 +147,9 @@ class FamilyRenderer:
         star_wl = self._star_for_workloads(f"{RAW}-{ir.INGRESS}")
         untracked = any(h.plan(d, ir.UNTRACKED) for h in self.eps.heps for d in ir.DIRECTIONS)
         clear = Rule((), m.set(0, m.all), "clear Tortie mark bits")
-        notrack = Rule((Cond(RANK_MARK, m.match(m.untracked)),), ("-j", "CT", "--notrack"), "allowed untracked")
+        notrack = Rule(
+            (Cond(RANK_MARK, m.match(m.untracked)),), ("-j", "CT", "--notrack"), "allowed untracked"
+        )
         pre: list[Rule] = [clear] if untracked else []
         if host_in or star_wl:
             if self.has_wl:
@@ -167,7 +183,9 @@ class FamilyRenderer:
                     ("-j", "RETURN"),
                     "conntrack: established flow",
                 ),
-                Rule((Cond(RANK_MARK, m.match(m.untracked)),), ("-j", "RETURN"), "allowed untracked"),
+                Rule(
+                    (Cond(RANK_MARK, m.match(m.untracked)),), ("-j", "RETURN"), "allowed untracked"
+                ),
                 Rule((), m.set(0, m.per_table), "clear Tortie mark bits"),
             ]
             if self.has_wl:
@@ -177,8 +195,12 @@ class FamilyRenderer:
                 conds = (Cond(RANK_MARK, m.match(m.from_wl)), self._set_match("dst"))
                 rules.append(Rule(conds, ("-j", star_wl), "workload -> host: * host endpoint"))
             if host_in:
-                rules.append(Rule(self._from_wl_guard(), ("-j", host_in), "host endpoint preDNAT ingress"))
-        self.top[MANGLE] = [Chain("tt-PREROUTING", tuple(rules), "mangle PREROUTING: preDNAT ingress")]
+                rules.append(
+                    Rule(self._from_wl_guard(), ("-j", host_in), "host endpoint preDNAT ingress")
+                )
+        self.top[MANGLE] = [
+            Chain("tt-PREROUTING", tuple(rules), "mangle PREROUTING: preDNAT ingress")
+        ]
 
     # -- filter ---------------------------------------------------------------------------------
 
@@ -189,7 +211,11 @@ class FamilyRenderer:
             icmp6 = Cond(RANK_PROTO, ("-p", "ipv6-icmp"))
             rules = [
                 Rule(
-                    (icmp6, Cond(RANK_PORTS, ("-m", "icmp6", "--icmpv6-type", str(t))), Cond(RANK_LIMIT, ("-m", "hl", "--hl-eq", "255"))),
+                    (
+                        icmp6,
+                        Cond(RANK_PORTS, ("-m", "icmp6", "--icmpv6-type", str(t))),
+                        Cond(RANK_LIMIT, ("-m", "hl", "--hl-eq", "255")),
+                    ),
                     ("-j", "ACCEPT"),
                     "neighbour discovery",
                 )
@@ -197,14 +223,26 @@ class FamilyRenderer:
             ]
             rules += [
                 Rule(
-                    (icmp6, Cond(RANK_DST, ("-d", "ff00::/8")), Cond(RANK_PORTS, ("-m", "icmp6", "--icmpv6-type", str(t)))),
+                    (
+                        icmp6,
+                        Cond(RANK_DST, ("-d", "ff00::/8")),
+                        Cond(RANK_PORTS, ("-m", "icmp6", "--icmpv6-type", str(t))),
+                    ),
                     ("-j", "ACCEPT"),
                     "multicast listener discovery",
                 )
                 for t in _MLD_TYPES
             ]
-            self.b.add(FILTER, Chain(NDP_CHAIN, tuple(rules), "ICMPv6 the host needs whatever policy says"))
-        return [Rule((Cond(RANK_PROTO, ("-p", "ipv6-icmp")),), ("-j", NDP_CHAIN), "IPv6 neighbour discovery / MLD")]
+            self.b.add(
+                FILTER, Chain(NDP_CHAIN, tuple(rules), "ICMPv6 the host needs whatever policy says")
+            )
+        return [
+            Rule(
+                (Cond(RANK_PROTO, ("-p", "ipv6-icmp")),),
+                ("-j", NDP_CHAIN),
+                "IPv6 neighbour discovery / MLD",
+            )
+        ]
 
     def _wl_to_host(self) -> str:
         felix = self.program.felix
@@ -221,11 +259,15 @@ class FamilyRenderer:
         elif action == "Return":
             star = self._star_for_workloads(f"{FILTER}-{ir.INGRESS}")
             if star is not None:
-                rules.append(Rule((), ("-j", star), "defaultEndpointToHostAction Return: * host endpoint"))
+                rules.append(
+                    Rule((), ("-j", star), "defaultEndpointToHostAction Return: * host endpoint")
+                )
             rules.append(Rule((), ("-j", "ACCEPT"), "defaultEndpointToHostAction Return"))
         else:
             rules.append(Rule((), self.b.deny(FILTER), "defaultEndpointToHostAction Drop"))
-        return self.b.add(FILTER, Chain("tt-wl-to-host", tuple(rules), "workload -> host, after its egress"))
+        return self.b.add(
+            FILTER, Chain("tt-wl-to-host", tuple(rules), "workload -> host, after its egress")
+        )
 
     def _flat_dispatch(self, name: str, flag: str, targets: dict[str, str]) -> str | None:
         if not targets:
@@ -241,9 +283,13 @@ class FamilyRenderer:
         if self.has_wl:
             egress = {i: ("-g", c) for i, c in self.eps.wl_egress.items()}
             ingress = {i: ("-g", c) for i, c in self.eps.wl_ingress.items()}
-            for chain in build_tree("tt-from-wl-dispatch", "tt-from-wl-d-", "-i", egress, "workload egress"):
+            for chain in build_tree(
+                "tt-from-wl-dispatch", "tt-from-wl-d-", "-i", egress, "workload egress"
+            ):
                 self.b.add(FILTER, chain)
-            for chain in build_tree("tt-to-wl-dispatch", "tt-to-wl-d-", "-o", ingress, "workload ingress"):
+            for chain in build_tree(
+                "tt-to-wl-dispatch", "tt-to-wl-d-", "-o", ingress, "workload ingress"
+            ):
                 self.b.add(FILTER, chain)
         host_in = self._host_dispatch(FILTER, "tt-host-in", "-d", f"{FILTER}-{ir.INGRESS}")
         host_out = self._host_dispatch(FILTER, "tt-host-out", "-s", f"{FILTER}-{ir.EGRESS}")
@@ -256,7 +302,13 @@ class FamilyRenderer:
             inp.append(clear)
         if self.has_wl:
             inp.append(Rule((), ("-j", "tt-from-wl-dispatch"), "egress of a local workload"))
-            inp.append(Rule((Cond(RANK_MARK, m.match(m.from_wl)),), ("-g", self._wl_to_host()), "workload -> host"))
+            inp.append(
+                Rule(
+                    (Cond(RANK_MARK, m.match(m.from_wl)),),
+                    ("-g", self._wl_to_host()),
+                    "workload -> host",
+                )
+            )
         if host_in:
             inp.append(Rule((), ("-j", host_in), "host endpoint ingress"))
         if inp:
@@ -292,7 +344,7 @@ class FamilyRenderer:
     # -- result ---------------------------------------------------------------------------------
 
     def tables(self) -> list[Table]:
-        insert = self.program.felix.chain_insert_mode != "append"
+        insert = self.program.felix.chain_insert_mode.lower() != "append"
         out = []
         for table in (RAW, MANGLE, FILTER):
             top = self.top[table]

@@ -3,9 +3,8 @@
 When two programs render to the same iptables files (no rule, chain, interface or set name
 changed: endpoints came and went, labels changed), the runtime can skip ``iptables-restore`` and
 refill only the sets whose members changed. Each changed set is refilled atomically (temporary
-set, ``swap``, ``destroy``), so a rule never sees a half-updated set.
-
->>> # render_set_update(old_program, new_program) -> str | None
+set, ``swap``, ``destroy``), so a rule never sees a half-updated set. Only the sets whose
+members changed are touched (the "incremental" part); every other set, and every rule, stays.
 """
 
 from __future__ import annotations

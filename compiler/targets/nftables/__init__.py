@@ -11,8 +11,25 @@ Modules, by concern:
 * :mod:`.script` — base chains, the table and the text;
 * :mod:`.incremental` — set-only updates for the runtime.
 
-Where the evaluator (the oracle) and Calico differ, the script follows the evaluator; the
-differences are listed in :meth:`NftablesTarget.check` warnings and in the module docs.
+Design in three lines: base chains (``policy accept``) dispatch through verdict maps to one
+chain per endpoint, hook and direction; those jump to one shared chain per policy (and profile)
+and direction, which reports Allow/Pass back through mark bits and ``return`` (:mod:`.marks`);
+only deny is terminal, so a pod-to-pod packet meets the source's egress *and* the destination's
+ingress in the same forward-hook traversal.
+
+Where the evaluator (the oracle) and Calico differ, the script follows the evaluator:
+
+* host endpoints are found by **address** (expectedIPs; the node's other known addresses go to
+  its ``*`` HEP), not by interface, so a HEP with no expectedIPs polices nothing (W813);
+  applyOnForward policy is applied in the forward hook by the HEP's interface name (W812 when
+  the HEP has none);
+* host -> local workload traffic runs the workload's ingress policy (Felix never polices it);
+* ``Pass`` in a profile moves on to the next profile.
+
+Also, as Felix does: ICMPv6 neighbour discovery/MLD from workloads to their host is always
+accepted; the raw-table failsafes also accept *source* ports for untracked return traffic.
+Diagnostics: E810 (mark mask too small), E811 (bad workload interface name), E816 (two local
+workloads on one interface), W812-W815.
 """
 
 from __future__ import annotations
@@ -86,8 +103,19 @@ class NftablesTarget:
                 "N/second|minute|hour|day; Log rules are not rate limited",
                 felix.span,
             )
+        seen: dict[str, str] = {}
         for ep in local_endpoints(program):
             self._check_endpoint(program, ep, sink)
+            if ep.is_host:
+                continue
+            if ep.interface in seen:
+                sink.error(
+                    "E816",
+                    f"nftables target: {ep.id} and {seen[ep.interface]} both use interface "
+                    f"{ep.interface!r} on node {program.node}",
+                    ep.origin,
+                )
+            seen.setdefault(ep.interface, ep.id)
         for policy in program.policies.values():
             if any(r.action == ir.LOG for d in ir.DIRECTIONS for r in policy.rules(d)):
                 ns_name = f"{policy.namespace}/{policy.name}" if policy.namespace else policy.name

@@ -100,7 +100,6 @@ class ChainBuilder:
     used_sets: set[str] = field(default_factory=set)
     chains: dict[str, Chain] = field(default_factory=dict)
     _infos: dict[tuple[str, str, str, str], ChainInfo] = field(default_factory=dict)
-    uses_untracked: bool = False
 
     # -- verdict statements -------------------------------------------------------------------
 
@@ -196,8 +195,6 @@ class ChainBuilder:
         )
         if rules:
             self.chains[name] = Chain(name, comment, tuple(lines))
-        if flavour == UNTRACKED:
-            self.uses_untracked = True
         self._infos[key] = info
         return info
 

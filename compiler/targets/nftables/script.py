@@ -54,6 +54,16 @@ class RenderError(ValueError):
     """The program cannot be rendered (``check()`` reports these as diagnostics first)."""
 
 
+@dataclass(frozen=True, slots=True)
+class ExtraSet:
+    """A set of local interfaces or addresses (not an IR set)."""
+
+    name: str
+    type: str
+    elements: tuple[str, ...]
+    comment: str
+
+
 @dataclass(frozen=True)
 class Rendered:
     script: str
@@ -87,9 +97,7 @@ class ScriptRenderer:
         self.eps.render()
         self.star = star_hep(self.eps.heps)
         self.maps = self.eps.dispatch.maps
-        self.extra_sets: list[
-            tuple[str, str, tuple[str, ...], str]
-        ] = []  # name, type, elements, comment
+        self.extra_sets: list[ExtraSet] = []
         self.base: list[Chain] = []
         self._base_chains()
 
@@ -229,19 +237,15 @@ class ScriptRenderer:
                 nft_string(e.interface)
                 for e in sorted(self.eps.workloads, key=lambda e: e.interface)
             )
-            self.extra_sets.append(("wl-ifaces", "ifname", ifaces, "local workload interfaces"))
+            self.extra_sets.append(
+                ExtraSet("wl-ifaces", "ifname", ifaces, "local workload interfaces")
+            )
         if self._return_to_star:
             addrs = _host_addrs(self.program, self.eps.heps)
             for v in (4, 6):
                 elems = tuple(net_text(_host_net(a)) for a in addrs if a.version == v)
-                self.extra_sets.append(
-                    (
-                        f"host-addrs{v}",
-                        f"ipv{v}_addr",
-                        elems,
-                        "this node's addresses (workload -> host)",
-                    )
-                )
+                comment = "this node's addresses (workload -> host)"
+                self.extra_sets.append(ExtraSet(f"host-addrs{v}", f"ipv{v}_addr", elems, comment))
 
     # -- text -----------------------------------------------------------------------------------
 
@@ -309,7 +313,8 @@ class ScriptRenderer:
             out.append(
                 "\t# Local interfaces and addresses (change with endpoints, not with policy)"
             )
-        for name, typ, elems, comment in self.extra_sets:
+        for extra in self.extra_sets:
+            name, typ, elems, comment = extra.name, extra.type, extra.elements, extra.comment
             out.append(f"\tset {name} {{")
             out.append(f"\t\ttype {typ}")
             if typ != "ifname":

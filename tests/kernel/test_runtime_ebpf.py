@@ -1,0 +1,110 @@
+"""``tortie apply`` with the eBPF target: a bpffs mounted on demand (a temporary directory),
+generations of pinned programs switched with ``tc filter replace``, set-only updates, drift and
+rollback, in a node netns."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from compiler.tools import bpftool, clang, tc
+from runtime.apply import apply_artifact, load_dir
+from runtime.bpffs import is_bpffs
+from runtime.ebpf import EbpfDataplane
+from runtime.plan import ApplyFailed
+from runtime.status import read_status
+from tests.kernel.test_runtime_support import (
+    FLOW_TCP,
+    POD_IPS,
+    World,
+    bpffs_cleanup,
+    cluster_yaml,
+    compile_dir,
+    compile_yaml,
+    world,
+)
+from tests.support.traffic import Probe, send_probes
+
+pytestmark = [pytest.mark.kernel, pytest.mark.clang]
+
+
+def _yaml(port: int = 7000, clients: tuple[str, ...] = ("a",)) -> str:
+    return cluster_yaml(port, clients=clients, host_endpoint=False)
+
+
+@pytest.fixture
+def w(tmp_path: Path):  # type: ignore[no-untyped-def]
+    if not (clang.available() and bpftool.available() and tc.available()):
+        pytest.skip("needs clang, bpftool and tc")
+    program, _ = compile_yaml(_yaml(), "ebpf")
+    with world(tmp_path, program) as made, bpffs_cleanup(made):
+        yield made
+
+
+def _attached(w: World) -> dict[str, int]:
+    out = {}
+    for dev in tc.clsact_devices(netns=w.node.name):
+        for direction in ("ingress", "egress"):
+            for f in tc.bpf_filters(dev, direction, netns=w.node.name):
+                out[f"{dev} {direction}"] = f["prog_id"]
+    return out
+
+
+def _b_from(w: World) -> list[bool]:
+    probes = [Probe(src, POD_IPS["b"], "TCP", FLOW_TCP) for src in ("a", "c")]
+    got = send_probes(w.cluster, probes, timeout=0.5)
+    return [got[p] for p in probes]
+
+
+def test_apply_mounts_bpffs_attaches_and_is_idempotent(w: World, tmp_path: Path) -> None:
+    art = compile_dir(_yaml(), tmp_path / "a", "ebpf")
+    assert not w.env.bpffs.exists()
+    res = w.cli("apply", str(art), "--node", "n1", "-v")
+    assert res.returncode == 0, res.stderr
+    assert "mounted a bpffs" in res.stderr and is_bpffs(w.env.bpffs)
+    attached = _attached(w)
+    assert len(attached) == 6  # three pods, two directions
+    assert _b_from(w) == [True, False]
+    again = w.cli("apply", str(art), "--node", "n1")
+    assert again.stdout.startswith("no change"), again.stdout
+    assert _attached(w) == attached  # same programs: nothing was reloaded
+    st = w.cli("status")
+    assert st.returncode == 0 and "6 attachments" in st.stdout, st.stdout
+
+
+def test_set_only_change_keeps_programs_and_drift_is_repaired(w: World, tmp_path: Path) -> None:
+    a = load_dir(compile_dir(_yaml(), tmp_path / "a", "ebpf"), "n1")
+    b = load_dir(compile_dir(_yaml(clients=("a", "c")), tmp_path / "b", "ebpf"), "n1")
+    apply_artifact(a, w.env)
+    attached = _attached(w)
+    out = apply_artifact(b, w.env)
+    assert out.plan.mode == "sets"
+    assert _attached(w) == attached
+    assert _b_from(w) == [True, True]
+    dev = next(iter(attached)).split()[0]
+    tc.detach(dev, "egress", netns=w.node.name)
+    st = read_status(w.env)
+    assert not st.in_sync and st.drift == (f"tc {dev} egress",)
+    out = apply_artifact(b, w.env)
+    assert out.plan.mode == "full" and "drifted" in out.plan.reason
+    assert read_status(w.env).in_sync and _b_from(w) == [True, True]
+
+
+def test_failed_apply_reattaches_the_old_generation(
+    w: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a = load_dir(compile_dir(_yaml(7000), tmp_path / "a", "ebpf"), "n1")
+    c = load_dir(compile_dir(_yaml(7001, clients=("a", "c")), tmp_path / "c", "ebpf"), "n1")
+    apply_artifact(a, w.env)
+    before = EbpfDataplane(w.env).read()
+    attached = _attached(w)
+    monkeypatch.setattr(EbpfDataplane, "verify", lambda self, plan, after: ["injected"])
+    with pytest.raises(ApplyFailed) as info:
+        apply_artifact(c, w.env)
+    assert info.value.restored
+    assert _attached(w) == attached
+    assert EbpfDataplane(w.env).read().units == before.units
+    assert _b_from(w) == [True, False]
+    gens = [p.name for p in w.env.bpffs.iterdir() if p.name.startswith("g-")]
+    assert len(gens) == 1  # the failed generation was unpinned

@@ -1,0 +1,99 @@
+"""The agent's scanning, reconcile bookkeeping and metrics endpoint, with a fake dataplane."""
+
+from __future__ import annotations
+
+import os
+import re
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from runtime.agent import Agent, AgentConfig, content_hash, scan
+from runtime.metrics import Metrics, serve
+from runtime.plan import Env
+from runtime.state import StateDir
+from tests.kernel.test_runtime_support import cluster_yaml
+from tests.runtime.test_apply_unit import FakeDataplane, install_fake
+
+
+@pytest.fixture
+def fake(monkeypatch: pytest.MonkeyPatch) -> type[FakeDataplane]:
+    return install_fake(monkeypatch)
+
+
+def test_scan_sees_yaml_only_and_skips_hidden(tmp_path: Path) -> None:
+    (tmp_path / "a.yaml").write_text("x")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "b.yml").write_text("y")
+    (tmp_path / "sub" / "notes.txt").write_text("z")
+    (tmp_path / ".git").mkdir()
+    (tmp_path / ".git" / "c.yaml").write_text("w")
+    (tmp_path / ".hidden.yaml").write_text("v")
+    files = scan(tmp_path)
+    assert [f[0] for f in files] == ["a.yaml", "sub/b.yml"]
+    h = content_hash(tmp_path, files)
+    os.utime(tmp_path / "a.yaml", ns=(1, 1))
+    assert scan(tmp_path) != files and content_hash(tmp_path, scan(tmp_path)) == h
+    (tmp_path / "a.yaml").write_text("x2")
+    assert content_hash(tmp_path, scan(tmp_path)) != h
+
+
+def test_reconcile_results_and_metrics(tmp_path: Path, fake: type[FakeDataplane]) -> None:
+    watch = tmp_path / "watch"
+    watch.mkdir()
+    (watch / "c.yaml").write_text(cluster_yaml())
+    env = Env(StateDir(tmp_path / "state"))
+    metrics = Metrics()
+    agent = Agent(AgentConfig("n1", watch, env, "nftables", 0.01), metrics)
+    first = agent.tick()
+    assert first is not None and first.result == "applied"
+    assert set(first.timings) >= {"load", "compile", "render", "apply", "total"}
+    assert agent.tick() is None
+    (watch / "c.yaml").write_text("kind: [broken")
+    bad = agent.tick()
+    assert bad is not None and bad.result == "error" and bad.input_error
+    assert agent.tick() is None  # broken input is not recompiled until it changes
+    (watch / "c.yaml").write_text(cluster_yaml())
+    back = agent.tick()
+    assert back is not None and back.result == "unchanged"
+    fake.KERNEL["u0"] = "drift"
+    repaired = agent.tick()
+    assert repaired is not None and repaired.result == "applied"
+    text = metrics.render()
+    assert 'tortie_reconciles_total{result="applied"} 2' in text
+    assert 'tortie_reconciles_total{result="error"} 1' in text
+    assert 'tortie_reconciles_total{result="unchanged"} 1' in text
+    assert "tortie_drift_repairs_total 1" in text
+    assert re.search(r"^tortie_loaded_rules 3$", text, re.MULTILINE)
+
+
+def test_agent_rejects_unknown_node(tmp_path: Path, fake: type[FakeDataplane]) -> None:
+    watch = tmp_path / "watch"
+    watch.mkdir()
+    (watch / "c.yaml").write_text(cluster_yaml())
+    agent = Agent(AgentConfig("elsewhere", watch, Env(StateDir(tmp_path / "s")), "nftables", 0.01))
+    res = agent.tick()
+    assert (
+        res is not None
+        and res.result == "error"
+        and "'elsewhere' is not in the inputs" in res.error
+    )
+    assert agent.run(once=True) == 0  # nothing changed since: no reconcile in this run
+
+
+def test_metrics_endpoint_on_loopback_ephemeral_port() -> None:
+    m = Metrics()
+    m.observe_reconcile("error", 0.5, error='bad "quote"\nnewline')
+    server = serve(m, 0)
+    try:
+        assert server.httpd.server_address[0] == "127.0.0.1" and server.port > 0
+        with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/metrics", timeout=5) as r:
+            body = r.read().decode()
+        assert "tortie_last_error 1" in body
+        assert 'tortie_last_error_info{message="bad \\"quote\\"\\nnewline"} 1' in body
+        with pytest.raises(urllib.error.HTTPError):
+            urllib.request.urlopen(f"http://127.0.0.1:{server.port}/nope", timeout=5)
+    finally:
+        server.close()
