@@ -64,8 +64,10 @@ _NON_PRINTABLE = re.compile(
 class Scalar:
     """A scalar with its resolved value (str, int, float, bool or None) and where it was written.
 
-    ``raw`` is the exact source text of a one-line scalar (quotes included) and None otherwise;
-    :meth:`span_at` uses it to point at a character inside the value.
+    ``raw`` is the exact source text of a one-line scalar (quotes included) and None otherwise,
+    and also None when a tag or an anchor comes first (the span then starts at ``!``/``&``);
+    :meth:`span_at` uses it to point at a character inside the value, and a plain key's text is
+    its ``raw`` text (``80:`` is the key "80").
 
     Nodes are plain slotted classes rather than dataclasses, and their :class:`Span` is made on
     first use: a 10,000-pod file has over half a million scalars, readers look at the span of a
@@ -421,8 +423,9 @@ class _Reader:
                             raw = text  # a one-line plain scalar is its own source text
                 else:
                     value, kind = _tagged_scalar(ev, Span(name, line + 1, col + 1), sink)
-                    if style in ("", "'", '"') and ev.end_mark.line == line:
-                        raw = lines[line][col : ev.end_mark.column] if line < len(lines) else ""
+                    # raw stays None: the span starts at the tag, not at the value's text
+                if ev.anchor:
+                    raw = None  # the span starts at the anchor, not at the value's text
                 node = new_scalar(Scalar)
                 node.value = value
                 node.style = kind or style

@@ -326,17 +326,42 @@ def _to_own_host(program: ir.Program, flow: Flow, egress: DirectionVerdict) -> D
     return DirectionVerdict(ir.INGRESS, verdict == ir.ALLOW, step, (step,))
 
 
+def _host_to_local_workload(program: ir.Program, flow: Flow) -> Verdict | None:
+    """Felix does not police host -> local workload traffic at all (felix/rules/static.go,
+    filterOutputChain: "We don't currently police host -> endpoint according to the endpoint's
+    ingress policy"): the OUTPUT chain returns for packets to a workload interface before any
+    host endpoint dispatch, so neither the host's egress nor the workload's ingress applies."""
+    dst = _find(program, flow.dst_ip, host=False)
+    if dst is None or _host_node(program, flow.src_ip) != dst.node:
+        return None
+    step = Step("host-to-local-workload", ir.ALLOW, dst.id)
+    return Verdict(
+        True,
+        DirectionVerdict(ir.EGRESS, True, step, (step,)),
+        DirectionVerdict(ir.INGRESS, True, step, (step,)),
+    )
+
+
 def evaluate(program: ir.Program, flow: Flow, via: str | None = None) -> Verdict:
     """Verdict and trace for the first packet of ``flow``.
 
     ``via`` optionally names the host endpoint (id) the flow is forwarded through, so that its
-    applyOnForward policies are consulted in both directions.
+    applyOnForward policies are consulted: its forward ingress for a flow entering the node through
+    it, its forward egress for a flow from one of the node's workloads leaving through it.
     """
+    local = _host_to_local_workload(program, flow)
+    if local is not None:
+        return local
     via_ep = None
     if via is not None:
         via_ep = next((e for e in program.endpoints if e.id == via and e.is_host), None)
-    egress = _direction(program, flow, ir.EGRESS, via_ep)
+    # A flow crossing ``via`` either leaves the node through it (the source is a workload on
+    # that node: the HEP's forward *egress* applies) or enters through it (the HEP's forward
+    # *ingress* applies) — never both.
+    src_wep = _find(program, flow.src_ip, host=False)
+    leaving = via_ep is not None and src_wep is not None and src_wep.node == via_ep.node
+    egress = _direction(program, flow, ir.EGRESS, via_ep if leaving else None)
     ingress = _to_own_host(program, flow, egress) if egress.allowed else None
     if ingress is None:
-        ingress = _direction(program, flow, ir.INGRESS, via_ep)
+        ingress = _direction(program, flow, ir.INGRESS, None if leaving else via_ep)
     return Verdict(egress.allowed and ingress.allowed, egress, ingress)

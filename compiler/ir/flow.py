@@ -37,7 +37,8 @@ class Step:
     ``reason`` is one of: ``rule`` (a policy rule), ``profile-rule``, ``end-of-tier``,
     ``no-profile`` (no profile allowed / no profiles), ``failsafe``, ``not-calico-endpoint``
     (that side is not a Calico endpoint, so nothing to enforce), ``endpoint-to-host``
-    (defaultEndpointToHostAction), ``no-policy`` (a hook with default allow, e.g. HEP forward).
+    (defaultEndpointToHostAction), ``host-to-local-workload`` (never policed, as in Felix),
+    ``no-policy`` (a hook with default allow, e.g. HEP forward).
     """
 
     reason: str

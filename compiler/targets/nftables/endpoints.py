@@ -3,7 +3,7 @@
 Workloads (dispatched by interface name through verdict maps):
 
 * ``wl-egress/<iface>`` — traffic *from* the pod (``iifname``), in forward and input;
-* ``wl-ingress/<iface>`` — traffic *to* the pod (``oifname``), in forward and output.
+* ``wl-ingress/<iface>`` — traffic *to* the pod (``oifname``), in forward (host -> pod is not policed).
 
 Host endpoints are dispatched by **address**, the way the evaluator identifies them: a HEP owns
 its ``expectedIPs``; the node's other known addresses (``Program.host_ips``) belong to the

@@ -20,7 +20,7 @@ raw-output         output / raw (-300)     doNotTrack egress of host endpoints
 mangle-prerouting  prerouting / mangle     preDNAT policy of host endpoints (new flows)
 input              input / filter (0)      workload -> host, then host endpoint ingress
 forward            forward / filter (0)    workload egress AND ingress, applyOnForward
-output             output / filter (0)     host endpoint egress, then workload ingress
+output             output / filter (0)     host -> local workload accepted, else host endpoint egress
 ================== ======================= ================================================
 
 Conntrack: the filter and mangle chains accept ``established,related`` first and drop
@@ -226,8 +226,13 @@ class ScriptRenderer:
         )
 
         lines = list(ct)
+        if has_wl:
+            # Felix never polices host -> local workload traffic (neither the host endpoint's
+            # egress nor the workload's ingress): see compiler/ir/evaluate.py.
+            lines.append(
+                with_comment("oifname @wl-ifaces accept", "host -> local workload: not policed")
+            )
         lines += self._hep_vmaps(ir.EGRESS, "saddr", "host endpoint egress")
-        lines += self._vmap("wl-ingress", "oifname", "host -> workload: ingress of the workload")
         self.base.append(
             Chain("output", "traffic from the host", tuple(lines), _hook("output", "filter"))
         )
