@@ -184,8 +184,8 @@ class Agent:
             seconds = time.monotonic() - start
             timings["total"] = seconds
             message = str(e).splitlines()[0] if str(e) else type(e).__name__
-            logger.error("reconcile #%d failed after %.0f ms: %s", n, seconds * 1000, message)
             self.metrics.observe_reconcile("error", seconds, error=message)
+            logger.error("reconcile #%d failed after %.0f ms: %s", n, seconds * 1000, message)
             return ReconcileResult(
                 "error",
                 "none",
@@ -199,6 +199,7 @@ class Agent:
         timings["total"] = seconds
         result = "applied" if outcome.applied else "unchanged"
         counts = dict(outcome.after.counts) if outcome.after is not None else None
+        self.metrics.observe_reconcile(result, seconds, counts, mode=outcome.plan.mode)
         logger.info(
             "reconcile #%d: %s (%s: %s) artifact %s; %s",
             n,
@@ -208,7 +209,6 @@ class Agent:
             loaded.hash[:12],
             ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in timings.items()),
         )
-        self.metrics.observe_reconcile(result, seconds, counts, mode=outcome.plan.mode)
         return ReconcileResult(result, outcome.plan.mode, outcome.plan.reason, timings, counts)
 
     def _compile(self, timings: dict[str, float]) -> tuple[Program, LoadedArtifact]:

@@ -49,7 +49,7 @@
 	if ((p->side[0] & (m0)) == (a0) && (p->side[1] & (m1)) == (a1) &&             \
 	    (p->side[2] & (m2)) == (a2) && (p->side[3] & (m3)) == (a3))               \
 	goto l
-#define T_SET4_OUT(side, hi, lo, l) if (tortie_in_set4((hi), (lo), p->side[0], 0, 0)) goto l
+#define T_SET4_OUT(side, hi, lo, l) if (!tortie_in_set4((hi), (lo), p->side[0], 0, 0)) goto l
 #define T_SET4_IN(side, hi, lo, l) if (tortie_in_set4((hi), (lo), p->side[0], 0, 0)) goto l
 #define T_SET6_OUT(side, hi, lo, l) if (!tortie_in_set6((hi), (lo), p->side, 0, 0)) goto l
 #define T_SET6_IN(side, hi, lo, l) if (tortie_in_set6((hi), (lo), p->side, 0, 0)) goto l

@@ -55,11 +55,13 @@ static __noinline void tortie_log_hit(struct tortie_pkt *p, __u64 rule_id)
 	__sync_fetch_and_add(&v->bytes, p->len);
 }
 
-TORTIE_INLINE int tortie_is_host_ip(const struct tortie_pkt *p, const struct tortie_config *cfg)
+/* Whether addr (p->src or p->dst) is one of this node's own IPs (the host set of maps.json). */
+TORTIE_INLINE int tortie_is_host_ip(const struct tortie_pkt *p, const __u32 *addr,
+				    const struct tortie_config *cfg)
 {
 	if (p->family == 4)
-		return tortie_in_set4(cfg->host_set_hi, cfg->host_set_lo, p->dst[0], 0, 0);
-	return tortie_in_set6(cfg->host_set_hi, cfg->host_set_lo, p->dst, 0, 0);
+		return tortie_in_set4(cfg->host_set_hi, cfg->host_set_lo, addr[0], 0, 0);
+	return tortie_in_set6(cfg->host_set_hi, cfg->host_set_lo, addr, 0, 0);
 }
 
 /* Deny: DROP. (FelixConfiguration's Reject is rendered as a drop too; see check().) A denied
@@ -81,7 +83,7 @@ TORTIE_INLINE int tortie_allow(struct __sk_buff *skb, struct tortie_pkt *p)
 	if (!cfg)
 		return TC_ACT_SHOT;
 	if (TORTIE_PROG_CHECK_E2H && cfg->endpoint_to_host == TORTIE_E2H_DROP &&
-	    tortie_is_host_ip(p, cfg))
+	    tortie_is_host_ip(p, p->dst, cfg))
 		return tortie_deny(skb, p);
 	tortie_ct_approve(p);
 	if (p->frag == TORTIE_FRAG_FIRST)
@@ -116,6 +118,10 @@ TORTIE_INLINE int tortie_entry(struct __sk_buff *skb, void *jump_map)
 			tortie_frag_note(p);
 		return TC_ACT_OK;
 	}
+	/* Host -> local workload is not policed (as Felix: its OUTPUT chain returns before any
+	 * endpoint policy); approve it so the workload's replies pass its egress hook. */
+	if (TORTIE_PROG_HOOK == TORTIE_HOOK_TO_EP && tortie_is_host_ip(p, p->src, cfg))
+		return tortie_allow(skb, p);
 	bpf_tail_call(skb, jump_map, 0);
 	return TC_ACT_SHOT;
 }

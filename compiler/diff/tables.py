@@ -1,43 +1,52 @@
 """Verdict tables of one direction, per group of owners, computed with the reference evaluator.
 
 The verdict of a flow is egress(source) AND ingress(destination) (SEMANTICS.md §Evaluation
-order, step 9; the one exception, a workload to its own node, is handled in ``semantic.py``).
-Each direction depends on
+order, step 9; the exceptions — a workload to its own node, a node to its own workloads — are
+evaluated apart in ``semantic.py``). One direction depends on
 
-* the **owner** side: the view of the endpoint that runs (``views.View``) in base and in head,
-  and what the rules see of the owner's own address;
-* the **peer** side: only what the rules see of the peer's address (never the peer's policy);
-* the (protocol, ports, ICMP) piece of the flow.
+* the **owner**: the view of the endpoint that runs (``views.View``) in base and in head, and
+  what the rules see of the owner's own address (the rules' owner side);
+* the **peer**: only what the rules see of its address (the rules' peer side);
+* the (protocol, ports, ICMP) **piece** of the flow.
 
-So owners are grouped by their pair of views (:class:`Group`), and for a group only the sets,
-nets and ports its own rules mention matter: a group's **local signature** of an address is its
-props restricted to those (``sig``), and its pieces are cut only where its rules cut. A table
-cell ``(owner class, peer class, piece)`` is evaluated once per tree, with the evaluator, on a
-**mini program**: the owners' endpoints, the policies and profiles of the group's views, and each
-referenced set with its members cut down to the representative addresses — which keeps every
-membership the evaluator tests for those addresses and makes each evaluation cheap.
+Owners are grouped by their pair of views (:class:`Group`). Within a group, addresses are told
+apart only by the sets, nets and ports the group's rules mention (``own_sig`` / ``peer_sig``),
+and pieces are cut only where its rules cut. A **cell** is (owner class, peer class, piece).
 
-A group is **clean** when its views have the same fingerprint in both trees and nothing it
-references changed membership (for any subject); then every cell has the same verdict in both
-trees (the evaluator takes the same path through equal rules with equal match results), so its
-cells are only evaluated when another direction's change needs them (lazily).
+Computing a table: the evaluator's result for one direction depends on the flow only through
+which of the owner's rules match it (``evaluate.rule_matches``) and whether a failsafe port
+applies. Each rule's match depends only on the rule's own slice of the cell (its owner-side and
+peer-side references and its own pieces), so every rule is asked once per slice — with the
+evaluator's ``rule_matches`` — and its match set over the table is a union of products, held as
+a bitmask over cell numbers. Splitting the table by every rule's mask gives **blocks** of cells
+with the same match vector; :func:`~compiler.ir.evaluate.evaluate` then runs once per block and
+tree, on a **mini program** (the owners, the group's policies and profiles, each set cut down to
+the representative addresses), and its verdict holds for every cell of the block. Exact, and
+cheap even when a change touches every cell.
+
+A group is **clean** when its views mean the same in both trees (``views.fingerprint``) and no
+set or net it references changed membership; every cell then has the same verdict in both trees,
+and its table is only computed when another direction's change needs it.
 """
 
 from __future__ import annotations
 
 import ipaddress
+from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
 from compiler.diff.addresses import AddrProps
-from compiler.diff.services import Piece
+from compiler.diff.services import Mentions, Piece
 from compiler.diff.subjects import Owner, Subject
-from compiler.diff.views import Refs, View, fingerprint, refs
+from compiler.diff.views import View, fingerprint, rule_lists
 from compiler.ir import nodes as ir
-from compiler.ir.evaluate import evaluate
-from compiler.ir.flow import DirectionVerdict, Flow, Verdict
+from compiler.ir.evaluate import evaluate, rule_matches
+from compiler.ir.flow import DirectionVerdict, Flow
 
 __all__ = ["Changes", "Group", "mini_program", "probe_flow"]
+
+EMPTY: frozenset = frozenset()
 
 
 @dataclass(frozen=True)
@@ -93,8 +102,8 @@ def mini_program(
             if name in program.profiles:
                 profile_dirs.setdefault(name, set()).add(direction)
     profiles = {}
-    rule_lists: list[tuple[ir.Rule, ...]] = [program.policies[pid].ingress for pid in pids]
-    rule_lists += [program.policies[pid].egress for pid in pids]
+    rules: list[tuple[ir.Rule, ...]] = [program.policies[pid].ingress for pid in pids]
+    rules += [program.policies[pid].egress for pid in pids]
     for name, dirs in profile_dirs.items():
         p = program.profiles[name]
         p = replace(
@@ -103,10 +112,10 @@ def mini_program(
             egress=p.egress if ir.EGRESS in dirs else (),
         )
         profiles[name] = p
-        rule_lists += [p.ingress, p.egress]
+        rules += [p.ingress, p.egress]
     sids: set[str] = set()
-    for rules in rule_lists:
-        for r in rules:
+    for rs in rules:
+        for r in rs:
             for side in (r.match.src, r.match.dst):
                 sids.update(side.sets)
                 sids.update(side.not_sets)
@@ -149,16 +158,93 @@ def mini_program(
     )
 
 
+@dataclass(frozen=True, slots=True)
+class Slice:
+    """References on one side of a rule (or of a group): what of an address it can see."""
+
+    sets: frozenset[str] = EMPTY
+    named: frozenset[str] = EMPTY
+    nets: frozenset[ir.IPNet] = EMPTY
+    failsafe: frozenset[ir.IPNet] = EMPTY
+
+    @staticmethod
+    def of(side: ir.Side) -> Slice:
+        named = [s for pm in (side.ports, side.not_ports) if pm is not None for s in pm.named_sets]
+        return Slice(
+            frozenset(side.sets) | frozenset(side.not_sets),
+            frozenset(named),
+            frozenset(side.nets or ()) | frozenset(side.not_nets),
+        )
+
+    def __or__(self, other: Slice) -> Slice:
+        return Slice(
+            self.sets | other.sets,
+            self.named | other.named,
+            self.nets | other.nets,
+            self.failsafe | other.failsafe,
+        )
+
+    def restrict(self, p: AddrProps) -> tuple:
+        return (
+            p.sets & self.sets,
+            frozenset(x for x in p.named if x[0] in self.named) if self.named else EMPTY,
+            p.nets & self.nets,
+            p.failsafe & self.failsafe,
+        )
+
+    @property
+    def empty(self) -> bool:
+        return not (self.sets or self.named or self.nets or self.failsafe)
+
+
+@dataclass(frozen=True)
+class _Rule:
+    match: ir.Match
+    own: Slice
+    peer: Slice
+    pieces: tuple[Piece, ...]
+
+
+def _bits(mask: int) -> list[int]:
+    """Positions of the set bits, lowest first."""
+    text = bin(mask)[:1:-1]
+    out, i = [], text.find("1")
+    while i >= 0:
+        out.append(i)
+        i = text.find("1", i + 1)
+    return out
+
+
+class _Table:
+    """One tree's verdicts over every cell of a group: blocks (bitmasks) and their verdicts."""
+
+    def __init__(self, blocks: list[int], verdicts: list[DirectionVerdict]) -> None:
+        self.blocks = blocks
+        self.verdicts = verdicts
+        self._of: list[int] | None = None
+
+    def at(self, cell: int) -> DirectionVerdict:
+        if self._of is None:
+            of = [0] * (max(self.blocks).bit_length() if self.blocks else 0)
+            for bi, b in enumerate(self.blocks):
+                for c in _bits(b):
+                    of[c] = bi
+            self._of = of
+        return self.verdicts[self._of[cell]]
+
+    def allowed_mask(self) -> int:
+        out = 0
+        for b, v in zip(self.blocks, self.verdicts, strict=True):
+            if v.allowed:
+                out |= b
+        return out
+
+
 Sig = tuple
 
 
 class Group:
-    """The owners that share one pair of views (base, head) for one direction.
-
-    ``members`` are owner subjects (indices into the context's subject list) bucketed by their
-    own local signature (owner classes); peer classes are the address classes bucketed by local
-    signature. Cells are ``(owner sig, peer sig, piece index) -> (base verdict, head verdict)``
-    of this direction."""
+    """The owners that share one pair of views (base, head) for one direction."""
 
     def __init__(
         self,
@@ -173,105 +259,187 @@ class Group:
         self.direction = direction
         self.views = views
         self.programs = programs
-        self.refs = Refs()
+        self.rules: tuple[list[_Rule], list[_Rule]] = ([], [])
+        mentions = Mentions()
+        own, peer = Slice(), Slice()
         for side in (0, 1):
-            self.refs.update(refs(programs[side], views[side], direction, named))
+            for rs in rule_lists(programs[side], views[side], direction):
+                for r in rs:
+                    m = r.match
+                    o_side, p_side = (m.src, m.dst) if direction == ir.EGRESS else (m.dst, m.src)
+                    local = Mentions()
+                    local.add_match(m, named)  # type: ignore[arg-type]
+                    mentions.update(local)
+                    rule = _Rule(m, Slice.of(o_side), Slice.of(p_side), local.pieces())
+                    self.rules[side].append(rule)
+                    own, peer = own | rule.own, peer | rule.peer
+        fs = Mentions()
+        self.failsafe_nets: frozenset[ir.IPNet] = EMPTY
+        for side in (0, 1):
+            fs.add_failsafe((proto, port) for proto, port, _ in views[side].failsafe)
+            self.failsafe_nets |= frozenset(n for _, _, n in views[side].failsafe if n is not None)
+        self.failsafe_pieces = fs.pieces() if any(v.failsafe for v in views) else ()
+        mentions.update(fs)
+        self.own, self.peer = own, peer | Slice(failsafe=self.failsafe_nets)
         same = fingerprint(programs[0], views[0], direction) == fingerprint(programs[1], views[1], direction)
-        r = self.refs
         self.dirty = (
             not same
-            or bool(r.sets & changes.sets)
-            or bool(r.named & changes.named)
-            or bool((r.nets | r.failsafe) & changes.nets)
+            or bool((own.sets | peer.sets) & changes.sets)
+            or bool((own.named | peer.named) & changes.named)
+            or bool((own.nets | peer.nets | self.failsafe_nets) & changes.nets)
         )
-        self.pieces: tuple[Piece, ...] = r.mentions.pieces()
+        self.pieces: tuple[Piece, ...] = mentions.pieces()
         self.trivial = views[0].kind == "none" and views[1].kind == "none"
-        self._sig: dict[int, Sig] = {}
+        self._own_sig: dict[int, Sig] = {}
+        self._peer_sig: dict[int, Sig] = {}
         self.owner_members: dict[Sig, list[int]] = {}  # owner sig -> member subjects (indices)
-        self._peer_reps: dict[Sig, int] | None = None
+        self.peer_reps: dict[Sig, int] | None = None  # peer sig -> representative subject
+        self._tables: list[_Table | None] = [None, None]
         self._mini: list[ir.Program | None] = [None, None]
-        self.cells: dict[tuple[Sig, Sig, int], tuple[DirectionVerdict, DirectionVerdict]] = {}
         self.evaluations = 0
 
     # -- signatures -------------------------------------------------------------------------
 
-    def _restrict(self, p: AddrProps) -> tuple:
-        r = self.refs
-        return (
-            p.sets & r.sets,
-            frozenset(x for x in p.named if x[0] in r.named),
-            p.nets & r.nets,
-            p.failsafe & r.failsafe,
-        )
-
-    def sig(self, aclass: int, props: tuple[AddrProps, AddrProps]) -> Sig:
-        got = self._sig.get(aclass)
+    def own_sig(self, aclass: int, props: tuple[AddrProps, AddrProps]) -> Sig:
+        got = self._own_sig.get(aclass)
         if got is None:
-            got = self._sig[aclass] = (self._restrict(props[0]), self._restrict(props[1]))
+            got = self._own_sig[aclass] = (self.own.restrict(props[0]), self.own.restrict(props[1]))
+        return got
+
+    def peer_sig(self, aclass: int, props: tuple[AddrProps, AddrProps]) -> Sig:
+        got = self._peer_sig.get(aclass)
+        if got is None:
+            got = self._peer_sig[aclass] = (self.peer.restrict(props[0]), self.peer.restrict(props[1]))
         return got
 
     def add_member(self, subject: int, sig: Sig) -> None:
         self.owner_members.setdefault(sig, []).append(subject)
 
-    def set_peers(self, reps: dict[Sig, int]) -> None:
-        """Peer class -> representative subject (every address class seen through this group)."""
-        self._peer_reps = reps
+    # -- the tables -------------------------------------------------------------------------
 
-    # -- evaluation -------------------------------------------------------------------------
+    def _layout(self) -> tuple[list[Sig], list[Sig], int]:
+        assert self.peer_reps is not None
+        return list(self.owner_members), list(self.peer_reps), len(self.pieces)
 
     def _program(self, side: int, subjects: list[Subject], owners: list[list[Owner]]) -> ir.Program:
         prog = self._mini[side]
         if prog is None:
-            assert self._peer_reps is not None
-            reps = {members[0] for members in self.owner_members.values()} | set(self._peer_reps.values())
-            mine = [(owners[side][members[0]], self.direction) for members in self.owner_members.values()]
+            assert self.peer_reps is not None
+            owner_reps = [members[0] for members in self.owner_members.values()]
+            reps = set(owner_reps) | set(self.peer_reps.values())
             host_ips: dict[str, list[ir.IPAddr]] = {}
-            for members in self.owner_members.values():
-                o = owners[side][members[0]]
-                if o.node is not None:
-                    host_ips.setdefault(o.node, []).append(subjects[members[0]].ips[side])
-            prog = mini_program(
+            for i in owner_reps:
+                if owners[side][i].node is not None:
+                    host_ips.setdefault(owners[side][i].node, []).append(subjects[i].ips[side])  # type: ignore[arg-type]
+            prog = self._mini[side] = mini_program(
                 self.programs[side],
-                mine,
+                [(owners[side][i], self.direction) for i in owner_reps],
                 [(self.views[side], self.direction)],
                 [(subjects[i].ips[side], subjects[i].props[side]) for i in sorted(reps)],
                 {n: tuple(ips) for n, ips in host_ips.items()},
             )
-            self._mini[side] = prog
         return prog
+
+    def _flow(self, side: int, own: Subject, peer: Subject, piece: Piece) -> Flow:
+        if self.direction == ir.EGRESS:
+            return probe_flow(piece, own.ips[side], peer.ips[side])
+        return probe_flow(piece, peer.ips[side], own.ips[side])
+
+    def _table(self, side: int, subjects: list[Subject], owners: list[list[Owner]]) -> _Table:
+        table = self._tables[side]
+        if table is not None:
+            return table
+        osigs, qsigs, n_k = self._layout()
+        n_q = len(qsigs)
+        orep = [self.owner_members[o][0] for o in osigs]
+        qrep = [self.peer_reps[q] for q in qsigs]  # type: ignore[index]
+        prog = self._program(side, subjects, owners)
+        full = (1 << (len(osigs) * n_q * n_k)) - 1
+
+        def product(os_: list[int], qs: list[int], ks: list[int]) -> int:
+            kmask = sum(1 << k for k in ks)
+            qmask = sum(kmask << (q * n_k) for q in qs)
+            return sum(qmask << (o * n_q * n_k) for o in os_)
+
+        splits: list[int] = []
+        for rule in self.rules[side]:
+            by_own: dict[tuple, list[int]] = defaultdict(list)
+            for oi, i in enumerate(orep):
+                by_own[rule.own.restrict(subjects[i].props[side])].append(oi)
+            by_peer: dict[tuple, list[int]] = defaultdict(list)
+            for qi, i in enumerate(qrep):
+                by_peer[rule.peer.restrict(subjects[i].props[side])].append(qi)
+            by_piece: dict[int, list[int]] = defaultdict(list)
+            for ki, piece in enumerate(self.pieces):
+                local = next(j for j, lp in enumerate(rule.pieces) if lp.intersect(piece) is not None)
+                by_piece[local].append(ki)
+            mask = 0
+            for os_ in by_own.values():
+                for qs in by_peer.values():
+                    for ks in by_piece.values():
+                        flow = self._flow(side, subjects[orep[os_[0]]], subjects[qrep[qs[0]]], self.pieces[ks[0]])
+                        if rule_matches(prog, rule.match, flow):
+                            mask |= product(os_, qs, ks)
+            splits.append(mask)
+        if self.failsafe_pieces:
+            # Failsafe ports: split by the failsafe slice of the cell (piece, peer failsafe CIDRs).
+            fs_slice = Slice(failsafe=self.failsafe_nets)
+            keys: dict[tuple, list[tuple[int, int]]] = defaultdict(list)
+            for qi, i in enumerate(qrep):
+                for ki, piece in enumerate(self.pieces):
+                    local = next(j for j, lp in enumerate(self.failsafe_pieces) if lp.intersect(piece) is not None)
+                    keys[(fs_slice.restrict(subjects[i].props[side]), local)].append((qi, ki))
+            for cells in keys.values():
+                m = 0
+                for qi, ki in cells:
+                    m |= product(list(range(len(osigs))), [qi], [ki])
+                splits.append(m)
+        blocks = [full]
+        for mask in splits:
+            if mask in (0, full):
+                continue
+            nxt = []
+            for b in blocks:
+                inside, outside = b & mask, b & ~mask
+                nxt.extend(x for x in (inside, outside) if x)
+            blocks = nxt
+        verdicts = []
+        for b in blocks:
+            cell = (b & -b).bit_length() - 1
+            oi, rest = divmod(cell, n_q * n_k)
+            qi, ki = divmod(rest, n_k)
+            flow = self._flow(side, subjects[orep[oi]], subjects[qrep[qi]], self.pieces[ki])
+            v = evaluate(prog, flow)
+            verdicts.append(v.egress if self.direction == ir.EGRESS else v.ingress)
+            self.evaluations += 1
+        table = self._tables[side] = _Table(blocks, verdicts)
+        return table
 
     def cell(
         self, o: Sig, q: Sig, k: int, subjects: list[Subject], owners: list[list[Owner]]
     ) -> tuple[DirectionVerdict, DirectionVerdict]:
-        key = (o, q, k)
-        got = self.cells.get(key)
-        if got is not None:
-            return got
-        assert self._peer_reps is not None
-        owner, peer = subjects[self.owner_members[o][0]], subjects[self._peer_reps[q]]
-        out = []
-        for side in (0, 1):
-            prog = self._program(side, subjects, owners)
-            if self.direction == ir.EGRESS:
-                v: Verdict = evaluate(prog, probe_flow(self.pieces[k], owner.ips[side], peer.ips[side]))
-                out.append(v.egress)
-            else:
-                v = evaluate(prog, probe_flow(self.pieces[k], peer.ips[side], owner.ips[side]))
-                out.append(v.ingress)
-            self.evaluations += 1
-        got = self.cells[key] = (out[0], out[1])
-        return got
+        c = self._cell_index(o, q, k)
+        return (
+            self._table(0, subjects, owners).at(c),
+            self._table(1, subjects, owners).at(c),
+        )
+
+    def _cell_index(self, o: Sig, q: Sig, k: int) -> int:
+        if not hasattr(self, "_oidx"):
+            osigs, qsigs, _ = self._layout()
+            self._oidx = {s: i for i, s in enumerate(osigs)}
+            self._qidx = {s: i for i, s in enumerate(qsigs)}
+        return (self._oidx[o] * len(self._qidx) + self._qidx[q]) * len(self.pieces) + k
 
     def changed_cells(
         self, subjects: list[Subject], owners: list[list[Owner]]
     ) -> list[tuple[Sig, Sig, int]]:
-        """Every cell of a dirty group, evaluated; those whose allowed bit differs."""
-        assert self._peer_reps is not None
+        """The cells whose allowed bit differs between the trees."""
+        osigs, qsigs, n_k = self._layout()
+        diff = self._table(0, subjects, owners).allowed_mask() ^ self._table(1, subjects, owners).allowed_mask()
         out = []
-        for o in self.owner_members:
-            for q in self._peer_reps:
-                for k in range(len(self.pieces)):
-                    b, h = self.cell(o, q, k, subjects, owners)
-                    if b.allowed != h.allowed:
-                        out.append((o, q, k))
+        for c in _bits(diff):
+            oi, rest = divmod(c, len(qsigs) * n_k)
+            qi, ki = divmod(rest, n_k)
+            out.append((osigs[oi], qsigs[qi], ki))
         return out

@@ -420,7 +420,9 @@ class _Reader:
                                 )
                                 kind = ""
                         if ev.end_mark.line == line:
-                            raw = text  # a one-line plain scalar is its own source text
+                            # A one-line plain scalar is its own source text (and a cached
+                            # string value is that text: share it, so keys compare by identity).
+                            raw = value if value.__class__ is str else text
                 else:
                     value, kind = _tagged_scalar(ev, Span(name, line + 1, col + 1), sink)
                     # raw stays None: the span starts at the tag, not at the value's text

@@ -22,7 +22,18 @@ from compiler.diagnostics import NO_SPAN, Span
 from compiler.frontend.model import PROTOCOL_NAMES
 from compiler.ir.nodes import DIRECTIONS, HOOKS, Match, PortMatch, Program, Rule, Side
 
-__all__ = ["dump", "format_match", "format_rule", "protocol_name"]
+__all__ = ["dump", "format_match", "format_rule", "protocol_name", "rule_words"]
+
+
+_CONVERTED_KINDS = frozenset({"KubernetesNetworkPolicy", "StagedKubernetesNetworkPolicy"})
+
+
+def rule_words(kind: str | None, index: int) -> str:
+    """``rule N`` counted from 1. A Kubernetes NetworkPolicy's rules are numbered in its Calico
+    form (one rule per peer and protocol), which can differ from the YAML's list, so say so."""
+    if kind in _CONVERTED_KINDS:
+        return f"converted rule {index + 1}"
+    return f"rule {index + 1}"
 
 
 def protocol_name(proto: int) -> str:

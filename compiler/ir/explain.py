@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 from compiler.diagnostics import NO_SPAN, Span
 from compiler.ir import nodes as ir
-from compiler.ir.dump import protocol_name
+from compiler.ir.dump import protocol_name, rule_words
 from compiler.ir.flow import DirectionVerdict, Flow, Step, Verdict
 
 __all__ = [
@@ -139,8 +139,10 @@ def describe_step(program: ir.Program, step: Step, direction: str) -> str:
     hook = _HOOK_WORDS.get(step.hook, f"[{step.hook}] ")
     number = None if step.rule_index is None else step.rule_index + 1
     if step.reason == "rule":
+        policy = program.policies.get(step.policy or "")
+        rule = rule_words(policy.kind if policy else None, step.rule_index or 0)
         return (
-            f"{hook}tier {step.tier}: {_policy_words(program, step.policy)}, rule {number} "
+            f"{hook}tier {step.tier}: {_policy_words(program, step.policy)}, {rule} "
             f"({step.action.capitalize()}) at {_where(step.span)} {_OUTCOME[step.action]}"
         )
     if step.reason == "profile-rule":
@@ -169,6 +171,11 @@ def describe_step(program: ir.Program, step: Step, direction: str) -> str:
     if step.reason == "endpoint-to-host":
         verb = "allows" if step.action == ir.ALLOW else "denies"
         return f"workload {step.endpoint} to its own node: defaultEndpointToHostAction {verb}"
+    if step.reason == "host-to-local-workload":
+        return (
+            f"the node's host to its own workload {step.endpoint} is never policed "
+            "(as in Felix), so it is allowed"
+        )
     if step.reason == "no-policy":
         return f"{hook}no policy applies: {_OUTCOME.get(step.action, step.action)}"
     return f"{step.reason}: {step.action}"
@@ -188,8 +195,8 @@ def _side_title(d: DirectionVerdict, peer: Peer) -> str:
     if d.decided_by.reason == "endpoint-to-host":
         return f"to the host of {d.decided_by.endpoint} (workload to its own node)"
     if d.direction == ir.EGRESS:
-        return f"egress of {d.decided_by.endpoint or peer.label} (source)"
-    return f"ingress of {d.decided_by.endpoint or peer.label} (destination)"
+        return f"egress of {peer.label} (source)"
+    return f"ingress of {peer.label} (destination)"
 
 
 def explain_text(

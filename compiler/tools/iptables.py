@@ -107,9 +107,11 @@ def save(
     family: int,
     backend: str,
     table: str | None = None,
+    counters: bool = False,
     netns: str | None = None,
     timeout: float = DEFAULT_TIMEOUT,
 ) -> str:
-    """``iptables-save [-t TABLE]`` as text (only tables that are loaded appear)."""
-    args = ["-t", table] if table else []
+    """``iptables-save [-c] [-t TABLE]`` as text (only tables that are loaded appear; ``-c``
+    prefixes every rule with its ``[packets:bytes]`` counters)."""
+    args = (["-c"] if counters else []) + (["-t", table] if table else [])
     return _run(argv(family, backend, "save", args, netns), None, timeout).stdout

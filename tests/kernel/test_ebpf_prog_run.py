@@ -220,3 +220,22 @@ def test_fragments_follow_their_first_fragment(allow_all, family: int) -> None: 
 def test_non_ip_frames_pass(allow_all) -> None:  # type: ignore[no-untyped-def]
     arp = packets.ETH_DST + packets.ETH_SRC + b"\x08\x06" + bytes(28)
     assert run_packet(allow_all, "ns/a", ir.INGRESS, arp)
+
+
+def test_port_range_and_protocol_boundaries() -> None:
+    t = policy("gnp/ports", "t0", ingress=[
+        rule(ir.ALLOW, 0, ip_version=4, protocol=6, dst=ir.Side(ports=ir.PortMatch(((1000, 2000),)))),
+        rule(ir.ALLOW, 1, ip_version=4, protocol=17, src=ir.Side(not_ports=ir.PortMatch(((10, 20),)))),
+        rule(ir.ALLOW, 2, ip_version=4, not_protocol=6, dst=ir.Side(ports=ir.PortMatch(((7, 7),)))),
+    ])  # fmt: skip
+    prog = one_endpoint_program([("t0", ir.DENY, [t])])
+    cases = [Flow(B4, A_V4, 6, 5, p) for p in (999, 1000, 2000, 2001)]
+    cases += [Flow(B4, A_V4, 17, p, 5) for p in (9, 10, 20, 21)]
+    cases += [Flow(B4, A_V4, 132, 5, 7), Flow(B4, A_V4, 1, icmp_type=8, icmp_code=0)]
+    with loaded(EbpfTarget().render(prog)) as ld:
+        got = []
+        for flow in cases:
+            got.append(run_flow(ld, "ns/a", ir.INGRESS, flow))
+            ct_flush(ld)
+    want = [expected(prog, f, ir.INGRESS) for f in cases]
+    assert got == want == [False, True, True, False, True, False, False, True, True, False]

@@ -391,12 +391,8 @@ def test_log_rules_log_and_continue(cluster: Cluster, backend: str) -> None:
         is evaluate(prog, topo.flow(probe)).allowed
         is False
     )
-    saved = iptables_tool.restore  # keep the tool module referenced for readers
-    del saved
-    out = (
-        topo.nodes["node1"]
-        .run([iptables_tool.binary(4, backend, "save"), "-c", "-t", "filter"])
-        .stdout
+    out = iptables_tool.save(
+        family=4, backend=backend, table="filter", counters=True, netns=topo.nodes["node1"].name
     )
     logs = [line for line in out.splitlines() if "-j LOG" in line and "--dport 22" in line]
     assert logs and all(re.match(r"\[[1-9]\d*:\d+\]", line) for line in logs), logs

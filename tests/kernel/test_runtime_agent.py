@@ -185,7 +185,6 @@ def test_dry_run_of_iptables_checks_in_a_throwaway_namespace(tmp_path: Path) -> 
 
 def test_agent_process_serves_metrics_and_stops_on_sigterm(tmp_path: Path) -> None:
     """The real ``tortie agent`` process: port 0 on 127.0.0.1, scraped, stopped by its PID."""
-    import select
     import signal
     import subprocess
 
@@ -214,19 +213,22 @@ def test_agent_process_serves_metrics_and_stops_on_sigterm(tmp_path: Path) -> No
             stderr=subprocess.PIPE,
             text=True,
         )
+        lines: list[str] = []
+        reader = threading.Thread(
+            target=lambda: lines.extend(iter(proc.stderr.readline, "")), daemon=True
+        )  # type: ignore[union-attr]
+        reader.start()
         try:
-            assert proc.stderr is not None
-            port, lines = None, []
+            port = None
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline and (
                 port is None or not any("reconcile #1" in x for x in lines)
             ):
-                ready, _, _ = select.select([proc.stderr], [], [], 1)
-                if ready:
-                    line = proc.stderr.readline()
-                    lines.append(line)
-                    m = re.match(r"metrics: http://127\.0\.0\.1:(\d+)/metrics", line)
-                    port = int(m[1]) if m else port
+                found = [
+                    re.match(r"metrics: http://127\.0\.0\.1:(\d+)/metrics", x) for x in list(lines)
+                ]
+                port = next((int(m[1]) for m in found if m), None)
+                time.sleep(0.05)
             assert port is not None, "".join(lines)
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
                 text = r.read().decode()

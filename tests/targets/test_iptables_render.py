@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import doctest
 import hashlib
+import importlib
 import ipaddress
 import os
+import pkgutil
 import re
 import subprocess
 import sys
@@ -24,6 +27,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import compiler.targets.iptables as iptables_pkg
 from compiler.diagnostics import DiagnosticSink
 from compiler.frontend.model import FelixConfig
 from compiler.ir import nodes as ir
@@ -537,3 +541,17 @@ def test_felix_defaults_are_what_the_goldens_use() -> None:
     felix = FelixConfig()
     assert felix.mark_mask == 0xFFFF0000 and felix.deny_action == "Drop"
     assert HOSTILE.count("\n") == 1
+
+
+# -- doctests -----------------------------------------------------------------------------------
+
+_DOCTEST_MODULES = sorted(
+    [f"compiler.targets.iptables.{m.name}" for m in pkgutil.iter_modules(iptables_pkg.__path__)]
+    + ["compiler.targets.common", "compiler.tools.iptables", "compiler.tools.ipset"]
+)
+
+
+@pytest.mark.parametrize("name", _DOCTEST_MODULES)
+def test_doctests(name: str) -> None:
+    result = doctest.testmod(importlib.import_module(name), optionflags=doctest.ELLIPSIS)
+    assert result.failed == 0

@@ -420,3 +420,45 @@ class SimCluster:
                 return False
             carry = p
         return True
+
+
+# -- tests of the simulator itself --------------------------------------------------------------
+
+
+def test_tokens_and_ipset_script() -> None:
+    assert _tokens('-A x -m comment --comment "a b" -j RETURN') == [
+        "-A",
+        "x",
+        "-m",
+        "comment",
+        "--comment",
+        "a b",
+        "-j",
+        "RETURN",
+    ]
+    sets = parse_ipset(
+        "create s hash:net family inet -exist\ncreate t hash:net family inet -exist\n"
+        "flush t\nadd t 10.0.0.0/8\nswap t s\ndestroy t\n"
+    )
+    assert sets == {"s": ("hash:net", {ipaddress.ip_network("10.0.0.0/8")})}
+
+
+def test_goto_returns_to_the_jumping_chain() -> None:
+    rules = """*filter
+:top - [0:0]
+:tree - [0:0]
+:leaf - [0:0]
+-A top -j tree
+-A top -m mark --mark 0x1/0x1 -j ACCEPT
+-A top -j DROP
+-A tree -i a+ -g leaf
+-A leaf -j MARK --set-xmark 0x1/0x1
+-A leaf -j RETURN
+-A leaf -j DROP
+-I FORWARD 1 -j top
+COMMIT
+"""
+    node = Node(rules, "")
+    v4 = ipaddress.ip_address("10.0.0.1")
+    assert node.path(Packet(v4, v4, 6, iif="ab"), "forward") is True
+    assert node.path(Packet(v4, v4, 6, iif="b"), "forward") is False

@@ -60,6 +60,7 @@ class Analysis:
     def __init__(self, program: Program) -> None:
         self.program = program
         self._spaces: dict[str, AddrSpace] = {}
+        self._named: dict[tuple, list[tuple[int, int]]] = {}
 
     def set_of(self, sid: str) -> AddrSet | None:
         return self.program.sets.get(sid)
@@ -107,15 +108,23 @@ class Analysis:
         return SideFacts(side, addrs, minus(ports, not_ranges))
 
     def _named_ports(self, sid: str, addrs: AddrSpace, match: Match) -> list[tuple[int, int]]:
-        triples = self.triples(sid)
-        if triples is None:
-            return [(0, PORT_MAX)]
-        return [
-            (port, port)
-            for net, proto, port in triples
-            if (match.protocol is None or proto == match.protocol)
-            and addrs.contains_ip(net.network_address)
-        ]
+        """Ports of the set's triples whose address and protocol the rule can still accept."""
+        key = (sid, addrs, match.protocol)
+        if key not in self._named:
+            triples = self.triples(sid)
+            if triples is None:
+                self._named[key] = [(0, PORT_MAX)]
+            else:
+                by_port: dict[int, list] = {}
+                for net, proto, port in triples:
+                    if match.protocol is None or proto == match.protocol:
+                        by_port.setdefault(port, []).append(net.network_address)
+                self._named[key] = [
+                    (port, port)
+                    for port, ips in sorted(by_port.items())
+                    if any(addrs.contains_ip(ip) for ip in ips)
+                ]
+        return self._named[key]
 
     def facts(self, rule: Rule) -> RuleFacts:
         return RuleFacts(

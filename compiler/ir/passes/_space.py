@@ -19,6 +19,7 @@ True
 from __future__ import annotations
 
 import ipaddress
+from bisect import bisect_right
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -29,6 +30,7 @@ Intervals = tuple[Interval, ...]  # sorted, disjoint, non-adjacent
 
 _MAX = {4: (1 << 32) - 1, 6: (1 << 128) - 1}
 PORT_MAX = 65535
+_INF = 1 << 129  # larger than any address, for bisecting (lo, hi) tuples
 
 
 def normalise(spans: Iterable[Interval]) -> Intervals:
@@ -83,7 +85,8 @@ def disjoint(a: Intervals, b: Intervals) -> bool:
 
 
 def net_interval(net: IPNet) -> Interval:
-    return int(net.network_address), int(net.broadcast_address)
+    lo = int(net.network_address)
+    return lo, lo + (1 << (net.max_prefixlen - net.prefixlen)) - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,7 +133,8 @@ class AddrSpace:
     def contains_ip(self, ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
         spans = self.v4 if ip.version == 4 else self.v6
         n = int(ip)
-        return any(lo <= n <= hi for lo, hi in spans)
+        i = bisect_right(spans, (n, _INF)) - 1
+        return i >= 0 and spans[i][0] <= n <= spans[i][1]
 
 
 def _nets(*texts: str) -> list[IPNet]:

@@ -21,27 +21,55 @@ constraint") versus ``()`` ("matches nothing") distinction. Named-port sets hold
 from __future__ import annotations
 
 import dataclasses
+import functools
 import ipaddress
 
 from compiler.ir.nodes import IPNet, Program, Rule, Side, replace_program
 from compiler.ir.passes._rules import map_rule_lists
 
 
+_ADDRESS = {4: ipaddress.IPv4Address, 6: ipaddress.IPv6Address}
+
+
 def collapse(nets) -> tuple[IPNet, ...]:  # noqa: ANN001 - any iterable of networks
-    """The minimal sorted prefix list with the same union, per family (v4 first)."""
-    by: dict[int, list[IPNet]] = {4: [], 6: []}
-    for n in nets:
-        by[n.version].append(n)
+    """The minimal sorted prefix list with the same union, per family (v4 first).
+
+    Same result as ``ipaddress.collapse_addresses`` (the minimal prefix cover of a set of
+    addresses is unique: the aligned blocks of its maximal intervals), computed on integers so
+    that a set of ten thousand pod addresses, which rarely merge, costs one sort: only intervals
+    that really merge several prefixes are turned back into networks.
+    """
+    spans = sorted(
+        (n.version, lo, lo + (1 << (n.max_prefixlen - n.prefixlen)) - 1, n)
+        for n in nets
+        for lo in (int(n.network_address),)
+    )
     out: list[IPNet] = []
-    for family in (4, 6):
-        if by[family]:
-            out.extend(sorted(ipaddress.collapse_addresses(by[family])))
+    i = 0
+    while i < len(spans):
+        version, lo, hi, first = spans[i]
+        j = i + 1
+        while j < len(spans) and spans[j][0] == version and spans[j][1] <= hi + 1:
+            hi = max(hi, spans[j][2])
+            j += 1
+        if j == i + 1 or spans[i][2] == hi:
+            out.append(first)  # nothing merged into it (duplicates and subnets only)
+        else:
+            make = _ADDRESS[version]
+            out.extend(ipaddress.summarize_address_range(make(lo), make(hi)))
+        i = j
     return tuple(out)
 
 
+@functools.lru_cache(maxsize=4096)
+def _collapse_list(nets: tuple[IPNet, ...]) -> tuple[IPNet, ...]:
+    """Inline lists repeat across rules (the v4 and v6 copies, converted k8s rules): memoised."""
+    return collapse(nets) if nets else nets
+
+
 def _side(side: Side) -> Side:
-    nets = None if side.nets is None else collapse(side.nets)
-    not_nets = collapse(side.not_nets)
+    nets = None if side.nets is None else _collapse_list(side.nets)
+    not_nets = _collapse_list(side.not_nets)
     if nets == side.nets and not_nets == side.not_nets:
         return side
     return dataclasses.replace(side, nets=nets, not_nets=not_nets)

@@ -41,6 +41,7 @@ from __future__ import annotations
 from collections import defaultdict
 
 from compiler.diagnostics import DiagnosticSink
+from compiler.ir.dump import rule_words
 from compiler.ir.nodes import ALLOW, DENY, PASS, Program, Rule, replace_program
 from compiler.ir.passes._analysis import Analysis, RuleFacts
 from compiler.ir.passes._rules import dropped_entries, map_rule_lists, prune_sets
@@ -70,20 +71,23 @@ def _report(
     by_pair: dict[tuple[int, int], list[tuple[Rule, Rule]]] = defaultdict(list)
     for later, earlier in shadowed:
         by_pair[(later.index, earlier.index)].append((later, earlier))
+    policy = program.policies.get(owner)
+    kind = policy.kind if policy is not None else None
     for (li, ei), pairs in sorted(by_pair.items()):
         later, earlier = pairs[0]
+        lw, ew = rule_words(kind, li), rule_words(kind, ei)
         fams = sorted({x.match.ip_version for x, _ in pairs if x.match.ip_version})
         scope = ""
         if len(pairs) < copies[li] and fams:
             scope = " for " + " and ".join(f"IPv{f}" for f in fams)
         sink.warning(
             CODE,
-            f"{direction} rule {li + 1} of {_owner(program, owner)} can never match{scope}: "
-            f"rule {ei + 1} ({earlier.action.capitalize()}) comes first and matches every packet it would; "
-            "the rule was removed",
+            f"{direction} {lw} of {_owner(program, owner)} can never match{scope}: "
+            f"{ew} ({earlier.action.capitalize()}) comes first and matches every packet it "
+            "would; the rule was removed",
             later.origin,
-            f"shadowed rule {li + 1} (numbered from 1) is at {later.origin}",
-            f"shadowing rule {ei + 1} is at {earlier.origin}",
+            f"shadowed {lw} (numbered from 1) is at {later.origin}",
+            f"shadowing {ew} is at {earlier.origin}",
         )
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 import tempfile
+import threading
+from collections import OrderedDict
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -28,12 +30,38 @@ class BuildError(RuntimeError):
         super().__init__(f"building {name}: {error}")
 
 
+_CACHE: OrderedDict[tuple[str, str], bytes] = OrderedDict()
+_CACHE_MAX = 512
+_CACHE_LOCK = threading.Lock()
+
+
+def _cached(name: str) -> bytes | None:
+    with _CACHE_LOCK:
+        key = (clang.version(), name)
+        if key in _CACHE:
+            _CACHE.move_to_end(key)
+            return _CACHE[key]
+    return None
+
+
+def _remember(name: str, obj: bytes) -> None:
+    with _CACHE_LOCK:
+        _CACHE[(clang.version(), name)] = obj
+        while len(_CACHE) > _CACHE_MAX:
+            _CACHE.popitem(last=False)
+
+
 def build_all(
     sources: Mapping[str, str], headers: Mapping[str, bytes], *, jobs: int | None = None
 ) -> dict[str, bytes]:
-    """``{name: C source}`` -> ``{name: object bytes}``; clang runs in a thread pool."""
+    """``{name: C source}`` -> ``{name: object bytes}``; clang runs in a thread pool.
+
+    Names are content addresses (C and headers), so objects built earlier in this process are
+    reused as they are (an agent recompiling after a change rebuilds only what changed)."""
+    done = {name: obj for name in sources if (obj := _cached(name)) is not None}
+    sources = {name: src for name, src in sources.items() if name not in done}
     if not sources:
-        return {}
+        return dict(sorted(done.items()))
     with tempfile.TemporaryDirectory(prefix="tortie-bpf-") as tmp:
         root = Path(tmp)
         (root / "include").mkdir()
@@ -48,9 +76,11 @@ def build_all(
                 clang.compile_bpf(f"{name}.bpf.c", f"obj/{name}.bpf.o", ["include"], cwd=tmp)
             except clang.ClangError as e:
                 raise BuildError(name, e) from None
-            return name, (root / "obj" / f"{name}.bpf.o").read_bytes()
+            obj = (root / "obj" / f"{name}.bpf.o").read_bytes()
+            _remember(name, obj)
+            return name, obj
 
         workers = jobs or min(len(sources), os.cpu_count() or 1)
         with ThreadPoolExecutor(max_workers=max(workers, 1)) as pool:
             results = list(pool.map(one, sorted(sources)))
-    return dict(results)
+    return dict(sorted([*done.items(), *results]))

@@ -30,7 +30,7 @@ def sanitize(text: str, limit: int = 120) -> str:
     """Text from YAML, made safe for a C comment: an allowlist of characters, nothing else.
 
     >>> sanitize("np/ns/web */ evil(); /*")
-    'np/ns/web __ evil___ __'
+    'np/ns/web _/ evil___ /_'
     """
     return _COMMENT_OK.sub("_", text)[:limit]
 

@@ -194,4 +194,3 @@ class IptablesTarget:
             files=rendered.files,
             summary=dict(rendered.summary),
         )
-

@@ -20,6 +20,12 @@ the chains it needs (the same names in different tables are different chains):
 * filter ``tt-fhfw-<name>`` / ``tt-thfw-<name>`` — forwarded traffic in or out through the HEP's
   interface (by name; ``*`` and ``""`` HEPs have none): applyOnForward tiers with end-of-tier
   deny, allowed by default.
+
+Forwarded traffic: the kernel knows which way a packet crosses the HEP's interface, so (as in
+Calico) traffic *entering* through it meets the HEP's applyOnForward *ingress* policy and traffic
+*leaving* through it the *egress* policy. The evaluator, told ``via=<hep>``, runs both
+directions' forward policy for the flow; the two agree whenever only the crossing direction's
+forward policy applies (the kernel tests pick ``via`` that way).
 """
 
 from __future__ import annotations

@@ -10,7 +10,8 @@ filter      tt-INPUT           workload -> host (egress, then defaultEndpointToH
                                else host endpoint ingress (by destination)
 filter      tt-FORWARD         applyOnForward in, workload egress, workload ingress,
                                applyOnForward out
-filter      tt-OUTPUT          host endpoint egress (by source), then workload ingress
+filter      tt-OUTPUT          node address -> local workload: accepted (never policed);
+                               else host endpoint egress (by source), then workload ingress
 =========== ================== =========================================================
 
 Each filter top-level chain resets Tortie's mark bits, lets every side that applies either drop
@@ -163,7 +164,19 @@ class FamilyRenderer:
             pre.append(notrack)
         out: list[Rule] = [clear] if untracked else []
         if host_out:
-            out += [Rule((), ("-j", host_out), "host endpoint egress"), notrack]
+            guard: tuple[Cond, ...] = ()
+            if self.has_wl:
+                # Host -> local workload is never policed (the evaluator, as Felix): no untracked
+                # host egress policy for it either. Every address host_out dispatches is a node
+                # address, so "going out through a workload interface" is the whole test.
+                targets = {i: m.set(m.from_wl, m.from_wl) for i in self.eps.wl_ingress}
+                for chain in build_tree(
+                    "tt-wl-classify-o", "tt-wl-clso-", "-o", targets, "to a local workload"
+                ):
+                    self.b.add(RAW, chain)
+                out.append(Rule((), ("-j", "tt-wl-classify-o"), "to a local workload?"))
+                guard = self._from_wl_guard()
+            out += [Rule(guard, ("-j", host_out), "host endpoint egress"), notrack]
         self.top[RAW] = [
             Chain("tt-PREROUTING", tuple(pre), "raw PREROUTING: doNotTrack ingress"),
             Chain("tt-OUTPUT", tuple(out), "raw OUTPUT: doNotTrack egress"),
@@ -326,13 +339,31 @@ class FamilyRenderer:
             fwd = [clear, *fwd, accept]
 
         out: list[Rule] = []
+        if self.has_wl:
+            # Felix does not police host -> local workload traffic (felix/rules/static.go,
+            # filterOutputChain): from one of this node's addresses to a workload interface,
+            # neither the host endpoint's egress nor the workload's ingress applies.
+            leaves = {i: ("-j", "ACCEPT") for i in self.eps.wl_ingress}
+            for chain in build_tree(
+                "tt-host-to-wl", "tt-h2wl-", "-o", leaves, "host -> local workload"
+            ):
+                self.b.add(FILTER, chain)
+            out.append(
+                Rule(
+                    (self._set_match("src"),),
+                    ("-j", "tt-host-to-wl"),
+                    "host -> local workload: not policed",
+                )
+            )
         if self.has_wl or host_out:
             out += self._ndp()
             out.append(clear)
         if host_out:
             out.append(Rule((), ("-j", host_out), "host endpoint egress"))
         if self.has_wl:
-            out.append(Rule((), ("-j", "tt-to-wl-dispatch"), "host -> workload: its ingress"))
+            out.append(
+                Rule((), ("-j", "tt-to-wl-dispatch"), "other local source -> workload: its ingress")
+            )
         if out:
             out.append(accept)
         self.top[FILTER] = [

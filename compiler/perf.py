@@ -1,0 +1,51 @@
+"""Process-level performance settings for batch runs (the CLI, benchmarks).
+
+The compiler builds millions of small objects that live until the end of a run: YAML nodes,
+resources, IR nodes. They are acyclic trees, so reference counting frees them; CPython's cyclic
+garbage collector still walks every live container object each time the older generations fill
+up, and on a 10,000-endpoint input that walking cost more than the work itself (``load`` took
+twice as long with the collector on; ``build`` 3.7 s instead of 1.5 s). Two tools:
+
+* :func:`paused_gc` turns the collector off for a block and back on afterwards (nesting is fine):
+  use it around a bulk build of acyclic data, in long-running processes too;
+* :func:`batch_mode` is for one-shot processes: it moves everything alive now to the permanent
+  generation (``gc.freeze()``: never scanned again) and makes young collections rarer. Garbage
+  cycles are still collected, just less often. Never call it in a long-running process (the
+  agent): frozen objects are not collected even when they become cyclic garbage.
+
+>>> with paused_gc():
+...     import gc
+...     gc.isenabled()
+False
+"""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+__all__ = ["BATCH_THRESHOLDS", "batch_mode", "paused_gc"]
+
+#: (gen0, gen1, gen2) thresholds in batch mode. CPython's default is (700, 10, 10): a young
+#: collection every 700 net allocations. With a large young generation the collector runs a
+#: hundred times less often, each run still cheap because most young objects are alive or freed.
+BATCH_THRESHOLDS = (50_000, 20, 10)
+
+
+@contextmanager
+def paused_gc() -> Iterator[None]:
+    """No cyclic garbage collection inside the block; the previous state is restored after."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def batch_mode() -> None:
+    """Tune the collector for the rest of a one-shot process (see the module docstring)."""
+    gc.freeze()
+    gc.set_threshold(*BATCH_THRESHOLDS)
