@@ -1,0 +1,5 @@
+"""``python -m compiler.cli`` runs the ``tortie`` command."""
+
+from compiler.cli import main
+
+main()
