@@ -34,6 +34,7 @@ from pathlib import Path
 from compiler.diagnostics import DiagnosticSink, Level, SourceRegistry, render
 from compiler.frontend import load
 from compiler.ir.nodes import Program
+from compiler.ir.passes import MEMBERSHIP_STABLE_PASSES
 from compiler.pipeline import compile_program
 from compiler.targets import BUILTIN, get_target
 from runtime.apply import apply_artifact, dataplane_for
@@ -223,7 +224,7 @@ class Agent:
         if cfg.node not in known:
             raise _CompileError(f"node {cfg.node!r} is not in the inputs")
         t0 = time.monotonic()
-        program = compile_program(resources, cfg.node, sink)
+        program = compile_program(resources, cfg.node, sink, passes=MEMBERSHIP_STABLE_PASSES)
         target = get_target(cfg.target)
         if not sink.has_errors:
             target.check(program, sink)

@@ -54,6 +54,9 @@
 #define T_SET6_OUT(side, hi, lo, l) if (!tortie_in_set6((hi), (lo), p->side, 0, 0)) goto l
 #define T_SET6_IN(side, hi, lo, l) if (tortie_in_set6((hi), (lo), p->side, 0, 0)) goto l
 
+#define T_HOST_DST_IN(l) if (tortie_is_host(p, p->dst)) goto l
+#define T_HOST_SRC_IN(l) if (tortie_is_host(p, p->src)) goto l
+
 #define T_NO_PORTS(l) if (!p->has_ports) goto l
 #define T_PORT_EQ(side, v, l) if (T_PORT_##side == (v)) goto l
 #define T_PORT_IN(side, lo, hi, l) if (T_PORT_##side >= (lo) && T_PORT_##side <= (hi)) goto l

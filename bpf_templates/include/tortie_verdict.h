@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /* Set membership, Log counters, the allow/deny exits and the entry program's logic.
- * Needs TORTIE_PROG_HOOK and TORTIE_PROG_CHECK_E2H (0/1) defined by the program. */
+ * Needs TORTIE_PROG_HOOK, TORTIE_PROG_CHECK_E2H and TORTIE_PROG_HOST_TO_WORKLOAD (0/1) defined
+ * by the program. */
 #ifndef TORTIE_VERDICT_H
 #define TORTIE_VERDICT_H
 
@@ -64,6 +65,13 @@ TORTIE_INLINE int tortie_is_host_ip(const struct tortie_pkt *p, const __u32 *add
 	return tortie_in_set6(cfg->host_set_hi, cfg->host_set_lo, addr, 0, 0);
 }
 
+TORTIE_INLINE int tortie_is_host(const struct tortie_pkt *p, const __u32 *addr)
+{
+	struct tortie_config *cfg = tortie_cfg();
+
+	return cfg && tortie_is_host_ip(p, addr, cfg);
+}
+
 /* Deny: DROP. (FelixConfiguration's Reject is rendered as a drop too; see check().) A denied
  * TCP SYN also forgets an older approval of the same tuple. */
 TORTIE_INLINE int tortie_deny(struct __sk_buff *skb, struct tortie_pkt *p)
@@ -120,7 +128,7 @@ TORTIE_INLINE int tortie_entry(struct __sk_buff *skb, void *jump_map)
 	}
 	/* Host -> local workload is not policed (as Felix: its OUTPUT chain returns before any
 	 * endpoint policy); approve it so the workload's replies pass its egress hook. */
-	if (TORTIE_PROG_HOOK == TORTIE_HOOK_TO_EP && tortie_is_host_ip(p, p->src, cfg))
+	if (TORTIE_PROG_HOST_TO_WORKLOAD && tortie_is_host_ip(p, p->src, cfg))
 		return tortie_allow(skb, p);
 	bpf_tail_call(skb, jump_map, 0);
 	return TC_ACT_SHOT;

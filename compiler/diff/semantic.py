@@ -25,15 +25,18 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from compiler.diff.decision import Decision, decision
 from compiler.diff.services import Piece, refine
 from compiler.diff.subjects import Owner, ProgramIndex, Subject, subjects
-from compiler.diff.tables import Changes, Group, mini_program, probe_flow
+from compiler.diff.mini import mini_program, probe_flow
+from compiler.diff.rules import Shared
+from compiler.diff.tables import Group
 from compiler.diff.views import View, named_ports, view
 from compiler.ir import nodes as ir
 from compiler.ir.evaluate import evaluate
+from compiler.ir.flow import DirectionVerdict
 
 __all__ = ["FamilyDiff", "Row", "diff_family"]
 
@@ -59,7 +62,7 @@ class FamilyDiff:
 
 
 class _Context:
-    """Subjects of one family with their owners, views, groups and address classes."""
+    """Subjects of one family with their owners, views and groups."""
 
     def __init__(self, programs: tuple[ir.Program, ir.Program], family: int) -> None:
         self.programs = programs
@@ -70,27 +73,18 @@ class _Context:
         self.owners: list[list[Owner]] = [
             [self.index[side].owner(s.ips[side]) for s in self.subjects] for side in (0, 1)
         ]
-        self.named = named_ports(programs)
-        self.changes = Changes.of(self.subjects)
+        self.shared = Shared(programs, self.subjects, self.owners, named_ports(programs))
         self.groups: list[Group] = []
         self._group_ids: dict[tuple, int] = {}
-        aclass_ids: dict[tuple, int] = {}
-        self.aclass: list[int] = []
-        self.aclass_rep: list[int] = []
-        for i, s in enumerate(self.subjects):
-            a = aclass_ids.setdefault(s.props, len(aclass_ids))
-            if a == len(self.aclass_rep):
-                self.aclass_rep.append(i)
-            self.aclass.append(a)
         self.group_of: dict[str, list[int]] = {}
         for direction in ir.DIRECTIONS:
-            self.group_of[direction] = [
-                self.group(direction, (view(programs[0], self.owners[0][i], direction), view(programs[1], self.owners[1][i], direction)))
-                for i in range(n)
-            ]
-            for i, gid in enumerate(self.group_of[direction]):
-                g = self.groups[gid]
-                g.add_member(i, self.own_sig(g, i))
+            ids = []
+            for i in range(n):
+                views = (view(programs[0], self.owners[0][i], direction), view(programs[1], self.owners[1][i], direction))
+                gid = self.group(direction, views)
+                self.groups[gid].members.append(i)
+                ids.append(gid)
+            self.group_of[direction] = ids
         # The two exceptions to egress AND ingress need, per tree: the node a workload runs on,
         # the node an address is a host address of (workload -> own host), and the node whose
         # host_ips hold an address (host -> own workloads).
@@ -110,23 +104,8 @@ class _Context:
         gid = self._group_ids.get(key)
         if gid is None:
             gid = self._group_ids[key] = len(self.groups)
-            self.groups.append(Group(gid, direction, views, self.programs, self.named, self.changes))
+            self.groups.append(Group(gid, direction, views, self.shared))
         return gid
-
-    def own_sig(self, g: Group, i: int) -> tuple:
-        return g.own_sig(self.aclass[i], self.subjects[i].props)
-
-    def peer_sig(self, g: Group, i: int) -> tuple:
-        return g.peer_sig(self.aclass[i], self.subjects[i].props)
-
-    def ready(self, g: Group) -> Group:
-        """Make sure the group knows its peer classes (computed on first use)."""
-        if g.peer_reps is None:
-            reps: dict[tuple, int] = {}
-            for rep in self.aclass_rep:
-                reps.setdefault(self.peer_sig(g, rep), rep)
-            g.peer_reps = reps
-        return g
 
     def peer_index(self, g: Group) -> dict[tuple, dict[tuple[int, tuple], list[int]]]:
         """For a group of one direction: peer sig -> (the peer's group in the other direction,
@@ -137,7 +116,7 @@ class _Context:
             got = defaultdict(lambda: defaultdict(list))
             for i in range(len(self.subjects)):
                 h = self.groups[self.group_of[other][i]]
-                got[self.peer_sig(g, i)][(h.id, self.own_sig(h, i))].append(i)
+                got[g.peer_sig(i)][(h.id, h.own_sig(i))].append(i)
             self._peer_index[g.id] = got
         return got
 
@@ -154,9 +133,6 @@ class _Context:
                         got.append((k, k2, both))
             self._compatible[key] = got
         return got
-
-    def cell(self, g: Group, o: tuple, q: tuple, k: int) -> tuple:
-        return self.ready(g).cell(o, q, k, self.subjects, self.owners)
 
     def special(self, x: int, y: int) -> tuple[bool, bool]:
         """Whether x -> y is workload -> own host or host -> own workload, in base and head."""
@@ -190,48 +166,77 @@ def _split_special(ctx: _Context, xs: list[int], ys: list[int]) -> Iterator[tupl
             yield srcs, dsts
 
 
-def _cross(
-    ctx: _Context, seen: set, eg: Group, o: tuple, q: tuple, ig: Group, o2: tuple, q2: tuple,
-    xs: list[int], ys: list[int], only: tuple[str, int] | None,
+def _verdict_key(v: DirectionVerdict) -> tuple:
+    return (v.allowed, replace(v.decided_by, endpoint=None))
+
+
+def _regions(ctx: _Context, g: Group) -> dict[tuple, tuple[list[tuple], DirectionVerdict, DirectionVerdict]]:
+    """A dirty group's changed cells, gathered by (owner class, piece, before, after): the
+    peer classes of one region share everything but their peer signature."""
+    out: dict[tuple, tuple[list[tuple], DirectionVerdict, DirectionVerdict]] = {}
+    for o, q, k in g.changed_cells():
+        b, h = g.cell(o, q, k)
+        key = (o, k, _verdict_key(b), _verdict_key(h))
+        if key not in out:
+            out[key] = ([], b, h)
+        out[key][0].append(q)
+    return out
+
+
+def _peers(ctx: _Context, g: Group, qs: list[tuple]) -> dict[tuple[int, tuple], list[int]]:
+    """Subjects whose peer signature in ``g`` is one of ``qs``, by their class in the other
+    direction (group id, owner signature there)."""
+    index = ctx.peer_index(g)
+    out: dict[tuple[int, tuple], list[int]] = defaultdict(list)
+    for q in qs:
+        for key, subjects_ in index[q].items():
+            out[key].extend(subjects_)
+    return out
+
+
+def _rows(
+    ctx: _Context, xs: list[int], ys: list[int], piece: Piece,
+    e: tuple[DirectionVerdict, DirectionVerdict], i: tuple[DirectionVerdict, DirectionVerdict],
 ) -> Iterator[Row]:
-    """The rows of one egress cell row x ingress cell row, piece by piece.
-    ``only`` = (direction, piece) restricts to the pieces that meet one changed cell."""
-    for k, k2, piece in ctx.compatible(eg, ig):
-        if only is not None and (k if only[0] == ir.EGRESS else k2) != only[1]:
-            continue
-        key = (eg.id, o, q, k, ig.id, o2, q2, k2)
-        if key in seen:
-            continue
-        seen.add(key)
-        e = ctx.cell(eg, o, q, k)
-        i = ctx.cell(ig, o2, q2, k2)
-        if (e[0].allowed and i[0].allowed) == (e[1].allowed and i[1].allowed):
-            continue
-        before, after = decision(e[0], i[0]), decision(e[1], i[1])
-        for srcs, dsts in _split_special(ctx, xs, ys):
-            yield Row(tuple(srcs), tuple(dsts), piece, before, after)
+    if (e[0].allowed and i[0].allowed) == (e[1].allowed and i[1].allowed):
+        return
+    before, after = decision(e[0], i[0]), decision(e[1], i[1])
+    for srcs, dsts in _split_special(ctx, xs, ys):
+        yield Row(tuple(srcs), tuple(dsts), piece, before, after)
 
 
-def _from_egress(ctx: _Context, seen: set, g: Group, o: tuple, q: tuple, k: int) -> Iterator[Row]:
-    xs = g.owner_members[o]
-    for (hid, o2), ys in ctx.peer_index(g)[q].items():
-        h = ctx.ready(ctx.groups[hid])
-        by_q2: dict[tuple, list[int]] = defaultdict(list)
-        for x in xs:
-            by_q2[ctx.peer_sig(h, x)].append(x)
-        for q2, xs2 in by_q2.items():
-            yield from _cross(ctx, seen, g, o, q, h, o2, q2, xs2, ys, (ir.EGRESS, k))
+def _from_ingress(ctx: _Context, h: Group) -> Iterator[Row]:
+    """Every flow whose destination's ingress changed (whatever its source's egress did)."""
+    for (o2, k2, _, _), (q2s, ib, ih) in _regions(ctx, h).items():
+        ys = h.owner_members[o2]
+        for (gid, o), xs in _peers(ctx, h, q2s).items():
+            g = ctx.groups[gid].ready()
+            by_q: dict[tuple, list[int]] = defaultdict(list)
+            for y in ys:
+                by_q[g.peer_sig(y)].append(y)
+            for k, kk, piece in ctx.compatible(g, h):
+                if kk != k2:
+                    continue
+                for q, ys_q in by_q.items():
+                    yield from _rows(ctx, xs, ys_q, piece, g.cell(o, q, k), (ib, ih))
 
 
-def _from_ingress(ctx: _Context, seen: set, h: Group, o2: tuple, q2: tuple, k2: int) -> Iterator[Row]:
-    ys = h.owner_members[o2]
-    for (gid, o), xs in ctx.peer_index(h)[q2].items():
-        g = ctx.ready(ctx.groups[gid])
-        by_q: dict[tuple, list[int]] = defaultdict(list)
-        for y in ys:
-            by_q[ctx.peer_sig(g, y)].append(y)
-        for q, ys2 in by_q.items():
-            yield from _cross(ctx, seen, g, o, q, h, o2, q2, xs, ys2, (ir.INGRESS, k2))
+def _from_egress(ctx: _Context, g: Group) -> Iterator[Row]:
+    """Every flow whose source's egress changed and whose destination's ingress did not."""
+    for (o, k, _, _), (qs, eb, eh) in _regions(ctx, g).items():
+        xs = g.owner_members[o]
+        for (hid, o2), ys in _peers(ctx, g, qs).items():
+            h = ctx.groups[hid].ready()
+            by_q2: dict[tuple, list[int]] = defaultdict(list)
+            for x in xs:
+                by_q2[h.peer_sig(x)].append(x)
+            for kk, k2, piece in ctx.compatible(g, h):
+                if kk != k:
+                    continue
+                for q2, xs_q2 in by_q2.items():
+                    if (o2, q2, k2) in h.changed:
+                        continue  # counted from the ingress side
+                    yield from _rows(ctx, xs_q2, ys, piece, (eb, eh), h.cell(o2, q2, k2))
 
 
 def _star_view(ctx: _Context, side: int, node: str | None) -> View:
@@ -239,24 +244,36 @@ def _star_view(ctx: _Context, side: int, node: str | None) -> View:
     return view(ctx.programs[side], Owner("hep", star, node) if star else Owner("none"), ir.INGRESS)
 
 
+def _special_pairs(ctx: _Context) -> list[tuple[int, int]]:
+    """Every (x, y) that is workload -> own host or host -> own workload in either tree."""
+    by_node: list[dict[str, tuple[list[int], list[int], list[int]]]] = [{}, {}]
+    for s in (0, 1):
+        for i in range(len(ctx.subjects)):
+            for slot, node in enumerate((ctx.wep_node[s][i], ctx.own_node[s][i], ctx.host_node[s][i])):
+                if node is not None:
+                    by_node[s].setdefault(node, ([], [], []))[slot].append(i)
+    pairs: set[tuple[int, int]] = set()
+    for s in (0, 1):
+        for weps, own_hosts, hosts in by_node[s].values():
+            pairs.update((x, y) for x in weps for y in own_hosts)
+            pairs.update((x, y) for x in hosts for y in weps)
+    return sorted(pairs)
+
+
 def _special_rows(ctx: _Context) -> Iterator[Row]:
     """Workload -> own host and host -> own workload pairs, evaluated pair by pair."""
     felix = [p.felix.default_endpoint_to_host_action for p in ctx.programs]
-    n = len(ctx.subjects)
-    sources = [x for x in range(n) if ctx.may_be_special(x, True)]
-    dests = [y for y in range(n) if ctx.may_be_special(y, False)]
-    for y in dests:
-        stars = (_star_view(ctx, 0, ctx.own_node[0][y]), _star_view(ctx, 1, ctx.own_node[1][y]))
-        star = ctx.groups[ctx.group(ir.INGRESS, stars)]
+    stars: dict[int, Group] = {}
+    for x, y in _special_pairs(ctx):
+        if y not in stars:
+            views = (_star_view(ctx, 0, ctx.own_node[0][y]), _star_view(ctx, 1, ctx.own_node[1][y]))
+            stars[y] = ctx.groups[ctx.group(ir.INGRESS, views)]
+        star = stars[y]
         ig = ctx.groups[ctx.group_of[ir.INGRESS][y]]
-        for x in sources:
-            applies = ctx.special(x, y)
-            if not any(applies):
-                continue
-            eg = ctx.groups[ctx.group_of[ir.EGRESS][x]]
-            if all(applies) and _unchanged_special(ctx, x, y, eg, star, felix):
-                continue
-            yield from _pair_rows(ctx, x, y, eg, ig, star)
+        eg = ctx.groups[ctx.group_of[ir.EGRESS][x]]
+        if all(ctx.special(x, y)) and _unchanged_special(ctx, x, y, eg, star, felix):
+            continue
+        yield from _pair_rows(ctx, x, y, eg, ig, star)
 
 
 def _unchanged_special(ctx: _Context, x: int, y: int, eg: Group, star: Group, felix: list[str]) -> bool:
@@ -305,23 +322,20 @@ def _pair_rows(ctx: _Context, x: int, y: int, eg: Group, ig: Group, star: Group)
 def diff_family(programs: tuple[ir.Program, ir.Program], family: int) -> FamilyDiff:
     """Every verdict change of one address family, as rows over subject classes."""
     ctx = _Context(programs, family)
-    seen: set = set()
     rows: list[Row] = []
-    for g in list(ctx.groups):
-        if not g.dirty or g.trivial:
-            continue
-        ctx.ready(g)
-        for o, q, k in g.changed_cells(ctx.subjects, ctx.owners):
-            if g.direction == ir.EGRESS:
-                rows.extend(_from_egress(ctx, seen, g, o, q, k))
-            else:
-                rows.extend(_from_ingress(ctx, seen, g, o, q, k))
+    dirty = [g for g in list(ctx.groups) if g.dirty and not g.trivial]
+    for g in dirty:  # ingress first: the egress pass skips what it already counted
+        if g.direction == ir.INGRESS:
+            rows.extend(_from_ingress(ctx, g.ready()))
+    for g in dirty:  # (every dirty ingress group's changed cells are known by now)
+        if g.direction == ir.EGRESS:
+            rows.extend(_from_egress(ctx, g.ready()))
     rows.extend(_special_rows(ctx))
     stats = {
         "subjects": len(ctx.subjects),
-        "address_classes": len(ctx.aclass_rep),
+        "address_classes": len(ctx.shared.aclass_rep),
         "groups": len(ctx.groups),
-        "dirty_groups": sum(1 for g in ctx.groups if g.dirty and not g.trivial),
+        "dirty_groups": len(dirty),
         "evaluations": sum(g.evaluations for g in ctx.groups),
     }
     return FamilyDiff(family, ctx.subjects, rows, stats)

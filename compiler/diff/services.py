@@ -36,6 +36,7 @@ from compiler.ir import nodes as ir
 __all__ = [
     "ICMP_PROTOCOLS",
     "PORT_FULL",
+    "Locator",
     "UNIVERSE",
     "Mentions",
     "Piece",
@@ -254,6 +255,64 @@ class Mentions:
         if rest:
             out.append(Piece(frozenset(rest)))
         return tuple(out)
+
+
+class Locator:
+    """Which of a partition's pieces holds a piece of a finer partition (one cut at every
+    boundary this one has): by bisection, without intersecting boxes.
+
+    >>> m = Mentions(); m.protocols.add(6); m.dst_bounds[6] = {80, 81}
+    >>> loc = Locator(m)
+    >>> loc.pieces[loc.locate(Piece(frozenset({6}), (80, 80), (1, 65535)))].text()
+    'TCP 80'
+    """
+
+    def __init__(self, mentions: Mentions) -> None:
+        self.pieces = mentions.pieces()
+        self._base: dict[int, int] = {}
+        self._ports: dict[int, tuple[list[int], list[int]]] = {}
+        self._icmp: dict[int, dict[tuple[int, int | None], int]] = {}
+        self._rest = len(self.pieces) - 1 if self.pieces and self.pieces[-1].single is None else -1
+        for i, pc in enumerate(self.pieces):
+            p = pc.single
+            if p is None:
+                continue
+            if p not in self._base:
+                self._base[p] = i
+            if p in PORT_PROTOCOLS:
+                dsts, srcs = self._ports.setdefault(p, ([], []))
+                dst, src = pc.dst_ports or PORT_FULL, pc.src_ports or PORT_FULL
+                if not dsts or dsts[-1] != dst[0]:
+                    if dst[0] not in dsts:
+                        dsts.append(dst[0])
+                if src[0] not in srcs:
+                    srcs.append(src[0])
+            elif p in ICMP_PROTOCOLS:
+                types, codes = pc.icmp_types or BYTES, pc.icmp_codes or BYTES
+                t = next(iter(types)) if len(types) == 1 else -1
+                c = next(iter(codes)) if len(codes) == 1 and t >= 0 else None
+                self._icmp.setdefault(p, {})[(t, c)] = i
+
+    def locate(self, fine: Piece) -> int:
+        from bisect import bisect_right
+
+        p = fine.single
+        if p is None or p not in self._base:
+            return self._rest
+        base = self._base[p]
+        if p in self._ports:
+            dsts, srcs = self._ports[p]
+            d = bisect_right(dsts, (fine.dst_ports or PORT_FULL)[0]) - 1
+            s_ = bisect_right(srcs, (fine.src_ports or PORT_FULL)[0]) - 1
+            return base + d * len(srcs) + s_
+        if p in self._icmp:
+            table = self._icmp[p]
+            t = min(fine.icmp_types or BYTES)
+            if (t, None) in table or any(key[0] == t for key in table):
+                c = min(fine.icmp_codes or BYTES)
+                return table.get((t, c), table.get((t, None), base))
+            return table[(-1, None)]
+        return base
 
 
 def refine(*partitions: tuple[Piece, ...]) -> list[tuple[Piece, tuple[int, ...]]]:

@@ -41,13 +41,23 @@ class Subject:
     ips: tuple[ir.IPAddr, ir.IPAddr]  # the address used in base, in head
     props: tuple[AddrProps, AddrProps]  # what each tree's rules see of it
     namespace: str | None = None
-    cidrs: tuple[ir.IPNet, ...] = ()  # externals: the addresses the subject stands for
+    ranges: tuple[tuple[int, int], ...] = ()  # externals: the address ranges it stands for
     anywhere: bool = False  # externals: in no CIDR any rule or set names ("everything else")
     labels: tuple[tuple[str, str], ...] = ()  # endpoints: effective labels in head
 
     @property
     def is_endpoint(self) -> bool:
         return self.kind in (WORKLOAD, HOST_ENDPOINT)
+
+    @property
+    def cidrs(self) -> tuple[ir.IPNet, ...]:
+        """Externals: the CIDRs the subject stands for (computed when shown)."""
+        return tuple(n for lo, hi in self.ranges for n in addresses.summarize(lo, hi, self.family))
+
+    def contains(self, ip: ir.IPAddr) -> bool:
+        """Externals: whether the class holds ``ip``."""
+        n = int(ip)
+        return ip.version == self.family and any(lo <= n <= hi for lo, hi in self.ranges)
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,12 +194,15 @@ def subjects(programs: tuple[ir.Program, ir.Program], family: int) -> list[Subje
         if not r.point:
             by_tags.setdefault(r.tags, []).append(r)
     for tags, regs in sorted(by_tags.items(), key=lambda kv: kv[1][0].lo):
-        cidrs = tuple(n for r in regs for n in addresses.summarize(r.lo, r.hi, family))
-        rep = cidrs[0].network_address
+        ranges = tuple((r.lo, r.hi) for r in regs)
+        first = addresses.summarize(*ranges[0], family)
+        rep = first[0].network_address
         p = tuple(addresses.props(tags, side) for side in (0, 1))
         if not tags:
             label = f"any other IPv{family} address"
+        elif len(ranges) == 1 and len(first) == 1:
+            label = str(first[0])
         else:
-            label = str(cidrs[0]) if len(cidrs) == 1 else f"{cidrs[0]} and {len(cidrs) - 1} more"
-        out.append(Subject(EXTERNAL, label, family, (rep, rep), p, cidrs=cidrs, anywhere=not tags))  # type: ignore[arg-type]
+            label = f"{first[0]} and more ({sum(hi - lo + 1 for lo, hi in ranges)} addresses)"
+        out.append(Subject(EXTERNAL, label, family, (rep, rep), p, ranges=ranges, anywhere=not tags))  # type: ignore[arg-type]
     return out

@@ -63,14 +63,20 @@ def _rules(rules: Iterable[ir.Rule]) -> tuple[tuple[str, ir.Match], ...]:
     return tuple((r.action, r.match) for r in rules)
 
 
-def fingerprint(program: ir.Program, v: View, direction: str) -> tuple:
+def fingerprint(program: ir.Program, v: View, direction: str, memo: dict | None = None) -> tuple:
     """What the view means, without names: equal fingerprints (and equal set memberships)
-    give equal verdicts for every flow."""
+    give equal verdicts for every flow. ``memo`` caches per-policy parts (keyed by program)."""
+    memo = {} if memo is None else memo
+
+    def policy(pid: str) -> tuple:
+        key = (id(program), pid, direction)
+        got = memo.get(key)
+        if got is None:
+            got = memo[key] = _rules(program.policies[pid].rules(direction))
+        return got
+
     plans = tuple(
-        tuple(
-            (tp.default_action, tuple(_rules(program.policies[pid].rules(direction)) for pid in tp.policies))
-            for tp in plan
-        )
+        tuple((tp.default_action, tuple(policy(pid) for pid in tp.policies)) for tp in plan)
         for plan in v.plans
     )
     profiles = tuple(

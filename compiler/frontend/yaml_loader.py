@@ -28,6 +28,7 @@ from yaml.constructor import ConstructorError, SafeConstructor
 from yaml.resolver import Resolver
 
 from compiler.diagnostics import DiagnosticSink, Span
+from compiler.perf import paused_gc
 
 __all__ = [
     "MAX_ALIAS_NODES",
@@ -570,7 +571,8 @@ def load_documents(text: str, name: str, sink: DiagnosticSink) -> list[Node]:
     docs: list[Node] = []
     loader = _LOADER(text)
     try:
-        reader.documents(loader.get_event, docs)
+        with paused_gc():  # the node tree is acyclic: see compiler/perf.py
+            reader.documents(loader.get_event, docs)
     except _Budget as e:
         sink.error("E006", e.message, e.span)
     except yaml.MarkedYAMLError as e:

@@ -17,13 +17,14 @@ No pass runs here: sets come out unresolved (``members is None``) and families u
 
 from __future__ import annotations
 
+import ipaddress
 import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
+from itertools import chain
 
 from compiler.frontend import model
-from compiler.frontend.selector import LabelIndex, canon, make_unique_id, parse, unique_id
-from compiler.frontend.selector import rewrite
+from compiler.frontend.selector import LabelIndex, canon, make_unique_id, parse, rewrite, unique_id
 from compiler.ir import nodes as ir
 
 BUILTIN_TIERS = (
@@ -32,7 +33,12 @@ BUILTIN_TIERS = (
     ir.Tier("kube-baseline", 10_000_000.0, ir.PASS),
 )
 NAMESPACED_KINDS = frozenset(
-    {"NetworkPolicy", "KubernetesNetworkPolicy", "StagedNetworkPolicy", "StagedKubernetesNetworkPolicy"}
+    {
+        "NetworkPolicy",
+        "KubernetesNetworkPolicy",
+        "StagedNetworkPolicy",
+        "StagedKubernetesNetworkPolicy",
+    }
 )
 
 
@@ -54,16 +60,24 @@ def _order_key(order: float | None) -> float:
 
 
 class _SetTable:
-    """Collects the AddrSets rules refer to, one per id."""
+    """Collects the AddrSets rules refer to, one per id.
+
+    Also memoises the selector rewrites and set ids of rule sides: thousands of rules share a
+    few hundred (namespace, selector) pairs, and each rewrite re-parses its result.
+    """
 
     def __init__(self) -> None:
         self.sets: dict[str, ir.AddrSet] = {}
+        self.entity_selectors: dict[tuple[object, ...], str | None] = {}
+        self._ids: dict[str, str] = {}
 
     def selector_set(self, selector: str, origin: model.Span) -> str:
-        sel = parse(selector)
-        sid = unique_id(sel)
-        if sid not in self.sets:
-            self.sets[sid] = ir.AddrSet(id=sid, selector=canon(sel), origin=origin)
+        sid = self._ids.get(selector)
+        if sid is None:
+            sel = parse(selector)
+            sid = self._ids[selector] = unique_id(sel)
+            if sid not in self.sets:
+                self.sets[sid] = ir.AddrSet(id=sid, selector=canon(sel), origin=origin)
         return sid
 
     def named_port_set(
@@ -107,14 +121,25 @@ def _ports(
 def _side(
     entity: model.EntityRule, policy_ns: str | None, protocol: int | None, sets: _SetTable
 ) -> ir.Side:
-    positive = rewrite.entity_rule_selector(
-        policy_namespace=policy_ns,
-        selector=entity.selector,
-        not_selector_present=entity.not_selector is not None,
-        namespace_selector=entity.namespace_selector,
-        sa_names=entity.sa_names,
-        sa_selector=entity.sa_selector,
+    key = (
+        policy_ns,
+        entity.selector,
+        entity.not_selector is not None,
+        entity.namespace_selector,
+        entity.sa_names,
+        entity.sa_selector,
     )
+    if key in sets.entity_selectors:
+        positive = sets.entity_selectors[key]
+    else:
+        positive = sets.entity_selectors[key] = rewrite.entity_rule_selector(
+            policy_namespace=policy_ns,
+            selector=entity.selector,
+            not_selector_present=entity.not_selector is not None,
+            namespace_selector=entity.namespace_selector,
+            sa_names=entity.sa_names,
+            sa_selector=entity.sa_selector,
+        )
     pos_sets = (sets.selector_set(positive, entity.span),) if positive is not None else ()
     neg_sets = (
         (sets.selector_set(entity.not_selector, entity.span),)
@@ -158,9 +183,7 @@ def _policy_selector(p: model.Policy) -> str:
     if p.kind in NAMESPACED_KINDS:
         assert p.namespace is not None
         return rewrite.np_policy_selector(p.selector, p.namespace, p.service_account_selector)
-    return rewrite.gnp_policy_selector(
-        p.selector, p.namespace_selector, p.service_account_selector
-    )
+    return rewrite.gnp_policy_selector(p.selector, p.namespace_selector, p.service_account_selector)
 
 
 def _policy(p: model.Policy, sets: _SetTable) -> ir.Policy:
@@ -199,42 +222,76 @@ def _hook_filter(hook: str, is_host: bool):  # noqa: ANN202 - small local predic
     return lambda p: p.do_not_track
 
 
-def _plans(
-    policy_ids: tuple[str, ...],
-    is_host: bool,
-    policies: Mapping[str, ir.Policy],
-    tiers: list[ir.Tier],
-) -> tuple[tuple[tuple[str, str], tuple[ir.TierPlan, ...]], ...]:
-    """The tier plans of one endpoint, from the (non-staged) policies whose selector matches it.
+class _Planner:
+    """Tier plans per distinct set of matching selectors.
 
-    ``policy_ids`` is already in evaluation order within each tier (see :func:`build`)."""
-    chosen = [policies[pid] for pid in policy_ids]
-    out = []
-    for hook in ir.HOOKS:
-        keep = _hook_filter(hook, is_host)
-        if keep is None:
-            continue
-        for direction in ir.DIRECTIONS:
-            if hook == ir.PRE_DNAT and direction == ir.EGRESS:
-                continue
-            plan = []
-            for tier in tiers:
-                ids = tuple(
-                    p.id
-                    for p in chosen
-                    if p.tier == tier.name and direction in p.types and keep(p)
-                )
-                if ids:
-                    plan.append(ir.TierPlan(tier.name, tier.default_action, ids))
-            if plan:
-                out.append(((hook, direction), tuple(plan)))
-    return tuple(out)
+    An endpoint's applicable policies are those whose selector matches it, so two endpoints
+    matched by the same *selectors* share their plans. Each policy is filed once under its
+    selector, hook, direction and tier (positions in global evaluation order); a plan is then a
+    merge of the few lists of the endpoint's selectors, never a scan of every policy per tier.
+    """
+
+    def __init__(self, ordered: list[ir.Policy], tiers: list[ir.Tier]) -> None:
+        self.ordered_ids = [p.id for p in ordered]
+        self.tiers = tiers
+        # selector -> (hook, direction, tier) -> positions in ``ordered``, ascending
+        self.filed: dict[str, dict[tuple[str, str, str], list[int]]] = defaultdict(dict)
+        for pos, p in enumerate(ordered):
+            buckets = self.filed[p.selector]
+            for hook in ir.HOOKS:
+                keep = _hook_filter(hook, True)
+                if keep is None or not keep(p):
+                    continue
+                for direction in ir.DIRECTIONS:
+                    if direction not in p.types or (hook == ir.PRE_DNAT and direction == ir.EGRESS):
+                        continue
+                    buckets.setdefault((hook, direction, p.tier), []).append(pos)
+        self._cache: dict[tuple[tuple[str, ...], bool], _Plans] = {}
+
+    def plans(self, selectors: tuple[str, ...], is_host: bool) -> _Plans:
+        """The plans of an endpoint whose matching selectors are ``selectors``."""
+        key = (selectors, is_host)
+        hit = self._cache.get(key)
+        if hit is None:
+            hit = self._cache[key] = self._plans(selectors, is_host)
+        return hit
+
+    def _plans(self, selectors: tuple[str, ...], is_host: bool) -> _Plans:
+        filed = [self.filed[s] for s in selectors]
+        ids = self.ordered_ids
+        out = []
+        for hook in ir.HOOKS if is_host else (ir.NORMAL,):
+            for direction in ir.DIRECTIONS:
+                if hook == ir.PRE_DNAT and direction == ir.EGRESS:
+                    continue
+                plan = []
+                for tier in self.tiers:
+                    key = (hook, direction, tier.name)
+                    parts = [b[key] for b in filed if key in b]
+                    if not parts:
+                        continue
+                    positions = parts[0] if len(parts) == 1 else sorted(chain.from_iterable(parts))
+                    plan.append(
+                        ir.TierPlan(
+                            tier.name, tier.default_action, tuple(ids[i] for i in positions)
+                        )
+                    )
+                if plan:
+                    out.append(((hook, direction), tuple(plan)))
+        return tuple(out)
+
+
+_Plans = tuple[tuple[tuple[str, str], tuple[ir.TierPlan, ...]], ...]
 
 
 def _host_nets(ips: Iterable[ir.IPAddr]) -> tuple[ir.IPNet, ...]:
-    import ipaddress
-
-    return tuple(ipaddress.ip_network(ip) for ip in ips)
+    # From the integer: ip_network(address) would print the address and parse it back.
+    return tuple(
+        ipaddress.IPv4Network((int(ip), 32))
+        if ip.version == 4
+        else ipaddress.IPv6Network((int(ip), 128))
+        for ip in ips
+    )
 
 
 def build(resources: model.ResourceSet, node: str | None = None) -> ir.Program:
@@ -271,9 +328,8 @@ def build(resources: model.ResourceSet, node: str | None = None) -> ir.Program:
     }
     index = LabelIndex({eid: dict(labels) for eid, labels in labelled.items()})
     # Endpoint -> applicable policies, by inverting one index query per distinct selector
-    # (never selector x endpoint). Policies are visited in global evaluation order so each
-    # endpoint's list comes out ordered by (tier order, policy order, name tie-break).
-    selected = {sel: index.select(parse(sel)) for sel in sorted({p.selector for p in policies})}
+    # (never selector x endpoint, nor policy x endpoint: a cluster-wide selector that 500
+    # policies share is inverted once). Plans come from _Planner, per distinct selector set.
     tier_rank = {t.name: i for i, t in enumerate(tier_list)}
     ordered = sorted(
         (p for plist in by_tier.values() for p in plist),
@@ -283,19 +339,16 @@ def build(resources: model.ResourceSet, node: str | None = None) -> ir.Program:
             f"{p.name}/{p.namespace or ''}/{p.kind}",
         ),
     )
-    per_endpoint: dict[str, list[str]] = defaultdict(list)
-    for p in ordered:
-        for eid in selected[p.selector]:
-            per_endpoint[eid].append(p.id)
-    policy_map = {p.id: p for p in policies}
-    plan_cache: dict[tuple[tuple[str, ...], bool], tuple] = {}
-
+    planner = _Planner(ordered, tier_list)
+    matching: dict[str, list[str]] = defaultdict(list)
+    for sel in sorted(planner.filed):
+        for eid in index.select(parse(sel)):
+            matching[eid].append(sel)
     endpoints = []
     selectables = []
+    no_selectors: list[str] = []
     for e in resources.endpoints:
-        key = (tuple(per_endpoint.get(e.id, ())), e.is_host)
-        if key not in plan_cache:
-            plan_cache[key] = _plans(key[0], e.is_host, policy_map, tier_list)  # type: ignore[arg-type]
+        plans = planner.plans(tuple(matching.get(e.id, no_selectors)), e.is_host)
         endpoints.append(
             ir.Endpoint(
                 id=e.id,
@@ -308,7 +361,7 @@ def build(resources: model.ResourceSet, node: str | None = None) -> ir.Program:
                 labels=labelled[e.id],
                 profiles=tuple(e.profiles),
                 ports=tuple(e.ports),
-                plans=plan_cache[key],
+                plans=plans,
                 origin=e.span,
             )
         )
@@ -342,5 +395,7 @@ def build(resources: model.ResourceSet, node: str | None = None) -> ir.Program:
         endpoints=tuple(endpoints),
         selectables=tuple(selectables),
         felix=felix,
-        host_ips={k: tuple(sorted(set(v), key=lambda a: (a.version, a))) for k, v in host_ips.items()},
+        host_ips={
+            k: tuple(sorted(set(v), key=lambda a: (a.version, a))) for k, v in host_ips.items()
+        },
     )

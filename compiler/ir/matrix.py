@@ -159,14 +159,23 @@ class _Index:
             else:
                 tagged.extend((net, ("set", sid)) for net in st.members or ())
         found = _containing(tagged, addrs)
-        self.sets_of: dict[ir.IPAddr, frozenset[str]] = {}
-        self.nets_of: dict[ir.IPAddr, frozenset[int]] = {}
-        self.ports_of: dict[ir.IPAddr, tuple[tuple[str, int, int], ...]] = {}
+        # Addresses that every predicate sees alike share an address class; projections are
+        # computed per class, not per address.
+        self.addr_class: list[int] = []  # position in ``addrs`` -> address class
+        self.facts: list[tuple] = []  # address class -> (version, sets, named ports, nets)
+        ids: dict[tuple, int] = {}
         for a in addrs:
             tags = found[a]
-            self.sets_of[a] = frozenset(t[1] for t in tags if t[0] == "set")  # type: ignore[index]
-            self.nets_of[a] = frozenset(t[1] for t in tags if t[0] == "net")  # type: ignore[index]
-            self.ports_of[a] = tuple(sorted(ports.get(ipaddress.ip_network(a), ())))
+            facts = (
+                a.version,
+                frozenset(t[1] for t in tags if t[0] == "set"),  # type: ignore[index]
+                tuple(sorted(ports.get(ipaddress.ip_network(a), ()))),
+                frozenset(t[1] for t in tags if t[0] == "net"),  # type: ignore[index]
+            )
+            if facts not in ids:
+                ids[facts] = len(self.facts)
+                self.facts.append(facts)
+            self.addr_class.append(ids[facts])
         self._preds: dict[tuple, tuple[_Preds, _Preds]] = {}
 
     def config(self, ep: ir.Endpoint, direction: str) -> tuple:
@@ -207,10 +216,11 @@ class _Index:
             nets.update(self.nets[n] for n in side.not_nets)
         return _Preds(frozenset(sets), frozenset(named), frozenset(nets))
 
-    def project(self, ip: ir.IPAddr, preds: _Preds) -> tuple:
-        """Everything ``preds`` can observe about ``ip``."""
-        ports = tuple(t for t in self.ports_of[ip] if t[0] in preds.named)
-        return (ip.version, self.sets_of[ip] & preds.sets, ports, self.nets_of[ip] & preds.nets)
+    def project(self, addr_class: int, preds: _Preds) -> tuple:
+        """Everything ``preds`` can observe about the addresses of ``addr_class``."""
+        version, sets, ports, nets = self.facts[addr_class]
+        named = tuple(t for t in ports if t[0] in preds.named)
+        return (version, sets & preds.sets, named, nets & preds.nets)
 
 
 def _rule_lists(program: ir.Program):  # noqa: ANN202 - generator of rule tuples
@@ -248,23 +258,26 @@ class _Direction:
         configs: dict[tuple, int] = {}
         self.peer_class: list[list[int]] = []  # config number -> class of each endpoint as peer
         self.peer_rep: list[list[ir.IPAddr]] = []  # config number -> peer class -> address
-        for _, ip in endpoints:
+        addr_rep: dict[int, ir.IPAddr] = {}
+        for (_, ip), c in zip(endpoints, index.addr_class, strict=True):
+            addr_rep.setdefault(c, ip)
+        for i, (_, ip) in enumerate(endpoints):
             config = index.config(index.wep[ip], direction)
             preds = index.preds(config)
             if config not in configs:
                 configs[config] = len(configs)
                 peer_ids: dict[tuple, int] = {}
                 reps: list[ir.IPAddr] = []
-                classes = []
-                for _, peer_ip in endpoints:
-                    pkey = index.project(peer_ip, preds[1 - own_side])
+                of_addr_class = []  # address class -> peer class
+                for c in range(len(index.facts)):
+                    pkey = index.project(c, preds[1 - own_side])
                     if pkey not in peer_ids:
                         peer_ids[pkey] = len(reps)
-                        reps.append(peer_ip)
-                    classes.append(peer_ids[pkey])
-                self.peer_class.append(classes)
+                        reps.append(addr_rep[c])
+                    of_addr_class.append(peer_ids[pkey])
+                self.peer_class.append([of_addr_class[c] for c in index.addr_class])
                 self.peer_rep.append(reps)
-            key = (configs[config], index.project(ip, preds[own_side]))
+            key = (configs[config], index.project(index.addr_class[i], preds[own_side]))
             if key not in own_ids:
                 own_ids[key] = len(self.own_rep)
                 self.own_rep.append(ip)

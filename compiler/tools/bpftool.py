@@ -42,9 +42,7 @@ def available() -> bool:
     return shutil.which(BPFTOOL) is not None
 
 
-def run(
-    args: Sequence[str], *, json_out: bool = False, timeout: float = DEFAULT_TIMEOUT
-) -> Any:
+def run(args: Sequence[str], *, json_out: bool = False, timeout: float = DEFAULT_TIMEOUT) -> Any:
     """Run ``bpftool ARGS``; return parsed JSON (``json_out``) or stdout."""
     argv = [BPFTOOL, *(["-j"] if json_out else []), *args]
     try:

@@ -15,7 +15,6 @@ from tests.kernel.test_ebpf_support import (
     A_V6,
     HOST_V4,
     HOST_V6,
-    N,
     EbpfTopology,
     one_endpoint_program,
     policy,

@@ -79,7 +79,9 @@ def _topology(cur: _Current, case: Case) -> EbpfTopology:
     for program in programs.values():
         EbpfTarget().check(program, target_sink)
     if target_sink.has_errors:
-        cur.unsupported = "eBPF target: " + "; ".join(sorted({d.message for d in target_sink.errors}))
+        cur.unsupported = "eBPF target: " + "; ".join(
+            sorted({d.message for d in target_sink.errors})
+        )
         pytest.skip(cur.unsupported)
     cur.cluster = Cluster()
     cur.topo = EbpfTopology.build(cur.cluster, programs, _outside_addresses(case))

@@ -15,7 +15,9 @@ from compiler.ir import nodes as ir
 from compiler.ir.flow import Flow
 from compiler.targets.ebpf import EbpfTarget, layout, packets
 from compiler.tools import bpftool
+from compiler.ir.evaluate import evaluate
 from tests.kernel.test_ebpf_support import (
+    HEP_ID,
     A_V4,
     A_V6,
     HOST_V4,
@@ -23,6 +25,8 @@ from tests.kernel.test_ebpf_support import (
     ct_flush,
     expected,
     flows,
+    host_flows,
+    host_programs,
     loaded,
     one_endpoint_program,
     policy,
@@ -239,3 +243,51 @@ def test_port_range_and_protocol_boundaries() -> None:
             ct_flush(ld)
     want = [expected(prog, f, ir.INGRESS) for f in cases]
     assert got == want == [False, True, True, False, True, False, False, True, True, False]
+
+
+# -- host endpoints ----------------------------------------------------------------------------
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    prog=host_programs(),
+    ingress=st.lists(host_flows(ir.INGRESS), min_size=1, max_size=25),
+    egress=st.lists(host_flows(ir.EGRESS), min_size=1, max_size=25),
+)
+def test_random_host_endpoint_policies_match_evaluator(
+    prog: ir.Program, ingress: list[Flow], egress: list[Flow]
+) -> None:
+    """Host traffic through a ``*`` host endpoint: failsafes, untracked, pre-DNAT, normal tiers
+    and profiles, as the evaluator's host verdict runs them."""
+    with loaded(EbpfTarget().render(prog)) as ld:
+        errors = []
+        for direction, batch in ((ir.INGRESS, ingress), (ir.EGRESS, egress)):
+            for flow in batch:
+                got = run_flow(ld, HEP_ID, direction, flow)
+                if got and flow.protocol != 6:
+                    ct_flush(ld)
+                v = evaluate(prog, flow)
+                want = (v.ingress if direction == ir.INGRESS else v.egress).allowed
+                if got != want:
+                    errors.append(f"{direction} {flow}: kernel {got}, evaluator {want}")
+        assert not errors, "\n".join(errors)
+
+
+@settings(max_examples=6, deadline=None, suppress_health_check=list(HealthCheck))
+@given(prog=host_programs(), batch=st.lists(flows(ir.INGRESS), min_size=1, max_size=20))
+def test_forwarded_traffic_runs_apply_on_forward_tiers(prog: ir.Program, batch: list[Flow]) -> None:
+    """Traffic entering through the host endpoint towards a workload: the HEP's forward
+    ingress tiers (allow by default), as ``evaluate(..., via=HEP)`` checks that side."""
+    with loaded(EbpfTarget().render(prog)) as ld:
+        errors = []
+        for flow in batch:
+            if flow.src_ip in (HOST_V4, HOST_V6):
+                continue  # host traffic, not forwarded
+            got = run_flow(ld, HEP_ID, ir.INGRESS, flow)
+            if got and flow.protocol != 6:
+                ct_flush(ld)
+            fwd = [s for s in evaluate(prog, flow, via=HEP_ID).ingress.events if s.hook == ir.FORWARD]
+            want = not fwd or fwd[-1].action not in (ir.DENY,)
+            if got != want:
+                errors.append(f"{flow}: kernel {got}, forward steps {fwd}")
+        assert not errors, "\n".join(errors)

@@ -8,7 +8,9 @@ iptables support modules; its own tests at the bottom need no kernel.)
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
+import json
 import os
 import shutil
 import tempfile
@@ -187,13 +189,17 @@ def sides(draw: st.DrawFn, family: int, with_ports: bool, named: bool) -> ir.Sid
             None,
         )
     )
-    not_nets = draw(_rarely(st.lists(st.sampled_from(NETS[family][:2] + NETS[family][3:]), max_size=1), []))
+    not_nets = draw(
+        _rarely(st.lists(st.sampled_from(NETS[family][:2] + NETS[family][3:]), max_size=1), [])
+    )
     ports = not_ports = None
     if with_ports:
         ranges = st.lists(st.sampled_from(PORT_RANGES), min_size=1, max_size=2).map(tuple)
         named_sets = (f"n:http:{family}",) if named and draw(st.booleans()) else ()
         if draw(st.booleans()):
-            ports = ir.PortMatch(draw(ranges) if not named_sets or draw(st.booleans()) else (), named_sets)
+            ports = ir.PortMatch(
+                draw(ranges) if not named_sets or draw(st.booleans()) else (), named_sets
+            )
         if draw(st.integers(0, 3)) == 0:
             not_ports = ir.PortMatch(draw(ranges))
     return ir.Side(
@@ -278,6 +284,62 @@ def flows(draw: st.DrawFn, direction: str) -> Flow:
     return Flow(src, dst, proto)
 
 
+HEP_ID = "node1-all"
+
+
+@st.composite
+def host_programs(draw: st.DrawFn) -> ir.Program:
+    """A ``*`` host endpoint with this node's IPs and random untracked, pre-DNAT, normal and
+    forward tiers, profiles and failsafe ports (the workload ns/a keeps no policy)."""
+    policies: list[ir.Policy] = []
+    tiers: list[ir.Tier] = []
+    plans: dict[tuple[str, str], tuple[ir.TierPlan, ...]] = {}
+    n = 0
+    for hook in (ir.UNTRACKED, ir.PRE_DNAT, ir.NORMAL, ir.FORWARD):
+        for direction in ir.DIRECTIONS:
+            if hook == ir.PRE_DNAT and direction == ir.EGRESS:
+                continue
+            plan = []
+            for _ in range(draw(st.sampled_from([0, 0, 1, 2]))):
+                name = f"t{n}"
+                n += 1
+                pol = policy(f"gnp/{name}", name, draw(rule_lists()), draw(rule_lists()))
+                policies.append(pol)
+                tiers.append(ir.Tier(name, float(n), draw(st.sampled_from([ir.DENY, ir.PASS]))))
+                plan.append(ir.TierPlan(name, tiers[-1].default_action, (pol.id,)))
+            if plan:
+                plans[(hook, direction)] = tuple(plan)
+    profiles = [
+        ir.Profile(f"hprof{i}", draw(profile_rules()), draw(profile_rules()))
+        for i in range(draw(st.sampled_from([0, 1, 1, 2])))
+    ]
+    hep = ir.Endpoint(
+        id=HEP_ID, kind="HostEndpoint", name=HEP_ID, namespace=None, node=NODE, interface="*",
+        ips=(HOST_V4, HOST_V6), labels=(), profiles=tuple(p.name for p in profiles),
+        plans=tuple(sorted(plans.items())),
+    )  # fmt: skip
+    base = one_endpoint_program([], [], e2h="Drop")
+    failsafe_in = draw(st.sampled_from([FelixConfig().failsafe_inbound, ()]))
+    return ir.replace_program(
+        base,
+        tiers=tuple(tiers),
+        policies=tuple(policies),
+        profiles=tuple(profiles),
+        endpoints=(*base.endpoints, hep),
+        felix=FelixConfig(failsafe_inbound=failsafe_in),
+    )
+
+
+@st.composite
+def host_flows(draw: st.DrawFn, direction: str) -> Flow:
+    """Traffic to (ingress) or from (egress) this node's own IPs."""
+    flow = draw(flows(direction))
+    me = HOST_V4 if flow.family == 4 else HOST_V6
+    if direction == ir.INGRESS:
+        return dataclasses.replace(flow, dst_ip=me)
+    return dataclasses.replace(flow, src_ip=me)
+
+
 def expected(program: ir.Program, flow: Flow, direction: str) -> bool:
     """What the program of ``ns/a`` for ``direction`` must decide for ``flow``: the endpoint's
     verdict, and for its egress to this node's own IPs also defaultEndpointToHostAction."""
@@ -302,7 +364,10 @@ def loaded(artifact: Artifact) -> Iterator[load.Loaded]:
         yield load.load_artifact(tmp / "art", root)
 
 
-def hook_of(direction: str) -> str:
+def hook_of(kind: str, direction: str) -> str:
+    """A workload's ingress runs at tc egress of its veth; a host endpoint's at tc ingress."""
+    if kind == "HostEndpoint":
+        return "tc_ingress" if direction == ir.INGRESS else "tc_egress"
     return "tc_egress" if direction == ir.INGRESS else "tc_ingress"
 
 
@@ -316,7 +381,8 @@ def ct_flush(ld: load.Loaded) -> None:
 
 def run_packet(ld: load.Loaded, endpoint: str, direction: str, frame: bytes) -> bool:
     """BPF_PROG_TEST_RUN of ``endpoint``'s program for ``direction``: True = TC_ACT_OK."""
-    prog = ld.entry(ld.endpoint(endpoint)[hook_of(direction)])
+    ep = ld.endpoint(endpoint)
+    prog = ld.entry(ep[hook_of(str(ep["kind"]), direction)])
     rc = bpftool.prog_run(prog, frame)
     assert rc in (TC_ACT_OK, TC_ACT_SHOT), f"unexpected return value {rc}"
     return rc == TC_ACT_OK
@@ -327,9 +393,9 @@ def run_flow(
     endpoint: str,
     direction: str,
     flow: Flow,
-    shape: packets.Shape = packets.Shape(),
+    shape: packets.Shape | None = None,
 ) -> bool:
-    return run_packet(ld, endpoint, direction, packets.frame(flow, shape))
+    return run_packet(ld, endpoint, direction, packets.frame(flow, shape or packets.Shape()))
 
 
 # -- real traffic: a Cluster whose nodes load the eBPF artifact ---------------------------------
@@ -351,10 +417,10 @@ class EbpfTopology(Topology):
             ld = self.stack.enter_context(loaded(target.render(program)))
             self.loaded[name] = ld
             node = self.nodes[name]
-            for ep in ld.doc["endpoints"]:
-                for hook in ("tc_ingress", "tc_egress"):
-                    for argv in load.attach_argv(ep["interface"], hook, ld.entry(ep[hook])):
-                        node.run(argv)
+            links = json.loads(node.run(["ip", "-j", "link", "show"]).stdout)
+            for ifname, hook, obj in load.attachments(ld.doc, [x["ifname"] for x in links]):
+                for argv in load.attach_argv(ifname, hook, ld.entry(obj)):
+                    node.run(argv)
 
     def close(self) -> None:
         if self.stack is not None:

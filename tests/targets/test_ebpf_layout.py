@@ -18,10 +18,19 @@ from tests.kernel.test_ebpf_support import one_endpoint_program, policy, rule
 
 pytestmark = [
     pytest.mark.clang,
-    pytest.mark.skipif(not (clang.available() and bpftool.available()), reason="needs clang and bpftool"),
+    pytest.mark.skipif(
+        not (clang.available() and bpftool.available()), reason="needs clang and bpftool"
+    ),
 ]
 
-MAP_TYPE_IDS = {"hash": 1, "array": 2, "prog_array": 3, "percpu_array": 6, "lru_hash": 9, "lpm_trie": 11}
+MAP_TYPE_IDS = {
+    "hash": 1,
+    "array": 2,
+    "prog_array": 3,
+    "percpu_array": 6,
+    "lru_hash": 9,
+    "lpm_trie": 11,
+}
 
 
 @cache
@@ -89,7 +98,7 @@ def test_map_definition_matches_btf(m: layout.MapDef) -> None:
 def test_set_key_bytes() -> None:
     """The LPM key as the C side builds it: prefix covers id, port, proto, pad, then the net."""
     key = layout.set_key(4, 0x0102030405060708, bytes([10, 0, 0, 0]), 8, proto=6, port=80)
-    assert key.hex() == "68000000" "0102030405060708" "0050" "06" "00" "0a000000"
+    assert key.hex() == "680000000102030405060708005006000a000000"
     assert layout.SET_KEY_V4.unpack(key)["prefixlen"] == 64 + 32 + 8
     key6 = layout.set_key(6, 1, bytes(16), 128)
     assert len(key6) == layout.SET_KEY_V6.size == 32

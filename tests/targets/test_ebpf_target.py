@@ -17,8 +17,8 @@ from compiler.targets.ebpf import EbpfTarget, build, lower, render
 from compiler.tools import clang
 from tests.kernel.test_ebpf_support import (
     MANY_NETS,
-    N,
     SETS,
+    N,
     one_endpoint_program,
     policy,
     rule,
@@ -35,15 +35,15 @@ def _prog(**kw: object) -> ir.Program:
         rule(ir.PASS, 1, ip_version=6, src=ir.Side(nets=(N("fd00::/8"),))),
         rule(ir.LOG, 2, ip_version=4, protocol=1, icmp_type=8, icmp_code=0),
     ])  # fmt: skip
-    return one_endpoint_program([("t0", ir.DENY, [t])], [ir.Profile("kns.x", (rule(ir.ALLOW, 0, ip_version=4),))], **kw)  # type: ignore[arg-type]
+    return one_endpoint_program(
+        [("t0", ir.DENY, [t])], [ir.Profile("kns.x", (rule(ir.ALLOW, 0, ip_version=4),))], **kw
+    )  # type: ignore[arg-type]
 
 
 def _c_of(program: ir.Program, direction: str = ir.INGRESS, budget: int = 8000) -> str:
     ep = program.endpoints[0]
     low = lower.lower(program, ep, direction, budget)
-    return render.render_program(
-        render.ProgramSource("t", low.description, 1, 0, low.chunks)
-    )
+    return render.render_program(render.ProgramSource("t", low.description, 1, 0, low.chunks))
 
 
 def test_registry_finds_the_target() -> None:
@@ -87,11 +87,18 @@ def test_pass_crossing_chunks_uses_landing_pads() -> None:
 
 
 def test_long_cidr_lists_become_a_synthetic_set() -> None:
-    t = policy("gnp/n", "t0", ingress=[rule(ir.ALLOW, 0, ip_version=4, src=ir.Side(nets=tuple(MANY_NETS[4])))])
+    t = policy(
+        "gnp/n",
+        "t0",
+        ingress=[rule(ir.ALLOW, 0, ip_version=4, src=ir.Side(nets=tuple(MANY_NETS[4])))],
+    )
     prog = one_endpoint_program([("t0", ir.DENY, [t])])
     low = lower.lower(prog, prog.endpoints[0], ir.INGRESS, 8000)
     (sid,) = low.net_sets
-    assert sid.startswith("tortie:nets:") and low.net_sets[sid] == (4, tuple(sorted(MANY_NETS[4], key=lambda n: (int(n.network_address), n.prefixlen))))
+    assert sid.startswith("tortie:nets:") and low.net_sets[sid] == (
+        4,
+        tuple(sorted(MANY_NETS[4], key=lambda n: (int(n.network_address), n.prefixlen))),
+    )
     assert not any(op.macro == "T_NET4_IN" for c in low.chunks for op in c.ops)
 
 
@@ -105,7 +112,10 @@ def test_check_reports_what_the_target_cannot_do() -> None:
 
 
 def test_check_limits_the_tail_call_chain() -> None:
-    rules = [rule(ir.ALLOW, i, ip_version=4, protocol=6, dst=ir.Side(ports=ir.PortMatch(((i, i),)))) for i in range(400)]
+    rules = [
+        rule(ir.ALLOW, i, ip_version=4, protocol=6, dst=ir.Side(ports=ir.PortMatch(((i, i),))))
+        for i in range(400)
+    ]
     prog = one_endpoint_program([("t0", ir.DENY, [policy("gnp/big", "t0", ingress=rules)])])
     sink = DiagnosticSink()
     EbpfTarget(chunk_budget=50).check(prog, sink)
@@ -136,7 +146,9 @@ def test_render_is_deterministic_content_addressed_and_members_are_data() -> Non
     assert diff == ["maps.json"]
     members = {s["id"]: s["members"] for s in json.loads(changed.files["maps.json"])["sets"]}
     assert members["s:b:4"] == ["10.99.0.0/16"]
-    assert not any(("/tmp" in v.decode("latin-1")) for k, v in first.files.items() if k.endswith(".o"))
+    assert not any(
+        ("/tmp" in v.decode("latin-1")) for k, v in first.files.items() if k.endswith(".o")
+    )
 
 
 @needs_clang

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable
 from compiler.diagnostics import DiagnosticSink
 from compiler.frontend.model import ResourceSet
 from compiler.frontend.yaml_loader import Mapping, Node, Scalar, Sequence, type_name
+from compiler.perf import paused_gc
 
 from . import bgp, cnp, endpoints, felix, ippool, k8s, k8s_core, node, policy
 from .collect import Collector
@@ -202,6 +203,7 @@ def _dispatch(
 def read_documents(docs: Iterable[Node], sink: DiagnosticSink) -> ResourceSet:
     """Every document → the :class:`ResourceSet`; problems go to ``sink``."""
     col = Collector(sink)
-    for doc in docs:
-        _dispatch(sink, doc, col, None, 0)
-    return col.finish()
+    with paused_gc():  # many small acyclic objects: see compiler/perf.py
+        for doc in docs:
+            _dispatch(sink, doc, col, None, 0)
+        return col.finish()

@@ -255,11 +255,11 @@ def read_network_set(doc: Doc, col: Collector) -> None:
     meta = read_meta(doc, namespaced=namespaced)
     before = len(sink.errors)
     f = _spec(doc, ("nets",))
-    nets: list[IPNet] = []
+    nets: set[IPNet] = set()  # a set: feeds list thousands of CIDRs long are common
     for item in f.str_list("nets"):
         net = parse_cidr(sink, item, "CIDR in nets")
-        if net is not None and net not in nets:
-            nets.append(net)
+        if net is not None:
+            nets.add(net)
     if len(sink.errors) > before:
         return
     labels = dict(meta.labels)

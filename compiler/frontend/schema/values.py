@@ -140,6 +140,54 @@ def check_labels(sink: DiagnosticSink, node: Node | None, what: str = "labels") 
     return out
 
 
+def _dotted_quad(text: str) -> int | None:
+    """The integer of ``a.b.c.d`` exactly as :mod:`ipaddress` accepts it (ASCII digits, no
+    leading zeros, each at most 255), or None for anything else (then ipaddress decides)."""
+    parts = text.split(".")
+    if len(parts) != 4:
+        return None
+    n = 0
+    for p in parts:
+        if not (p.isascii() and p.isdigit()) or len(p) > 3 or (p[0] == "0" and p != "0"):
+            return None
+        v = int(p)
+        if v > 255:
+            return None
+        n = n << 8 | v
+    return n
+
+
+def ip_address(text: str) -> IPAddr:
+    """``ipaddress.ip_address`` (raises ValueError alike), several times faster for the common
+    dotted quad: a 10,000-pod inventory parses 20,000 of them."""
+    n = _dotted_quad(text)
+    if n is not None:
+        return ipaddress.IPv4Address(n)
+    if ":" in text:
+        return ipaddress.IPv6Address(text)  # what ip_address ends up calling, minus a failed v4 try
+    return ipaddress.ip_address(text)
+
+
+_NETWORKS: dict[str, IPNet] = {}  # feeds and policies repeat CIDRs; networks are immutable
+
+
+def ip_network(text: str) -> IPNet:
+    """``ipaddress.ip_network(text, strict=False)``, with the fast path of :func:`ip_address`."""
+    net = _NETWORKS.get(text)
+    if net is not None:
+        return net
+    addr, slash, plen = text.partition("/")
+    n = _dotted_quad(addr)
+    if n is not None and (not slash or (plen.isascii() and plen.isdigit() and int(plen) <= 32)):
+        net = ipaddress.IPv4Network((n, int(plen) if slash else 32), strict=False)
+    else:
+        net = ipaddress.ip_network(text, strict=False)
+    if len(_NETWORKS) >= 100_000:
+        _NETWORKS.clear()
+    _NETWORKS[text] = net
+    return net
+
+
 def parse_cidr(sink: DiagnosticSink, node: Scalar, what: str = "CIDR") -> IPNet | None:
     """A CIDR or bare IP (→ /32, /128) with host bits masked off, as Calico normalises nets."""
     if not isinstance(node.value, str):
@@ -147,7 +195,7 @@ def parse_cidr(sink: DiagnosticSink, node: Scalar, what: str = "CIDR") -> IPNet 
         return None
     text = node.value.strip()
     try:
-        return ipaddress.ip_network(text, strict=False)
+        return ip_network(text)
     except ValueError:
         sink.error(
             "E040",
@@ -162,7 +210,7 @@ def parse_ip(sink: DiagnosticSink, node: Scalar, what: str = "IP address") -> IP
         sink.error("E021", f"{what} must be a string, not {type_name(node)}", node.span)
         return None
     try:
-        return ipaddress.ip_address(node.value.strip())
+        return ip_address(node.value.strip())
     except ValueError:
         sink.error("E040", f"invalid {what} {node.value!r}", node.span)
         return None

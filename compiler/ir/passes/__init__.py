@@ -45,6 +45,18 @@ DEFAULT_PASSES = (
     shadowed_rules.run,
 )
 
+#: The passes whose *rules* never depend on set members: resolving, the family split and CIDR
+#: aggregation change set contents only. Deduplication, folding and shadowing look at members
+#: (an emptied set folds a rule away, equal members merge two sets), so with them a pod coming or
+#: going can rewrite rules. The agent compiles with this pipeline so that endpoint churn stays a
+#: set-element update (DESIGN.md: "set contents are data, rules are code"); a full compile uses
+#: DEFAULT_PASSES for the smallest artifact and the W101 warnings.
+MEMBERSHIP_STABLE_PASSES = (
+    resolve_sets.run,
+    split_families.run,
+    aggregate_cidrs.run,
+)
+
 #: Diagnostic codes the passes emit (stable; never renumber or reuse one).
 CODES: dict[str, str] = {
     shadowed_rules.CODE: "a rule can never match because an earlier terminal rule of the same "

@@ -54,8 +54,15 @@ from compiler.ir import nodes as ir
 from compiler.targets.base import local_endpoints
 from compiler.targets.ebpf import build, data, layout, lower, render
 
-_HOOK_OF = {ir.EGRESS: layout.HOOK_FROM_ENDPOINT, ir.INGRESS: layout.HOOK_TO_ENDPOINT}
-_TC_OF = {ir.EGRESS: "tc_ingress", ir.INGRESS: "tc_egress"}
+def tc_hook(ep: ir.Endpoint, direction: str) -> str:
+    """Where ``ep``'s ``direction`` policy runs: a workload's host-side veth sees the pod's
+    egress at tc ingress; a host interface sees the host's ingress at tc ingress."""
+    if ep.is_host:
+        return "tc_ingress" if direction == ir.INGRESS else "tc_egress"
+    return "tc_ingress" if direction == ir.EGRESS else "tc_egress"
+
+
+_HOOK_NUMBER = {"tc_ingress": layout.HOOK_TC_INGRESS, "tc_egress": layout.HOOK_TC_EGRESS}
 
 
 class EbpfTarget:
@@ -103,14 +110,14 @@ class EbpfTarget:
                 felix.span,
             )
         locals_ = local_endpoints(program)
-        for ep in locals_:
-            if ep.is_host:
-                sink.error(
-                    "E830",
-                    f"eBPF target: host endpoint {ep.id!r} cannot be programmed "
-                    "(host endpoints are not supported by this target)",
-                    ep.origin,
-                )
+        catch_all = [ep for ep in locals_ if ep.is_host and ep.interface in ("*", "")]
+        for ep in catch_all[1:]:
+            sink.error(
+                "E830",
+                f"eBPF target: host endpoints {catch_all[0].id!r} and {ep.id!r} both cover every "
+                "interface of the node; only one can be attached",
+                ep.origin,
+            )
         if felix.default_endpoint_to_host_action == "Return" and any(
             ep.is_host and ep.interface == "*" for ep in locals_
         ):
@@ -121,8 +128,6 @@ class EbpfTarget:
                 felix.span,
             )
         for ep in locals_:
-            if ep.is_host:
-                continue
             for direction in ir.DIRECTIONS:
                 low = lower.lower(program, ep, direction, self.chunk_budget)
                 if len(low.chunks) > self.LIMITS["max_chunks"]:
@@ -146,29 +151,27 @@ class EbpfTarget:
         logs: list[lower.LogRule] = []
         rules_total = 0
         for ep in local_endpoints(program):
-            if ep.is_host:
-                continue
             entry: dict[str, object] = {"id": ep.id, "kind": ep.kind, "interface": ep.interface}
             for direction in ir.DIRECTIONS:
                 low = lower.lower(program, ep, direction, self.chunk_budget)
                 if len(low.chunks) > self.LIMITS["max_chunks"]:
                     raise ValueError(f"{ep.id}: {direction} policy needs {len(low.chunks)} chunks")
-                src = render.render_program(_source(direction, low))
+                hook = tc_hook(ep, direction)
+                src = render.render_program(_source(ep, direction, low))
                 name = render.object_name(src, headers)
                 sources[name] = src
-                objects[name] = {
-                    "hook": _TC_OF[direction],
-                    "rules": low.rules,
-                    "chunks": len(low.chunks),
-                }
-                entry[_TC_OF[direction]] = f"{name}.bpf.o"
+                objects[name] = {"hook": hook, "rules": low.rules, "chunks": len(low.chunks)}
+                entry[hook] = f"{name}.bpf.o"
                 used_sets |= low.set_ids
                 net_sets.update(low.net_sets)
                 logs.extend(low.log_rules)
                 rules_total += low.rules
             endpoints.append(entry)
         sets = data.set_data(program, used_sets) + data.host_sets(lower.host_ips(program))
-        sets += [data.SetData(sid, fam, False, members=nets) for sid, (fam, nets) in sorted(net_sets.items())]
+        sets += [
+            data.SetData(sid, fam, False, members=nets)
+            for sid, (fam, nets) in sorted(net_sets.items())
+        ]
         _check_ids(sets, logs)
         built = build.build_all(sources, headers)
         files: dict[str, bytes] = {
@@ -196,13 +199,16 @@ class EbpfTarget:
         )
 
 
-def _source(direction: str, low: lower.Lowered) -> render.ProgramSource:
-    side = "egress (tc ingress)" if direction == ir.EGRESS else "ingress (tc egress)"
+def _source(ep: ir.Endpoint, direction: str, low: lower.Lowered) -> render.ProgramSource:
+    hook = tc_hook(ep, direction)
+    kind = "host endpoint" if ep.is_host else "workload"
+    workload = not ep.is_host
     return render.ProgramSource(
-        summary=f"workload {side}, {low.rules} rules, {len(low.chunks)} chunks",
+        summary=f"{kind} {direction} ({hook}), {low.rules} rules, {len(low.chunks)} chunks",
         description=low.description,
-        hook=_HOOK_OF[direction],
-        check_e2h=1 if direction == ir.EGRESS else 0,
+        hook=_HOOK_NUMBER[hook],
+        check_e2h=int(workload and direction == ir.EGRESS),
+        host_to_workload=int(workload and direction == ir.INGRESS),
         chunks=low.chunks,
     )
 

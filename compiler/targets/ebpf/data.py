@@ -55,7 +55,12 @@ class SetData:
         out = []
         for net in self.members:
             out.append(
-                (layout.set_key(self.family, self.id64, net.network_address.packed, net.prefixlen), value)
+                (
+                    layout.set_key(
+                        self.family, self.id64, net.network_address.packed, net.prefixlen
+                    ),
+                    value,
+                )
             )
         for net, proto, port in self.port_members:
             key = layout.set_key(
@@ -156,7 +161,12 @@ def maps_json(
         "endpoints": sorted(endpoints, key=lambda e: str(e["id"])),
         "objects": {k: dict(sorted(v.items())) for k, v in sorted(objects.items())},
         "log_rules": [
-            {"id64": f"0x{r.id64:016x}", "owner": r.owner, "direction": r.direction, "rule": r.rule_index}
+            {
+                "id64": f"0x{r.id64:016x}",
+                "owner": r.owner,
+                "direction": r.direction,
+                "rule": r.rule_index,
+            }
             for r in sorted(set(log_rules), key=lambda r: (r.owner, r.direction, r.rule_index))
         ],
     }

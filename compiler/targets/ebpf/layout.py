@@ -194,7 +194,7 @@ CT_KEY = Struct(
     "tortie_ct_key",
     (
         Field("ifindex", "__u32", doc="interface the flow was approved on"),
-        Field("hook", "__u8", doc="0 = tc ingress (from the endpoint), 1 = tc egress (to it)"),
+        Field("hook", "__u8", doc="TORTIE_HOOK_TC_INGRESS (0) / TORTIE_HOOK_TC_EGRESS (1)"),
         Field("family", "__u8"),
         Field("proto", "__u8"),
         Field("pad", "__u8"),
@@ -301,16 +301,16 @@ MAPS: tuple[MapDef, ...] = (SETS_V4, SETS_V6, CT, FRAGS, LOG, CONFIG_MAP, STATE)
 SHARED_MAPS: tuple[MapDef, ...] = tuple(m for m in MAPS if m.shared)
 
 # Constants both sides use (printed as #defines into tortie_maps.h).
-HOOK_FROM_ENDPOINT = 0  # tc ingress on the host-side interface: the endpoint's egress policy
-HOOK_TO_ENDPOINT = 1  # tc egress: the endpoint's ingress policy
+HOOK_TC_INGRESS = 0  # packets arriving on the interface (a workload's egress, a HEP's ingress)
+HOOK_TC_EGRESS = 1  # packets leaving through it (a workload's ingress, a HEP's egress)
 E2H_DROP, E2H_ACCEPT, E2H_RETURN = 0, 1, 2
 CFG_F_NONE = 0
 CONSTANTS: tuple[tuple[str, int], ...] = (
     ("TORTIE_E2H_ACCEPT", E2H_ACCEPT),
     ("TORTIE_E2H_DROP", E2H_DROP),
     ("TORTIE_E2H_RETURN", E2H_RETURN),
-    ("TORTIE_HOOK_FROM_EP", HOOK_FROM_ENDPOINT),
-    ("TORTIE_HOOK_TO_EP", HOOK_TO_ENDPOINT),
+    ("TORTIE_HOOK_TC_EGRESS", HOOK_TC_EGRESS),
+    ("TORTIE_HOOK_TC_INGRESS", HOOK_TC_INGRESS),
     ("TORTIE_SET_KEY_FIXED_BITS", SET_KEY_FIXED_BITS),
 )
 
@@ -334,17 +334,29 @@ def split_id(value: int) -> tuple[int, int]:
 HOST_SET_ID = "tortie:host-ips"  # one id, in both families' set maps
 
 
-def set_key(family: int, set_id: int, addr: bytes, plen: int, proto: int = 0, port: int = 0) -> bytes:
+def set_key(
+    family: int, set_id: int, addr: bytes, plen: int, proto: int = 0, port: int = 0
+) -> bytes:
     """Key bytes of one IP-set member (``addr`` in network order, ``plen`` its prefix length)."""
     hi, lo = split_id(set_id)
     if family == 4:
         (a,) = struct.unpack(">I", addr)
         return SET_KEY_V4.pack(
-            prefixlen=SET_KEY_FIXED_BITS + plen, set_hi=hi, set_lo=lo, port=port, proto=proto, addr=a
+            prefixlen=SET_KEY_FIXED_BITS + plen,
+            set_hi=hi,
+            set_lo=lo,
+            port=port,
+            proto=proto,
+            addr=a,
         )
     words = struct.unpack(">4I", addr)
     return SET_KEY_V6.pack(
-        prefixlen=SET_KEY_FIXED_BITS + plen, set_hi=hi, set_lo=lo, port=port, proto=proto, addr=words
+        prefixlen=SET_KEY_FIXED_BITS + plen,
+        set_hi=hi,
+        set_lo=lo,
+        port=port,
+        proto=proto,
+        addr=words,
     )
 
 

@@ -9,7 +9,8 @@ Steps, all below a bpffs directory the caller owns (never ``/sys/fs/bpf`` itself
    :mod:`layout` (the same definitions the C was generated from).
 
 Attaching is up to the caller (``tc filter add dev IF ingress|egress bpf da object-pinned
-<root>/objs/<name>/tortie_main``): :func:`attach_argv` builds that command line.
+<root>/objs/<name>/tortie_main``): :func:`attachments` says where, given the node's interface
+names (resolved to ifindexes only then), and :func:`attach_argv` builds the command lines.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import json
 import os
 import subprocess
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,6 +102,25 @@ def load_artifact(artifact_dir: Path, root: Path) -> Loaded:
         objects[name] = pin_dir
     fill_maps(maps, doc)
     return Loaded(root, maps, objects, doc)
+
+
+def attachments(
+    doc: Mapping[str, Any], interfaces: Sequence[str]
+) -> list[tuple[str, str, str]]:
+    """``(interface, hook, object file)`` for every attachment on a node whose interfaces are
+    ``interfaces``: workloads and named host endpoints on their own interface; a host endpoint
+    with interfaceName ``*`` (or ``""``) on every other interface except ``lo``."""
+    out = []
+    named = {e["interface"] for e in doc["endpoints"] if e["interface"] not in ("*", "")}
+    present = set(interfaces)
+    for e in doc["endpoints"]:
+        if e["interface"] in ("*", ""):
+            targets = sorted(present - named - {"lo"})
+        else:
+            targets = [e["interface"]] if e["interface"] in present else []
+        for ifname in targets:
+            out.extend((ifname, hook, e[hook]) for hook in ("tc_ingress", "tc_egress"))
+    return sorted(out)
 
 
 def attach_argv(ifname: str, hook: str, pinned_prog: str) -> list[list[str]]:

@@ -55,8 +55,8 @@ class _Item:
     ops: list[Op]
     cost: int
     kind: str = "rule"  # "rule" | "segment" | "exit"
-    segment: int = -1  # kind == "segment": which segment starts here
-    pass_to: int | None = None  # rule with a Pass action: target segment
+    segment: str = ""  # kind == "segment": the name of the segment that starts here
+    pass_to: str | None = None  # T_PASS target: a segment name, or NEXT
     log_ids: list[int] = field(default_factory=list)
 
 
@@ -234,9 +234,7 @@ class _RuleLowerer:
             if m.not_icmp_code is None:
                 ops.append(Op("T_ICMP_EQ", (str(m.not_icmp_type), miss)))
             else:
-                ops.append(
-                    Op("T_ICMP_CODE_EQ", (str(m.not_icmp_type), str(m.not_icmp_code), miss))
-                )
+                ops.append(Op("T_ICMP_CODE_EQ", (str(m.not_icmp_type), str(m.not_icmp_code), miss)))
         ops += self._side("src", m.src, family, miss)
         ops += self._side("dst", m.dst, family, miss)
         return ops
@@ -247,13 +245,19 @@ def log_rule_id(owner: str, direction: str, index: int) -> int:
 
 
 def _rule_item(
-    low: _RuleLowerer, rule: ir.Rule, owner: str, direction: str, pass_to: int
+    low: _RuleLowerer, rule: ir.Rule, owner: str, direction: str, allow_to: str | None = None
 ) -> tuple[_Item, LogRule | None]:
+    """One rule. Pass goes to the next segment; ``allow_to`` turns Allow into a jump to that
+    segment (pre-DNAT policy: an Allow only ends the pre-DNAT stage)."""
     miss = low.label("next")
     ops = [Op(comment=f"rule {rule.index}: {rule.action}")]
     ops += low.match(rule.match, miss)
     log = None
-    if rule.action == ir.ALLOW:
+    item = _Item(ops, 0)
+    if rule.action == ir.ALLOW and allow_to is not None:
+        ops.append(Op("T_PASS"))
+        item.pass_to = allow_to
+    elif rule.action == ir.ALLOW:
         ops.append(Op("T_ALLOW"))
     elif rule.action == ir.DENY:
         ops.append(Op("T_DENY"))
@@ -264,65 +268,123 @@ def _rule_item(
         log = LogRule(rid, owner, direction, rule.index)
     elif rule.action == ir.PASS:
         ops.append(Op("T_PASS"))  # resolved once chunks are known
+        item.pass_to = NEXT
     else:
         raise ValueError(f"unknown rule action {rule.action!r}")
     ops.append(Op("T_LABEL", (miss,)))
-    item = _Item(ops, sum(_op_cost(o) for o in ops))
-    if rule.action == ir.PASS:
-        item.pass_to = pass_to
+    item.cost = sum(_op_cost(o) for o in ops)
     return item, log
 
 
-def lower(
-    program: ir.Program, ep: ir.Endpoint, direction: str, budget: int
-) -> Lowered:
-    """Lower ``ep``'s policy for ``direction`` (NORMAL hook) into chunks of at most ``budget``
-    cost units each (an item larger than the budget gets a chunk of its own)."""
-    low = _RuleLowerer(program.sets)
-    items: list[_Item] = []
-    logs: list[LogRule] = []
-    description: list[str] = []
-    nrules = 0
-    plans = ep.plan(direction)
-    profiles = [name for name in ep.profiles if name in program.profiles]
-    segment = 0
-    for plan in plans:
-        items.append(_Item([Op(comment=f"tier {sanitize(plan.tier)}")], 0, "segment", segment))
-        description.append(f"tier {sanitize(plan.tier)} (end: {plan.default_action})")
-        for pid in plan.policies:
-            policy = program.policies[pid]
-            rules = policy.rules(direction)
-            description.append(f"  policy {sanitize(pid)}: {len(rules)} rules")
-            items.append(_Item([Op(comment=f"policy {sanitize(pid)}")], 0, "note"))
-            for rule in rules:
-                item, log = _rule_item(low, rule, pid, direction, segment + 1)
-                items.append(item)
-                nrules += 1
-                if log:
-                    logs.append(log)
-        if plan.default_action == ir.DENY:
-            items.append(_Item([Op(comment="end of tier"), Op("T_DENY")], 1, "exit"))
-        segment += 1
-    for name in profiles:
-        items.append(_Item([Op(comment=f"profile {sanitize(name)}")], 0, "segment", segment))
-        description.append(f"profile {sanitize(name)}")
-        for rule in program.profiles[name].rules(direction):
-            item, log = _rule_item(low, rule, f"profile:{name}", direction, segment + 1)
-            items.append(item)
-            nrules += 1
-            if log:
-                logs.append(log)
-        segment += 1
-    items.append(_Item([Op(comment="no profile allowed")], 0, "segment", segment))
-    items.append(_Item([Op("T_DENY")], 1, "exit"))
-    chunks = _split(items, budget)
+NEXT = "<next>"  # pass target: the segment after the current one
+
+
+class _Builder:
+    """Items in evaluation order; segments are named, Pass targets refer to names."""
+
+    def __init__(self, program: ir.Program, direction: str) -> None:
+        self.program = program
+        self.direction = direction
+        self.low = _RuleLowerer(program.sets)
+        self.items: list[_Item] = []
+        self.logs: list[LogRule] = []
+        self.description: list[str] = []
+        self.rules = 0
+
+    def segment(self, key: str, comment: str) -> None:
+        self.items.append(_Item([Op(comment=comment)], 0, "segment", key))
+
+    def rule(self, rule: ir.Rule, owner: str, allow_to: str | None = None) -> None:
+        item, log = _rule_item(self.low, rule, owner, self.direction, allow_to)
+        self.items.append(item)
+        self.rules += 1
+        if log:
+            self.logs.append(log)
+
+    def exit(self, macro: str, comment: str) -> None:
+        self.items.append(_Item([Op(comment=comment), Op(macro)], 1, "exit"))
+
+    def tiers(self, ep: ir.Endpoint, hook: str, end_of_tier_deny: bool, allow_to: str | None = None) -> None:
+        for i, plan in enumerate(ep.plan(self.direction, hook)):
+            name = sanitize(plan.tier)
+            self.segment(f"{hook}:tier:{i}", f"{hook} tier {name}")
+            self.description.append(f"{hook} tier {name} (end: {plan.default_action})")
+            for pid in plan.policies:
+                rules = self.program.policies[pid].rules(self.direction)
+                self.description.append(f"  policy {sanitize(pid)}: {len(rules)} rules")
+                self.items.append(_Item([Op(comment=f"policy {sanitize(pid)}")], 0, "note"))
+                for rule in rules:
+                    self.rule(rule, pid, allow_to)
+            if end_of_tier_deny and plan.default_action == ir.DENY:
+                self.exit("T_DENY", "end of tier")
+
+    def profiles(self, ep: ir.Endpoint) -> None:
+        for i, name in enumerate(ep.profiles):
+            if name not in self.program.profiles:
+                continue
+            self.segment(f"profile:{i}", f"profile {sanitize(name)}")
+            self.description.append(f"profile {sanitize(name)}")
+            for rule in self.program.profiles[name].rules(self.direction):
+                self.rule(rule, f"profile:{name}")
+        self.segment("no-profile", "no profile allowed")
+        self.exit("T_DENY", "deny")
+
+    def failsafes(self) -> None:
+        """Failsafe ports as Allow rules on the destination port (peer net, if any, on the
+        remote side), in both families."""
+        felix = self.program.felix
+        inbound = self.direction == ir.INGRESS
+        ports = felix.failsafe_inbound if inbound else felix.failsafe_outbound
+        self.segment("failsafe", "failsafe ports")
+        for i, fp in enumerate(ports):
+            for family in (4, 6):
+                if fp.net is not None and fp.net.version != family:
+                    continue
+                peer = ir.Side(nets=(fp.net,) if fp.net is not None else None)
+                dst_ports = ir.PortMatch(((fp.port, fp.port),))
+                dst = ir.Side(nets=peer.nets if not inbound else None, ports=dst_ports)
+                src = peer if inbound else ir.Side()
+                m = ir.Match(ip_version=family, protocol=fp.protocol, src=src, dst=dst)
+                self.rule(ir.Rule(ir.ALLOW, m, i), "failsafe")
+
+
+def lower(program: ir.Program, ep: ir.Endpoint, direction: str, budget: int) -> Lowered:
+    """Lower ``ep``'s policy for ``direction`` into chunks of at most ``budget`` cost units
+    each (an item larger than the budget gets a chunk of its own).
+
+    A workload runs its tiers, then its profiles. A host endpoint's program first asks whether
+    the packet is host traffic (to this node's IPs at tc ingress, from them at tc egress). Host
+    traffic runs, as ``evaluate._host_verdict``: failsafe ports, untracked tiers and (ingress)
+    pre-DNAT tiers without end-of-tier drop (a pre-DNAT Allow only ends that stage), then the
+    normal tiers and profiles. Forwarded traffic runs the applyOnForward tiers and is allowed
+    when none decides (SEMANTICS.md §Host endpoints: forwarding is allowed by default)."""
+    b = _Builder(program, direction)
+    if ep.is_host:
+        b.segment("host", "host traffic?")
+        skip = b.low.label("local")
+        macro = "T_HOST_DST_IN" if direction == ir.INGRESS else "T_HOST_SRC_IN"
+        item = _Item([Op(macro, (skip,)), Op("T_PASS"), Op("T_LABEL", (skip,))], 10, "rule")
+        item.pass_to = "forward"
+        b.items.append(item)
+        b.failsafes()
+        b.tiers(ep, ir.UNTRACKED, end_of_tier_deny=False)
+        if direction == ir.INGRESS:
+            b.tiers(ep, ir.PRE_DNAT, end_of_tier_deny=False, allow_to="normal")
+        b.segment("normal", "normal policy")
+    b.tiers(ep, ir.NORMAL, end_of_tier_deny=True)
+    b.profiles(ep)
+    if ep.is_host:
+        b.segment("forward", "forwarded traffic")
+        b.tiers(ep, ir.FORWARD, end_of_tier_deny=True)
+        b.segment("forward-allow", "forwarding is allowed by default")
+        b.exit("T_ALLOW", "allow")
     return Lowered(
-        chunks=chunks,
-        set_ids=frozenset(low.used_sets),
-        net_sets=dict(sorted(low.net_sets.items())),
-        log_rules=tuple(logs),
-        rules=nrules,
-        description=tuple(description),
+        chunks=_split(b.items, budget),
+        set_ids=frozenset(b.low.used_sets),
+        net_sets=dict(sorted(b.low.net_sets.items())),
+        log_rules=tuple(b.logs),
+        rules=b.rules,
+        description=tuple(b.description),
     )
 
 
@@ -335,37 +397,40 @@ def _split(items: list[_Item], budget: int) -> tuple[Chunk, ...]:
             cost = 0
         groups[-1].append(item)
         cost += item.cost
-    where: dict[int, tuple[int, str]] = {}  # segment -> (chunk, label)
+    # Segments in order: number n has C label seg<n> and landing-pad id n + 1.
+    order = [item.segment for item in items if item.kind == "segment"]
+    number = {key: n for n, key in enumerate(order)}
+    where: dict[int, int] = {}  # segment number -> chunk
     for ci, group in enumerate(groups):
         for item in group:
             if item.kind == "segment":
-                where[item.segment] = (ci, f"seg{item.segment}")
+                where[number[item.segment]] = ci
     landing: dict[int, set[int]] = {}  # chunk -> segments entered by tail call
     chunks = []
+    current = -1
     for ci, group in enumerate(groups):
         ops: list[Op] = []
         for item in group:
             if item.kind == "segment":
-                ops.append(Op("T_LABEL", (f"seg{item.segment}",)))
+                current = number[item.segment]
+                ops.append(Op("T_LABEL", (f"seg{current}",)))
             for op in item.ops:
                 if op.macro != "T_PASS":
                     ops.append(op)
                     continue
-                target_chunk, label = where[item.pass_to]  # type: ignore[index]
-                if target_chunk == ci:
-                    ops.append(Op("T_GOTO", (label,)))
+                seg = current + 1 if item.pass_to == NEXT else number[item.pass_to]
+                if where[seg] == ci:
+                    ops.append(Op("T_GOTO", (f"seg{seg}",)))
                 else:
-                    landing.setdefault(target_chunk, set()).add(item.pass_to)  # type: ignore[arg-type]
-                    ops.append(Op("T_JUMP", (str(item.pass_to + 1), str(target_chunk))))  # type: ignore[operator]
+                    landing.setdefault(where[seg], set()).add(seg)
+                    ops.append(Op("T_JUMP", (str(seg + 1), str(where[seg]))))
         if ci + 1 < len(groups):
             ops.append(Op(comment="continue in the next chunk"))
             ops.append(Op("T_JUMP", ("0", str(ci + 1))))
         chunks.append(ops)
     out = []
     for ci, ops in enumerate(chunks):
-        pads = [
-            Op("T_RESUME", (str(seg + 1), f"seg{seg}")) for seg in sorted(landing.get(ci, ()))
-        ]
+        pads = [Op("T_RESUME", (str(seg + 1), f"seg{seg}")) for seg in sorted(landing.get(ci, ()))]
         out.append(Chunk(ci, tuple(pads + ops)))
     return tuple(out)
 

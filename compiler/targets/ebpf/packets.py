@@ -49,9 +49,7 @@ def l4_header(flow: Flow, shape: Shape) -> bytes:
     if flow.protocol == 132:
         return struct.pack("!HHII", sport, dport, 0, 0)
     if flow.protocol in (1, 58):
-        hdr = struct.pack(
-            "!BBHHH", flow.icmp_type or 0, flow.icmp_code or 0, 0, shape.icmp_id, 1
-        )
+        hdr = struct.pack("!BBHHH", flow.icmp_type or 0, flow.icmp_code or 0, 0, shape.icmp_id, 1)
         return hdr[:2] + struct.pack("!H", _csum(hdr + shape.payload)) + hdr[4:]
     return b""
 
@@ -62,8 +60,9 @@ def _ext(nh: int, kind: int) -> bytes:
     return struct.pack("!BB", nh, 0) + bytes(6)  # 8 bytes, padding only
 
 
-def frame(flow: Flow, shape: Shape = Shape()) -> bytes:
+def frame(flow: Flow, shape: Shape | None = None) -> bytes:
     """The Ethernet frame of ``flow``'s first packet, shaped by ``shape``."""
+    shape = shape or Shape()
     l4 = l4_header(flow, shape) + shape.payload
     if shape.fragment == "later":
         l4 = bytes(16) + shape.payload  # payload of a later fragment: no header

@@ -41,14 +41,17 @@ class ProgramSource:
 
     summary: str
     description: tuple[str, ...]
-    hook: int
-    check_e2h: int
+    hook: int  # layout.HOOK_TC_INGRESS | HOOK_TC_EGRESS
+    check_e2h: int  # 1: apply defaultEndpointToHostAction after an allow (workload egress)
+    host_to_workload: int  # 1: this node's IPs reach the endpoint unpoliced (workload ingress)
     chunks: tuple[Chunk, ...]
 
 
 def render_maps_header() -> str:
-    return environment().get_template("tortie_maps.h.j2").render(
-        constants=sorted(layout.CONSTANTS), structs=layout.STRUCTS, maps=layout.MAPS
+    return (
+        environment()
+        .get_template("tortie_maps.h.j2")
+        .render(constants=sorted(layout.CONSTANTS), structs=layout.STRUCTS, maps=layout.MAPS)
     )
 
 
