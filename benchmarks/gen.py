@@ -13,6 +13,10 @@ one service account per app, named container ports; policies are ~50% Kubernetes
 GlobalNetworkPolicy spread over a ``security`` tier and ``default``, using every selector
 operator, Deny/Pass/Log actions, named ports and port ranges; GlobalNetworkSets with thousands of
 CIDRs in total.
+
+``--shape rules --rules N`` writes the per-packet shape instead (see :func:`generate_rules`):
+
+    python -m benchmarks.gen --shape rules --rules 10000 -o /tmp/r
 """
 
 from __future__ import annotations
@@ -310,15 +314,66 @@ def write(out: Path, files: dict[str, list[dict]]) -> None:
         _dump(out / name, _strip_none(items))  # type: ignore[arg-type]
 
 
+RULES_NODE = "node-000"
+RULES_NAMESPACE = "bench"
+RULES_CLIENT = ("client", "10.65.0.1", "fd00:65::1")
+RULES_SERVER = ("server", "10.65.0.2", "fd00:65::2")
+
+
+def generate_rules(rules: int) -> dict[str, list[dict]]:
+    """The per-packet shape: one node, a ``client`` and a ``server`` pod, and one policy on the
+    server with ``rules`` ingress rules. Every rule but the last allows one other /32 (so a packet
+    from the client is checked against each of them); the last allows the client. A probe from
+    client to server therefore walks all the rules and is allowed."""
+    ns = {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {"name": RULES_NAMESPACE, "labels": {"kubernetes.io/metadata.name": RULES_NAMESPACE}},
+    }
+    node = {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {"name": RULES_NODE},
+        "status": {"addresses": [{"type": "InternalIP", "address": "10.0.0.1"}]},
+    }
+    pods = [
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": name, "namespace": RULES_NAMESPACE, "labels": {"app": name}},
+            "spec": {"nodeName": RULES_NODE, "containers": [{"name": "main", "image": "x"}]},
+            "status": {"podIP": v4, "podIPs": [{"ip": v4}, {"ip": v6}]},
+        }
+        for name, v4, v6 in (RULES_CLIENT, RULES_SERVER)
+    ]
+    ingress: list[dict] = [
+        {"action": "Allow", "source": {"nets": [f"10.200.{i // 250}.{i % 250 + 1}/32"]}}
+        for i in range(max(0, rules - 1))
+    ]
+    ingress.append({"action": "Allow", "source": {"selector": "app == 'client'"}})
+    policy = {
+        "apiVersion": "projectcalico.org/v3",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": "server-ingress", "namespace": RULES_NAMESPACE},
+        "spec": {"selector": "app == 'server'", "types": ["Ingress"], "ingress": ingress},
+    }
+    return {"cluster.yaml": [ns, node, *pods], "policy.yaml": [policy]}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--shape", choices=("cluster", "rules"), default="cluster")
     ap.add_argument("--policies", type=int, default=100)
     ap.add_argument("--endpoints", type=int, default=1000)
     ap.add_argument("--nodes", type=int, default=10)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--rules", type=int, default=10, help="rules shape: rules on the server")
     ap.add_argument("-o", "--out", type=Path, required=True)
     args = ap.parse_args()
-    write(args.out, generate(args.policies, args.endpoints, args.nodes, args.seed))
+    if args.shape == "rules":
+        write(args.out, generate_rules(args.rules))
+    else:
+        write(args.out, generate(args.policies, args.endpoints, args.nodes, args.seed))
 
 
 if __name__ == "__main__":

@@ -8,10 +8,12 @@ twice as long with the collector on; ``build`` 3.7 s instead of 1.5 s). Two tool
 
 * :func:`paused_gc` turns the collector off for a block and back on afterwards (nesting is fine):
   use it around a bulk build of acyclic data, in long-running processes too;
-* :func:`batch_mode` is for one-shot processes: it moves everything alive now to the permanent
-  generation (``gc.freeze()``: never scanned again) and makes young collections rarer. Garbage
-  cycles are still collected, just less often. Never call it in a long-running process (the
-  agent): frozen objects are not collected even when they become cyclic garbage.
+* :func:`batch_mode` is for one command (the CLI calls it once the inputs are loaded): it moves
+  everything alive now to the permanent generation (``gc.freeze()``: never scanned again) and
+  makes young collections rarer. Garbage cycles are still collected, just less often. It returns
+  the function that undoes it, to call when the command ends: a frozen object is not collected
+  even when it becomes cyclic garbage, so a long-running process (the agent, a test run calling
+  commands in-process) must not stay frozen.
 
 >>> with paused_gc():
 ...     import gc
@@ -22,7 +24,7 @@ False
 from __future__ import annotations
 
 import gc
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 __all__ = ["BATCH_THRESHOLDS", "batch_mode", "paused_gc"]
@@ -45,7 +47,15 @@ def paused_gc() -> Iterator[None]:
             gc.enable()
 
 
-def batch_mode() -> None:
-    """Tune the collector for the rest of a one-shot process (see the module docstring)."""
+def batch_mode() -> Callable[[], None]:
+    """Tune the collector for the rest of a batch run (see the module docstring); returns the
+    function that undoes it (unfreeze, default thresholds), for processes that go on after."""
+    old = gc.get_threshold()
     gc.freeze()
     gc.set_threshold(*BATCH_THRESHOLDS)
+
+    def restore() -> None:
+        gc.set_threshold(*old)
+        gc.unfreeze()
+
+    return restore

@@ -13,6 +13,7 @@
  *     egress of the same interface, and the other way round.
  * A reply entry therefore admits exactly the reversed tuple, never another flow, and a TCP SYN
  * without ACK never uses conntrack: it always runs policy (and a denied SYN removes the entry).
+ * An ICMP error quoting a packet of an approved flow is admitted as RELATED.
  * Entries expire after the configured idle time (tortie_config); the LRU evicts when full.
  */
 #ifndef TORTIE_CT_H
@@ -70,6 +71,39 @@ TORTIE_INLINE __u64 tortie_ct_timeout(const struct tortie_pkt *p, const struct t
 	return (__u64)s * TORTIE_NSEC;
 }
 
+/* An ICMP error about a flow approved on this interface: the quoted packet went out through
+ * the other hook in the flow's own direction, or through this hook as a reply. */
+TORTIE_INLINE int tortie_ct_related(const struct tortie_pkt *p, __u64 now, __u64 timeout)
+{
+	struct tortie_ct_key k;
+	struct tortie_ct_value *v;
+	int i;
+
+	__builtin_memset(&k, 0, sizeof(k));
+	k.ifindex = p->ifindex;
+	k.hook = p->hook ^ 1;
+	k.family = p->family;
+	k.proto = p->rel_proto;
+	k.sport = p->rel_sport;
+	k.dport = p->rel_dport;
+	for (i = 0; i < 4; i++) {
+		k.src[i] = p->rel_src[i];
+		k.dst[i] = p->rel_dst[i];
+	}
+	v = bpf_map_lookup_elem(&tortie_ct, &k);
+	if (v && now - v->last_seen < timeout)
+		return 1;
+	k.hook = p->hook;
+	k.sport = p->rel_dport;
+	k.dport = p->rel_sport;
+	for (i = 0; i < 4; i++) {
+		k.src[i] = p->rel_dst[i];
+		k.dst[i] = p->rel_src[i];
+	}
+	v = bpf_map_lookup_elem(&tortie_ct, &k);
+	return v && now - v->last_seen < timeout;
+}
+
 /* 1 when conntrack admits the packet (no policy needed). */
 TORTIE_INLINE int tortie_ct_admit(const struct tortie_pkt *p, const struct tortie_config *cfg)
 {
@@ -86,6 +120,10 @@ TORTIE_INLINE int tortie_ct_admit(const struct tortie_pkt *p, const struct torti
 	if (v && now - v->last_seen < timeout) {
 		v->last_seen = now;
 		return 1;
+	}
+	if (p->has_rel) {
+		__u32 s = p->rel_proto == TORTIE_P_TCP ? cfg->ct_timeout_tcp_s : cfg->ct_timeout_other_s;
+		return tortie_ct_related(p, now, (__u64)s * TORTIE_NSEC);
 	}
 	if (!p->ct_reply_ok)
 		return 0;

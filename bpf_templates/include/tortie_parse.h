@@ -19,6 +19,11 @@
 #ifndef TORTIE_PARSE_H
 #define TORTIE_PARSE_H
 
+TORTIE_INLINE __u32 tortie_word(const __u8 *b)
+{
+	return ((__u32)b[0] << 24) | ((__u32)b[1] << 16) | ((__u32)b[2] << 8) | b[3];
+}
+
 TORTIE_INLINE void tortie_ct_ports(struct tortie_pkt *p, __u16 echo_id)
 {
 	/* Conntrack view of the ports. ICMP echo: request (id, 0), reply (0, id), so a reply is
@@ -45,6 +50,76 @@ TORTIE_INLINE void tortie_ct_ports(struct tortie_pkt *p, __u16 echo_id)
 	}
 }
 
+/* ICMP errors (v4: unreachable, time exceeded, parameter problem; v6: 1-4) quote the packet
+ * they report. Its tuple goes to p->rel_* so conntrack can admit the error as RELATED to an
+ * approved flow. A quote we cannot read leaves has_rel = 0: the error then meets policy. */
+TORTIE_INLINE int tortie_is_icmp_error(const struct tortie_pkt *p)
+{
+	if (p->proto == TORTIE_P_ICMP)
+		return p->icmp_type == 3 || p->icmp_type == 11 || p->icmp_type == 12;
+	return p->proto == TORTIE_P_ICMPV6 && p->icmp_type >= 1 && p->icmp_type <= 4;
+}
+
+TORTIE_INLINE void tortie_parse_related(struct __sk_buff *skb, struct tortie_pkt *p, __u32 off)
+{
+	__u8 h[40];
+	__u8 l4[8];
+	__u32 ihl;
+	int i;
+
+	p->has_rel = 0;
+	if (p->family == 4) {
+		if (bpf_skb_load_bytes(skb, off, h, 20) || (h[0] >> 4) != 4)
+			return;
+		ihl = (h[0] & 0x0f) * 4;
+		if (ihl < 20 || (((__u32)h[6] << 8 | h[7]) & 0x1fff))
+			return;
+		p->rel_proto = h[9];
+		p->rel_src[0] = tortie_word(&h[12]);
+		p->rel_dst[0] = tortie_word(&h[16]);
+		for (i = 1; i < 4; i++)
+			p->rel_src[i] = p->rel_dst[i] = 0;
+		off += ihl;
+	} else {
+		if (bpf_skb_load_bytes(skb, off, h, 40) || (h[0] >> 4) != 6)
+			return;
+		p->rel_proto = h[6]; /* a quoted extension header is not walked: no RELATED */
+		for (i = 0; i < 4; i++) {
+			p->rel_src[i] = tortie_word(&h[8 + 4 * i]);
+			p->rel_dst[i] = tortie_word(&h[24 + 4 * i]);
+		}
+		off += 40;
+	}
+	if (bpf_skb_load_bytes(skb, off, l4, 8))
+		return;
+	switch (p->rel_proto) {
+	case TORTIE_P_TCP:
+	case TORTIE_P_UDP:
+	case TORTIE_P_UDPLITE:
+	case TORTIE_P_SCTP:
+		p->rel_sport = ((__u16)l4[0] << 8) | l4[1];
+		p->rel_dport = ((__u16)l4[2] << 8) | l4[3];
+		break;
+	case TORTIE_P_ICMP:
+	case TORTIE_P_ICMPV6:
+		/* Only echo exchanges are flows conntrack can tell apart (see tortie_ct_ports). */
+		if (l4[0] == 8 || l4[0] == 128) {
+			p->rel_sport = ((__u16)l4[4] << 8) | l4[5];
+			p->rel_dport = 0;
+		} else if (l4[0] == 0 || l4[0] == 129) {
+			p->rel_sport = 0;
+			p->rel_dport = ((__u16)l4[4] << 8) | l4[5];
+		} else {
+			return;
+		}
+		break;
+	default:
+		p->rel_sport = p->rel_dport = 0;
+		break;
+	}
+	p->has_rel = 1;
+}
+
 TORTIE_INLINE int tortie_parse_l4(struct __sk_buff *skb, struct tortie_pkt *p, __u32 off)
 {
 	__u8 b[20];
@@ -57,6 +132,7 @@ TORTIE_INLINE int tortie_parse_l4(struct __sk_buff *skb, struct tortie_pkt *p, _
 	p->icmp_type = 0;
 	p->icmp_code = 0;
 	p->tcp_flags = 0;
+	p->has_rel = 0;
 	if (p->frag == TORTIE_FRAG_LATER) {
 		tortie_ct_ports(p, 0);
 		return TORTIE_PARSE_OK;
@@ -96,6 +172,9 @@ TORTIE_INLINE int tortie_parse_l4(struct __sk_buff *skb, struct tortie_pkt *p, _
 		p->dport = ((__u16)b[2] << 8) | b[3];
 	}
 	tortie_ct_ports(p, echo_id);
+	p->has_rel = 0;
+	if (p->has_icmp && tortie_is_icmp_error(p))
+		tortie_parse_related(skb, p, off + 8);
 	return TORTIE_PARSE_OK;
 }
 
@@ -124,11 +203,6 @@ TORTIE_INLINE int tortie_parse_v4(struct __sk_buff *skb, struct tortie_pkt *p)
 	else
 		p->frag = TORTIE_FRAG_NONE;
 	return tortie_parse_l4(skb, p, ETH_HLEN + ihl);
-}
-
-TORTIE_INLINE __u32 tortie_word(const __u8 *b)
-{
-	return ((__u32)b[0] << 24) | ((__u32)b[1] << 16) | ((__u32)b[2] << 8) | b[3];
 }
 
 TORTIE_INLINE int tortie_parse_v6(struct __sk_buff *skb, struct tortie_pkt *p)

@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 
 import click
 
+from compiler import perf
 from compiler.diagnostics import Diagnostic, DiagnosticSink, Level, SourceRegistry, render
 from compiler.frontend import load
 from compiler.frontend.model import ResourceSet
@@ -82,6 +83,14 @@ def load_inputs(
     sources = sources if sources is not None else SourceRegistry()
     stdin = click.get_text_stream("stdin")
     resources = load(list(files), sink, sources, stdin=stdin)
+    # The inputs live until the command ends: stop the cyclic GC from re-scanning them for the
+    # rest of the command (compiler/perf.py), and undo that when the command returns.
+    restore = perf.batch_mode()
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None:
+        ctx.call_on_close(restore)
+    else:
+        restore()
     return Loaded(resources, sink, sources)
 
 

@@ -33,19 +33,13 @@ __all__ = ["changed_stations", "stations"]
 Station = tuple[Hashable, RuleInfo | None]  # (alignment key, rule; None = matches every flow)
 
 
-def stations(
-    program: ir.Program,
-    v: View,
-    direction: str,
-    info: Callable[[ir.Rule], RuleInfo],
-    touched: Callable[[RuleInfo], bool],
-) -> list[Station]:
+def stations(program: ir.Program, v: View, direction: str, info: Callable[[ir.Rule], RuleInfo]) -> list[Station]:
     """The evaluator's walk for one owner and direction, as stations."""
     out: list[Station] = []
 
     def rule(prefix: tuple, r: ir.Rule) -> None:
         ri = info(r)
-        key: Hashable = (*prefix, r.action, r.match) if not touched(ri) else object()
+        key: Hashable = (*prefix, r.action, ri.key) if not ri.touched else object()
         out.append((key, ri))
 
     if v.kind == "none":

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from compiler.diff.services import Locator, Mentions
+from compiler.diff.services import Locator, Mentions, Piece
 from compiler.diff.subjects import Owner, Subject
 from compiler.diff.addresses import AddrProps
 from compiler.diff.views import View
@@ -103,12 +103,14 @@ class Slice:
 class RuleInfo:
     """One rule seen from one direction: its owner-side and peer-side slices, its mentions."""
 
-    __slots__ = ("match", "own", "peer", "mentions", "_locator")
+    __slots__ = ("match", "key", "own", "peer", "mentions", "touched", "_locator")
 
-    def __init__(self, rule: ir.Rule, direction: str, named: dict[str, set[tuple[int, int]]]) -> None:
+    def __init__(self, rule: ir.Rule, direction: str, named: dict[str, set[tuple[int, int]]], key: int) -> None:
         m = rule.match
         own, peer = (m.src, m.dst) if direction == ir.EGRESS else (m.dst, m.src)
         self.match = m
+        self.key = key  # equal matches (in either tree) share a key
+        self.touched = False
         self.own, self.peer = Slice.of(own), Slice.of(peer)
         self.mentions = Mentions()
         self.mentions.add_match(m, named)  # type: ignore[arg-type]
@@ -152,13 +154,39 @@ class Shared:
         self._views: dict[tuple, tuple[list[RuleInfo], Slice, Slice]] = {}
         self._blocks: dict[tuple, tuple[list[RuleInfo], tuple[frozenset, ...], bool]] = {}
         self._touched: dict[tuple, bool] = {}
+        self._match_ids: dict[tuple[ir.Match, str], int] = {}
+        self._pieces: dict[tuple[Piece, ...], int] = {}
+        self._piece_groups: dict[tuple[int, int], list] = {}
+        # rule_matches answers, by (rule key, owner slice of the cell, peer slice, rule piece):
+        # all the evaluator's rule_matches can depend on.
+        self.matches: dict[tuple, bool] = {}
 
     def rule(self, r: ir.Rule, direction: str) -> RuleInfo:
         key = (id(r), direction)
         got = self._rules.get(key)
         if got is None:
-            got = self._rules[key] = RuleInfo(r, direction, self.named)
+            mid = self._match_ids.setdefault((r.match, direction), len(self._match_ids))
+            got = self._rules[key] = RuleInfo(r, direction, self.named, mid)
+            got.touched = self.changes.touches(got)
             self._keep.append(r)
+        return got
+
+    def piece_groups(self, rule: RuleInfo, pieces: tuple[Piece, ...]) -> list[tuple[int, tuple[int, ...]]]:
+        """``pieces`` (a group's) bucketed by the rule's own piece holding them, as (that
+        piece's index, positions) — cached: many groups have the same pieces."""
+        pid = self._pieces.setdefault(pieces, len(self._pieces))
+        key = (rule.key, pid)
+        got = self._piece_groups.get(key)
+        if got is None:
+            loc = rule.locator
+            if len(loc.pieces) == 1:
+                got = [(0, tuple(range(len(pieces))))]
+            else:
+                by: dict[int, list[int]] = {}
+                for k, piece in enumerate(pieces):
+                    by.setdefault(loc.locate(piece), []).append(k)
+                got = [(j, tuple(v)) for j, v in by.items()]
+            self._piece_groups[key] = got
         return got
 
     def _block(self, key: tuple, rules: Iterable[ir.Rule], direction: str) -> tuple[list[RuleInfo], tuple[frozenset, ...], bool]:

@@ -83,8 +83,7 @@ class Group:
         self._owner_members: dict[Sig, list[int]] | None = None
         self.peer_reps: dict[Sig, int] | None = None  # peer sig -> representative subject
         self._mini: list[ir.Program | None] = [None, None]
-        self._verdicts: tuple[dict[int, DirectionVerdict], dict[int, DirectionVerdict]] = ({}, {})
-        self._piece_cache: dict[int, list[tuple[int, ...]]] = {}
+        self._evaluated: dict[tuple[int, int], list[_Evaluated]] = {}
         self.changed: set[tuple[Sig, Sig, int]] = set()
         self.evaluations = 0
 
@@ -211,21 +210,6 @@ class Group:
         piece = self.pieces[ki]
         return probe_flow(piece, own, peer) if self.direction == ir.EGRESS else probe_flow(piece, peer, own)
 
-    def _piece_groups(self, rule: RuleInfo) -> list[tuple[int, ...]]:
-        """The group's pieces bucketed by the rule's own piece containing them."""
-        got = self._piece_cache.get(id(rule))
-        if got is None:
-            loc = rule.locator
-            if len(loc.pieces) == 1:
-                got = [tuple(range(len(self.pieces)))]
-            else:
-                by: dict[int, list[int]] = defaultdict(list)
-                for k, piece in enumerate(self.pieces):
-                    by[loc.locate(piece)].append(k)
-                got = [tuple(v) for v in by.values()]
-            self._piece_cache[id(rule)] = got
-        return got
-
     def _masks(self, side: int, rules: list[RuleInfo], os_: list[int], qs: list[int], ks: list[int]) -> list[int]:
         """Each rule's match set over the sub-layout os_ x qs x ks, as a bitmask numbered
         ``(o * len(qs) + q) * len(ks) + k`` over *positions* in those lists."""
@@ -238,16 +222,17 @@ class Group:
         opat: dict[tuple[int, ...], int] = {}
         qpat: dict[tuple[int, ...], int] = {}
 
-        def grouped(sl: Slice, reps: list[int], pick: list[int]) -> list[tuple[int, ...]]:
+        def grouped(sl: Slice, reps: list[int], pick: list[int]) -> list[tuple[tuple, tuple[int, ...]]]:
             if sl.empty:
-                return [tuple(range(len(pick)))]
+                return [((), tuple(range(len(pick))))]
             by: dict[tuple, list[int]] = defaultdict(list)
             for pos, idx in enumerate(pick):
                 by[sl.restrict(subjects[reps[idx]].props[side])].append(pos)
-            return [tuple(v) for v in by.values()]
+            return [(k, tuple(v)) for k, v in by.items()]
 
-        own_groups: dict[Slice, list[tuple[int, ...]]] = {}
-        peer_groups: dict[Slice, list[tuple[int, ...]]] = {}
+        own_groups: dict[Slice, list[tuple[tuple, tuple[int, ...]]]] = {}
+        peer_groups: dict[Slice, list[tuple[tuple, tuple[int, ...]]]] = {}
+        memo = self.shared.matches
         out = []
         for rule in rules:
             if rule.own not in own_groups:
@@ -255,15 +240,20 @@ class Group:
             if rule.peer not in peer_groups:
                 peer_groups[rule.peer] = grouped(rule.peer, self._qrep, qs)
             kgroups = []
-            for kg in self._piece_groups(rule):
+            for j, kg in self.shared.piece_groups(rule, self.pieces):
                 local = tuple(kpos[k] for k in kg if k in kpos)
                 if local:
-                    kgroups.append(local)
+                    kgroups.append((j, local))
             mask = 0
-            for og in own_groups[rule.own]:
-                for qg in peer_groups[rule.peer]:
-                    for kg in kgroups:
-                        if rule_matches(prog, rule.match, self._flow(side, os_[og[0]], qs[qg[0]], ks[kg[0]])):
+            for okey, og in own_groups[rule.own]:
+                for pkey, qg in peer_groups[rule.peer]:
+                    for j, kg in kgroups:
+                        key = (rule.key, okey, pkey, j)
+                        hit = memo.get(key)
+                        if hit is None:
+                            flow = self._flow(side, os_[og[0]], qs[qg[0]], ks[kg[0]])
+                            hit = memo[key] = rule_matches(prog, rule.match, flow)
+                        if hit:
                             if og not in opat:
                                 opat[og] = sum(1 << (o * n_q * n_k) for o in og)
                             if qg not in qpat:
@@ -291,20 +281,20 @@ class Group:
                 out.append(sum(1 << k for k in range(n_k) if local[k] == j) * qpat * opat)
         return out
 
-    def _evaluate(self, os_: list[int], qs: list[int], ks: list[int]) -> None:
+    def _evaluate(self, os_: list[int], qs: list[int], ks: list[int]) -> _Evaluated:
         """Evaluate every cell of the sub-layout in both trees (block by block)."""
         n_q, n_k = len(qs), len(ks)
         full = (1 << (len(os_) * n_q * n_k)) - 1
-        reusable: dict[ir.Match, int] = {}
+        reusable: dict[int, int] = {}
+        result = _Evaluated(os_, qs, ks)
         for side in (0, 1):
-            todo = [r for r in self.rules[side] if r.match not in reusable]
+            todo = [r for r in self.rules[side] if r.key not in reusable]
             masks = self._masks(side, todo, os_, qs, ks)
-            splits = masks + [reusable[r.match] for r in self.rules[side] if r.match in reusable]
+            splits = masks + [reusable[r.key] for r in self.rules[side] if r.key in reusable]
             if side == 0:
                 # A rule that reads the same and tests nothing that changed has the same match
                 # set in head.
-                touches = self.shared.changes.touches
-                reusable = {r.match: m for r, m in zip(todo, masks, strict=True) if not touches(r)}
+                reusable = {r.key: m for r, m in zip(todo, masks, strict=True) if not r.touched}
             splits += self._failsafe_splits(side, os_, qs, ks)
             blocks = [full]
             for mask in splits:
@@ -319,30 +309,29 @@ class Group:
                         nxt.append(b)
                 blocks = nxt
             prog = self._program(side)
-            store = self._verdicts[side]
+            verdicts = []
             for b in blocks:
                 cell = (b & -b).bit_length() - 1
                 o, rest = divmod(cell, n_q * n_k)
                 q, k = divmod(rest, n_k)
                 v = evaluate(prog, self._flow(side, os_[o], qs[q], ks[k]))
-                dv = v.egress if self.direction == ir.EGRESS else v.ingress
+                verdicts.append(v.egress if self.direction == ir.EGRESS else v.ingress)
                 self.evaluations += 1
-                for c in _bits(b):
-                    o, rest = divmod(c, n_q * n_k)
-                    q, k = divmod(rest, n_k)
-                    store[self._cell(os_[o], qs[q], ks[k])] = dv
-
-    def _cell(self, oi: int, qi: int, ki: int) -> int:
-        return (oi * len(self._qsig) + qi) * len(self.pieces) + ki
+            result.blocks[side], result.verdicts[side] = blocks, verdicts
+        for o in os_:
+            for q in qs:
+                self._evaluated.setdefault((o, q), []).append(result)
+        return result
 
     def cell(self, o: Sig, q: Sig, k: int) -> tuple[DirectionVerdict, DirectionVerdict]:
         """Base and head verdicts of one cell (its whole (owner, peer) row is evaluated)."""
         self.ready()
         oi, qi = self._oidx[o], self._qidx[q]
-        c = self._cell(oi, qi, k)
-        if c not in self._verdicts[0]:
-            self._evaluate([oi], [qi], list(range(len(self.pieces))))
-        return self._verdicts[0][c], self._verdicts[1][c]
+        for ev in self._evaluated.get((oi, qi), ()):
+            if k in ev.kpos:
+                return ev.at(0, oi, qi, k), ev.at(1, oi, qi, k)
+        ev = self._evaluate([oi], [qi], list(range(len(self.pieces))))
+        return ev.at(0, oi, qi, k), ev.at(1, oi, qi, k)
 
     def changed_cells(self) -> list[tuple[Sig, Sig, int]]:
         """The cells whose allowed bit differs between the trees (also kept in ``changed``)."""
@@ -352,7 +341,7 @@ class Group:
         seqs = [
             stations(
                 self.programs[side], self.views[side], self.direction,
-                lambda r: self.shared.rule(r, self.direction), self.shared.changes.touches,
+                lambda r: self.shared.rule(r, self.direction),
             )
             for side in (0, 1)
         ]
@@ -374,13 +363,45 @@ class Group:
                 sets[1].add(q)
                 sets[2].add(k)
             os_, qs, ks = (sorted(x) for x in sets)
-        self._evaluate(os_, qs, ks)
-        out = []
-        for oi in os_:
-            for qi in qs:
-                for ki in ks:
-                    c = self._cell(oi, qi, ki)
-                    if self._verdicts[0][c].allowed != self._verdicts[1][c].allowed:
-                        out.append((self._osig[oi], self._qsig[qi], ki))
+        out = [(self._osig[o], self._qsig[q], k) for o, q, k in self._evaluate(os_, qs, ks).changed()]
         self.changed = set(out)
+        return out
+
+
+class _Evaluated:
+    """The blocks and verdicts of one evaluated sub-layout (owner x peer x piece indices)."""
+
+    def __init__(self, os_: list[int], qs: list[int], ks: list[int]) -> None:
+        self.os, self.qs, self.ks = os_, qs, ks
+        self.opos = {o: i for i, o in enumerate(os_)}
+        self.qpos = {q: i for i, q in enumerate(qs)}
+        self.kpos = {k: i for i, k in enumerate(ks)}
+        self.blocks: list[list[int]] = [[], []]
+        self.verdicts: list[list[DirectionVerdict]] = [[], []]
+        self._of: list[list[int] | None] = [None, None]
+
+    def at(self, side: int, o: int, q: int, k: int) -> DirectionVerdict:
+        of = self._of[side]
+        if of is None:
+            of = [0] * (len(self.os) * len(self.qs) * len(self.ks))
+            for bi, b in enumerate(self.blocks[side]):
+                for c in _bits(b):
+                    of[c] = bi
+            self._of[side] = of
+        local = (self.opos[o] * len(self.qs) + self.qpos[q]) * len(self.ks) + self.kpos[k]
+        return self.verdicts[side][of[local]]
+
+    def changed(self) -> list[tuple[int, int, int]]:
+        """(owner, peer, piece) indices whose allowed bit differs between the trees."""
+        allowed = [0, 0]
+        for side in (0, 1):
+            for b, v in zip(self.blocks[side], self.verdicts[side], strict=True):
+                if v.allowed:
+                    allowed[side] |= b
+        n_q, n_k = len(self.qs), len(self.ks)
+        out = []
+        for c in _bits(allowed[0] ^ allowed[1]):
+            o, rest = divmod(c, n_q * n_k)
+            q, k = divmod(rest, n_k)
+            out.append((self.os[o], self.qs[q], self.ks[k]))
         return out

@@ -26,6 +26,7 @@ from itertools import chain
 from compiler.frontend import model
 from compiler.frontend.selector import LabelIndex, canon, make_unique_id, parse, rewrite, unique_id
 from compiler.ir import nodes as ir
+from compiler.perf import paused_gc
 
 BUILTIN_TIERS = (
     ir.Tier("kube-admin", 1000.0, ir.PASS),
@@ -297,6 +298,11 @@ def _host_nets(ips: Iterable[ir.IPAddr]) -> tuple[ir.IPNet, ...]:
 def build(resources: model.ResourceSet, node: str | None = None) -> ir.Program:
     """Build the IR for ``node`` (None: the whole cluster; every endpoint is kept either way,
     because remote endpoints are peers in rule sets)."""
+    with paused_gc():  # a large acyclic object graph: see compiler/perf.py
+        return _build(resources, node)
+
+
+def _build(resources: model.ResourceSet, node: str | None) -> ir.Program:
     profiles_by_name = {p.name: p for p in resources.profiles}
     sets = _SetTable()
 

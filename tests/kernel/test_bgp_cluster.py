@@ -332,9 +332,26 @@ def test_gobgp_top_of_rack(tmp_path: Path) -> None:
                     except Exception:
                         return ""
 
-                for name in NODES:
+                def nexthops(block: str) -> set[str]:
+                    try:
+                        rib_json = json.loads(gobgp(tor, "global", "rib", "-a", "ipv4", "-j"))
+                    except Exception:
+                        return set()
+                    return {
+                        a.get("nexthop")
+                        for p in rib_json.get(block, ())
+                        for a in p["attrs"]
+                        if a.get("type") == 3
+                    }
+
+                for name, ip in NODES.items():
                     for block in s.blocks[name]:
                         wait_for(f"{block} at the ToR", lambda b=block: b in rib())
+                        # Other nodes may re-advertise a block before its owner's session is
+                        # up; wait for the owner's own path before judging next hops.
+                        wait_for(
+                            f"{block} from its owner {ip}", lambda b=block, i=ip: i in nexthops(b)
+                        )
                 table = gobgp(tor, "global", "rib", "-a", "ipv4", "-j")
                 paths = json.loads(table)
                 # Blocks as aggregates; the only /32 is the address n3 borrowed, from n3.

@@ -127,3 +127,37 @@ def test_ipv6_flow_and_reply(ld: load.Loaded) -> None:
     assert run_flow(ld, "ns/a", ir.INGRESS, fwd, SYN)
     assert run_flow(ld, "ns/a", ir.EGRESS, _reverse(fwd), SYNACK)
     assert not run_flow(ld, "ns/a", ir.EGRESS, _reverse(fwd), SYN)
+
+
+def _quote(flow: Flow) -> bytes:
+    """What an ICMP error quotes: the IP header and 8 bytes of the reported packet."""
+    ip = packets.frame(flow)[14:]
+    return ip[: (20 if flow.family == 4 else 40) + 8]
+
+
+def test_icmp_errors_about_approved_flows_are_related(ld: load.Loaded) -> None:
+    router = ipaddress.ip_address("10.9.9.9")
+    fwd = Flow(B4, A_V4, 17, 5353, 53)
+    assert run_flow(ld, "ns/a", ir.INGRESS, fwd)
+    unreachable = Flow(router, A_V4, 1, icmp_type=3, icmp_code=3)
+    # Not related to anything: A's ingress policy only allows echo requests.
+    assert not run_flow(ld, "ns/a", ir.INGRESS, unreachable)
+    # About A's reply (quoted A -> B): arrives towards A, admitted as RELATED.
+    about_reply = packets.Shape(payload=_quote(_reverse(fwd)))
+    assert run_flow(ld, "ns/a", ir.INGRESS, unreachable, about_reply)
+    # About B's request, sent by A towards B: A's egress denies everything but this.
+    from_a = Flow(A_V4, B4, 1, icmp_type=3, icmp_code=3)
+    assert run_flow(ld, "ns/a", ir.EGRESS, from_a, packets.Shape(payload=_quote(fwd)))
+    other = Flow(B4, A_V4, 17, 5354, 53)
+    assert not run_flow(ld, "ns/a", ir.EGRESS, from_a, packets.Shape(payload=_quote(other)))
+    # Truncated quotes are not related (and the error still parses).
+    cut = packets.Shape(payload=_quote(fwd)[:24])
+    assert not run_flow(ld, "ns/a", ir.EGRESS, from_a, cut)
+
+
+def test_icmpv6_packet_too_big_is_related(ld: load.Loaded) -> None:
+    fwd = Flow(B6, A_V6, 6, 40030, 22)
+    assert run_flow(ld, "ns/a", ir.INGRESS, fwd, SYN)
+    ptb = Flow(ipaddress.ip_address("fd00:99::1"), A_V6, 58, icmp_type=2, icmp_code=0)
+    assert not run_flow(ld, "ns/a", ir.INGRESS, ptb)
+    assert run_flow(ld, "ns/a", ir.INGRESS, ptb, packets.Shape(payload=_quote(_reverse(fwd))))

@@ -43,7 +43,7 @@ def _prog(**kw: object) -> ir.Program:
 def _c_of(program: ir.Program, direction: str = ir.INGRESS, budget: int = 8000) -> str:
     ep = program.endpoints[0]
     low = lower.lower(program, ep, direction, budget)
-    return render.render_program(render.ProgramSource("t", low.description, 1, 0, low.chunks))
+    return render.render_program(render.ProgramSource("t", low.description, 1, 0, 0, low.chunks))
 
 
 def test_registry_finds_the_target() -> None:
@@ -103,12 +103,17 @@ def test_long_cidr_lists_become_a_synthetic_set() -> None:
 
 
 def test_check_reports_what_the_target_cannot_do() -> None:
-    prog = _prog(extra_endpoints=[dataclasses.replace(
-        workload("x/h", "eth0", ["192.168.1.1"], {}), id="h", kind="HostEndpoint", namespace=None)])  # fmt: skip
-    prog = ir.replace_program(prog, felix=FelixConfig(deny_action="Reject"))
+    def hep(name: str, iface: str) -> ir.Endpoint:
+        ep = workload(f"x/{name}", iface, ["192.168.1.1"], {})
+        return dataclasses.replace(ep, id=name, kind="HostEndpoint", namespace=None)
+
+    prog = _prog(extra_endpoints=[hep("h1", "*"), hep("h2", ""), hep("h3", "eth0")])
+    prog = ir.replace_program(
+        prog, felix=FelixConfig(deny_action="Reject", default_endpoint_to_host_action="Return")
+    )
     sink = DiagnosticSink()
     EbpfTarget().check(prog, sink)
-    assert sorted(d.code for d in sink.diagnostics) == ["E830", "W831"]
+    assert sorted(d.code for d in sink.diagnostics) == ["E830", "E832", "W831"]
 
 
 def test_check_limits_the_tail_call_chain() -> None:
@@ -162,3 +167,36 @@ def test_sets_unused_by_local_code_are_not_emitted() -> None:
     assert {s.id for s in SETS} >= {"s:b:4", "n:http:4"}
     low = lower.lower(_prog(), _prog().endpoints[0], ir.INGRESS, 8000)
     assert low.set_ids == {"s:b:4", "n:http:4"}
+
+
+_RENDER_SCRIPT = """
+import hashlib, sys
+sys.path.insert(0, {root!r})
+from tests.targets.test_ebpf_target import _prog
+from compiler.targets.ebpf import EbpfTarget
+art = EbpfTarget().render(_prog())
+for name, data in sorted(art.files.items()):
+    print(name, hashlib.sha256(data).hexdigest())
+"""
+
+
+@needs_clang
+def test_render_is_byte_identical_across_processes_and_hash_seeds() -> None:
+    import hashlib
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = str(Path(__file__).resolve().parents[2])
+    here = "".join(
+        f"{name} {hashlib.sha256(data).hexdigest()}\n"
+        for name, data in sorted(EbpfTarget().render(_prog()).files.items())
+    )
+    for seed in ("0", "12345"):
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        out = subprocess.run(
+            [sys.executable, "-c", _RENDER_SCRIPT.format(root=root)],
+            env=env, capture_output=True, text=True, check=True, cwd="/",
+        )  # fmt: skip
+        assert out.stdout == here

@@ -29,17 +29,35 @@ by (ifindex, hook, tuple); replies match the reversed tuple on the other hook of
 interface only, a TCP SYN (without ACK) always re-runs policy, and denied SYNs drop the old
 entry. See ``bpf_templates/include/tortie_ct.h``.
 
+Host endpoints
+--------------
+A host endpoint gets two objects too, attached at tc ingress (its ingress policy) and tc egress
+(its egress policy) of its interface, or of every interface but ``lo`` and the workloads' for
+``interfaceName: "*"`` (or ``""``; :func:`.load.attachments`). The program first asks whether
+the packet is host traffic (destination, resp. source, in this node's IPs): host traffic runs
+failsafe ports, untracked, pre-DNAT (ingress) and normal tiers, then profiles, in the
+evaluator's order; forwarded traffic runs the applyOnForward tiers and is otherwise allowed.
+Untracked (doNotTrack) policy is evaluated like the rest, on a flow's first packet (replies
+pass through conntrack), not on every packet as Calico's raw table does.
+
 Limits and choices (also in ``check``)
 --------------------------------------
 * Deny is ``TC_ACT_SHOT``; FelixConfiguration ``Reject`` is rendered as a drop (warning W831).
 * Log rules count packets and bytes per rule in ``tortie_log`` and flag the packet; no text log.
 * ``defaultEndpointToHostAction``: Drop drops pod -> own-node-IP traffic after the pod's egress
-  policy; Accept and Return allow it (Return would consult a ``*`` host endpoint, which this
-  target does not program: error E832 when one exists).
-* Host endpoints are not programmed (error E830 when the node has any).
-* Rules per endpoint and direction: ``LIMITS["rules_per_direction"]``; chunks hold at most
-  ``LIMITS["chunk_budget"]`` cost units, and a flow can pass through at most 32 chunks
-  (the kernel's tail-call limit is 33, the entry program takes one).
+  policy; Accept and Return allow it. Return with a ``*`` host endpoint (whose ingress policy
+  would then decide) is not supported: error E832.
+* Host -> local workload traffic is never policed (as Felix, and the evaluator).
+* Two host endpoints that both cover every interface of a node: error E830.
+* Rules per endpoint and direction: a chunk holds ``LIMITS["chunk_budget"]`` cost units (about
+  that many BPF instructions; ~330 rules with a CIDR, a set and a port each), and a flow can pass
+  through at most 32 chunks (the kernel's tail-call limit is 33, the entry program takes one):
+  ~10,000 such rules (error E834 beyond). The per-program ceiling is the 16-bit BPF jump offset
+  (~32k instructions, ~1,300 such rules in one function, measured), not the verifier's 1M
+  processed instructions; clang time (~8 ms per rule) is why chunks are kept at ~1/4 of that.
+* ICMP errors (v4 3/11/12, v6 1-4) quoting a packet of an approved flow are admitted as
+  RELATED; other ICMP errors meet policy like any packet. IPv4 options are skipped; IPv6 extension chains longer than 8 headers are dropped;
+  truncated headers are dropped; later fragments follow their first fragment (in order only).
 """
 
 from __future__ import annotations
@@ -53,6 +71,7 @@ from compiler.diagnostics import NO_SPAN, DiagnosticSink
 from compiler.ir import nodes as ir
 from compiler.targets.base import local_endpoints
 from compiler.targets.ebpf import build, data, layout, lower, render
+
 
 def tc_hook(ep: ir.Endpoint, direction: str) -> str:
     """Where ``ep``'s ``direction`` policy runs: a workload's host-side veth sees the pod's
@@ -70,6 +89,9 @@ class EbpfTarget:
     CAPABILITIES: ClassVar[frozenset[str]] = frozenset(
         {
             "workload-endpoints",
+            "host-endpoints",
+            "failsafe-ports",
+            "apply-on-forward",
             "tiers",
             "pass",
             "log",
@@ -88,7 +110,7 @@ class EbpfTarget:
             # Measured on 6.18 (tests/kernel/test_ebpf_scale.py): see the module docstring.
             "chunk_budget": 8000,
             "max_chunks": 32,
-            "rules_per_direction": 20000,
+            "rules_per_direction": 10000,  # typical rules (CIDR + set + port); E834 is exact
         }
     )
 

@@ -272,6 +272,13 @@ PKT = Struct(
         Field("resume", "__u32", doc="landing pad for the next tail-called chunk"),
         Field("logged", "__u32", doc="a Log rule matched"),
         Field("len", "__u32"),
+        Field("rel_src", "__u32", 4, doc="ICMP error: the flow it reports (conntrack view)"),
+        Field("rel_dst", "__u32", 4),
+        Field("rel_sport", "__u16"),
+        Field("rel_dport", "__u16"),
+        Field("rel_proto", "__u8"),
+        Field("has_rel", "__u8", doc="an ICMP error whose inner header was parsed"),
+        Field("rel_pad", "__u16"),
     ),
     "Per-packet scratch state shared by the entry program and its tail-called chunks.",
 )

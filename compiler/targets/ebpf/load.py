@@ -104,9 +104,7 @@ def load_artifact(artifact_dir: Path, root: Path) -> Loaded:
     return Loaded(root, maps, objects, doc)
 
 
-def attachments(
-    doc: Mapping[str, Any], interfaces: Sequence[str]
-) -> list[tuple[str, str, str]]:
+def attachments(doc: Mapping[str, Any], interfaces: Sequence[str]) -> list[tuple[str, str, str]]:
     """``(interface, hook, object file)`` for every attachment on a node whose interfaces are
     ``interfaces``: workloads and named host endpoints on their own interface; a host endpoint
     with interfaceName ``*`` (or ``""``) on every other interface except ``lo``."""

@@ -304,7 +304,9 @@ class _Builder:
     def exit(self, macro: str, comment: str) -> None:
         self.items.append(_Item([Op(comment=comment), Op(macro)], 1, "exit"))
 
-    def tiers(self, ep: ir.Endpoint, hook: str, end_of_tier_deny: bool, allow_to: str | None = None) -> None:
+    def tiers(
+        self, ep: ir.Endpoint, hook: str, end_of_tier_deny: bool, allow_to: str | None = None
+    ) -> None:
         for i, plan in enumerate(ep.plan(self.direction, hook)):
             name = sanitize(plan.tier)
             self.segment(f"{hook}:tier:{i}", f"{hook} tier {name}")

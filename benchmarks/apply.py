@@ -1,0 +1,100 @@
+"""Apply times of rendered artifacts in a private network namespace.
+
+    with private_netns() as ns:
+        nft_times(ns, Path("art/nftables"), {"label change": Path("updates/x.nftables")})
+
+Every command runs as ``ip netns exec tortie-bench-XXXX …`` in a namespace created here and
+deleted afterwards (also on failure); the root namespace is never touched. Times are wall
+times of the whole command, including ``ip netns exec`` itself; ``exec_overhead`` measures
+that part (``ip netns exec NS true``) so it can be subtracted when reading the numbers.
+"""
+
+from __future__ import annotations
+
+import secrets
+import subprocess
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+
+from compiler.targets.iptables.render import IPSET_FILE, RULES_FILE
+from compiler.tools import iptables as iptables_tool
+
+PREFIX = "tortie-bench-"
+TIMEOUT = 600.0
+
+
+@contextmanager
+def private_netns() -> Iterator[str]:
+    """A fresh, empty network namespace ``tortie-bench-<random>``; deleted on exit."""
+    name = PREFIX + secrets.token_hex(4)
+    subprocess.run(["ip", "netns", "add", name], check=True, capture_output=True)
+    try:
+        subprocess.run(
+            ["ip", "-n", name, "link", "set", "lo", "up"], check=True, capture_output=True
+        )
+        yield name
+    finally:
+        subprocess.run(["ip", "netns", "del", name], check=False, capture_output=True)
+
+
+def timed(ns: str, argv: list[str], stdin: str | None = None) -> float:
+    """Wall seconds of ``argv`` run in ``ns``; raises with stderr on failure."""
+    t0 = time.perf_counter()
+    proc = subprocess.run(
+        ["ip", "netns", "exec", ns, *argv],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=False,
+    )
+    elapsed = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)} exited {proc.returncode}: {proc.stderr.strip()[:300]}")
+    return elapsed
+
+
+def exec_overhead(ns: str, runs: int = 5) -> float:
+    return min(timed(ns, ["true"]) for _ in range(runs))
+
+
+def nft_times(ns: str, artifact: Path, updates: Mapping[str, Path]) -> dict[str, object]:
+    """Full load into an empty namespace, a re-load over it (the table is replaced in one
+    transaction), then each set-only update, applied on top of a fresh full load."""
+    script = str(artifact / "nftables.nft")
+    out: dict[str, object] = {"exec_overhead": exec_overhead(ns)}
+    out["full (empty kernel)"] = timed(ns, ["nft", "-f", script])
+    out["full (replace)"] = timed(ns, ["nft", "-f", script])
+    for name, path in updates.items():
+        timed(ns, ["nft", "-f", script])
+        out[f"update: {name}"] = timed(ns, ["nft", "-f", str(path)])
+    timed(ns, ["nft", "delete", "table", "inet", "tortie"])
+    return out
+
+
+def iptables_times(
+    ns: str, artifact: Path, updates: Mapping[str, Path], backend: str = "nft"
+) -> dict[str, object]:
+    """``ipset restore``, then ``iptables-restore --noflush`` and ``ip6tables-restore`` (the
+    runtime's order); then each ipset-only update over a fresh full load."""
+    out: dict[str, object] = {"exec_overhead": exec_overhead(ns), "backend": backend}
+
+    def full() -> dict[str, float]:
+        t = {"ipset restore": timed(ns, ["ipset", "restore", "-f", str(artifact / IPSET_FILE)])}
+        for family in (4, 6):
+            argv = [iptables_tool.binary(family, backend, "restore"), "--noflush"]
+            text = (artifact / RULES_FILE[family]).read_text()
+            t[f"ip{'6' if family == 6 else ''}tables-restore"] = timed(ns, argv, text)
+        return t
+
+    first = full()
+    out.update({f"{k} (empty kernel)": v for k, v in first.items()})
+    out["full (empty kernel)"] = sum(first.values())
+    again = full()
+    out["full (replace)"] = sum(again.values())
+    for name, path in updates.items():
+        full()
+        out[f"update: {name}"] = timed(ns, ["ipset", "restore", "-f", str(path)])
+    return out
