@@ -37,8 +37,8 @@ demo: setup
 	  echo "== tortie compile --target $$t --node node1"; \
 	  $(TORTIE) compile -f $(EXAMPLE) --node node1 --target $$t -o $(OUT)/node1-$$t || exit 1; \
 	done
-	@echo "== tortie matrix (TCP 80)"
-	$(TORTIE) matrix -f $(EXAMPLE) --protocol TCP --port 80
+	@echo "== tortie matrix (TCP 8080)"
+	$(TORTIE) matrix -f $(EXAMPLE) --protocol TCP --port 8080
 	@echo "== artifacts"
 	@for d in $(OUT)/node1-*; do echo "$$d:"; ls -l $$d | tail -n +2; done
 

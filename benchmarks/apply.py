@@ -52,7 +52,9 @@ def timed(ns: str, argv: list[str], stdin: str | None = None) -> float:
     )
     elapsed = time.perf_counter() - t0
     if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(argv)} exited {proc.returncode}: {proc.stderr.strip()[:300]}")
+        raise RuntimeError(
+            f"{' '.join(argv)} exited {proc.returncode}: {proc.stderr.strip()[:300]}"
+        )
     return elapsed
 
 

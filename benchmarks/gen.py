@@ -152,7 +152,10 @@ def generate(policies: int, endpoints: int, nodes: int, seed: int) -> dict[str, 
     for i in range(max(1, policies // 200)):
         base = 0x0B000000 + i * 0x100000
         nets = sorted(
-            {str(ipaddress.ip_network((base + rng.randrange(0, 1 << 20) & ~0xFF, 24))) for _ in range(500)}
+            {
+                str(ipaddress.ip_network((base + rng.randrange(0, 1 << 20) & ~0xFF, 24)))
+                for _ in range(500)
+            }
         )
         netsets.append(
             {
@@ -210,7 +213,11 @@ def _k8s_policy(rng: random.Random, i: int, ns: str, app: str) -> dict:
                         "namespaceSelector": {"matchLabels": {"team": rng.choice(TEAMS)}},
                         "podSelector": {
                             "matchExpressions": [
-                                {"key": "tier", "operator": "In", "values": sorted(rng.sample(TIERS, 2))}
+                                {
+                                    "key": "tier",
+                                    "operator": "In",
+                                    "values": sorted(rng.sample(TIERS, 2)),
+                                }
                             ]
                         },
                     }
@@ -226,7 +233,10 @@ def _k8s_policy(rng: random.Random, i: int, ns: str, app: str) -> dict:
         )
     spec: dict = {"podSelector": {"matchLabels": {"app": app}}, "ingress": ingress}
     if rng.random() < 0.3:
-        spec["egress"] = [{"to": [{"podSelector": {}}]}, {"ports": [{"protocol": "UDP", "port": 53}]}]
+        spec["egress"] = [
+            {"to": [{"podSelector": {}}]},
+            {"ports": [{"protocol": "UDP", "port": 53}]},
+        ]
         spec["policyTypes"] = ["Ingress", "Egress"]
     return {
         "apiVersion": "networking.k8s.io/v1",
@@ -241,9 +251,9 @@ def _selector(rng: random.Random, app: str) -> str:
         f'app == "{app}"',
         f'app == "{app}" && tier != "data"',
         f'app in {{"{app}", "{_pick(rng, APPS)}"}}',
-        f'has(version) && version not in {{"v3"}}',
+        'has(version) && version not in {"v3"}',
         f'app starts with "{app[:2]}"',
-        f'team contains "e" && !has(canary)',
+        'team contains "e" && !has(canary)',
         f'(app == "{app}" || tier == "frontend") && team ends with "d"',
     ]
     return rng.choice(forms)
@@ -262,7 +272,9 @@ def _calico_np(rng: random.Random, i: int, ns: str, app: str) -> dict:
     if rng.random() < 0.3:
         rules.insert(0, {"action": "Log", "protocol": "TCP"})
     if rng.random() < 0.3:
-        rules.append({"action": "Deny", "source": {"notSelector": f'team == "{rng.choice(TEAMS)}"'}})
+        rules.append(
+            {"action": "Deny", "source": {"notSelector": f'team == "{rng.choice(TEAMS)}"'}}
+        )
     return {
         "apiVersion": "projectcalico.org/v3",
         "kind": "NetworkPolicy",
@@ -321,14 +333,17 @@ RULES_SERVER = ("server", "10.65.0.2", "fd00:65::2")
 
 
 def generate_rules(rules: int) -> dict[str, list[dict]]:
-    """The per-packet shape: one node, a ``client`` and a ``server`` pod, and one policy on the
-    server with ``rules`` ingress rules. Every rule but the last allows one other /32 (so a packet
+    """The per-packet shape: one node, a ``client`` and a ``server`` pod, and policies on the
+    server with ``rules`` ingress rules in all. Every rule but the last allows one other /32 (so a packet
     from the client is checked against each of them); the last allows the client. A probe from
     client to server therefore walks all the rules and is allowed."""
     ns = {
         "apiVersion": "v1",
         "kind": "Namespace",
-        "metadata": {"name": RULES_NAMESPACE, "labels": {"kubernetes.io/metadata.name": RULES_NAMESPACE}},
+        "metadata": {
+            "name": RULES_NAMESPACE,
+            "labels": {"kubernetes.io/metadata.name": RULES_NAMESPACE},
+        },
     }
     node = {
         "apiVersion": "v1",
@@ -351,13 +366,23 @@ def generate_rules(rules: int) -> dict[str, list[dict]]:
         for i in range(max(0, rules - 1))
     ]
     ingress.append({"action": "Allow", "source": {"selector": "app == 'client'"}})
-    policy = {
-        "apiVersion": "projectcalico.org/v3",
-        "kind": "NetworkPolicy",
-        "metadata": {"name": "server-ingress", "namespace": RULES_NAMESPACE},
-        "spec": {"selector": "app == 'server'", "types": ["Ingress"], "ingress": ingress},
-    }
-    return {"cluster.yaml": [ns, node, *pods], "policy.yaml": [policy]}
+    # Calico allows at most 1024 rules per policy: chunks of 1000, in order, in one tier (a
+    # policy none of whose rules match passes the packet on to the next one).
+    policies = [
+        {
+            "apiVersion": "projectcalico.org/v3",
+            "kind": "NetworkPolicy",
+            "metadata": {"name": f"server-ingress-{i // 1000:03d}", "namespace": RULES_NAMESPACE},
+            "spec": {
+                "order": i // 1000 + 1,
+                "selector": "app == 'server'",
+                "types": ["Ingress"],
+                "ingress": ingress[i : i + 1000],
+            },
+        }
+        for i in range(0, len(ingress), 1000)
+    ]
+    return {"cluster.yaml": [ns, node, *pods], "policy.yaml": policies}
 
 
 def main() -> None:

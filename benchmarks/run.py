@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -199,5 +198,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    platform.python_version()  # noqa: B018 - imported for report.machine()
     main()

@@ -127,9 +127,7 @@ def _relabel(ep: Endpoint, values: list[str]) -> Endpoint:
 
 def label_change(rs: ResourceSet, node: str, local: bool) -> tuple[ResourceSet, str]:
     eps = list(rs.endpoints)
-    i = next(
-        i for i, e in enumerate(eps) if not e.is_host and (e.node == node) == local and e.pod
-    )
+    i = next(i for i, e in enumerate(eps) if not e.is_host and (e.node == node) == local and e.pod)
     values = sorted({v for e in eps for k, v in e.labels if k == "app"})
     eps[i] = _relabel(eps[i], values)
     return _with_endpoints(rs, eps), eps[i].id
@@ -182,7 +180,9 @@ def incremental(
                 entry["targets"][t] = {"error": "no render_set_update in this target"}
                 continue
             mod = importlib.import_module(UPDATE_MODULES[t])
-            upd = rec.run(f"{case}: set update {t}", lambda m=mod, n=new: m.render_set_update(old, n))
+            upd = rec.run(
+                f"{case}: set update {t}", lambda m=mod, n=new: m.render_set_update(old, n)
+            )
             err = rec.stages[f"{case}: set update {t}"].get("error")
             info: dict[str, Any] = {"error": err} if err else {}
             if upd is None and not err:

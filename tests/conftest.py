@@ -16,6 +16,9 @@ _ROOT = str(Path(__file__).resolve().parent.parent)
 if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
+# Support modules assert too (topology loading, conformance checks): give them pytest's messages.
+pytest.register_assert_rewrite("tests.support")
+
 
 @functools.cache
 def kernel_skip_reason() -> str | None:

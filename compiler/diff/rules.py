@@ -88,12 +88,15 @@ class Slice:
         )
 
     def restrict(self, p: AddrProps) -> tuple:
-        return (
-            p.sets & self.sets if self.sets and p.sets else EMPTY,
-            frozenset(x for x in p.named if x[0] in self.named) if self.named and p.named else EMPTY,
-            p.nets & self.nets if self.nets and p.nets else EMPTY,
-            p.failsafe & self.failsafe if self.failsafe and p.failsafe else EMPTY,
-        )
+        """The part of ``p`` the slice sees (only the slice's dimensions: a key, not props)."""
+        out: tuple = (p.sets & self.sets,) if self.sets else ()
+        if self.named:
+            out += (frozenset(x for x in p.named if x[0] in self.named),)
+        if self.nets:
+            out += (p.nets & self.nets,)
+        if self.failsafe:
+            out += (p.failsafe & self.failsafe,)
+        return out
 
     @property
     def empty(self) -> bool:

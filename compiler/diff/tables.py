@@ -33,7 +33,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from compiler.diff.align import changed_stations, stations
+from compiler.diff.align import Station, changed, decided_at, stations
 from compiler.diff.mini import mini_program, probe_flow
 from compiler.diff.rules import RuleInfo, Shared, Slice
 from compiler.diff.services import Locator, Mentions, Piece
@@ -84,6 +84,7 @@ class Group:
         self.peer_reps: dict[Sig, int] | None = None  # peer sig -> representative subject
         self._mini: list[ir.Program | None] = [None, None]
         self._evaluated: dict[tuple[int, int], list[_Evaluated]] = {}
+        self._walks: list[tuple[list[Station], dict[tuple, int]] | None] = [None, None]
         self.changed: set[tuple[Sig, Sig, int]] = set()
         self.evaluations = 0
 
@@ -144,8 +145,9 @@ class Group:
         a = self.shared.aclass[i]
         got = self._own_sig.get(a)
         if got is None:
+            self._load()
             props = self.shared.subjects[i].props
-            got = self._own_sig[a] = (self.own.restrict(props[0]), self.own.restrict(props[1]))
+            got = self._own_sig[a] = (self._own.restrict(props[0]), self._own.restrict(props[1]))
         return got
 
     def peer_sig(self, i: int) -> Sig:
@@ -153,8 +155,9 @@ class Group:
         a = self.shared.aclass[i]
         got = self._peer_sig.get(a)
         if got is None:
+            self._load()
             props = self.shared.subjects[i].props
-            got = self._peer_sig[a] = (self.peer.restrict(props[0]), self.peer.restrict(props[1]))
+            got = self._peer_sig[a] = (self._peer.restrict(props[0]), self._peer.restrict(props[1]))
         return got
 
     @property
@@ -210,113 +213,53 @@ class Group:
         piece = self.pieces[ki]
         return probe_flow(piece, own, peer) if self.direction == ir.EGRESS else probe_flow(piece, peer, own)
 
-    def _masks(self, side: int, rules: list[RuleInfo], os_: list[int], qs: list[int], ks: list[int]) -> list[int]:
-        """Each rule's match set over the sub-layout os_ x qs x ks, as a bitmask numbered
-        ``(o * len(qs) + q) * len(ks) + k`` over *positions* in those lists."""
-        prog = self._program(side)
-        subjects = self.shared.subjects
-        n_q, n_k = len(qs), len(ks)
-        kpos = {k: j for j, k in enumerate(ks)}
-        # A product is kmask * qpattern * opattern: the factors' bit fields do not overlap, so
-        # the multiplications never carry.
-        opat: dict[tuple[int, ...], int] = {}
-        qpat: dict[tuple[int, ...], int] = {}
-
-        def grouped(sl: Slice, reps: list[int], pick: list[int]) -> list[tuple[tuple, tuple[int, ...]]]:
-            if sl.empty:
-                return [((), tuple(range(len(pick))))]
-            by: dict[tuple, list[int]] = defaultdict(list)
-            for pos, idx in enumerate(pick):
-                by[sl.restrict(subjects[reps[idx]].props[side])].append(pos)
-            return [(k, tuple(v)) for k, v in by.items()]
-
-        own_groups: dict[Slice, list[tuple[tuple, tuple[int, ...]]]] = {}
-        peer_groups: dict[Slice, list[tuple[tuple, tuple[int, ...]]]] = {}
-        memo = self.shared.matches
-        out = []
-        for rule in rules:
-            if rule.own not in own_groups:
-                own_groups[rule.own] = grouped(rule.own, self._orep, os_)
-            if rule.peer not in peer_groups:
-                peer_groups[rule.peer] = grouped(rule.peer, self._qrep, qs)
-            kgroups = []
-            for j, kg in self.shared.piece_groups(rule, self.pieces):
-                local = tuple(kpos[k] for k in kg if k in kpos)
-                if local:
-                    kgroups.append((j, local))
-            mask = 0
-            for okey, og in own_groups[rule.own]:
-                for pkey, qg in peer_groups[rule.peer]:
-                    for j, kg in kgroups:
-                        key = (rule.key, okey, pkey, j)
-                        hit = memo.get(key)
-                        if hit is None:
-                            flow = self._flow(side, os_[og[0]], qs[qg[0]], ks[kg[0]])
-                            hit = memo[key] = rule_matches(prog, rule.match, flow)
-                        if hit:
-                            if og not in opat:
-                                opat[og] = sum(1 << (o * n_q * n_k) for o in og)
-                            if qg not in qpat:
-                                qpat[qg] = sum(1 << (q * n_k) for q in qg)
-                            mask |= sum(1 << k for k in kg) * qpat[qg] * opat[og]
-            out.append(mask)
-        return out
-
-    def _failsafe_splits(self, side: int, os_: list[int], qs: list[int], ks: list[int]) -> list[int]:
-        """Failsafe ports: split by the failsafe slice of the cell (piece, peer's CIDRs)."""
-        loc = self.failsafe
-        if loc is None:
-            return []
-        n_q, n_k = len(qs), len(ks)
-        fs = Slice(failsafe=self.failsafe_nets)
-        local = [loc.locate(self.pieces[k]) for k in ks]
-        opat = sum(1 << (o * n_q * n_k) for o in range(len(os_)))
-        by_peer: dict[tuple, list[int]] = defaultdict(list)
-        for pos, qi in enumerate(qs):
-            by_peer[fs.restrict(self.shared.subjects[self._qrep[qi]].props[side])].append(pos)
-        out = []
-        for positions in by_peer.values():
-            qpat = sum(1 << (q * n_k) for q in positions)
-            for j in set(local):
-                out.append(sum(1 << k for k in range(n_k) if local[k] == j) * qpat * opat)
-        return out
+    def _walk(self, side: int) -> tuple[list[Station], dict[tuple, int]]:
+        """The evaluator's walk in one tree (``align.stations``), and station ident -> position
+        (the last one, should an ident repeat: a longer prefix is always safe)."""
+        got = self._walks[side]
+        if got is None:
+            walk = stations(self.programs[side], self.views[side], self.direction, lambda r: self.shared.rule(r, self.direction))
+            got = self._walks[side] = (walk, {st.ident: i for i, st in enumerate(walk)})
+        return got
 
     def _evaluate(self, os_: list[int], qs: list[int], ks: list[int]) -> _Evaluated:
-        """Evaluate every cell of the sub-layout in both trees (block by block)."""
-        n_q, n_k = len(qs), len(ks)
-        full = (1 << (len(os_) * n_q * n_k)) - 1
-        reusable: dict[int, int] = {}
+        """Every cell of the sub-layout os_ x qs x ks, in both trees.
+
+        Block by block: evaluate the lowest cell left, find the station that decided it, and give
+        its verdict to every cell left that agrees with it on every station up to that one
+        (``align``, fact 2). Each rule's match set is computed only when a prefix needs it."""
         result = _Evaluated(os_, qs, ks)
+        n_q, n_k = len(qs), len(ks)
+        unchanged_masks: dict[int, int] = {}  # rule key -> mask, for rules nothing changed for
         for side in (0, 1):
-            todo = [r for r in self.rules[side] if r.key not in reusable]
-            masks = self._masks(side, todo, os_, qs, ks)
-            splits = masks + [reusable[r.key] for r in self.rules[side] if r.key in reusable]
-            if side == 0:
-                # A rule that reads the same and tests nothing that changed has the same match
-                # set in head.
-                reusable = {r.key: m for r, m in zip(todo, masks, strict=True) if not r.touched}
-            splits += self._failsafe_splits(side, os_, qs, ks)
-            blocks = [full]
-            for mask in splits:
-                if mask in (0, full):
-                    continue
-                nxt = []
-                for b in blocks:
-                    inside = b & mask
-                    if inside and inside != b:
-                        nxt.extend((inside, b ^ inside))
-                    else:
-                        nxt.append(b)
-                blocks = nxt
+            masker = _Masker(self, side, os_, qs, ks, unchanged_masks)
+            walk, position = self._walk(side)
             prog = self._program(side)
-            verdicts = []
-            for b in blocks:
-                cell = (b & -b).bit_length() - 1
+            remaining = (1 << (len(os_) * n_q * n_k)) - 1
+            blocks, verdicts = [], []
+            while remaining:
+                cell = (remaining & -remaining).bit_length() - 1
                 o, rest = divmod(cell, n_q * n_k)
                 q, k = divmod(rest, n_k)
                 v = evaluate(prog, self._flow(side, os_[o], qs[q], ks[k]))
-                verdicts.append(v.egress if self.direction == ir.EGRESS else v.ingress)
+                dv = v.egress if self.direction == ir.EGRESS else v.ingress
                 self.evaluations += 1
+                at = position.get(decided_at(dv.decided_by) or (), len(walk) - 1)
+                same = remaining
+                seen: set[int] = set()
+                for st in walk[: at + 1]:
+                    if st.rule is None:
+                        if st.ident == ("failsafe",):
+                            same &= masker.failsafe_class(cell)
+                        continue
+                    if id(st.rule) in seen:
+                        continue
+                    seen.add(id(st.rule))
+                    m = masker.mask(st.rule)
+                    same &= m if (m >> cell) & 1 else ~m
+                blocks.append(same)
+                verdicts.append(dv)
+                remaining &= ~same
             result.blocks[side], result.verdicts[side] = blocks, verdicts
         for o in os_:
             for q in qs:
@@ -334,25 +277,24 @@ class Group:
         return ev.at(0, oi, qi, k), ev.at(1, oi, qi, k)
 
     def changed_cells(self) -> list[tuple[Sig, Sig, int]]:
-        """The cells whose allowed bit differs between the trees (also kept in ``changed``)."""
+        """The cells whose allowed bit differs between the trees (also kept in ``changed``).
+
+        Only candidates are evaluated (``align``, fact 1): where an unaligned rule matches, or
+        an aligned rule whose sets changed matches in one tree only — or everything, when an
+        unaligned station matches every flow."""
         self.ready()
         n_o, n_q, n_k = len(self._osig), len(self._qsig), len(self.pieces)
         everything = (list(range(n_o)), list(range(n_q)), list(range(n_k)))
-        seqs = [
-            stations(
-                self.programs[side], self.views[side], self.direction,
-                lambda r: self.shared.rule(r, self.direction),
-            )
-            for side in (0, 1)
-        ]
-        changed, every = changed_stations(seqs[0], seqs[1])
-        if every:
+        ch = changed(self._walk(0)[0], self._walk(1)[0])
+        if ch.every:
             os_, qs, ks = everything
         else:
+            maskers = [_Masker(self, side, *everything, {}) for side in (0, 1)]
             candidates = 0
-            for side in (0, 1):
-                for m in self._masks(side, [r for s, r in changed if s == side], *everything):
-                    candidates |= m
+            for side, rule in ch.rules:
+                candidates |= maskers[side].mask(rule)
+            for rb, rh in ch.touched:
+                candidates |= maskers[0].mask(rb) ^ maskers[1].mask(rh)
             if not candidates:
                 return []
             sets: tuple[set[int], set[int], set[int]] = (set(), set(), set())
@@ -366,6 +308,102 @@ class Group:
         out = [(self._osig[o], self._qsig[q], k) for o, q, k in self._evaluate(os_, qs, ks).changed()]
         self.changed = set(out)
         return out
+
+
+class _Masker:
+    """Match sets of rules over one sub-layout (owner x peer x piece positions) in one tree,
+    as bitmasks numbered ``(o * len(qs) + q) * len(ks) + k``.
+
+    A rule's match depends only on its owner slice of the owner, its peer slice of the peer and
+    its own piece, so the evaluator's ``rule_matches`` is asked once per combination of those
+    that occurs (and remembered across groups, ``Shared.matches``); a match set is then a union
+    of products, and a product is ``kmask * qpattern * opattern`` — the factors' bit fields do
+    not overlap, so the multiplications never carry."""
+
+    def __init__(
+        self, group: Group, side: int, os_: list[int], qs: list[int], ks: list[int], unchanged: dict[int, int]
+    ) -> None:
+        self.g, self.side = group, side
+        self.os, self.qs, self.ks = os_, qs, ks
+        self.n_q, self.n_k = len(qs), len(ks)
+        self.kpos = {k: j for j, k in enumerate(ks)}
+        self.unchanged = unchanged
+        self._masks: dict[int, int] = {}
+        self._own: dict[Slice, list[tuple[tuple, tuple[int, ...]]]] = {}
+        self._peer: dict[Slice, list[tuple[tuple, tuple[int, ...]]]] = {}
+        self._opat: dict[tuple[int, ...], int] = {}
+        self._qpat: dict[tuple[int, ...], int] = {}
+        self._failsafe: list[int] | None = None
+
+    def _grouped(self, sl: Slice, reps: list[int], pick: list[int]) -> list[tuple[tuple, tuple[int, ...]]]:
+        if sl.empty:
+            return [((), tuple(range(len(pick))))]
+        subjects = self.g.shared.subjects
+        by: dict[tuple, list[int]] = defaultdict(list)
+        for pos, idx in enumerate(pick):
+            by[sl.restrict(subjects[reps[idx]].props[self.side])].append(pos)
+        return [(k, tuple(v)) for k, v in by.items()]
+
+    def _product(self, og: tuple[int, ...], qg: tuple[int, ...], kg: tuple[int, ...]) -> int:
+        if og not in self._opat:
+            self._opat[og] = sum(1 << (o * self.n_q * self.n_k) for o in og)
+        if qg not in self._qpat:
+            self._qpat[qg] = sum(1 << (q * self.n_k) for q in qg)
+        return sum(1 << k for k in kg) * self._qpat[qg] * self._opat[og]
+
+    def mask(self, rule: RuleInfo) -> int:
+        if not rule.touched and rule.key in self.unchanged:
+            return self.unchanged[rule.key]  # reads the same and tests nothing that changed
+        got = self._masks.get(id(rule))
+        if got is not None:
+            return got
+        g = self.g
+        if rule.own not in self._own:
+            self._own[rule.own] = self._grouped(rule.own, g._orep, self.os)
+        if rule.peer not in self._peer:
+            self._peer[rule.peer] = self._grouped(rule.peer, g._qrep, self.qs)
+        kgroups = []
+        for j, kg in g.shared.piece_groups(rule, g.pieces):
+            local = tuple(self.kpos[k] for k in kg if k in self.kpos)
+            if local:
+                kgroups.append((j, local))
+        memo = g.shared.matches
+        prog = g._program(self.side)
+        mask = 0
+        for okey, og in self._own[rule.own]:
+            for pkey, qg in self._peer[rule.peer]:
+                for j, kg in kgroups:
+                    key = (rule.key, okey, pkey, j)
+                    hit = memo.get(key)
+                    if hit is None:
+                        flow = g._flow(self.side, self.os[og[0]], self.qs[qg[0]], self.ks[kg[0]])
+                        hit = memo[key] = rule_matches(prog, rule.match, flow)
+                    if hit:
+                        mask |= self._product(og, qg, kg)
+        self._masks[id(rule)] = mask
+        if not rule.touched:
+            self.unchanged[rule.key] = mask
+        return mask
+
+    def failsafe_class(self, cell: int) -> int:
+        """The cells that fall in the same failsafe class as ``cell`` (failsafe piece, peer's
+        failsafe CIDRs): they all pass the failsafe check, or all fail it."""
+        if self._failsafe is None:
+            g = self.g
+            loc = g.failsafe
+            self._failsafe = []
+            if loc is not None:
+                fs = Slice(failsafe=g.failsafe_nets)
+                local = [loc.locate(g.pieces[k]) for k in self.ks]
+                every = tuple(range(len(self.os)))
+                for _, qg in self._grouped(fs, g._qrep, self.qs):
+                    for j in set(local):
+                        kg = tuple(i for i, x in enumerate(local) if x == j)
+                        self._failsafe.append(self._product(every, qg, kg))
+        for m in self._failsafe:
+            if (m >> cell) & 1:
+                return m
+        return ~0
 
 
 class _Evaluated:

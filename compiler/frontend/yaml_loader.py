@@ -314,9 +314,9 @@ class _Reader:
     file has about 750,000 of them, and method calls per event cost more than parsing them.
     """
 
-    def __init__(self, name: str, lines: list[str], sink: DiagnosticSink) -> None:
+    def __init__(self, name: str, text: str, sink: DiagnosticSink) -> None:
         self.name = name
-        self.lines = lines
+        self.source = text
         self.sink = sink
         # Plain scalars repeat (keys, label values): resolve each distinct text once.
         self.plain: dict[str, tuple[object, str]] = {}
@@ -381,7 +381,7 @@ class _Reader:
 
     def documents(self, get_event: object, docs: list[Node]) -> None:  # noqa: C901, PLR0912, PLR0915
         """Read events until the stream ends, appending each non-empty document to ``docs``."""
-        name, lines, sink, plain = self.name, self.lines, self.sink, self.plain
+        name, source, sink, plain = self.name, self.source, self.sink, self.plain
         new_scalar = Scalar.__new__
         new_mapping = Mapping.__new__
         new_sequence = Sequence.__new__
@@ -404,7 +404,8 @@ class _Reader:
                         value: object = text  # quoted and block scalars are strings
                         kind = ""
                         if style != "|" and style != ">" and ev.end_mark.line == line:
-                            raw = lines[line][col : ev.end_mark.column] if line < len(lines) else ""
+                            # Marks' indexes are character offsets into the text.
+                            raw = source[mark.index : ev.end_mark.index]
                     else:
                         if text and text[0] not in _RESOLVABLE_FIRST:
                             value, kind = text, ""
@@ -567,7 +568,7 @@ def load_documents(text: str, name: str, sink: DiagnosticSink) -> list[Node]:
             "E001", f"malformed YAML: character {bad[1]} is not allowed in YAML text", bad[0]
         )
         return []
-    reader = _Reader(name, text.splitlines(), sink)
+    reader = _Reader(name, text, sink)
     docs: list[Node] = []
     loader = _LOADER(text)
     try:

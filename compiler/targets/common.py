@@ -5,6 +5,8 @@ sanitises the results for its own syntax).
 'np/default/shop/web (web) %x'
 >>> parse_rate("10/second"), parse_rate(" 3 / minute "), parse_rate("fast")
 ((10, 'second'), (3, 'minute'), None)
+>>> mark_bits(0xF0, 3)
+(16, 32, 64)
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import os
 import re
 
 from compiler.diagnostics import Span
+from compiler.ir import nodes as ir
 
 _RATE = re.compile(r"\s*(\d+)\s*/\s*(second|minute|hour|day)\s*")
 _PLACEHOLDER = re.compile(r"%([tknp])")
@@ -24,6 +27,17 @@ def expand_log_prefix(template: str, tier: str, kind: str, name: str, ns_name: s
     ``namespace/name`` (just the name for cluster-scoped objects). Other ``%`` sequences stay."""
     values = {"t": tier, "k": kind, "n": name, "p": ns_name}
     return _PLACEHOLDER.sub(lambda m: values[m[1]], template)
+
+
+def policy_log_prefix(template: str, policy: ir.Policy) -> str:
+    """:func:`expand_log_prefix` for a policy's Log rules."""
+    ns_name = f"{policy.namespace}/{policy.name}" if policy.namespace else policy.name
+    return expand_log_prefix(template, policy.tier, policy.kind_short, policy.name, ns_name)
+
+
+def profile_log_prefix(template: str, name: str) -> str:
+    """:func:`expand_log_prefix` for a profile's Log rules (no tier, kind ``pro``)."""
+    return expand_log_prefix(template, "", "pro", name, name)
 
 
 def parse_rate(text: str | None) -> tuple[int, str] | None:
@@ -41,3 +55,10 @@ def span_text(span: Span) -> str:
         return ""
     name = os.path.basename(span.file) if os.path.isabs(span.file) else span.file
     return f"{name}:{span.line}"
+
+
+def mark_bits(mask: int, needed: int) -> tuple[int, ...] | None:
+    """The lowest ``needed`` set bits of a mark mask, lowest first (the order Felix hands them
+    out in), or None when the mask has fewer."""
+    bits = [1 << i for i in range(32) if mask >> i & 1]
+    return tuple(bits[:needed]) if len(bits) >= needed else None

@@ -22,7 +22,7 @@ from tests.kernel.test_ebpf_support import (
     rule,
     workload,
 )
-from tests.kernel.test_nftables_support import mismatch_report
+from tests.support.compare import mismatch_report
 from tests.support.netns import Cluster
 from tests.support.traffic import send_probes
 

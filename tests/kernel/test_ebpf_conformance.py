@@ -20,7 +20,7 @@ from compiler.pipeline import compile_program
 from compiler.targets.ebpf import EbpfTarget
 from tests.conformance.loader import Case, Check, load_cases
 from tests.kernel.test_ebpf_support import EbpfTopology, requires_bpf
-from tests.kernel.test_nftables_support import mismatch_report
+from tests.support.compare import mismatch_report
 from tests.support.netns import Cluster
 from tests.support.traffic import Probe, sctp_available, send_probes
 

@@ -28,7 +28,7 @@ from compiler.ir.evaluate import evaluate
 from compiler.ir.flow import Flow
 from compiler.targets.ebpf import EbpfTarget, layout, load, packets
 from compiler.tools import bpftool, clang
-from tests.kernel.test_nftables_support import Topology
+from tests.support.topology import Topology
 
 TC_ACT_OK, TC_ACT_SHOT = 0, 2
 

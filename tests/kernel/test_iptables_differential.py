@@ -24,10 +24,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from compiler.ir import nodes as ir
-from tests.kernel.test_iptables_support import IptTopology, backend_params
-from tests.kernel.test_nftables_support import run_and_compare
 from tests.property.strategies import OUTSIDERS_V4, OUTSIDERS_V6, resource_sets
+from tests.support.compare import run_and_compare
+from tests.support.iptables import backend_params
 from tests.support.netns import Cluster
+from tests.support.topology import IptTopology
 from tests.targets.test_iptables_semantics import compile_nodes
 
 pytestmark = pytest.mark.kernel

@@ -25,9 +25,10 @@ from compiler.targets.iptables.apply import apply, parse_save
 from compiler.targets.iptables.render import IPSET_FILE, RULES_FILE
 from compiler.tools import ipset as ipset_tool
 from compiler.tools import iptables as iptables_tool
-from tests.kernel.test_iptables_support import IptTopology, backend_params, normalize, own_rules
-from tests.kernel.test_nftables_support import run_and_compare
+from tests.support.compare import run_and_compare
+from tests.support.iptables import backend_params, normalize_rule, own_rules
 from tests.support.netns import Cluster
+from tests.support.topology import IptTopology
 from tests.support.traffic import send_probes
 from tests.targets.test_iptables_programs import (
     PROGRAMS,
@@ -115,8 +116,8 @@ def test_loads_and_reads_back_as_written(cluster: Cluster, backend: str, name: s
         got = own_rules(iptables_tool.save(family=family, backend=backend, netns=node.name))
         for table, chains in want.items():
             for chain, rules in chains.items():
-                assert [normalize(r) for r in got.get(table, {}).get(chain, [])] == [
-                    normalize(r) for r in rules
+                assert [normalize_rule(r) for r in got.get(table, {}).get(chain, [])] == [
+                    normalize_rule(r) for r in rules
                 ], f"{backend} v{family} {table} {chain}"
     sets = {n for n in ipset_tool.list_names(netns=node.name)}
     decls = render_program(PROGRAMS[name]()).sets

@@ -25,9 +25,10 @@ from hypothesis import strategies as st
 from compiler.diagnostics import DiagnosticSink
 from compiler.frontend import model as m
 from compiler.pipeline import compile_program
-from tests.kernel.test_nftables_support import Topology, run_and_compare
 from tests.property.strategies import OUTSIDERS_V4, OUTSIDERS_V6, resource_sets
+from tests.support.compare import run_and_compare
 from tests.support.netns import Cluster
+from tests.support.topology import NftTopology
 
 pytestmark = pytest.mark.kernel
 
@@ -35,7 +36,7 @@ PORTS = (22, 53, 80, 8080)
 EXAMPLES = int(os.environ.get("TORTIE_NFT_DIFF_EXAMPLES", "25"))
 
 
-def _probes(topo: Topology, res: m.ResourceSet, udp_only: bool) -> list:
+def _probes(topo: NftTopology, res: m.ResourceSet, udp_only: bool) -> list:
     sources: list[str] = list(topo.pods)
     sources += [n for n, addrs in topo.node_addrs.items() if addrs]
     sources += sorted(set(topo.externals.values()))
@@ -78,7 +79,7 @@ def test_random_clusters_match_evaluator(res: m.ResourceSet, outsiders: tuple[st
     programs = {node: compile_program(res, node, sink) for node in nodes}
     udp_only = any(p.do_not_track for p in res.policies)
     with Cluster() as cluster:
-        topo = Topology.build(cluster, programs, externals=outsiders)
+        topo = NftTopology.build(cluster, programs, externals=outsiders)
         topo.load()
         probes = _probes(topo, res, udp_only)
         errors = run_and_compare(topo, probes, timeout=0.5)

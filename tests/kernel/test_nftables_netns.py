@@ -16,8 +16,9 @@ from compiler.ir import nodes as ir
 from compiler.ir.evaluate import evaluate
 from compiler.targets.nftables import render_program, render_set_update
 from compiler.tools import nft
-from tests.kernel.test_nftables_support import Topology, run_and_compare
+from tests.support.compare import run_and_compare
 from tests.support.netns import Cluster
+from tests.support.topology import NftTopology
 from tests.support.traffic import send_probes
 from tests.targets.test_nftables_programs import host_program, workloads_program
 
@@ -129,7 +130,7 @@ def test_set_update_applies_in_place(cluster: Cluster) -> None:
 # -- real traffic ----------------------------------------------------------------------------
 
 
-def _pod_probes(topo: Topology, ports: tuple[int, ...]) -> list:
+def _pod_probes(topo: NftTopology, ports: tuple[int, ...]) -> list:
     probes = []
     local = [e for e in topo.program.endpoints if not e.is_host and e.id in topo.pods]
     for a, b in itertools.permutations(local, 2):
@@ -141,13 +142,13 @@ def _pod_probes(topo: Topology, ports: tuple[int, ...]) -> list:
     return [p for p in probes if any(x.version == p.address.version for x in _ips(topo, p.src))]
 
 
-def _ips(topo: Topology, key: str) -> list:
+def _ips(topo: NftTopology, key: str) -> list:
     return topo.cluster.get(key).addresses
 
 
 def test_workloads_traffic_matches_evaluator(cluster: Cluster) -> None:
     prog = workloads_program()
-    topo = Topology.build(cluster, {"n1": prog})
+    topo = NftTopology.build(cluster, {"n1": prog})
     topo.load()
     probes = _pod_probes(topo, (22, 80, 443, 8080, 8150, 9000))
     errors = run_and_compare(topo, probes)
@@ -161,7 +162,7 @@ def test_reject_ends_tcp_probes_early(cluster: Cluster) -> None:
     from compiler.frontend.model import FelixConfig
 
     prog = workloads_program(FelixConfig(deny_action="Reject"))
-    topo = Topology.build(cluster, {"n1": prog})
+    topo = NftTopology.build(cluster, {"n1": prog})
     topo.load()
     probes = _pod_probes(topo, (22, 80))
     errors = run_and_compare(topo, probes, timeout=3.0)
@@ -173,7 +174,7 @@ def test_host_endpoints_traffic_matches_evaluator(cluster: Cluster) -> None:
     (192.168.100.1, fd00:100::1) with the default-allow profile; failsafes; pod -> host with
     defaultEndpointToHostAction Return; host -> pod; external -> host and pods."""
     prog = host_program()
-    topo = Topology.build(
+    topo = NftTopology.build(
         cluster,
         {"n1": prog},
         externals=["203.0.113.9", "10.1.2.3"],
@@ -203,7 +204,7 @@ def test_apply_on_forward_egress(cluster: Cluster) -> None:
     """Pod -> outside through the eth0 HEP: its applyOnForward egress policy allows TCP only.
     The evaluator consults forward hooks when told the HEP (``via``)."""
     prog = host_program()
-    topo = Topology.build(
+    topo = NftTopology.build(
         cluster,
         {"n1": prog},
         uplinks=[("eth0", "198.18.50.1", "fd00:ff50::1", "198.18.50.2", "fd00:ff50::2")],
@@ -221,7 +222,7 @@ def test_apply_on_forward_egress(cluster: Cluster) -> None:
 def test_log_rules_log_and_continue(cluster: Cluster) -> None:
     """A Log rule is not terminal: the packet goes on, and the kernel counted a log."""
     prog = workloads_program()
-    topo = Topology.build(cluster, {"n1": prog})
+    topo = NftTopology.build(cluster, {"n1": prog})
     script = render_program(prog).script.replace(
         'log prefix "calico-packet: "', 'counter log prefix "calico-packet: "'
     )
@@ -236,7 +237,7 @@ def test_log_rules_log_and_continue(cluster: Cluster) -> None:
 def test_set_update_changes_traffic(cluster: Cluster) -> None:
     """A set-only update (no table reload) changes verdicts exactly as the new program says."""
     old = workloads_program()
-    topo = Topology.build(cluster, {"n1": old})
+    topo = NftTopology.build(cluster, {"n1": old})
     topo.load()
     web = old.sets["s:web:4"]
     grown = web.members | {ipaddress.ip_network("10.65.0.3/32")}

@@ -15,7 +15,8 @@ from compiler.tools import nft
 from runtime.agent import Agent, AgentConfig
 from runtime.metrics import Metrics, serve
 from runtime.status import read_status
-from tests.kernel.test_runtime_support import FLOW_TCP, POD_IPS, World, cluster_yaml, world
+from tests.support.demo_cluster import FLOW_TCP, POD_IPS, cluster_yaml
+from tests.support.runtime_world import World, world
 from tests.support.traffic import Probe, send_probes
 
 pytestmark = pytest.mark.kernel
@@ -172,7 +173,7 @@ def test_agent_set_only_update_with_iptables(tmp_path: Path) -> None:
 
 
 def test_dry_run_of_iptables_checks_in_a_throwaway_namespace(tmp_path: Path) -> None:
-    from tests.kernel.test_runtime_support import compile_dir
+    from tests.support.demo_cluster import compile_dir
 
     art = compile_dir(cluster_yaml(), tmp_path / "a", "iptables")
     with world(tmp_path) as w:
@@ -188,7 +189,7 @@ def test_agent_process_serves_metrics_and_stops_on_sigterm(tmp_path: Path) -> No
     import signal
     import subprocess
 
-    from tests.kernel.test_runtime_support import CLI, ROOT, cli_env
+    from tests.support.runtime_world import CLI, ROOT, cli_env
 
     watch = tmp_path / "watch"
     watch.mkdir()

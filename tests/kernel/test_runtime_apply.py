@@ -17,19 +17,16 @@ from runtime.apply import apply_artifact, load_dir
 from runtime.lock import apply_lock
 from runtime.nftables import NftablesDataplane
 from runtime.plan import ApplyFailed
-from tests.kernel.test_runtime_support import (
-    CLI,
+from tests.support.demo_cluster import (
     EXT_V4,
     FLOW_TCP,
     FLOW_UDP,
     NODE_V4,
     POD_IPS,
-    World,
-    cli_env,
     cluster_yaml,
     compile_dir,
-    world,
 )
+from tests.support.runtime_world import CLI, World, cli_env, world
 from tests.support.traffic import Probe, send_probes
 
 pytestmark = pytest.mark.kernel

@@ -14,16 +14,8 @@ from runtime.bpffs import is_bpffs
 from runtime.ebpf import EbpfDataplane
 from runtime.plan import ApplyFailed
 from runtime.status import read_status
-from tests.kernel.test_runtime_support import (
-    FLOW_TCP,
-    POD_IPS,
-    World,
-    bpffs_cleanup,
-    cluster_yaml,
-    compile_dir,
-    compile_yaml,
-    world,
-)
+from tests.support.demo_cluster import FLOW_TCP, POD_IPS, cluster_yaml, compile_dir, compile_yaml
+from tests.support.runtime_world import World, bpffs_cleanup, world
 from tests.support.traffic import Probe, send_probes
 
 pytestmark = [pytest.mark.kernel, pytest.mark.clang]

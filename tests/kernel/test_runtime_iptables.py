@@ -21,18 +21,8 @@ from runtime.apply import apply_artifact, load_dir
 from runtime.iptables import IptablesDataplane, detect_backend
 from runtime.plan import ApplyFailed
 from runtime.status import read_status
-from tests.kernel.test_runtime_support import (
-    CLI,
-    FLOW_TCP,
-    NODE_V4,
-    POD_IPS,
-    ROOT,
-    World,
-    cli_env,
-    cluster_yaml,
-    compile_dir,
-    world,
-)
+from tests.support.demo_cluster import FLOW_TCP, NODE_V4, POD_IPS, cluster_yaml, compile_dir
+from tests.support.runtime_world import CLI, ROOT, World, cli_env, world
 from tests.support.traffic import Probe, send_probes
 
 pytestmark = pytest.mark.kernel

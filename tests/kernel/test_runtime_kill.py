@@ -25,7 +25,8 @@ import pytest
 from runtime.apply import apply_artifact, load_dir
 from runtime.nftables import UNIT, NftablesDataplane
 from runtime.status import read_status
-from tests.kernel.test_runtime_support import CLI, ROOT, cli_env, cluster_yaml, compile_dir, world
+from tests.support.demo_cluster import cluster_yaml, compile_dir
+from tests.support.runtime_world import CLI, ROOT, cli_env, world
 
 pytestmark = [pytest.mark.kernel, pytest.mark.slow]
 

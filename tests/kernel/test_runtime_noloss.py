@@ -20,16 +20,9 @@ from pathlib import Path
 import pytest
 
 from runtime.apply import apply_artifact, load_dir
-from tests.kernel.test_runtime_support import (
-    FLOW_TCP,
-    FLOW_UDP,
-    POD_IPS,
-    bpffs_cleanup,
-    cluster_yaml,
-    compile_dir,
-    world,
-)
+from tests.support.demo_cluster import FLOW_TCP, FLOW_UDP, POD_IPS, cluster_yaml, compile_dir
 from tests.support.netns import in_netns
+from tests.support.runtime_world import bpffs_cleanup, world
 
 pytestmark = [pytest.mark.kernel, pytest.mark.slow]
 

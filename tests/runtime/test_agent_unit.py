@@ -14,8 +14,8 @@ from runtime.agent import Agent, AgentConfig, content_hash, scan
 from runtime.metrics import Metrics, serve
 from runtime.plan import Env
 from runtime.state import StateDir
-from tests.kernel.test_runtime_support import cluster_yaml
 from tests.runtime.test_apply_unit import FakeDataplane, install_fake
+from tests.support.demo_cluster import cluster_yaml
 
 
 @pytest.fixture

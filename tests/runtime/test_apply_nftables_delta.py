@@ -150,7 +150,7 @@ def test_listing_normalisation_sorts_blocks_and_masks_counters() -> None:
 def test_real_scripts_round_trip_through_parse() -> None:
     """Every script the nftables target writes for the fixture parses, and the delta between
     two variants touches only the unrelated policy's chain."""
-    from tests.kernel.test_runtime_support import cluster_yaml, compile_yaml
+    from tests.support.demo_cluster import cluster_yaml, compile_yaml
 
     _, a = compile_yaml(cluster_yaml(7000))
     _, b = compile_yaml(cluster_yaml(7001))

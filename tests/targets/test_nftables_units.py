@@ -20,6 +20,7 @@ from compiler.frontend.model import FelixConfig
 from compiler.ir import nodes as ir
 from compiler.ir.nodes import Match, PortMatch, Side
 from compiler.targets import get_target
+from compiler.targets.common import expand_log_prefix
 from compiler.targets.nftables import NftablesTarget, render_program, render_set_update
 from compiler.targets.nftables.chains import log_prefix
 from compiler.targets.nftables.marks import Marks
@@ -87,9 +88,9 @@ def test_is_ifname() -> None:
 
 
 def test_log_prefix_placeholders() -> None:
-    felix = FelixConfig(log_prefix="%t|%k|%n|%p|%x")
-    assert log_prefix(felix, "tier1", "np", "web", "ns/web") == '"tier1|np|web|ns/web|%x: "'
-    long = log_prefix(FelixConfig(log_prefix="z" * 300), "t", "k", "n", "p")
+    text = expand_log_prefix("%t|%k|%n|%p|%x", "tier1", "np", "web", "ns/web")
+    assert log_prefix(text) == '"tier1|np|web|ns/web|%x: "'
+    long = log_prefix(expand_log_prefix("z" * 300, "t", "k", "n", "p"))
     assert len(long) == 127 + 2 and long.endswith('..."')
 
 

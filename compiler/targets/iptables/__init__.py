@@ -28,7 +28,7 @@ from compiler.artifact import Artifact
 from compiler.diagnostics import DiagnosticSink
 from compiler.ir import nodes as ir
 from compiler.targets.base import local_endpoints
-from compiler.targets.common import expand_log_prefix
+from compiler.targets.common import policy_log_prefix, profile_log_prefix
 from compiler.targets.iptables.chains import LIMIT_MAX_PER_SECOND, log_limit
 from compiler.targets.iptables.lower import MULTIPORT_MAX, Context, LoweringError, lower_rule
 from compiler.targets.iptables.marks import MARK_BITS_NEEDED, Marks
@@ -150,15 +150,15 @@ class IptablesTarget:
     @staticmethod
     def _check_rules(program: ir.Program, marks: Marks, sink: DiagnosticSink) -> None:
         names = {sid: sid for sid in program.sets}
-        owners: list[tuple[str, str, str, tuple[ir.Rule, ...], ir.Policy | None]] = []
+        owners: list[tuple[str, str, tuple[ir.Rule, ...], ir.Policy | None]] = []
         for pid, p in program.policies.items():
             for d in ir.DIRECTIONS:
-                owners.append((pid, d, p.tier, p.rules(d), p))
+                owners.append((pid, d, p.rules(d), p))
         for name, prof in program.profiles.items():
             for d in ir.DIRECTIONS:
-                owners.append((name, d, "", prof.rules(d), None))
+                owners.append((name, d, prof.rules(d), None))
         prefix_warned: set[str] = set()
-        for owner, d, tier, rules, policy in owners:
+        for owner, d, rules, policy in owners:
             for rule in rules:
                 ctx = Context(rule.match.ip_version or 4, names, marks)
                 try:
@@ -169,14 +169,9 @@ class IptablesTarget:
                     )
                 if rule.action == ir.LOG and owner not in prefix_warned:
                     if policy is not None:
-                        ns_name = (
-                            f"{policy.namespace}/{policy.name}" if policy.namespace else policy.name
-                        )
-                        text = expand_log_prefix(
-                            program.felix.log_prefix, tier, policy.kind_short, policy.name, ns_name
-                        )
+                        text = policy_log_prefix(program.felix.log_prefix, policy)
                     else:
-                        text = expand_log_prefix(program.felix.log_prefix, "", "pro", owner, owner)
+                        text = profile_log_prefix(program.felix.log_prefix, owner)
                     if len(sanitize(text, 1000)) > LOG_PREFIX_MAX - 2:
                         prefix_warned.add(owner)
                         sink.warning(

@@ -28,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from compiler.ir import nodes as ir
-from compiler.targets.common import expand_log_prefix, parse_rate, span_text
+from compiler.targets.common import parse_rate, policy_log_prefix, profile_log_prefix, span_text
 from compiler.targets.iptables.lower import Context, lower_rule
 from compiler.targets.iptables.marks import Marks
 from compiler.targets.iptables.model import RANK_CT, RANK_LIMIT, RANK_MARK, Chain, Cond, Rule
@@ -162,11 +162,8 @@ class ChainBuilder:
         table = TABLE_OF[flavour]
         prefix = "tt-pi-" if direction == ir.INGRESS else "tt-po-"
         name = limited(prefix, pid)
-        ns_name = f"{policy.namespace}/{policy.name}" if policy.namespace else policy.name
         felix = self.program.felix
-        prefix_text = expand_log_prefix(
-            felix.log_prefix, policy.tier, policy.kind_short, policy.name, ns_name
-        )
+        prefix_text = policy_log_prefix(felix.log_prefix, policy)
         m = self.marks
 
         def target_of(rule: ir.Rule) -> tuple[tuple[str, ...], tuple[Cond, ...], int]:
@@ -205,7 +202,7 @@ class ChainBuilder:
         profile = self.program.profiles[name]
         chain = limited("tt-pri-" if direction == ir.INGRESS else "tt-pro-", name)
         felix = self.program.felix
-        prefix_text = expand_log_prefix(felix.log_prefix, "", "pro", name, name)
+        prefix_text = profile_log_prefix(felix.log_prefix, name)
         m = self.marks
 
         def target_of(rule: ir.Rule) -> tuple[tuple[str, ...], tuple[Cond, ...], int]:

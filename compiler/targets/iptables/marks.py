@@ -41,6 +41,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from compiler.targets.common import mark_bits
+
 MARK_BITS_NEEDED = 6
 
 
@@ -56,10 +58,8 @@ class Marks:
     @classmethod
     def from_mask(cls, mask: int) -> Marks | None:
         """The bits to use, or None when the mask has fewer than six bits."""
-        bits = [1 << i for i in range(32) if mask >> i & 1]
-        if len(bits) < MARK_BITS_NEEDED:
-            return None
-        return cls(*bits[:MARK_BITS_NEEDED])
+        bits = mark_bits(mask, MARK_BITS_NEEDED)
+        return None if bits is None else cls(*bits)
 
     @property
     def all(self) -> int:

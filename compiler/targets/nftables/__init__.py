@@ -42,7 +42,8 @@ from compiler.artifact import Artifact
 from compiler.diagnostics import DiagnosticSink
 from compiler.ir import nodes as ir
 from compiler.targets.base import local_endpoints
-from compiler.targets.nftables.chains import RATE_RE, log_prefix
+from compiler.targets.common import parse_rate, policy_log_prefix
+from compiler.targets.nftables.chains import log_prefix
 from compiler.targets.nftables.incremental import render_set_update
 from compiler.targets.nftables.marks import MARK_BITS_NEEDED, Marks
 from compiler.targets.nftables.names import LOG_PREFIX_MAX, is_ifname
@@ -96,7 +97,7 @@ class NftablesTarget:
                 f"{MARK_BITS_NEEDED} bits; Tortie needs accept, pass and untracked bits",
                 felix.span,
             )
-        if felix.log_rate_limit and RATE_RE.fullmatch(felix.log_rate_limit) is None:
+        if felix.log_rate_limit and parse_rate(felix.log_rate_limit) is None:
             sink.warning(
                 "W815",
                 f"nftables target: logActionRateLimit {felix.log_rate_limit!r} is not "
@@ -118,8 +119,7 @@ class NftablesTarget:
             seen.setdefault(ep.interface, ep.id)
         for policy in program.policies.values():
             if any(r.action == ir.LOG for d in ir.DIRECTIONS for r in policy.rules(d)):
-                ns_name = f"{policy.namespace}/{policy.name}" if policy.namespace else policy.name
-                prefix = log_prefix(felix, policy.tier, policy.kind_short, policy.name, ns_name)
+                prefix = log_prefix(policy_log_prefix(felix.log_prefix, policy))
                 if prefix.endswith('..."'):
                     sink.warning(
                         "W814",

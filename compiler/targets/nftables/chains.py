@@ -16,14 +16,12 @@
 
 from __future__ import annotations
 
-import os
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from compiler.diagnostics import Span
 from compiler.frontend.model import FelixConfig
 from compiler.ir import nodes as ir
+from compiler.targets.common import parse_rate, policy_log_prefix, profile_log_prefix, span_text
 from compiler.targets.nftables.marks import Marks
 from compiler.targets.nftables.names import LOG_PREFIX_MAX, ident, nft_string, script_comment
 from compiler.targets.nftables.rules import lower_match
@@ -31,8 +29,6 @@ from compiler.targets.nftables.rules import lower_match
 NORMAL = "normal"
 PREDNAT = "prednat"
 UNTRACKED = "untracked"
-
-RATE_RE = re.compile(r"\s*(\d+)\s*/\s*(second|minute|hour|day)\s*")
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,34 +51,23 @@ class ChainInfo:
     empty: bool = False  # no rules in this direction: not emitted, nothing to jump to
 
 
-def span_text(span: Span) -> str:
-    """``file:line`` for comments; absolute paths are cut to the file name (no host paths in
-    artifacts)."""
-    if span.line <= 0:
-        return ""
-    name = os.path.basename(span.file) if os.path.isabs(span.file) else span.file
-    return f"{name}:{span.line}"
-
-
 def with_comment(rule: str, text: str) -> str:
     return f"{rule} comment {nft_string(text)}" if text else rule
 
 
 def log_rate(felix: FelixConfig) -> str:
     """``limit rate N/unit burst B packets `` when logActionRateLimit is set and well formed."""
-    if not felix.log_rate_limit:
+    rate = parse_rate(felix.log_rate_limit)
+    if rate is None:
         return ""
-    m = RATE_RE.fullmatch(felix.log_rate_limit)
-    if m is None:
-        return ""
-    return f"limit rate {m[1]}/{m[2]} burst {felix.log_rate_limit_burst} packets "
+    count, unit = rate
+    return f"limit rate {count}/{unit} burst {felix.log_rate_limit_burst} packets "
 
 
-def log_prefix(felix: FelixConfig, tier: str, kind: str, name: str, ns_name: str) -> str:
-    """FelixConfig.log_prefix with %t %k %n %p replaced, plus ": " (nft string, <= 127 bytes)."""
-    values = {"t": tier, "k": kind, "n": name, "p": ns_name}
-    text = re.sub(r"%([tknp])", lambda m: values[m[1]], felix.log_prefix) + ": "
-    return nft_string(text, LOG_PREFIX_MAX)
+def log_prefix(text: str) -> str:
+    """An expanded ``logPrefix`` (:mod:`compiler.targets.common`) as the nft string that follows
+    ``log prefix``: ``": "`` appended, cut to 127 bytes."""
+    return nft_string(text + ": ", LOG_PREFIX_MAX)
 
 
 @dataclass
@@ -158,9 +143,7 @@ class ChainBuilder:
         }[flavour]
         name = ident(prefix, pid)
         ns_name = f"{policy.namespace}/{policy.name}" if policy.namespace else policy.name
-        prefix_str = log_prefix(
-            self.program.felix, policy.tier, policy.kind_short, policy.name, ns_name
-        )
+        prefix_str = log_prefix(policy_log_prefix(self.program.felix.log_prefix, policy))
         rules = policy.rules(direction)
         tracked = flavour == NORMAL
         m = self.marks
@@ -204,7 +187,7 @@ class ChainBuilder:
             return self._infos[key]
         profile = self.program.profiles[name]
         chain_name = ident(f"pro-{direction}/", name)
-        prefix_str = log_prefix(self.program.felix, "", "pro", name, name)
+        prefix_str = log_prefix(profile_log_prefix(self.program.felix.log_prefix, name))
         m = self.marks
 
         def action(rule: ir.Rule, match: str, comment: str) -> list[str]:

@@ -28,13 +28,13 @@ from dataclasses import dataclass
 from compiler.frontend.model import FailsafePort
 from compiler.ir import nodes as ir
 from compiler.targets.base import local_endpoints
+from compiler.targets.common import span_text
 from compiler.targets.nftables.chains import (
     NORMAL,
     PREDNAT,
     UNTRACKED,
     Chain,
     ChainBuilder,
-    span_text,
     with_comment,
 )
 from compiler.targets.nftables.names import ident, is_ifname

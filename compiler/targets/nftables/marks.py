@@ -29,6 +29,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from compiler.targets.common import mark_bits
+
 MARK_BITS_NEEDED = 3
 
 
@@ -45,10 +47,8 @@ class Marks:
     @classmethod
     def from_mask(cls, mask: int) -> Marks | None:
         """The bits to use, or None when the mask has fewer than three bits."""
-        bits = [1 << i for i in range(32) if mask >> i & 1]
-        if len(bits) < MARK_BITS_NEEDED:
-            return None
-        return cls(bits[0], bits[1], bits[2])
+        bits = mark_bits(mask, MARK_BITS_NEEDED)
+        return None if bits is None else cls(*bits)
 
     @property
     def all(self) -> int:
