@@ -60,6 +60,7 @@ def _rules_data(workdir: Path, rules: int) -> Path:
 
 def _stages(data: Path, node: str, out: Path, targets: str, incremental: bool) -> dict[str, Any]:
     """Run benchmarks/stages.py in a fresh interpreter; its JSON (also when it failed)."""
+    out.mkdir(parents=True, exist_ok=True)
     res = out / "stages.json"
     argv = [sys.executable, "-m", "benchmarks.stages", "--dir", str(data), "--node", node]
     argv += ["--targets", targets, "--artifacts", str(out / "artifacts"), "--out", str(res)]
@@ -68,7 +69,10 @@ def _stages(data: Path, node: str, out: Path, targets: str, incremental: bool) -
     proc = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=6 * 3600)
     result = json.loads(res.read_text()) if res.exists() else {"stages": {}}
     if proc.returncode != 0:
-        result["worker_error"] = (proc.stderr.strip().splitlines() or ["exit status"])[-1][:300]
+        tail = proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"]
+        result["worker_error"] = tail[-1][:300]
+        for name in targets.split(","):  # make the table say why a target has no numbers
+            result["stages"].setdefault(f"render {name}", {"error": result["worker_error"]})
     return result
 
 

@@ -22,9 +22,10 @@ p.yaml:2:14: error[E100]: invalid selector: expected a string
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -48,7 +49,7 @@ class Span:
 NO_SPAN = Span("<unknown>", 0, 0)
 
 
-class Level(str, Enum):
+class Level(StrEnum):
     ERROR = "error"
     WARNING = "warning"
     NOTE = "note"
@@ -126,6 +127,19 @@ class SourceRegistry:
         if lines is None or not 1 <= lineno <= len(lines):
             return None
         return lines[lineno - 1]
+
+
+class HashingSources(SourceRegistry):
+    """A source registry that also remembers the SHA-256 of every input text (for the
+    artifact manifest's ``inputs``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hashes: dict[str, str] = {}
+
+    def add(self, name: str, text: str) -> None:
+        super().add(name, text)
+        self.hashes[name] = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def _printable(text: str) -> str:

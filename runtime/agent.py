@@ -31,7 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from compiler.diagnostics import DiagnosticSink, Level, SourceRegistry, render
+from compiler.diagnostics import DiagnosticSink, HashingSources, Level, SourceRegistry, render
 from compiler.frontend import load
 from compiler.ir.nodes import Program
 from compiler.ir.passes import MEMBERSHIP_STABLE_PASSES
@@ -74,16 +74,6 @@ def content_hash(root: Path, files: tuple[tuple[str, int, int], ...]) -> str:
         except FileNotFoundError:
             h.update(b"-")
     return h.hexdigest()
-
-
-class _HashingSources(SourceRegistry):
-    def __init__(self) -> None:
-        super().__init__()
-        self.hashes: dict[str, str] = {}
-
-    def add(self, name: str, text: str) -> None:
-        super().add(name, text)
-        self.hashes[name] = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,7 +205,7 @@ class Agent:
     def _compile(self, timings: dict[str, float]) -> tuple[Program, LoadedArtifact]:
         cfg = self.config
         sink = DiagnosticSink()
-        sources = _HashingSources()
+        sources = HashingSources()
         t0 = time.monotonic()
         resources = load([str(cfg.watch)], sink, sources)
         timings["load"] = time.monotonic() - t0

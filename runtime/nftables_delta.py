@@ -42,11 +42,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from compiler.targets.nftables.incremental import element_commands
+
 __all__ = ["Block", "Parsed", "delta", "parse", "sort_blocks"]
 
 FAMILY = "inet"
 TABLE = "tortie"
-CHUNK = 512  # elements per command
 _START = re.compile(r"^\t(set|map|chain) (\S+) \{$")
 _HEADER = ("type ", "comment ", "policy ", "devices ", "flags ")
 
@@ -142,14 +143,6 @@ def sort_blocks(listing: str) -> str:
     return "\n".join([*out, "}"]) + "\n"
 
 
-def _element_commands(verb: str, block: Block, elements: list[str]) -> list[str]:
-    out = []
-    for i in range(0, len(elements), CHUNK):
-        chunk = ", ".join(elements[i : i + CHUNK])
-        out.append(f"{verb} element {FAMILY} {TABLE} {block.name} {{ {chunk} }}")
-    return out
-
-
 def delta(old_text: str, new_text: str) -> str | None:
     """One ``nft -f`` transaction turning ``old_text``'s table into ``new_text``'s, touching
     only what differs; ``""`` when they hold the same ruleset; None when a full load is needed."""
@@ -177,9 +170,9 @@ def delta(old_text: str, new_text: str) -> str | None:
         if a.kind == "chain":
             continue
         keep = set(b.body)
-        deletes += _element_commands("delete", a, [e for e in a.body if e not in keep])
+        deletes += element_commands("delete", a.name, [e for e in a.body if e not in keep])
         had = set(a.body)
-        adds += _element_commands("add", b, [e for e in b.body if e not in had])
+        adds += element_commands("add", b.name, [e for e in b.body if e not in had])
     block: list[str] = []
     # Sets and maps first, so new rules can refer to them; nft adds a block's chains before
     # their rules, so jumps between new chains resolve in any order.

@@ -19,6 +19,7 @@ from compiler.cli.apply import apply_cmd
 from compiler.cli.bgp import bgp
 from compiler.cli.common import EXIT_INTERNAL
 from compiler.cli.compile import compile_cmd
+from compiler.cli.diff import diff_cmd
 from compiler.cli.explain import explain
 from compiler.cli.ipam import ipam
 from compiler.cli.ir import ir_cmd
@@ -84,6 +85,7 @@ main.add_command(select_cmd.select)
 main.add_command(compile_cmd)
 main.add_command(explain)
 main.add_command(matrix)
+main.add_command(diff_cmd)
 main.add_command(ir_cmd)
 main.add_command(ipam)
 main.add_command(bgp)

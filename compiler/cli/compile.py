@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import sys
 
 import click
@@ -16,23 +15,11 @@ from compiler.cli.common import (
     file_option,
     load_inputs,
 )
-from compiler.diagnostics import DiagnosticSink, Level, SourceRegistry
+from compiler.diagnostics import DiagnosticSink, HashingSources, Level, SourceRegistry
 from compiler.pipeline import compile_program
 from compiler.targets import BUILTIN, get_target
 
-__all__ = ["HashingSources", "compile_cmd"]
-
-
-class HashingSources(SourceRegistry):
-    """A source registry that also remembers the SHA-256 of every input text (for the manifest)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.hashes: dict[str, str] = {}
-
-    def add(self, name: str, text: str) -> None:
-        super().add(name, text)
-        self.hashes[name] = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+__all__ = ["compile_cmd"]
 
 
 def _known_nodes(resources: object) -> set[str]:

@@ -52,7 +52,9 @@ class Region:
     point: bool = False
 
 
-def sweep(prefixes: Mapping[ir.IPNet, frozenset], points: Iterable[int], family: int) -> list[Region]:
+def sweep(
+    prefixes: Mapping[ir.IPNet, frozenset], points: Iterable[int], family: int
+) -> list[Region]:
     """Cut the family's address space at every prefix boundary and around every point.
 
     Relies on CIDRs nesting (a prefix that starts inside another ends inside it), so the prefixes
@@ -133,7 +135,9 @@ def collect(
             if s.is_named_port:
                 for net, proto, port in s.port_members or ():
                     if net.version == family and net.num_addresses == 1:
-                        named[side].setdefault(int(net.network_address), set()).add((sid, proto, port))
+                        named[side].setdefault(int(net.network_address), set()).add(
+                            (sid, proto, port)
+                        )
                 continue
             for net in s.members or ():
                 if net.version == family:

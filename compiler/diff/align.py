@@ -44,27 +44,47 @@ class Station:
     ident: tuple  # how the evaluator's Step names it
 
 
-def stations(program: ir.Program, v: View, direction: str, info: Callable[[ir.Rule], RuleInfo]) -> list[Station]:
-    """The evaluator's walk for one owner and direction."""
+def stations(
+    program: ir.Program,
+    v: View,
+    direction: str,
+    info: Callable[[ir.Rule], RuleInfo],
+    failsafe_touched: bool = False,
+) -> list[Station]:
+    """The evaluator's walk for one owner and direction. ``failsafe_touched``: a failsafe
+    CIDR changed membership, so the failsafe station must not align (it may differ anywhere)."""
     if v.kind == "none":
         return [Station(("not-an-endpoint",), None, ("not-calico-endpoint",))]
     out: list[Station] = []
     if v.kind == "hep":
-        out.append(Station(("failsafe", v.failsafe), None, ("failsafe",)))
+        key: Hashable = ("failsafe", v.failsafe) if not failsafe_touched else object()
+        out.append(Station(key, None, ("failsafe",)))
     for hook, plan in zip(v.hooks(direction), v.plans, strict=True):
         for tp in plan:
             for pid in tp.policies:
                 for r in program.policies[pid].rules(direction):
                     ri = info(r)
-                    out.append(Station((hook, tp.tier, r.action, ri.key), ri, ("rule", hook, tp.tier, pid, r.index)))
+                    out.append(
+                        Station(
+                            (hook, tp.tier, r.action, ri.key),
+                            ri,
+                            ("rule", hook, tp.tier, pid, r.index),
+                        )
+                    )
             if hook == ir.NORMAL and tp.default_action == ir.DENY:
-                out.append(Station((hook, tp.tier, "end-of-tier"), None, ("end-of-tier", hook, tp.tier)))
+                out.append(
+                    Station((hook, tp.tier, "end-of-tier"), None, ("end-of-tier", hook, tp.tier))
+                )
     for name in v.profiles:
         p = program.profiles.get(name)
         if p is not None:
             for r in p.rules(direction):
                 ri = info(r)
-                out.append(Station(("profile", name, r.action, ri.key), ri, ("profile-rule", name, r.index)))
+                out.append(
+                    Station(
+                        ("profile", name, r.action, ri.key), ri, ("profile-rule", name, r.index)
+                    )
+                )
     out.append(Station(("no-profile",), None, ("no-profile",)))
     return out
 

@@ -41,6 +41,15 @@ class Decision:
         parts = [f"{direction}: {step_text(step)}" for direction, step in self.steps]
         return f"{'allowed' if self.allowed else 'denied'} by {'; '.join(parts)}"
 
+    def short(self) -> str:
+        """One line for a table: the verdict and the policy rules that decided it (a profile or
+        "not an endpoint" only when nothing else did)."""
+        verdict = "allowed" if self.allowed else "denied"
+        ruled = [(d, s) for d, s in self.steps if s.reason == "rule"] or list(self.steps)
+        if len(ruled) == 1:
+            return f"{verdict}: {_short(ruled[0][1])}"
+        return f"{verdict}: " + "; ".join(f"{d} {_short(s)}" for d, s in ruled)
+
     def as_dict(self) -> dict[str, object]:
         return {
             "allowed": self.allowed,
@@ -57,7 +66,9 @@ def decision(egress: DirectionVerdict, ingress: DirectionVerdict) -> Decision:
         return Decision(False, ((ir.EGRESS, _strip(egress.decided_by)),))
     if not ingress.allowed:
         return Decision(False, ((ir.INGRESS, _strip(ingress.decided_by)),))
-    return Decision(True, ((ir.EGRESS, _strip(egress.decided_by)), (ir.INGRESS, _strip(ingress.decided_by))))
+    return Decision(
+        True, ((ir.EGRESS, _strip(egress.decided_by)), (ir.INGRESS, _strip(ingress.decided_by)))
+    )
 
 
 def _where(step: Step) -> str:
@@ -86,6 +97,14 @@ def step_text(step: Step) -> str:
     if step.reason == "no-policy":
         return f"{hook}no policy applies ({action})"
     return f"{step.reason} ({action})"
+
+
+def _short(step: Step) -> str:
+    if step.reason == "rule":
+        return f"{step.policy} rule {(step.rule_index or 0) + 1}{_where(step)}"
+    if step.reason == "profile-rule":
+        return f"profile {step.policy} rule {(step.rule_index or 0) + 1}"
+    return step_text(step)
 
 
 def step_dict(step: Step) -> dict[str, object]:

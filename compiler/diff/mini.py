@@ -12,6 +12,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable
 from dataclasses import replace
+from functools import lru_cache
 
 from compiler.diff.addresses import AddrProps
 from compiler.diff.services import Piece
@@ -21,6 +22,11 @@ from compiler.ir import nodes as ir
 from compiler.ir.flow import Flow
 
 __all__ = ["mini_program", "probe_flow"]
+
+
+@lru_cache(maxsize=1 << 16)
+def _host(ip: ir.IPAddr) -> ir.IPNet:
+    return ipaddress.ip_network(ip)
 
 
 def probe_flow(piece: Piece, src: ir.IPAddr, dst: ir.IPAddr) -> Flow:
@@ -58,10 +64,11 @@ def mini_program(
     rules += [program.policies[pid].egress for pid in pids]
     for name, dirs in profile_dirs.items():
         p = program.profiles[name]
-        p = replace(
-            p,
-            ingress=p.ingress if ir.INGRESS in dirs else (),
-            egress=p.egress if ir.EGRESS in dirs else (),
+        p = ir.Profile(
+            p.name,
+            p.ingress if ir.INGRESS in dirs else (),
+            p.egress if ir.EGRESS in dirs else (),
+            p.origin,
         )
         profiles[name] = p
         rules += [p.ingress, p.egress]
@@ -77,7 +84,7 @@ def mini_program(
     nets: dict[str, set[ir.IPNet]] = {sid: set() for sid in sids}
     ports: dict[str, set[tuple[ir.IPNet, int, int]]] = {sid: set() for sid in sids}
     for ip, p in members:
-        host = ipaddress.ip_network(ip)
+        host = _host(ip)
         for sid in p.sets & sids:
             nets[sid].add(host)
         for sid, proto, port in p.named:
@@ -86,16 +93,28 @@ def mini_program(
     sets = []
     for sid in sids:
         s = program.sets[sid]
-        if s.is_named_port:
-            sets.append(replace(s, port_members=frozenset(ports[sid])))
-        else:
-            sets.append(replace(s, members=frozenset(nets[sid])))
+        named = s.is_named_port
+        sets.append(
+            ir.AddrSet(
+                s.id,
+                s.selector,
+                s.port_name,
+                s.port_protocol,
+                s.family,
+                s.members if named else frozenset(nets[sid]),
+                frozenset(ports[sid]) if named else s.port_members,
+                s.origin,
+            )
+        )
     keep: dict[str, tuple[ir.Endpoint, set[str]]] = {}
     for o, direction in owners:
         if o.endpoint is not None:
-            keep.setdefault(o.endpoint.id + "\0" + o.endpoint.kind, (o.endpoint, set()))[1].add(direction)
+            keep.setdefault(o.endpoint.id + "\0" + o.endpoint.kind, (o.endpoint, set()))[1].add(
+                direction
+            )
     endpoints = tuple(
-        replace(ep, plans=tuple(kv for kv in ep.plans if kv[0][1] in dirs)) for ep, dirs in keep.values()
+        replace(ep, plans=tuple(kv for kv in ep.plans if kv[0][1] in dirs))
+        for ep, dirs in keep.values()
     )
     return ir.make_program(
         node=program.node,

@@ -24,7 +24,14 @@ from dataclasses import dataclass
 
 from compiler.diff.decision import Decision
 from compiler.diff.semantic import FamilyDiff
-from compiler.diff.services import ICMP_PROTOCOLS, PORT_FULL, UNIVERSE, Piece, protocol_name, ranges_text
+from compiler.diff.services import (
+    ICMP_PROTOCOLS,
+    PORT_FULL,
+    UNIVERSE,
+    Piece,
+    protocol_name,
+    ranges_text,
+)
 from compiler.diff.subjects import EXTERNAL, HOST_ENDPOINT, NODE, WORKLOAD, Subject
 from compiler.frontend.model import PORT_PROTOCOLS
 
@@ -76,7 +83,9 @@ class Services:
                 port_out.append((p, src, tuple(tuple(m) for m in merged)))
         icmp_out = []
         for p, by_codes in sorted(icmp.items()):
-            boxes = sorted((tuple(sorted(types)), tuple(sorted(codes))) for codes, types in by_codes.items())
+            boxes = sorted(
+                (tuple(sorted(types)), tuple(sorted(codes))) for codes, types in by_codes.items()
+            )
             if len(boxes) == 1 and len(boxes[0][0]) == 256 and len(boxes[0][1]) == 256:
                 full.add(p)
             else:
@@ -89,9 +98,31 @@ class Services:
     @staticmethod
     def _text(normal: tuple) -> str:
         full, ports, icmp = normal
+        partial = {p for p, _, _ in ports} | {p for p, _ in icmp}
+        if len(full) > 128:
+            # Mostly everything: say what is *not* covered.
+            missing: list[str] = []
+            for p in sorted(UNIVERSE - full):
+                if p not in partial:
+                    missing.append(protocol_name(p))
+            for p, src, dsts in ports:
+                holes = _holes(dsts)
+                text = f"{protocol_name(p)} " + ", ".join(
+                    str(lo) if lo == hi else f"{lo}-{hi}" for lo, hi in holes
+                )
+                missing.append(
+                    text
+                    if src == PORT_FULL
+                    else f"{protocol_name(p)} (source ports outside {src[0]}-{src[1]})"
+                )
+            for p, _ in icmp:
+                missing.append(f"{protocol_name(p)} (some types)")
+            return "any protocol" + (" except " + "; ".join(missing) if missing else "")
         parts: list[str] = []
         for p, src, dsts in ports:
-            text = f"{protocol_name(p)} " + ", ".join(str(lo) if lo == hi else f"{lo}-{hi}" for lo, hi in dsts)
+            text = f"{protocol_name(p)} " + ", ".join(
+                str(lo) if lo == hi else f"{lo}-{hi}" for lo, hi in dsts
+            )
             if src != PORT_FULL:
                 text += f" (source ports {src[0]}-{src[1]})"
             parts.append(text)
@@ -101,13 +132,11 @@ class Services:
                 if len(codes) != 256:
                     text += f" code{'s' * (len(codes) > 1)} {ranges_text(codes)}"
                 parts.append(text)
-        if full == UNIVERSE:
-            parts.insert(0, "any protocol")
-        elif len(full) > 128:
-            missing = sorted(UNIVERSE - full)
-            parts.append("any protocol except " + ", ".join(protocol_name(p) for p in missing))
-        else:
-            parts.extend(f"{protocol_name(p)} (any {'port' if p in PORT_PROTOCOLS else 'type' if p in ICMP_PROTOCOLS else 'packet'})" for p in sorted(full))
+        what = {True: "port", False: "packet"}
+        parts.extend(
+            f"{protocol_name(p)} (any {'type' if p in ICMP_PROTOCOLS else what[p in PORT_PROTOCOLS]})"
+            for p in sorted(full)
+        )
         return "; ".join(parts)
 
     def text(self) -> str:
@@ -121,9 +150,15 @@ class Services:
         for fam, pieces in sorted(self._pieces.items()):
             full, ports, icmp = self._normal(pieces)
             out[f"ipv{fam}"] = {
-                "protocols": [protocol_name(p) for p in sorted(full)] if full != UNIVERSE else ["any"],
+                "protocols": [protocol_name(p) for p in sorted(full)]
+                if full != UNIVERSE
+                else ["any"],
                 "ports": [
-                    {"protocol": protocol_name(p), "source_ports": list(src), "ports": [list(d) for d in dsts]}
+                    {
+                        "protocol": protocol_name(p),
+                        "source_ports": list(src),
+                        "ports": [list(d) for d in dsts],
+                    }
                     for p, src, dsts in ports
                 ],
                 "icmp": [
@@ -137,6 +172,43 @@ class Services:
     def families(self) -> tuple[int, ...]:
         return tuple(sorted(self._pieces))
 
+    def covers(
+        self,
+        family: int,
+        protocol: int,
+        port: int | None = None,
+        src_port: int = 1,
+        icmp: tuple[int, int] | None = None,
+    ) -> bool:
+        """Whether a flow of this family, protocol and ports (or ICMP type and code) is in."""
+        for pc in self._pieces.get(family, ()):
+            if protocol not in pc.protocols:
+                continue
+            if pc.dst_ports is not None and not (
+                port is not None and pc.dst_ports[0] <= port <= pc.dst_ports[1]
+            ):
+                continue
+            if pc.src_ports is not None and not pc.src_ports[0] <= src_port <= pc.src_ports[1]:
+                continue
+            if pc.icmp_types is not None and (icmp is None or icmp[0] not in pc.icmp_types):
+                continue
+            if pc.icmp_codes is not None and (icmp is None or icmp[1] not in pc.icmp_codes):
+                continue
+            return True
+        return False
+
+
+def _holes(dsts: tuple[tuple[int, int], ...]) -> list[tuple[int, int]]:
+    """The ports of 1-65535 that ``dsts`` (sorted, disjoint) leave out."""
+    out, nxt = [], PORT_FULL[0]
+    for lo, hi in dsts:
+        if lo > nxt:
+            out.append((nxt, lo - 1))
+        nxt = hi + 1
+    if nxt <= PORT_FULL[1]:
+        out.append((nxt, PORT_FULL[1]))
+    return out
+
 
 @dataclass(frozen=True)
 class Side:
@@ -145,7 +217,9 @@ class Side:
     bucket: str  # namespace, "(host endpoints)", "(nodes)", "(external)"
     kind: str
     names: tuple[str, ...]  # endpoint ids, node names, or external class labels
-    labels: tuple[tuple[str, str], ...] = ()  # labels all the endpoints share (implicit ones left out)
+    labels: tuple[
+        tuple[str, str], ...
+    ] = ()  # labels all the endpoints share (implicit ones left out)
     cidrs: tuple[str, ...] = ()  # externals: every CIDR the group stands for
 
     def text(self, limit: int = 6) -> str:
@@ -157,13 +231,21 @@ class Side:
             head += f"{len(short)} pod{'s' * (len(short) != 1)}"
         else:
             short = list(self.names)
-            kind = {HOST_ENDPOINT: "host endpoint", NODE: "node", EXTERNAL: "address class"}[self.kind]
+            kind = {HOST_ENDPOINT: "host endpoint", NODE: "node", EXTERNAL: "address class"}[
+                self.kind
+            ]
             head = f"{len(short)} {kind}{'es' if kind.endswith('s') and len(short) != 1 else 's' * (len(short) != 1)}"
-        shown = ", ".join(short[:limit]) + (f", … (+{len(short) - limit} more)" if len(short) > limit else "")
+        shown = ", ".join(short[:limit]) + (
+            f", … (+{len(short) - limit} more)" if len(short) > limit else ""
+        )
         return f"{head}: {shown}"
 
     def as_dict(self) -> dict[str, object]:
-        out: dict[str, object] = {"bucket": self.bucket, "kind": self.kind, "names": list(self.names)}
+        out: dict[str, object] = {
+            "bucket": self.bucket,
+            "kind": self.kind,
+            "names": list(self.names),
+        }
         if self.labels:
             out["labels"] = dict(self.labels)
         if self.cidrs:
@@ -238,8 +320,12 @@ def group_rows(families: Iterable[FamilyDiff]) -> list[ChangeGroup]:
             for bs, xs in srcs.items():
                 for bd, ys in dsts.items():
                     key = (
-                        bs, bd, tuple(sorted({x.name for x in xs})), tuple(sorted({y.name for y in ys})),
-                        row.before, row.after,
+                        bs,
+                        bd,
+                        tuple(sorted({x.name for x in xs})),
+                        tuple(sorted({y.name for y in ys})),
+                        row.before,
+                        row.after,
                     )
                     if key not in cells:
                         cells[key] = (Services(), {}, {})

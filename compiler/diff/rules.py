@@ -7,10 +7,8 @@ ids, named-port set ids, inline nets (and, for host endpoints, failsafe CIDRs) i
 that end. Restricting an address's props to a slice gives the only thing the rule can tell
 about it.
 
->>> s = Slice(frozenset({"s:a"}))
->>> from compiler.diff.addresses import AddrProps
->>> s.restrict(AddrProps(frozenset({"s:a", "s:b"})))[0] == frozenset({"s:a"})
-True
+Props are encoded as bitsets (``Shared.bits``) and a slice as a mask (``Shared.mask``), so that
+restricting an address to a slice is one AND.
 """
 
 from __future__ import annotations
@@ -18,9 +16,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from compiler.diff.addresses import AddrProps
 from compiler.diff.services import Locator, Mentions, Piece
 from compiler.diff.subjects import Owner, Subject
-from compiler.diff.addresses import AddrProps
 from compiler.diff.views import View
 from compiler.ir import nodes as ir
 
@@ -60,7 +58,6 @@ class Changes:
         )
 
 
-
 @dataclass(frozen=True, slots=True)
 class Slice:
     """References on one side of a rule (or of a group): what of an address it can see."""
@@ -87,17 +84,6 @@ class Slice:
             self.failsafe | other.failsafe,
         )
 
-    def restrict(self, p: AddrProps) -> tuple:
-        """The part of ``p`` the slice sees (only the slice's dimensions: a key, not props)."""
-        out: tuple = (p.sets & self.sets,) if self.sets else ()
-        if self.named:
-            out += (frozenset(x for x in p.named if x[0] in self.named),)
-        if self.nets:
-            out += (p.nets & self.nets,)
-        if self.failsafe:
-            out += (p.failsafe & self.failsafe,)
-        return out
-
     @property
     def empty(self) -> bool:
         return not (self.sets or self.named or self.nets or self.failsafe)
@@ -108,7 +94,9 @@ class RuleInfo:
 
     __slots__ = ("match", "key", "own", "peer", "mentions", "touched", "_locator")
 
-    def __init__(self, rule: ir.Rule, direction: str, named: dict[str, set[tuple[int, int]]], key: int) -> None:
+    def __init__(
+        self, rule: ir.Rule, direction: str, named: dict[str, set[tuple[int, int]]], key: int
+    ) -> None:
         m = rule.match
         own, peer = (m.src, m.dst) if direction == ir.EGRESS else (m.dst, m.src)
         self.match = m
@@ -151,6 +139,12 @@ class Shared:
         for i, a in enumerate(self.aclass):
             first.setdefault(a, i)
         self.aclass_rep = [first[a] for a in range(len(ids))]
+        # Props as bitsets, so that restricting to a slice is one AND: a bit per set id, per
+        # named-port member (set id, protocol, port), per inline net, per failsafe CIDR.
+        self._bit: dict[tuple, int] = {}
+        self._named_bits: dict[str, int] = {}
+        self.bits = [[self._encode(s.props[side]) for s in subjects] for side in (0, 1)]
+        self._masks: dict[int, tuple[Slice, int]] = {}
         self._rules: dict[tuple[int, str], RuleInfo] = {}
         self._keep: list[ir.Rule] = []  # rules are keyed by id(): keep them alive
         self.fingerprints: dict = {}  # views.fingerprint memo (keyed by id(program): both live)
@@ -159,6 +153,7 @@ class Shared:
         self._touched: dict[tuple, bool] = {}
         self._match_ids: dict[tuple[ir.Match, str], int] = {}
         self._pieces: dict[tuple[Piece, ...], int] = {}
+        self._pieces_ids: dict[int, tuple[tuple[Piece, ...], int]] = {}
         self._piece_groups: dict[tuple[int, int], list] = {}
         # rule_matches answers, by (rule key, owner slice of the cell, peer slice, rule piece):
         # all the evaluator's rule_matches can depend on.
@@ -174,11 +169,22 @@ class Shared:
             self._keep.append(r)
         return got
 
-    def piece_groups(self, rule: RuleInfo, pieces: tuple[Piece, ...]) -> list[tuple[int, tuple[int, ...]]]:
+    def pieces_id(self, pieces: tuple[Piece, ...]) -> int:
+        """A small id for a partition into pieces (equal partitions, equal ids)."""
+        got = self._pieces_ids.get(id(pieces))
+        if got is None or got[0] is not pieces:
+            got = self._pieces_ids[id(pieces)] = (
+                pieces,
+                self._pieces.setdefault(pieces, len(self._pieces)),
+            )
+        return got[1]
+
+    def piece_groups(
+        self, rule: RuleInfo, pieces: tuple[Piece, ...]
+    ) -> list[tuple[int, tuple[int, ...]]]:
         """``pieces`` (a group's) bucketed by the rule's own piece holding them, as (that
         piece's index, positions) — cached: many groups have the same pieces."""
-        pid = self._pieces.setdefault(pieces, len(self._pieces))
-        key = (rule.key, pid)
+        key = (rule.key, self.pieces_id(pieces))
         got = self._piece_groups.get(key)
         if got is None:
             loc = rule.locator
@@ -192,7 +198,40 @@ class Shared:
             self._piece_groups[key] = got
         return got
 
-    def _block(self, key: tuple, rules: Iterable[ir.Rule], direction: str) -> tuple[list[RuleInfo], tuple[frozenset, ...], bool]:
+    def _encode(self, p: AddrProps) -> int:
+        out = 0
+        for item in (
+            [("S", x) for x in p.sets] + [("n", x) for x in p.nets] + [("F", x) for x in p.failsafe]
+        ):
+            out |= 1 << self._bit.setdefault(item, len(self._bit))
+        for triple in p.named:
+            bit = 1 << self._bit.setdefault(("P", *triple), len(self._bit))
+            self._named_bits[triple[0]] = self._named_bits.get(triple[0], 0) | bit
+            out |= bit
+        return out
+
+    def mask(self, sl: Slice) -> int:
+        """The bits a slice sees: ``bits[side][i] & mask(slice)`` is what the slice's rules can
+        tell about subject ``i`` in that tree (equal values: indistinguishable)."""
+        got = self._masks.get(id(sl))
+        if got is None or got[0] is not sl:
+            m = 0
+            for item in (
+                [("S", x) for x in sl.sets]
+                + [("n", x) for x in sl.nets]
+                + [("F", x) for x in sl.failsafe]
+            ):
+                bit = self._bit.get(item)
+                if bit is not None:
+                    m |= 1 << bit
+            for sid in sl.named:
+                m |= self._named_bits.get(sid, 0)
+            got = self._masks[id(sl)] = (sl, m)  # the slice is kept alive with its mask
+        return got[1]
+
+    def _block(
+        self, key: tuple, rules: Iterable[ir.Rule], direction: str
+    ) -> tuple[list[RuleInfo], tuple[frozenset, ...], bool]:
         """The rules of one policy or profile, the union of their slices, and whether any of
         them tests a set or net whose membership changed (cached)."""
         got = self._blocks.get(key)
@@ -205,12 +244,16 @@ class Shared:
             )
             c = self.changes
             touched = bool(
-                (parts[0] | parts[3]) & c.sets or (parts[1] | parts[4]) & c.named or (parts[2] | parts[5]) & c.nets
+                (parts[0] | parts[3]) & c.sets
+                or (parts[1] | parts[4]) & c.named
+                or (parts[2] | parts[5]) & c.nets
             )
             got = self._blocks[key] = (infos, parts, touched)
         return got
 
-    def _view_blocks(self, side: int, view: View, direction: str) -> list[tuple[list[RuleInfo], tuple[frozenset, ...], bool]]:
+    def _view_blocks(
+        self, side: int, view: View, direction: str
+    ) -> list[tuple[list[RuleInfo], tuple[frozenset, ...], bool]]:
         program = self.programs[side]
         blocks = [
             self._block((side, pid, direction), program.policies[pid].rules(direction), direction)
@@ -219,7 +262,11 @@ class Shared:
         for name in view.profiles:
             profile = program.profiles.get(name)
             if profile is not None:
-                blocks.append(self._block((side, "profile", name, direction), profile.rules(direction), direction))
+                blocks.append(
+                    self._block(
+                        (side, "profile", name, direction), profile.rules(direction), direction
+                    )
+                )
         return blocks
 
     def view_touched(self, side: int, view: View, direction: str) -> bool:
@@ -228,11 +275,15 @@ class Shared:
         got = self._touched.get(key)
         if got is None:
             nets = {n for _, _, n in view.failsafe if n is not None}
-            got = any(b[2] for b in self._view_blocks(side, view, direction)) or bool(nets & self.changes.nets)
+            got = any(b[2] for b in self._view_blocks(side, view, direction)) or bool(
+                nets & self.changes.nets
+            )
             self._touched[key] = got
         return got
 
-    def view_rules(self, side: int, view: View, direction: str) -> tuple[list[RuleInfo], Slice, Slice]:
+    def view_rules(
+        self, side: int, view: View, direction: str
+    ) -> tuple[list[RuleInfo], Slice, Slice]:
         """The distinct rules a view runs, with the union of their owner and peer slices."""
         key = (side, view, direction)
         got = self._views.get(key)

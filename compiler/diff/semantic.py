@@ -25,13 +25,13 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from compiler.diff.decision import Decision, decision
-from compiler.diff.services import Piece, refine
-from compiler.diff.subjects import Owner, ProgramIndex, Subject, subjects
 from compiler.diff.mini import mini_program, probe_flow
 from compiler.diff.rules import Shared
+from compiler.diff.services import Piece, refine
+from compiler.diff.subjects import Owner, ProgramIndex, Subject, subjects
 from compiler.diff.tables import Group
 from compiler.diff.views import View, named_ports, view
 from compiler.ir import nodes as ir
@@ -80,7 +80,10 @@ class _Context:
         for direction in ir.DIRECTIONS:
             ids = []
             for i in range(n):
-                views = (view(programs[0], self.owners[0][i], direction), view(programs[1], self.owners[1][i], direction))
+                views = (
+                    view(programs[0], self.owners[0][i], direction),
+                    view(programs[1], self.owners[1][i], direction),
+                )
                 gid = self.group(direction, views)
                 self.groups[gid].members.append(i)
                 ids.append(gid)
@@ -92,7 +95,9 @@ class _Context:
             [o.endpoint.node if o.kind == "wep" and o.endpoint else None for o in self.owners[side]]
             for side in (0, 1)
         ]
-        self.own_node = [[self.index[side].own_node(s.ips[side]) for s in self.subjects] for side in (0, 1)]
+        self.own_node = [
+            [self.index[side].own_node(s.ips[side]) for s in self.subjects] for side in (0, 1)
+        ]
         self.host_node = [
             [self.index[side].host_node.get(s.ips[side]) for s in self.subjects] for side in (0, 1)
         ]
@@ -121,8 +126,9 @@ class _Context:
         return got
 
     def compatible(self, eg: Group, ig: Group) -> list[tuple[int, int, Piece]]:
-        """(egress piece, ingress piece, their intersection) for every pair that meets."""
-        key = (eg.id, ig.id)
+        """(egress piece, ingress piece, their intersection) for every pair that meets (cached
+        by the pieces themselves: many groups cut alike)."""
+        key = (self.shared.pieces_id(eg.pieces), self.shared.pieces_id(ig.pieces))
         got = self._compatible.get(key)
         if got is None:
             got = []
@@ -138,7 +144,12 @@ class _Context:
         """Whether x -> y is workload -> own host or host -> own workload, in base and head."""
         out = []
         for s in (0, 1):
-            wx, hx, wy, oy = self.wep_node[s][x], self.host_node[s][x], self.wep_node[s][y], self.own_node[s][y]
+            wx, hx, wy, oy = (
+                self.wep_node[s][x],
+                self.host_node[s][x],
+                self.wep_node[s][y],
+                self.own_node[s][y],
+            )
             out.append((wx is not None and wx == oy) or (hx is not None and hx == wy))
         return out[0], out[1]
 
@@ -148,7 +159,9 @@ class _Context:
         return any(self.wep_node[s][i] or self.own_node[s][i] for s in (0, 1))
 
 
-def _split_special(ctx: _Context, xs: list[int], ys: list[int]) -> Iterator[tuple[list[int], list[int]]]:
+def _split_special(
+    ctx: _Context, xs: list[int], ys: list[int]
+) -> Iterator[tuple[list[int], list[int]]]:
     """Leave out the special pairs (evaluated apart): yields (sources, destinations)."""
     sx = [x for x in xs if ctx.may_be_special(x, True)]
     if not sx:
@@ -167,10 +180,13 @@ def _split_special(ctx: _Context, xs: list[int], ys: list[int]) -> Iterator[tupl
 
 
 def _verdict_key(v: DirectionVerdict) -> tuple:
-    return (v.allowed, replace(v.decided_by, endpoint=None))
+    d = v.decided_by
+    return (v.allowed, d.reason, d.action, d.hook, d.tier, d.policy, d.rule_index, d.span)
 
 
-def _regions(ctx: _Context, g: Group) -> dict[tuple, tuple[list[tuple], DirectionVerdict, DirectionVerdict]]:
+def _regions(
+    ctx: _Context, g: Group
+) -> dict[tuple, tuple[list[tuple], DirectionVerdict, DirectionVerdict]]:
     """A dirty group's changed cells, gathered by (owner class, piece, before, after): the
     peer classes of one region share everything but their peer signature."""
     out: dict[tuple, tuple[list[tuple], DirectionVerdict, DirectionVerdict]] = {}
@@ -195,8 +211,12 @@ def _peers(ctx: _Context, g: Group, qs: list[tuple]) -> dict[tuple[int, tuple], 
 
 
 def _rows(
-    ctx: _Context, xs: list[int], ys: list[int], piece: Piece,
-    e: tuple[DirectionVerdict, DirectionVerdict], i: tuple[DirectionVerdict, DirectionVerdict],
+    ctx: _Context,
+    xs: list[int],
+    ys: list[int],
+    piece: Piece,
+    e: tuple[DirectionVerdict, DirectionVerdict],
+    i: tuple[DirectionVerdict, DirectionVerdict],
 ) -> Iterator[Row]:
     if (e[0].allowed and i[0].allowed) == (e[1].allowed and i[1].allowed):
         return
@@ -249,7 +269,9 @@ def _special_pairs(ctx: _Context) -> list[tuple[int, int]]:
     by_node: list[dict[str, tuple[list[int], list[int], list[int]]]] = [{}, {}]
     for s in (0, 1):
         for i in range(len(ctx.subjects)):
-            for slot, node in enumerate((ctx.wep_node[s][i], ctx.own_node[s][i], ctx.host_node[s][i])):
+            for slot, node in enumerate(
+                (ctx.wep_node[s][i], ctx.own_node[s][i], ctx.host_node[s][i])
+            ):
                 if node is not None:
                     by_node[s].setdefault(node, ([], [], []))[slot].append(i)
     pairs: set[tuple[int, int]] = set()
@@ -276,9 +298,14 @@ def _special_rows(ctx: _Context) -> Iterator[Row]:
         yield from _pair_rows(ctx, x, y, eg, ig, star)
 
 
-def _unchanged_special(ctx: _Context, x: int, y: int, eg: Group, star: Group, felix: list[str]) -> bool:
+def _unchanged_special(
+    ctx: _Context, x: int, y: int, eg: Group, star: Group, felix: list[str]
+) -> bool:
     """A pair that is special in both trees, the same way, with nothing it depends on changed."""
-    host_to_wep = [ctx.host_node[s][x] is not None and ctx.host_node[s][x] == ctx.wep_node[s][y] for s in (0, 1)]
+    host_to_wep = [
+        ctx.host_node[s][x] is not None and ctx.host_node[s][x] == ctx.wep_node[s][y]
+        for s in (0, 1)
+    ]
     if host_to_wep[0] and host_to_wep[1]:
         return True  # allowed in both, whatever the policy says
     if host_to_wep[0] or host_to_wep[1]:
@@ -308,7 +335,11 @@ def _pair_rows(ctx: _Context, x: int, y: int, eg: Group, ig: Group, star: Group)
             mini_program(
                 ctx.programs[side],
                 owners,
-                [(eg.views[side], ir.EGRESS), (ig.views[side], ir.INGRESS), (star.views[side], ir.INGRESS)],
+                [
+                    (eg.views[side], ir.EGRESS),
+                    (ig.views[side], ir.INGRESS),
+                    (star.views[side], ir.INGRESS),
+                ],
                 [(s.ips[side], s.props[side]) for s in (sx, sy)],
                 {k: tuple(v) for k, v in host_ips.items()},
             )
@@ -316,7 +347,13 @@ def _pair_rows(ctx: _Context, x: int, y: int, eg: Group, ig: Group, star: Group)
     for piece, _ in refine(eg.pieces, ig.pieces, star.pieces):
         v = [evaluate(progs[s], probe_flow(piece, sx.ips[s], sy.ips[s])) for s in (0, 1)]
         if v[0].allowed != v[1].allowed:
-            yield Row((x,), (y,), piece, decision(v[0].egress, v[0].ingress), decision(v[1].egress, v[1].ingress))
+            yield Row(
+                (x,),
+                (y,),
+                piece,
+                decision(v[0].egress, v[0].ingress),
+                decision(v[1].egress, v[1].ingress),
+            )
 
 
 def diff_family(programs: tuple[ir.Program, ir.Program], family: int) -> FamilyDiff:

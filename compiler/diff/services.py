@@ -222,7 +222,10 @@ class Mentions:
 
     def update(self, other: Mentions) -> None:
         self.protocols |= other.protocols
-        for mine, theirs in ((self.dst_bounds, other.dst_bounds), (self.src_bounds, other.src_bounds)):
+        for mine, theirs in (
+            (self.dst_bounds, other.dst_bounds),
+            (self.src_bounds, other.src_bounds),
+        ):
             for p, b in theirs.items():
                 mine.setdefault(p, set()).update(b)
         for p, types in other.icmp.items():
@@ -246,7 +249,11 @@ class Mentions:
                         for c in sorted(codes)
                     )
                     if BYTES - codes:
-                        out.append(Piece(one, icmp_types=frozenset({t}), icmp_codes=BYTES - frozenset(codes)))
+                        out.append(
+                            Piece(
+                                one, icmp_types=frozenset({t}), icmp_codes=BYTES - frozenset(codes)
+                            )
+                        )
                 if BYTES - types.keys():
                     out.append(Piece(one, icmp_types=BYTES - frozenset(types), icmp_codes=BYTES))
             else:
@@ -282,9 +289,8 @@ class Locator:
             if p in PORT_PROTOCOLS:
                 dsts, srcs = self._ports.setdefault(p, ([], []))
                 dst, src = pc.dst_ports or PORT_FULL, pc.src_ports or PORT_FULL
-                if not dsts or dsts[-1] != dst[0]:
-                    if dst[0] not in dsts:
-                        dsts.append(dst[0])
+                if dst[0] not in dsts:
+                    dsts.append(dst[0])
                 if src[0] not in srcs:
                     srcs.append(src[0])
             elif p in ICMP_PROTOCOLS:

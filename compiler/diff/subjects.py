@@ -19,6 +19,7 @@ subject per position (its first IPv4 address in base is paired with its first in
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 
 from compiler.diff import addresses
@@ -140,9 +141,33 @@ def endpoint_changes(programs: tuple[ir.Program, ir.Program]) -> list[EndpointCh
         change = "added" if node in nodes_h else "removed"
         ips = tuple(map(str, (programs[1] if node in nodes_h else programs[0]).host_ips[node]))
         out.append(
-            EndpointChange(change, NODE, node, None, () if change == "added" else ips, ips if change == "added" else ())
+            EndpointChange(
+                change,
+                NODE,
+                node,
+                None,
+                () if change == "added" else ips,
+                ips if change == "added" else (),
+            )
         )
     return out
+
+
+def _label(ranges: tuple[tuple[int, int], ...], family: int) -> str:
+    """A short name for an external address class: its CIDRs when few, else the CIDR that
+    encloses it "except" what it leaves out (endpoint addresses, named sub-ranges)."""
+    cidrs = [n for lo, hi in ranges for n in addresses.summarize(lo, hi, family)]
+    if len(cidrs) <= 3:
+        return ", ".join(map(str, cidrs))
+    lo, hi = ranges[0][0], ranges[-1][1]
+    bits = 32 if family == 4 else 128
+    plen = bits - (lo ^ hi).bit_length()
+    enclosing = ipaddress.ip_network((lo >> (bits - plen) << (bits - plen), plen))
+    size = sum(h - lo_ + 1 for lo_, h in ranges)
+    left_out = enclosing.num_addresses - size
+    if left_out * 2 <= enclosing.num_addresses:
+        return f"{enclosing} except {left_out} address{'es' * (left_out != 1)}"
+    return f"{size} addresses in {len(cidrs)} CIDRs from {cidrs[0]}"
 
 
 def subjects(programs: tuple[ir.Program, ir.Program], family: int) -> list[Subject]:
@@ -166,7 +191,8 @@ def subjects(programs: tuple[ir.Program, ir.Program], family: int) -> list[Subje
     def point_props(ip: ir.IPAddr) -> tuple[AddrProps, AddrProps]:
         tags = at_point.get(int(ip), addresses.EMPTY)
         return tuple(  # type: ignore[return-value]
-            addresses.props(tags, side, named[side].get(int(ip), addresses.EMPTY)) for side in (0, 1)
+            addresses.props(tags, side, named[side].get(int(ip), addresses.EMPTY))
+            for side in (0, 1)
         )
 
     def mixed_props(ip_b: ir.IPAddr, ip_h: ir.IPAddr) -> tuple[AddrProps, AddrProps]:
@@ -181,7 +207,12 @@ def subjects(programs: tuple[ir.Program, ir.Program], family: int) -> list[Subje
             name = h.id if i == 0 else f"{h.id} ({ip_h})"
             out.append(
                 Subject(
-                    key[0], name, family, (ip_b, ip_h), mixed_props(ip_b, ip_h), h.namespace,
+                    key[0],
+                    name,
+                    family,
+                    (ip_b, ip_h),
+                    mixed_props(ip_b, ip_h),
+                    h.namespace,
                     labels=h.labels,
                 )
             )
@@ -195,14 +226,10 @@ def subjects(programs: tuple[ir.Program, ir.Program], family: int) -> list[Subje
             by_tags.setdefault(r.tags, []).append(r)
     for tags, regs in sorted(by_tags.items(), key=lambda kv: kv[1][0].lo):
         ranges = tuple((r.lo, r.hi) for r in regs)
-        first = addresses.summarize(*ranges[0], family)
-        rep = first[0].network_address
+        rep = addresses.summarize(*ranges[0], family)[0].network_address
         p = tuple(addresses.props(tags, side) for side in (0, 1))
-        if not tags:
-            label = f"any other IPv{family} address"
-        elif len(ranges) == 1 and len(first) == 1:
-            label = str(first[0])
-        else:
-            label = f"{first[0]} and more ({sum(hi - lo + 1 for lo, hi in ranges)} addresses)"
-        out.append(Subject(EXTERNAL, label, family, (rep, rep), p, ranges=ranges, anywhere=not tags))  # type: ignore[arg-type]
+        label = f"any other IPv{family} address" if not tags else _label(ranges, family)
+        out.append(
+            Subject(EXTERNAL, label, family, (rep, rep), p, ranges=ranges, anywhere=not tags)
+        )  # type: ignore[arg-type]
     return out

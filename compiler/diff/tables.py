@@ -31,15 +31,14 @@ those (or all, when a changed station matches every flow) are evaluated.
 
 from __future__ import annotations
 
-from collections import defaultdict
-
 from compiler.diff.align import Station, changed, decided_at, stations
+from compiler.diff.blocks import Evaluated, Masker, bits
 from compiler.diff.mini import mini_program, probe_flow
 from compiler.diff.rules import RuleInfo, Shared, Slice
 from compiler.diff.services import Locator, Mentions, Piece
 from compiler.diff.views import View, fingerprint
 from compiler.ir import nodes as ir
-from compiler.ir.evaluate import evaluate, rule_matches
+from compiler.ir.evaluate import evaluate
 from compiler.ir.flow import DirectionVerdict, Flow
 
 __all__ = ["Group"]
@@ -47,43 +46,39 @@ __all__ = ["Group"]
 Sig = tuple
 
 
-def _bits(mask: int) -> list[int]:
-    """Positions of the set bits, lowest first."""
-    text = bin(mask)[:1:-1]
-    out, i = [], text.find("1")
-    while i >= 0:
-        out.append(i)
-        i = text.find("1", i + 1)
-    return out
-
-
 class Group:
     """The owners that share one pair of views (base, head) for one direction."""
 
-    def __init__(self, ident: int, direction: str, views: tuple[View, View], shared: Shared) -> None:
+    def __init__(
+        self, ident: int, direction: str, views: tuple[View, View], shared: Shared
+    ) -> None:
         self.id = ident
         self.direction = direction
         self.views = views
         self.shared = shared
         self.programs = programs = shared.programs
         fp = shared.fingerprints
-        same = fingerprint(programs[0], views[0], direction, fp) == fingerprint(programs[1], views[1], direction, fp)
+        same = fingerprint(programs[0], views[0], direction, fp) == fingerprint(
+            programs[1], views[1], direction, fp
+        )
         self.dirty = (
             not same
             or shared.view_touched(0, views[0], direction)
             or shared.view_touched(1, views[1], direction)
         )
         self.trivial = views[0].kind == "none" and views[1].kind == "none"
+        self.failsafe_nets = frozenset(n for v in views for _, _, n in v.failsafe if n is not None)
+        self.failsafe_slice = Slice(failsafe=self.failsafe_nets)
         self.members: list[int] = []
         self._loaded = False
         self._pieces: tuple[Piece, ...] | None = None
         self._failsafe: Locator | None = None
-        self._own_sig: dict[int, Sig] = {}
-        self._peer_sig: dict[int, Sig] = {}
+        self._own_mask: int | None = None
+        self._peer_mask: int | None = None
         self._owner_members: dict[Sig, list[int]] | None = None
         self.peer_reps: dict[Sig, int] | None = None  # peer sig -> representative subject
         self._mini: list[ir.Program | None] = [None, None]
-        self._evaluated: dict[tuple[int, int], list[_Evaluated]] = {}
+        self._evaluated: dict[tuple[int, int], list[Evaluated]] = {}
         self._walks: list[tuple[list[Station], dict[tuple, int]] | None] = [None, None]
         self.changed: set[tuple[Sig, Sig, int]] = set()
         self.evaluations = 0
@@ -96,9 +91,8 @@ class Group:
             return
         got = [self.shared.view_rules(side, self.views[side], self.direction) for side in (0, 1)]
         self._rules = (got[0][0], got[1][0])
-        self.failsafe_nets = frozenset(n for v in self.views for _, _, n in v.failsafe if n is not None)
         self._own = got[0][1] | got[1][1]
-        self._peer = got[0][2] | got[1][2] | Slice(failsafe=self.failsafe_nets)
+        self._peer = got[0][2] | got[1][2] | self.failsafe_slice
         self._loaded = True
 
     @property
@@ -142,23 +136,17 @@ class Group:
 
     def own_sig(self, i: int) -> Sig:
         """What the group's rules see of subject ``i`` as the owner (per tree)."""
-        a = self.shared.aclass[i]
-        got = self._own_sig.get(a)
-        if got is None:
-            self._load()
-            props = self.shared.subjects[i].props
-            got = self._own_sig[a] = (self._own.restrict(props[0]), self._own.restrict(props[1]))
-        return got
+        if self._own_mask is None:
+            self._own_mask = self.shared.mask(self.own)
+        m, bits = self._own_mask, self.shared.bits
+        return (bits[0][i] & m, bits[1][i] & m)
 
     def peer_sig(self, i: int) -> Sig:
         """What the group's rules see of subject ``i`` as the peer (per tree)."""
-        a = self.shared.aclass[i]
-        got = self._peer_sig.get(a)
-        if got is None:
-            self._load()
-            props = self.shared.subjects[i].props
-            got = self._peer_sig[a] = (self._peer.restrict(props[0]), self._peer.restrict(props[1]))
-        return got
+        if self._peer_mask is None:
+            self._peer_mask = self.shared.mask(self.peer)
+        m, bits = self._peer_mask, self.shared.bits
+        return (bits[0][i] & m, bits[1][i] & m)
 
     @property
     def owner_members(self) -> dict[Sig, list[int]]:
@@ -211,28 +199,39 @@ class Group:
         subjects = self.shared.subjects
         own, peer = subjects[self._orep[oi]].ips[side], subjects[self._qrep[qi]].ips[side]
         piece = self.pieces[ki]
-        return probe_flow(piece, own, peer) if self.direction == ir.EGRESS else probe_flow(piece, peer, own)
+        return (
+            probe_flow(piece, own, peer)
+            if self.direction == ir.EGRESS
+            else probe_flow(piece, peer, own)
+        )
 
     def _walk(self, side: int) -> tuple[list[Station], dict[tuple, int]]:
         """The evaluator's walk in one tree (``align.stations``), and station ident -> position
         (the last one, should an ident repeat: a longer prefix is always safe)."""
         got = self._walks[side]
         if got is None:
-            walk = stations(self.programs[side], self.views[side], self.direction, lambda r: self.shared.rule(r, self.direction))
+            self._load()
+            walk = stations(
+                self.programs[side],
+                self.views[side],
+                self.direction,
+                lambda r: self.shared.rule(r, self.direction),
+                bool(self.failsafe_nets & self.shared.changes.nets),
+            )
             got = self._walks[side] = (walk, {st.ident: i for i, st in enumerate(walk)})
         return got
 
-    def _evaluate(self, os_: list[int], qs: list[int], ks: list[int]) -> _Evaluated:
+    def _evaluate(self, os_: list[int], qs: list[int], ks: list[int]) -> Evaluated:
         """Every cell of the sub-layout os_ x qs x ks, in both trees.
 
         Block by block: evaluate the lowest cell left, find the station that decided it, and give
         its verdict to every cell left that agrees with it on every station up to that one
         (``align``, fact 2). Each rule's match set is computed only when a prefix needs it."""
-        result = _Evaluated(os_, qs, ks)
+        result = Evaluated(os_, qs, ks)
         n_q, n_k = len(qs), len(ks)
         unchanged_masks: dict[int, int] = {}  # rule key -> mask, for rules nothing changed for
         for side in (0, 1):
-            masker = _Masker(self, side, os_, qs, ks, unchanged_masks)
+            masker = Masker(self, side, os_, qs, ks, unchanged_masks)
             walk, position = self._walk(side)
             prog = self._program(side)
             remaining = (1 << (len(os_) * n_q * n_k)) - 1
@@ -289,7 +288,7 @@ class Group:
         if ch.every:
             os_, qs, ks = everything
         else:
-            maskers = [_Masker(self, side, *everything, {}) for side in (0, 1)]
+            maskers = [Masker(self, side, *everything, {}) for side in (0, 1)]
             candidates = 0
             for side, rule in ch.rules:
                 candidates |= maskers[side].mask(rule)
@@ -298,148 +297,15 @@ class Group:
             if not candidates:
                 return []
             sets: tuple[set[int], set[int], set[int]] = (set(), set(), set())
-            for c in _bits(candidates):
+            for c in bits(candidates):
                 o, rest = divmod(c, n_q * n_k)
                 q, k = divmod(rest, n_k)
                 sets[0].add(o)
                 sets[1].add(q)
                 sets[2].add(k)
             os_, qs, ks = (sorted(x) for x in sets)
-        out = [(self._osig[o], self._qsig[q], k) for o, q, k in self._evaluate(os_, qs, ks).changed()]
+        out = [
+            (self._osig[o], self._qsig[q], k) for o, q, k in self._evaluate(os_, qs, ks).changed()
+        ]
         self.changed = set(out)
-        return out
-
-
-class _Masker:
-    """Match sets of rules over one sub-layout (owner x peer x piece positions) in one tree,
-    as bitmasks numbered ``(o * len(qs) + q) * len(ks) + k``.
-
-    A rule's match depends only on its owner slice of the owner, its peer slice of the peer and
-    its own piece, so the evaluator's ``rule_matches`` is asked once per combination of those
-    that occurs (and remembered across groups, ``Shared.matches``); a match set is then a union
-    of products, and a product is ``kmask * qpattern * opattern`` — the factors' bit fields do
-    not overlap, so the multiplications never carry."""
-
-    def __init__(
-        self, group: Group, side: int, os_: list[int], qs: list[int], ks: list[int], unchanged: dict[int, int]
-    ) -> None:
-        self.g, self.side = group, side
-        self.os, self.qs, self.ks = os_, qs, ks
-        self.n_q, self.n_k = len(qs), len(ks)
-        self.kpos = {k: j for j, k in enumerate(ks)}
-        self.unchanged = unchanged
-        self._masks: dict[int, int] = {}
-        self._own: dict[Slice, list[tuple[tuple, tuple[int, ...]]]] = {}
-        self._peer: dict[Slice, list[tuple[tuple, tuple[int, ...]]]] = {}
-        self._opat: dict[tuple[int, ...], int] = {}
-        self._qpat: dict[tuple[int, ...], int] = {}
-        self._failsafe: list[int] | None = None
-
-    def _grouped(self, sl: Slice, reps: list[int], pick: list[int]) -> list[tuple[tuple, tuple[int, ...]]]:
-        if sl.empty:
-            return [((), tuple(range(len(pick))))]
-        subjects = self.g.shared.subjects
-        by: dict[tuple, list[int]] = defaultdict(list)
-        for pos, idx in enumerate(pick):
-            by[sl.restrict(subjects[reps[idx]].props[self.side])].append(pos)
-        return [(k, tuple(v)) for k, v in by.items()]
-
-    def _product(self, og: tuple[int, ...], qg: tuple[int, ...], kg: tuple[int, ...]) -> int:
-        if og not in self._opat:
-            self._opat[og] = sum(1 << (o * self.n_q * self.n_k) for o in og)
-        if qg not in self._qpat:
-            self._qpat[qg] = sum(1 << (q * self.n_k) for q in qg)
-        return sum(1 << k for k in kg) * self._qpat[qg] * self._opat[og]
-
-    def mask(self, rule: RuleInfo) -> int:
-        if not rule.touched and rule.key in self.unchanged:
-            return self.unchanged[rule.key]  # reads the same and tests nothing that changed
-        got = self._masks.get(id(rule))
-        if got is not None:
-            return got
-        g = self.g
-        if rule.own not in self._own:
-            self._own[rule.own] = self._grouped(rule.own, g._orep, self.os)
-        if rule.peer not in self._peer:
-            self._peer[rule.peer] = self._grouped(rule.peer, g._qrep, self.qs)
-        kgroups = []
-        for j, kg in g.shared.piece_groups(rule, g.pieces):
-            local = tuple(self.kpos[k] for k in kg if k in self.kpos)
-            if local:
-                kgroups.append((j, local))
-        memo = g.shared.matches
-        prog = g._program(self.side)
-        mask = 0
-        for okey, og in self._own[rule.own]:
-            for pkey, qg in self._peer[rule.peer]:
-                for j, kg in kgroups:
-                    key = (rule.key, okey, pkey, j)
-                    hit = memo.get(key)
-                    if hit is None:
-                        flow = g._flow(self.side, self.os[og[0]], self.qs[qg[0]], self.ks[kg[0]])
-                        hit = memo[key] = rule_matches(prog, rule.match, flow)
-                    if hit:
-                        mask |= self._product(og, qg, kg)
-        self._masks[id(rule)] = mask
-        if not rule.touched:
-            self.unchanged[rule.key] = mask
-        return mask
-
-    def failsafe_class(self, cell: int) -> int:
-        """The cells that fall in the same failsafe class as ``cell`` (failsafe piece, peer's
-        failsafe CIDRs): they all pass the failsafe check, or all fail it."""
-        if self._failsafe is None:
-            g = self.g
-            loc = g.failsafe
-            self._failsafe = []
-            if loc is not None:
-                fs = Slice(failsafe=g.failsafe_nets)
-                local = [loc.locate(g.pieces[k]) for k in self.ks]
-                every = tuple(range(len(self.os)))
-                for _, qg in self._grouped(fs, g._qrep, self.qs):
-                    for j in set(local):
-                        kg = tuple(i for i, x in enumerate(local) if x == j)
-                        self._failsafe.append(self._product(every, qg, kg))
-        for m in self._failsafe:
-            if (m >> cell) & 1:
-                return m
-        return ~0
-
-
-class _Evaluated:
-    """The blocks and verdicts of one evaluated sub-layout (owner x peer x piece indices)."""
-
-    def __init__(self, os_: list[int], qs: list[int], ks: list[int]) -> None:
-        self.os, self.qs, self.ks = os_, qs, ks
-        self.opos = {o: i for i, o in enumerate(os_)}
-        self.qpos = {q: i for i, q in enumerate(qs)}
-        self.kpos = {k: i for i, k in enumerate(ks)}
-        self.blocks: list[list[int]] = [[], []]
-        self.verdicts: list[list[DirectionVerdict]] = [[], []]
-        self._of: list[list[int] | None] = [None, None]
-
-    def at(self, side: int, o: int, q: int, k: int) -> DirectionVerdict:
-        of = self._of[side]
-        if of is None:
-            of = [0] * (len(self.os) * len(self.qs) * len(self.ks))
-            for bi, b in enumerate(self.blocks[side]):
-                for c in _bits(b):
-                    of[c] = bi
-            self._of[side] = of
-        local = (self.opos[o] * len(self.qs) + self.qpos[q]) * len(self.ks) + self.kpos[k]
-        return self.verdicts[side][of[local]]
-
-    def changed(self) -> list[tuple[int, int, int]]:
-        """(owner, peer, piece) indices whose allowed bit differs between the trees."""
-        allowed = [0, 0]
-        for side in (0, 1):
-            for b, v in zip(self.blocks[side], self.verdicts[side], strict=True):
-                if v.allowed:
-                    allowed[side] |= b
-        n_q, n_k = len(self.qs), len(self.ks)
-        out = []
-        for c in _bits(allowed[0] ^ allowed[1]):
-            o, rest = divmod(c, n_q * n_k)
-            q, k = divmod(rest, n_k)
-            out.append((self.os[o], self.qs[q], self.ks[k]))
         return out

@@ -54,7 +54,11 @@ def view(program: ir.Program, owner: Owner, direction: str) -> View:
         return View("none")
     if owner.kind == "wep":
         return View("wep", (ep.plan(direction),), ep.profiles)
-    ports = program.felix.failsafe_inbound if direction == ir.INGRESS else program.felix.failsafe_outbound
+    ports = (
+        program.felix.failsafe_inbound
+        if direction == ir.INGRESS
+        else program.felix.failsafe_outbound
+    )
     plans = tuple(ep.plan(direction, hook) for hook in View("hep").hooks(direction))
     return View("hep", plans, ep.profiles, tuple((f.protocol, f.port, f.net) for f in ports))
 
@@ -114,7 +118,9 @@ def named_ports(programs: Iterable[ir.Program]) -> dict[str, set[tuple[int, int]
 
 def rule_lists(program: ir.Program, v: View, direction: str) -> list[tuple[ir.Rule, ...]]:
     out = [program.policies[pid].rules(direction) for pid in v.policy_ids()]
-    out += [p.rules(direction) for name in v.profiles if (p := program.profiles.get(name)) is not None]
+    out += [
+        p.rules(direction) for name in v.profiles if (p := program.profiles.get(name)) is not None
+    ]
     return out
 
 

@@ -198,7 +198,9 @@ def _run_tiers(
     return None
 
 
-def _run_profiles(program: ir.Program, ep: ir.Endpoint, direction: str, flow: Flow, events: list[Step]) -> Step:
+def _run_profiles(
+    program: ir.Program, ep: ir.Endpoint, direction: str, flow: Flow, events: list[Step]
+) -> Step:
     for name in ep.profiles:
         profile = program.profiles.get(name)
         if profile is None:
@@ -206,7 +208,9 @@ def _run_profiles(program: ir.Program, ep: ir.Endpoint, direction: str, flow: Fl
         for rule in profile.rules(direction):
             if not rule_matches(program, rule.match, flow):
                 continue
-            step = Step("profile-rule", rule.action, ep.id, ir.NORMAL, None, name, rule.index, rule.origin)
+            step = Step(
+                "profile-rule", rule.action, ep.id, ir.NORMAL, None, name, rule.index, rule.origin
+            )
             events.append(step)
             if rule.action in (ir.ALLOW, ir.DENY):
                 return step
@@ -217,22 +221,31 @@ def _run_profiles(program: ir.Program, ep: ir.Endpoint, direction: str, flow: Fl
     return step
 
 
-def _endpoint_verdict(program: ir.Program, ep: ir.Endpoint, direction: str, flow: Flow, events: list[Step]) -> Step:
+def _endpoint_verdict(
+    program: ir.Program, ep: ir.Endpoint, direction: str, flow: Flow, events: list[Step]
+) -> Step:
     step = _run_tiers(program, ep, direction, ir.NORMAL, flow, events, True)
     return step if step is not None else _run_profiles(program, ep, direction, flow, events)
 
 
 def _failsafe(program: ir.Program, direction: str, flow: Flow) -> bool:
-    ports = program.felix.failsafe_inbound if direction == ir.INGRESS else program.felix.failsafe_outbound
+    ports = (
+        program.felix.failsafe_inbound
+        if direction == ir.INGRESS
+        else program.felix.failsafe_outbound
+    )
     peer = flow.src_ip if direction == ir.INGRESS else flow.dst_ip
     for fp in ports:
-        if fp.protocol == flow.protocol and fp.port == flow.dst_port:
-            if fp.net is None or (peer.version == fp.net.version and peer in fp.net):
-                return True
+        if fp.protocol != flow.protocol or fp.port != flow.dst_port:
+            continue
+        if fp.net is None or (peer.version == fp.net.version and peer in fp.net):
+            return True
     return False
 
 
-def _host_verdict(program: ir.Program, hep: ir.Endpoint, direction: str, flow: Flow, events: list[Step]) -> Step:
+def _host_verdict(
+    program: ir.Program, hep: ir.Endpoint, direction: str, flow: Flow, events: list[Step]
+) -> Step:
     """Traffic to (ingress) or from (egress) the host through a host endpoint."""
     if _failsafe(program, direction, flow):
         step = Step("failsafe", ir.ALLOW, hep.id)
@@ -303,7 +316,9 @@ def _direction(
     return DirectionVerdict(direction, step.action == ir.ALLOW, step, tuple(events))
 
 
-def _to_own_host(program: ir.Program, flow: Flow, egress: DirectionVerdict) -> DirectionVerdict | None:
+def _to_own_host(
+    program: ir.Program, flow: Flow, egress: DirectionVerdict
+) -> DirectionVerdict | None:
     """Workload -> its own node: defaultEndpointToHostAction after the workload's egress."""
     src = _find(program, flow.src_ip, host=False)
     if src is None:

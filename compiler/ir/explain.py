@@ -121,7 +121,7 @@ def _policy_words(program: ir.Program, pid: str | None) -> str:
     p = program.policies.get(pid) if pid else None
     if p is None:
         return f"policy {pid}"
-    return f"{p.kind} {p.namespace}/{p.name}" if p.namespace else f"{p.kind} {p.name}"
+    return f"{p.kind} {p.qualified_name}"
 
 
 def _tier_policies(program: ir.Program, step: Step, direction: str) -> list[str]:

@@ -23,7 +23,9 @@ class Flow:
 
     @staticmethod
     def make(src: str, dst: str, protocol: int, dst_port: int | None = None, **kw: int) -> Flow:
-        return Flow(ipaddress.ip_address(src), ipaddress.ip_address(dst), protocol, dst_port=dst_port, **kw)  # type: ignore[arg-type]
+        return Flow(  # type: ignore[arg-type]
+            ipaddress.ip_address(src), ipaddress.ip_address(dst), protocol, dst_port=dst_port, **kw
+        )
 
     @property
     def family(self) -> int:

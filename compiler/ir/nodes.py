@@ -155,6 +155,11 @@ class Policy:
     def kind_short(self) -> str:
         return self.id.split("/", 1)[0]
 
+    @property
+    def qualified_name(self) -> str:
+        """``namespace/name``, or just the name of a cluster-scoped policy."""
+        return f"{self.namespace}/{self.name}" if self.namespace else self.name
+
 
 @dataclass(frozen=True, slots=True)
 class Tier:

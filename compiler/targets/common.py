@@ -31,8 +31,9 @@ def expand_log_prefix(template: str, tier: str, kind: str, name: str, ns_name: s
 
 def policy_log_prefix(template: str, policy: ir.Policy) -> str:
     """:func:`expand_log_prefix` for a policy's Log rules."""
-    ns_name = f"{policy.namespace}/{policy.name}" if policy.namespace else policy.name
-    return expand_log_prefix(template, policy.tier, policy.kind_short, policy.name, ns_name)
+    return expand_log_prefix(
+        template, policy.tier, policy.kind_short, policy.name, policy.qualified_name
+    )
 
 
 def profile_log_prefix(template: str, name: str) -> str:

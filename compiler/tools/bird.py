@@ -35,6 +35,9 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from compiler.tools._exec import exit_status, in_netns
+from compiler.tools._exec import run as run_tool
+
 __all__ = [
     "BIRD",
     "BIRDC",
@@ -74,7 +77,7 @@ class BirdError(RuntimeError):
         self.argv = tuple(argv)
         self.returncode = returncode
         self.output = output
-        status = "timed out" if returncode is None else f"exited {returncode}"
+        status = exit_status(returncode)
         super().__init__(f"{' '.join(self.argv)!r} {status}: {output.strip()[-2000:]}")
 
 
@@ -111,8 +114,7 @@ def available() -> bool:
 
 
 def bird_argv(args: Sequence[str], netns: str | None = None) -> list[str]:
-    base = [BIRD, *args]
-    return ["ip", "netns", "exec", netns, *base] if netns else base
+    return in_netns([BIRD, *args], netns)
 
 
 def birdc_argv(socket: str, args: Sequence[str]) -> list[str]:
@@ -122,13 +124,7 @@ def birdc_argv(socket: str, args: Sequence[str]) -> list[str]:
 def _run(argv: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
     logger.debug("run %s", argv)
     start = time.monotonic()
-    try:
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
-    except FileNotFoundError as e:
-        raise BirdError(argv, 127, str(e)) from None
-    except subprocess.TimeoutExpired as e:
-        out = e.stderr.decode() if isinstance(e.stderr, bytes) else (e.stderr or "")
-        raise BirdError(argv, None, out) from None
+    proc = run_tool(argv, BirdError, timeout=timeout, check=False)
     logger.debug("%s exited %d in %.3fs", argv[0], proc.returncode, time.monotonic() - start)
     return proc
 

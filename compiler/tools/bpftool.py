@@ -17,25 +17,24 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import tempfile
 from collections.abc import Mapping, Sequence
 from typing import Any
+
+from compiler.tools._exec import ToolError, exit_status
+from compiler.tools._exec import run as run_tool
 
 DEFAULT_TIMEOUT = 120.0
 BPFTOOL = "bpftool"
 
 
-class BpftoolError(RuntimeError):
+class BpftoolError(ToolError):
     """``bpftool`` failed (non-zero exit, timeout or missing binary)."""
 
-    def __init__(self, argv: Sequence[str], returncode: int | None, stderr: str) -> None:
-        self.argv = tuple(argv)
-        self.returncode = returncode
-        self.stderr = stderr
-        status = "timed out" if returncode is None else f"exited {returncode}"
-        tail = stderr.strip()[-4000:]
-        super().__init__(f"{' '.join(self.argv)[:300]!r} {status}: {tail}")
+    def summary(self) -> str:
+        # A loadall argv names every map and a verifier log runs to megabytes: keep the ends.
+        status = exit_status(self.returncode)
+        return f"{' '.join(self.argv)[:300]!r} {status}: {self.stderr.strip()[-4000:]}"
 
 
 def available() -> bool:
@@ -45,13 +44,7 @@ def available() -> bool:
 def run(args: Sequence[str], *, json_out: bool = False, timeout: float = DEFAULT_TIMEOUT) -> Any:
     """Run ``bpftool ARGS``; return parsed JSON (``json_out``) or stdout."""
     argv = [BPFTOOL, *(["-j"] if json_out else []), *args]
-    try:
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
-    except FileNotFoundError as e:
-        raise BpftoolError(argv, 127, str(e)) from None
-    except subprocess.TimeoutExpired as e:
-        stderr = e.stderr.decode() if isinstance(e.stderr, bytes) else (e.stderr or "")
-        raise BpftoolError(argv, None, stderr) from None
+    proc = run_tool(argv, BpftoolError, timeout=timeout, check=False)
     if proc.returncode != 0:
         raise BpftoolError(argv, proc.returncode, proc.stderr or proc.stdout)
     if json_out:
@@ -99,14 +92,8 @@ def _hex_words(data: bytes) -> list[str]:
     return [f"0x{b:02x}" for b in data]
 
 
-def map_update_batch(path: str, entries: Sequence[tuple[bytes, bytes]]) -> None:
-    """Write many entries with one bpftool process (``bpftool batch file``)."""
-    if not entries:
-        return
-    lines = [
-        " ".join(["map", "update", "pinned", path, "key", *_hex_words(k), "value", *_hex_words(v)])
-        for k, v in entries
-    ]
+def _run_batch(lines: list[str]) -> None:
+    """Run bpftool commands (one per line) in one process: ``bpftool batch file``."""
     with tempfile.NamedTemporaryFile("w", suffix=".batch", delete=False) as f:
         f.write("\n".join(lines) + "\n")
         name = f.name
@@ -114,20 +101,23 @@ def map_update_batch(path: str, entries: Sequence[tuple[bytes, bytes]]) -> None:
         run(["batch", "file", name], timeout=DEFAULT_TIMEOUT + len(lines) / 100)
     finally:
         os.unlink(name)
+
+
+def map_update_batch(path: str, entries: Sequence[tuple[bytes, bytes]]) -> None:
+    """Write many entries with one bpftool process (``bpftool batch file``)."""
+    update = ["map", "update", "pinned", path]
+    lines = [
+        " ".join([*update, "key", *_hex_words(k), "value", *_hex_words(v)]) for k, v in entries
+    ]
+    if lines:
+        _run_batch(lines)
 
 
 def map_delete_batch(path: str, keys: Sequence[bytes]) -> None:
     """Delete many entries with one bpftool process (``bpftool batch file``)."""
-    if not keys:
-        return
     lines = [" ".join(["map", "delete", "pinned", path, "key", *_hex_words(k)]) for k in keys]
-    with tempfile.NamedTemporaryFile("w", suffix=".batch", delete=False) as f:
-        f.write("\n".join(lines) + "\n")
-        name = f.name
-    try:
-        run(["batch", "file", name], timeout=DEFAULT_TIMEOUT + len(lines) / 100)
-    finally:
-        os.unlink(name)
+    if lines:
+        _run_batch(lines)
 
 
 def map_dump(path: str) -> list[dict[str, Any]]:

@@ -21,19 +21,15 @@ import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from compiler.tools._exec import ToolError
+from compiler.tools._exec import run as run_tool
+
 DEFAULT_TIMEOUT = 1800.0  # a 10,000-rule policy takes minutes on a busy 2-core machine
 CLANG = "clang"
 
 
-class ClangError(RuntimeError):
+class ClangError(ToolError):
     """``clang`` failed (non-zero exit, timeout or missing binary)."""
-
-    def __init__(self, argv: Sequence[str], returncode: int | None, stderr: str) -> None:
-        self.argv = tuple(argv)
-        self.returncode = returncode
-        self.stderr = stderr
-        status = "timed out" if returncode is None else f"exited {returncode}"
-        super().__init__(f"{' '.join(self.argv)!r} {status}: {stderr.strip()}")
 
 
 @dataclass(frozen=True)
@@ -97,15 +93,5 @@ def compile_bpf(
 ) -> ClangResult:
     """``clang -O2 -g -target bpf -c SRC -o OUT`` run in ``cwd`` (paths relative to it)."""
     argv = bpf_argv(src, out, include_dirs, defines=defines)
-    try:
-        proc = subprocess.run(
-            argv, cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False
-        )
-    except FileNotFoundError as e:
-        raise ClangError(argv, 127, str(e)) from None
-    except subprocess.TimeoutExpired as e:
-        stderr = e.stderr.decode() if isinstance(e.stderr, bytes) else (e.stderr or "")
-        raise ClangError(argv, None, stderr) from None
-    if proc.returncode != 0:
-        raise ClangError(argv, proc.returncode, proc.stderr)
+    proc = run_tool(argv, ClangError, cwd=cwd, timeout=timeout)
     return ClangResult(tuple(argv), proc.stderr)

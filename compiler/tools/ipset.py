@@ -11,22 +11,17 @@ network namespace (ipsets are per network namespace).
 from __future__ import annotations
 
 import shutil
-import subprocess
 from collections.abc import Iterable, Sequence
+
+from compiler.tools._exec import ToolError, in_netns
+from compiler.tools._exec import run as run_tool
 
 DEFAULT_TIMEOUT = 60.0
 IPSET = "ipset"
 
 
-class IpsetError(RuntimeError):
+class IpsetError(ToolError):
     """``ipset`` failed (non-zero exit, timeout or missing binary)."""
-
-    def __init__(self, argv: Sequence[str], returncode: int | None, stderr: str) -> None:
-        self.argv = tuple(argv)
-        self.returncode = returncode
-        self.stderr = stderr
-        status = "timed out" if returncode is None else f"exited {returncode}"
-        super().__init__(f"{' '.join(self.argv)!r} {status}: {stderr.strip()}")
 
 
 def available() -> bool:
@@ -34,8 +29,7 @@ def available() -> bool:
 
 
 def argv(args: Sequence[str], netns: str | None = None) -> list[str]:
-    base = [IPSET, *args]
-    return ["ip", "netns", "exec", netns, *base] if netns else base
+    return in_netns([IPSET, *args], netns)
 
 
 def run(
@@ -45,19 +39,7 @@ def run(
     netns: str | None = None,
     timeout: float = DEFAULT_TIMEOUT,
 ) -> str:
-    cmd = argv(args, netns)
-    try:
-        proc = subprocess.run(
-            cmd, input=input, capture_output=True, text=True, timeout=timeout, check=False
-        )
-    except FileNotFoundError as e:
-        raise IpsetError(cmd, 127, str(e)) from None
-    except subprocess.TimeoutExpired as e:
-        stderr = e.stderr.decode() if isinstance(e.stderr, bytes) else (e.stderr or "")
-        raise IpsetError(cmd, None, stderr) from None
-    if proc.returncode != 0:
-        raise IpsetError(cmd, proc.returncode, proc.stderr)
-    return proc.stdout
+    return run_tool(argv(args, netns), IpsetError, input=input, timeout=timeout).stdout
 
 
 def restore(script: str, *, netns: str | None = None, timeout: float = DEFAULT_TIMEOUT) -> None:

@@ -19,9 +19,11 @@ never see or touch the caller's rules.
 from __future__ import annotations
 
 import shutil
-import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
+
+from compiler.tools._exec import ToolError, in_netns
+from compiler.tools._exec import run as run_tool
 
 DEFAULT_TIMEOUT = 60.0
 BACKENDS = ("legacy", "nft")
@@ -34,15 +36,8 @@ class Result:
     stderr: str
 
 
-class IptablesError(RuntimeError):
+class IptablesError(ToolError):
     """An iptables tool failed (non-zero exit, timeout or missing binary)."""
-
-    def __init__(self, argv: Sequence[str], returncode: int | None, stderr: str) -> None:
-        self.argv = tuple(argv)
-        self.returncode = returncode
-        self.stderr = stderr
-        status = "timed out" if returncode is None else f"exited {returncode}"
-        super().__init__(f"{' '.join(self.argv)!r} {status}: {stderr.strip()}")
 
 
 def binary(family: int, backend: str, tool: str) -> str:
@@ -64,24 +59,11 @@ def argv(
     netns: str | None = None,
     isolated: bool = False,
 ) -> list[str]:
-    base = [binary(family, backend, tool), *args]
-    if netns:
-        return ["ip", "netns", "exec", netns, *base]
-    return ["unshare", "--net", *base] if isolated else base
+    return in_netns([binary(family, backend, tool), *args], netns, isolated)
 
 
 def _run(cmd: list[str], input: str | None, timeout: float) -> Result:
-    try:
-        proc = subprocess.run(
-            cmd, input=input, capture_output=True, text=True, timeout=timeout, check=False
-        )
-    except FileNotFoundError as e:
-        raise IptablesError(cmd, 127, str(e)) from None
-    except subprocess.TimeoutExpired as e:
-        stderr = e.stderr.decode() if isinstance(e.stderr, bytes) else (e.stderr or "")
-        raise IptablesError(cmd, None, stderr) from None
-    if proc.returncode != 0:
-        raise IptablesError(cmd, proc.returncode, proc.stderr)
+    proc = run_tool(cmd, IptablesError, input=input, timeout=timeout)
     return Result(tuple(cmd), proc.stdout, proc.stderr)
 
 

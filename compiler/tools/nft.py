@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
+
+from compiler.tools._exec import ToolError, in_netns
+from compiler.tools._exec import run as run_tool
 
 DEFAULT_TIMEOUT = 60.0
 NFT = "nft"
@@ -30,15 +32,8 @@ class NftResult:
     stderr: str
 
 
-class NftError(RuntimeError):
+class NftError(ToolError):
     """``nft`` failed (non-zero exit, timeout or missing binary)."""
-
-    def __init__(self, argv: Sequence[str], returncode: int | None, stderr: str) -> None:
-        self.argv = tuple(argv)
-        self.returncode = returncode
-        self.stderr = stderr
-        status = "timed out" if returncode is None else f"exited {returncode}"
-        super().__init__(f"{' '.join(self.argv)!r} {status}: {stderr.strip()}")
 
 
 def available() -> bool:
@@ -50,10 +45,7 @@ def nft_argv(args: Sequence[str], netns: str | None = None, isolated: bool = Fal
     """argv for ``nft ARGS``: in the named netns, or (``isolated``) in a fresh, empty one
     that disappears with the process (``unshare --net``), so a check sees no existing ruleset
     and can never touch the caller's."""
-    base = [NFT, *args]
-    if netns:
-        return ["ip", "netns", "exec", netns, *base]
-    return ["unshare", "--net", *base] if isolated else base
+    return in_netns([NFT, *args], netns, isolated)
 
 
 def run(
@@ -66,17 +58,7 @@ def run(
 ) -> NftResult:
     """Run ``nft ARGS`` (optionally in ``netns``) and return its output; raise NftError on failure."""
     argv = nft_argv(args, netns, isolated)
-    try:
-        proc = subprocess.run(
-            argv, input=input, capture_output=True, text=True, timeout=timeout, check=False
-        )
-    except FileNotFoundError as e:
-        raise NftError(argv, 127, str(e)) from None
-    except subprocess.TimeoutExpired as e:
-        stderr = e.stderr.decode() if isinstance(e.stderr, bytes) else (e.stderr or "")
-        raise NftError(argv, None, stderr) from None
-    if proc.returncode != 0:
-        raise NftError(argv, proc.returncode, proc.stderr)
+    proc = run_tool(argv, NftError, input=input, timeout=timeout)
     return NftResult(tuple(argv), proc.stdout, proc.stderr)
 
 

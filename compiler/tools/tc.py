@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 from collections.abc import Sequence
 from typing import Any
+
+from compiler.tools._exec import ToolError, in_netns
+from compiler.tools._exec import run as run_tool
 
 DEFAULT_TIMEOUT = 30.0
 TC = "tc"
@@ -23,15 +25,8 @@ PREF = "1"
 HANDLE = "1"
 
 
-class TcError(RuntimeError):
+class TcError(ToolError):
     """``tc`` failed (non-zero exit, timeout or missing binary)."""
-
-    def __init__(self, argv: Sequence[str], returncode: int | None, stderr: str) -> None:
-        self.argv = tuple(argv)
-        self.returncode = returncode
-        self.stderr = stderr
-        status = "timed out" if returncode is None else f"exited {returncode}"
-        super().__init__(f"{' '.join(self.argv)!r} {status}: {stderr.strip()}")
 
 
 def available() -> bool:
@@ -46,17 +41,8 @@ def run(
     timeout: float = DEFAULT_TIMEOUT,
 ) -> Any:
     """``tc [-j] ARGS``; parsed JSON with ``json_out``, else stdout."""
-    base = [TC, *(["-j"] if json_out else []), *args]
-    argv = ["ip", "netns", "exec", netns, *base] if netns else base
-    try:
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
-    except FileNotFoundError as e:
-        raise TcError(argv, 127, str(e)) from None
-    except subprocess.TimeoutExpired as e:
-        stderr = e.stderr.decode() if isinstance(e.stderr, bytes) else (e.stderr or "")
-        raise TcError(argv, None, stderr) from None
-    if proc.returncode != 0:
-        raise TcError(argv, proc.returncode, proc.stderr)
+    argv = in_netns([TC, *(["-j"] if json_out else []), *args], netns)
+    proc = run_tool(argv, TcError, timeout=timeout)
     if json_out:
         return json.loads(proc.stdout) if proc.stdout.strip() else []
     return proc.stdout

@@ -92,8 +92,7 @@ def test_tier_deny_beats_later_allow_and_pass() -> None:
         tier="sec",
         order=1,
         selector='app == "db"',
-        ingress=(m.Rule("Deny", source=m.EntityRule(selector='app == "cli"')),
-                 m.Rule("Pass")),
+        ingress=(m.Rule("Deny", source=m.EntityRule(selector='app == "cli"')), m.Rule("Pass")),
     )
     allow_all = m.Policy(
         kind="GlobalNetworkPolicy",

@@ -24,8 +24,7 @@ import json
 import os
 import shutil
 import subprocess
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,6 +40,7 @@ from runtime.bgp.render import render_node
 from runtime.ipam import IPAM
 from runtime.ipam_state import StateFile
 from runtime.routes import block_routes, reconcile, workload_routes
+from tests.support.cluster_setup import plug, wait_for
 from tests.support.netns import Cluster, Node
 from tests.support.traffic import Probe, send_probes
 
@@ -53,7 +53,6 @@ NODES = {"n1": "192.168.77.1", "n2": "192.168.77.2", "n3": "192.168.77.3"}
 TOR_IP = "192.168.77.254"
 TOR_ASN = 65000
 TOR_PREFIX = "172.16.99.0/24"
-CONVERGE = 40.0
 BORROWED = "10.65.0.10"  # inside n1's first block, used by a pod on n3
 
 CLUSTER_YAML = """
@@ -84,14 +83,6 @@ spec: {{peerIP: {TOR_IP}, asNumber: {TOR_ASN}}}
 """
 
 
-def wait_for(what: str, check: Callable[[], bool], timeout: float = CONVERGE) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.25)
-
-
 @dataclass
 class Setup:
     cluster: Cluster
@@ -105,18 +96,6 @@ class Setup:
 
     def routes(self, node: str) -> str:
         return self.nodes[node].run(["ip", "-4", "route", "show", "table", "main"]).stdout
-
-
-def plug(switch: Node, node: Node, name: str, cidr: str) -> None:
-    """``eth0`` of ``node`` (address ``cidr``) into the switch's bridge."""
-    node.ip_batch(
-        [
-            f"link add eth0 type veth peer name {name} netns {switch.name}",
-            f"addr add {cidr} dev eth0",
-            "link set eth0 up",
-        ]
-    )
-    switch.ip_batch([f"link set {name} master br0", f"link set {name} up"])
 
 
 def build(cluster: Cluster, tmp: Path, with_tor: bool) -> Setup:
@@ -332,7 +311,7 @@ def test_gobgp_top_of_rack(tmp_path: Path) -> None:
                     except Exception:
                         return ""
 
-                def nexthops(block: str) -> set[str]:
+                def path_hops(block: str) -> set[str]:
                     try:
                         rib_json = json.loads(gobgp(tor, "global", "rib", "-a", "ipv4", "-j"))
                     except Exception:
@@ -350,7 +329,7 @@ def test_gobgp_top_of_rack(tmp_path: Path) -> None:
                         # Other nodes may re-advertise a block before its owner's session is
                         # up; wait for the owner's own path before judging next hops.
                         wait_for(
-                            f"{block} from its owner {ip}", lambda b=block, i=ip: i in nexthops(b)
+                            f"{block} from its owner {ip}", lambda b=block, i=ip: i in path_hops(b)
                         )
                 table = gobgp(tor, "global", "rib", "-a", "ipv4", "-j")
                 paths = json.loads(table)

@@ -65,7 +65,6 @@ from runtime.iptables import detect_backend
 from runtime.plan import Env
 from runtime.state import StateDir
 from runtime.vxlan import DEVICE, allocate_tunnel_address, vteps
-from tests.kernel.test_nftables_support import describe
 from tests.support.cluster_setup import (
     Daemons,
     add_workloads,
@@ -75,6 +74,7 @@ from tests.support.cluster_setup import (
     wait_for,
     workload_key,
 )
+from tests.support.compare import describe_verdict as describe
 from tests.support.netns import Cluster, Node, in_netns
 from tests.support.traffic import Probe, send_probes
 
@@ -210,6 +210,7 @@ CONNTRACK = {
 
 
 def yaml_for(mode: str, pod_ips: Mapping[str, str] | None = None) -> str:
+    """The cluster in ``mode``; the pods only once IPAM has given them ``pod_ips``."""
     vxlan = ", vxlanMode: Always" if mode == "vxlan" else ""
     text = f"""
 apiVersion: projectcalico.org/v3
@@ -233,8 +234,9 @@ spec:
   bgp: {{ipv4Address: {ip}/24}}
 """
     text += POLICY_YAML
-    for node, ns, pod, labels in PODS if pod_ips is not None else ():
-        assert pod_ips is not None
+    for node, ns, pod, labels in PODS:
+        if pod_ips is None:  # before IPAM: pools and nodes only
+            break
         ip = pod_ips[f"{ns}/{pod}"]
         text += f"""---
 apiVersion: v1
@@ -349,12 +351,12 @@ def build(cluster: Cluster, tmp: Path, mode: str, daemons: Daemons) -> PolicyClu
     ]
 )
 def pc(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[PolicyCluster]:
-    daemons = Daemons()
-    try:
-        with Cluster() as cluster:
+    with Cluster() as cluster:
+        daemons = Daemons()
+        try:
             yield build(cluster, tmp_path, request.param, daemons)
-    finally:
-        daemons.stop_all()
+        finally:
+            daemons.stop_all()  # BIRDs first, then the namespaces they live in
 
 
 def conntrack_flows(node: Node) -> set[tuple[str, str, int, int | None]]:

@@ -255,25 +255,6 @@ def test_set_only_update_applies_in_place(cluster: Cluster, backend: str) -> Non
 # -- real traffic --------------------------------------------------------------------------------
 
 
-def _pod_probes(
-    topo: IptTopology, ports: tuple[int, ...], extra_dests: tuple[str, ...] = ()
-) -> list:
-    probes = []
-    local = [e for e in topo.program.endpoints if not e.is_host and e.id in topo.pods]
-    for a, b in itertools.permutations(local, 2):
-        for addr in b.ips:
-            probes.append(topo.probe(a.id, str(addr), "ICMP", None))
-            for proto, port in itertools.product(("TCP", "UDP"), ports):
-                probes.append(topo.probe(a.id, str(addr), proto, port))
-    for a in local:
-        for dst in extra_dests:
-            probes.append(topo.probe(a.id, dst, "ICMP", None))
-            for proto, port in itertools.product(("TCP", "UDP"), ports):
-                probes.append(topo.probe(a.id, dst, proto, port))
-    versions = {key: {x.version for x in topo.cluster.get(key).addresses} for key in topo.pods}
-    return [p for p in probes if p.address.version in versions.get(p.src, {4, 6})]
-
-
 WORKLOAD_PORTS = (22, 80, 5432, 7005, 7105, 7400, 8080, 8081, 9005, 9999)
 OUTSIDE = ("203.0.113.10", "203.0.113.5", "10.99.1.1", "192.0.2.10", "2001:db8::5")
 
@@ -283,7 +264,7 @@ def test_workloads_traffic_matches_evaluator(cluster: Cluster, backend: str) -> 
     prog = workloads_program()
     topo = IptTopology.make(cluster, {"node1": prog}, backend, externals=OUTSIDE)
     topo.load()
-    probes = _pod_probes(topo, WORKLOAD_PORTS, OUTSIDE)
+    probes = topo.pod_probes(WORKLOAD_PORTS, OUTSIDE)
     for ext in OUTSIDE:
         key = topo.externals[ext]
         for pod in ("10.65.0.1", "10.65.0.2", "fd00:65::2"):
@@ -301,7 +282,7 @@ def test_reject_ends_tcp_probes_early(cluster: Cluster, backend: str) -> None:
     prog = workloads_program(deny_action="Reject")
     topo = IptTopology.make(cluster, {"node1": prog}, backend)
     topo.load()
-    probes = _pod_probes(topo, (22, 5432))
+    probes = topo.pod_probes((22, 5432))
     denied = [p for p in probes if p.protocol == "TCP" and not evaluate(prog, topo.flow(p)).allowed]
     assert denied
     t0 = time.monotonic()

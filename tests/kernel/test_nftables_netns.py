@@ -130,18 +130,6 @@ def test_set_update_applies_in_place(cluster: Cluster) -> None:
 # -- real traffic ----------------------------------------------------------------------------
 
 
-def _pod_probes(topo: NftTopology, ports: tuple[int, ...]) -> list:
-    probes = []
-    local = [e for e in topo.program.endpoints if not e.is_host and e.id in topo.pods]
-    for a, b in itertools.permutations(local, 2):
-        for addr in b.ips:
-            probes.append(topo.probe(a.id, str(addr), "ICMP", None))
-            for proto, port in itertools.product(("TCP", "UDP"), ports):
-                if addr.version in {x.version for x in a.ips}:
-                    probes.append(topo.probe(a.id, str(addr), proto, port))
-    return [p for p in probes if any(x.version == p.address.version for x in _ips(topo, p.src))]
-
-
 def _ips(topo: NftTopology, key: str) -> list:
     return topo.cluster.get(key).addresses
 
@@ -150,7 +138,7 @@ def test_workloads_traffic_matches_evaluator(cluster: Cluster) -> None:
     prog = workloads_program()
     topo = NftTopology.build(cluster, {"n1": prog})
     topo.load()
-    probes = _pod_probes(topo, (22, 80, 443, 8080, 8150, 9000))
+    probes = topo.pod_probes((22, 80, 443, 8080, 8150, 9000))
     errors = run_and_compare(topo, probes)
     assert not errors, "\n".join(errors)
     # The program really discriminates: some probes are denied, some allowed.
@@ -164,7 +152,7 @@ def test_reject_ends_tcp_probes_early(cluster: Cluster) -> None:
     prog = workloads_program(FelixConfig(deny_action="Reject"))
     topo = NftTopology.build(cluster, {"n1": prog})
     topo.load()
-    probes = _pod_probes(topo, (22, 80))
+    probes = topo.pod_probes((22, 80))
     errors = run_and_compare(topo, probes, timeout=3.0)
     assert not errors, "\n".join(errors)
 

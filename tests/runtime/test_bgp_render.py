@@ -8,13 +8,9 @@ node rendered. On a mismatch the test writes ``<golden>.actual`` next to it and 
 
 from __future__ import annotations
 
-import difflib
 import ipaddress
 import json
-import os
 import random
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -35,9 +31,10 @@ from runtime.bgp.build import BuildOptions, build_config
 from runtime.bgp.render import render, render_node
 from runtime.bgp.text import UnsafeText, bird_string
 from runtime.ipam_state import Block, IPAMState
+from tests.support.golden import assert_golden
+from tests.support.hash_seed import python_stdout
 
 GOLDEN = Path(__file__).resolve().parent / "golden" / "bgp"
-UPDATE = os.environ.get("TORTIE_UPDATE_GOLDENS") == "1"
 CASES = [
     ("mesh", "node-a"),
     ("mesh", "node-c"),
@@ -73,29 +70,6 @@ def render_case(topology: str, node: str, text: str | None = None) -> str:
     return out
 
 
-def assert_golden(actual: str, path: Path) -> None:
-    stale = path.with_name(path.name + ".actual")
-    if UPDATE or not path.exists():
-        path.write_text(actual)
-        stale.unlink(missing_ok=True)
-        if not UPDATE:
-            pytest.fail(f"wrote new golden {path}; review it and run again")
-        return
-    expected = path.read_text()
-    if actual == expected:
-        stale.unlink(missing_ok=True)
-        return
-    stale.write_text(actual)
-    diff = "".join(
-        difflib.unified_diff(
-            expected.splitlines(True), actual.splitlines(True), str(path), str(stale)
-        )
-    )
-    pytest.fail(
-        f"{path.name} differs from the golden; wrote {stale.name} (accept: mv {stale} {path})\n{diff[:6000]}"
-    )
-
-
 @pytest.mark.parametrize(("topology", "node"), CASES, ids=[f"{t}-{n}" for t, n in CASES])
 def test_golden(topology: str, node: str) -> None:
     assert_golden(render_case(topology, node), GOLDEN / topology / f"{node}.bird.cfg")
@@ -114,22 +88,11 @@ def test_deterministic_across_document_order_and_hash_seed() -> None:
     docs = text.split("\n---\n")
     random.Random(7).shuffle(docs)
     assert render_case("mesh", "node-a", "\n---\n".join(docs)) == render_case("mesh", "node-a")
-    root = str(Path(__file__).parents[2])
     code = (
-        f"import sys; sys.path.insert(0, {root!r}); "
-        "from tests.runtime.test_bgp_render import render_case; "
+        "import sys; from tests.runtime.test_bgp_render import render_case; "
         "sys.stdout.write(render_case('route-reflector', 'rr-1'))"
     )
-    outs = {
-        subprocess.run(
-            [sys.executable, "-c", code],
-            capture_output=True,
-            text=True,
-            env={**os.environ, "PYTHONHASHSEED": seed},
-            check=True,
-        ).stdout
-        for seed in ("1", "2")
-    }
+    outs = {python_stdout(code, seed=seed) for seed in ("1", "2")}
     assert outs == {render_case("route-reflector", "rr-1")}
 
 

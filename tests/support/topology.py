@@ -178,6 +178,20 @@ class Topology:
             return Probe(src_key, dst_ip, protocol)  # type: ignore[arg-type]
         return Probe(src_key, dst_ip, protocol, port, next_src_port())  # type: ignore[arg-type]
 
+    def pod_probes(self, ports: tuple[int, ...], extra_dests: tuple[str, ...] = ()) -> list[Probe]:
+        """ICMP echo, and TCP and UDP to each of ``ports``, from every pod to every other pod's
+        addresses (and to ``extra_dests``), in the address families the source pod has."""
+        local = [e for e in self.program.endpoints if not e.is_host and e.id in self.pods]
+        dests = [(a, str(addr)) for a, b in itertools.permutations(local, 2) for addr in b.ips]
+        dests += [(a, dst) for a in local for dst in extra_dests]
+        probes = []
+        for a, dst in dests:
+            probes.append(self.probe(a.id, dst, "ICMP", None))
+            for proto, port in itertools.product(("TCP", "UDP"), ports):
+                probes.append(self.probe(a.id, dst, proto, port))
+        versions = {key: {x.version for x in self.cluster.get(key).addresses} for key in self.pods}
+        return [p for p in probes if p.address.version in versions.get(p.src, {4, 6})]
+
 
 @dataclass
 class NftTopology(Topology):

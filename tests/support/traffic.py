@@ -1,4 +1,4 @@
-"""Send real probes through a Cluster (tests/support/netns.py) and report which ones arrived.
+"""Send real probes through a Cluster (tests/support/netns/) and report which ones arrived.
 
 Usage::
 

@@ -10,16 +10,12 @@ Goldens live in ``tests/targets/golden/iptables/<case>/``. On a mismatch the tes
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import doctest
 import hashlib
 import importlib
 import ipaddress
-import os
 import pkgutil
 import re
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -45,6 +41,8 @@ from compiler.targets.iptables.names import (
     set_name,
     temp_set_name,
 )
+from tests.support.golden import assert_golden
+from tests.support.hash_seed import cli_compile, python_stdout
 from tests.targets.test_iptables_programs import (
     HOSTILE,
     PROGRAMS,
@@ -56,34 +54,8 @@ from tests.targets.test_iptables_sim import _tokens
 
 ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = Path(__file__).resolve().parent / "golden" / "iptables"
-UPDATE = os.environ.get("TORTIE_UPDATE_GOLDENS") == "1"
 MARKS = Marks.from_mask(0xFFFF0000)
 assert MARKS is not None
-
-
-def assert_golden(actual: str, name: str) -> None:
-    path = GOLDEN / name
-    stale = path.with_name(path.name + ".actual")
-    if UPDATE:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(actual)
-        stale.unlink(missing_ok=True)
-        return
-    expected = path.read_text() if path.exists() else ""
-    if actual == expected:
-        stale.unlink(missing_ok=True)
-        return
-    stale.parent.mkdir(parents=True, exist_ok=True)
-    stale.write_text(actual)
-    diff = "".join(
-        difflib.unified_diff(
-            expected.splitlines(True), actual.splitlines(True), str(path), str(stale)
-        )
-    )
-    pytest.fail(
-        f"{name} differs from the golden; wrote {stale.name} "
-        f"(accept with: mv {stale} {path}, or TORTIE_UPDATE_GOLDENS=1)\n{diff[:6000]}"
-    )
 
 
 def demo_program(node: str = "node1") -> ir.Program:
@@ -117,13 +89,13 @@ CASES: dict[str, Callable[[], ir.Program]] = {
 def test_golden_files(name: str) -> None:
     files = render_program(CASES[name]()).files
     for fname, data in sorted(files.items()):
-        assert_golden(data.decode(), f"{name}/{fname}")
+        assert_golden(data.decode(), GOLDEN / f"{name}/{fname}")
 
 
 def test_golden_set_update() -> None:
     update = render_set_update(workloads_program(), members_changed())
     assert update is not None
-    assert_golden(update, "workloads/ipset.update")
+    assert_golden(update, GOLDEN / "workloads/ipset.update")
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
@@ -146,17 +118,7 @@ for name in sorted(CASES):
 def test_deterministic_across_hash_seeds() -> None:
     outs = []
     for seed in ("0", "4242"):
-        env = {**os.environ, "PYTHONHASHSEED": seed, "PYTHONPATH": str(ROOT)}
-        proc = subprocess.run(
-            [sys.executable, "-c", _SUBPROCESS],
-            capture_output=True,
-            text=True,
-            env=env,
-            cwd=ROOT,
-            check=True,
-            timeout=300,
-        )
-        outs.append(proc.stdout)
+        outs.append(python_stdout(_SUBPROCESS, seed=seed, timeout=300))
     here = "".join(
         f"{name} {fname} {hashlib.sha256(data).hexdigest()}\n"
         for name in sorted(CASES)
@@ -169,20 +131,9 @@ def test_cli_compile_writes_the_iptables_artifact(tmp_path: Path) -> None:
     """``tortie compile --target iptables`` goes through the registry to this target, and two
     processes with different hash seeds write byte-identical directories."""
     outputs = []
+    args = ["-f", "examples/demo", "--node", "node1", "--target", "iptables"]
     for seed in ("1", "2"):
-        out = tmp_path / f"out{seed}"
-        env = {**os.environ, "PYTHONHASHSEED": seed, "PYTHONPATH": str(ROOT)}
-        subprocess.run(
-            [sys.executable, "-c", "from compiler.cli import main; main()", "compile"]
-            + ["-f", "examples/demo", "--node", "node1", "--target", "iptables", "-o", str(out)],
-            capture_output=True,
-            text=True,
-            env=env,
-            cwd=ROOT,
-            check=True,
-            timeout=120,
-        )
-        outputs.append({p.name: p.read_bytes() for p in sorted(out.iterdir())})
+        outputs.append(cli_compile(args, tmp_path / f"out{seed}", seed=seed))
     assert outputs[0] == outputs[1]
     assert set(outputs[0]) == {
         "manifest.json",
@@ -547,7 +498,8 @@ def test_felix_defaults_are_what_the_goldens_use() -> None:
 
 _DOCTEST_MODULES = sorted(
     [f"compiler.targets.iptables.{m.name}" for m in pkgutil.iter_modules(iptables_pkg.__path__)]
-    + ["compiler.targets.common", "compiler.tools.iptables", "compiler.tools.ipset"]
+    + ["compiler.targets.common", "compiler.tools._exec", "compiler.tools.iptables"]
+    + ["compiler.tools.ipset"]
 )
 
 

@@ -8,11 +8,8 @@ Goldens live in ``tests/targets/golden/nftables/``. On a mismatch the test write
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import ipaddress
 import os
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -22,35 +19,12 @@ from compiler.frontend.model import FelixConfig
 from compiler.ir import nodes as ir
 from compiler.targets.nftables import NftablesTarget, render_program, render_set_update
 from compiler.tools import nft
+from tests.support.golden import assert_golden
+from tests.support.hash_seed import cli_compile, python_stdout
 from tests.targets.test_nftables_programs import PROGRAMS, workloads_program
 
 ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = Path(__file__).resolve().parent / "golden" / "nftables"
-UPDATE = os.environ.get("TORTIE_UPDATE_GOLDENS") == "1"
-
-
-def assert_golden(actual: str, name: str) -> None:
-    path = GOLDEN / name
-    stale = path.with_name(path.name + ".actual")
-    if UPDATE:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(actual)
-        stale.unlink(missing_ok=True)
-        return
-    expected = path.read_text() if path.exists() else ""
-    if actual == expected:
-        stale.unlink(missing_ok=True)
-        return
-    stale.write_text(actual)
-    diff = "".join(
-        difflib.unified_diff(
-            expected.splitlines(True), actual.splitlines(True), str(path), str(stale)
-        )
-    )
-    pytest.fail(
-        f"{path.name} differs from the golden; wrote {stale.name} "
-        f"(accept with: mv {stale} {path}, or TORTIE_UPDATE_GOLDENS=1)\n{diff[:6000]}"
-    )
 
 
 def _reject_program() -> ir.Program:
@@ -83,13 +57,13 @@ CASES: dict[str, Callable[[], ir.Program]] = {
 
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_golden_script(name: str) -> None:
-    assert_golden(render_program(CASES[name]()).script, f"{name}.nft")
+    assert_golden(render_program(CASES[name]()).script, GOLDEN / f"{name}.nft")
 
 
 def test_golden_set_update() -> None:
     update = render_set_update(workloads_program(), _members_changed())
     assert update is not None
-    assert_golden(update, "workloads.set-update.nft")
+    assert_golden(update, GOLDEN / "workloads.set-update.nft")
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
@@ -111,16 +85,7 @@ sys.stdout.write(render_program(PROGRAMS[sys.argv[1]]()).script)
 @pytest.mark.parametrize("seed", ["0", "12345"])
 def test_deterministic_across_hash_seeds(seed: str) -> None:
     for name, make in sorted(PROGRAMS.items()):
-        env = {**os.environ, "PYTHONHASHSEED": seed, "PYTHONPATH": str(ROOT)}
-        out = subprocess.run(
-            [sys.executable, "-c", _SUBPROCESS, name],
-            capture_output=True,
-            text=True,
-            env=env,
-            cwd=ROOT,
-            check=True,
-            timeout=120,
-        ).stdout
+        out = python_stdout(_SUBPROCESS, name, seed=seed)
         assert out == render_program(make()).script, name
 
 
@@ -129,21 +94,9 @@ def test_cli_compile_deterministic_across_hash_seeds(tmp_path: Path) -> None:
     hash seeds gives byte-identical artifact directories."""
     case = ROOT / "tests" / "conformance" / "base" / "cluster.yaml"
     outputs = []
+    args = ["-f", str(case.relative_to(ROOT)), "--node", "node1", "--target", "nftables"]
     for seed in ("1", "2"):
-        out = tmp_path / f"out{seed}"
-        env = {**os.environ, "PYTHONHASHSEED": seed, "PYTHONPATH": str(ROOT)}
-        subprocess.run(
-            [sys.executable, "-c", "from compiler.cli import main; main()", "compile"]
-            + ["-f", str(case.relative_to(ROOT)), "--node", "node1", "--target", "nftables"]
-            + ["-o", str(out)],
-            capture_output=True,
-            text=True,
-            env=env,
-            cwd=ROOT,
-            check=True,
-            timeout=120,
-        )
-        outputs.append({p.name: p.read_bytes() for p in sorted(out.iterdir())})
+        outputs.append(cli_compile(args, tmp_path / f"out{seed}", seed=seed))
     assert outputs[0] == outputs[1]
     assert set(outputs[0]) == {"manifest.json", "nftables.nft"}
 

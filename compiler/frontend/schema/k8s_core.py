@@ -44,7 +44,8 @@ from compiler.frontend.yaml_loader import Mapping, Scalar
 from .bgp import parse_asn
 from .collect import Collector
 from .fields import Fields, expect_map
-from .meta import Doc, read_meta
+from .meta import Doc, Meta, read_meta
+from .pod_fast import read_pod_fast
 from .values import check_name, parse_ip
 
 __all__ = [
@@ -123,6 +124,10 @@ def _pod_ips(doc: Doc, status: Fields | None) -> tuple[IPAddr, ...]:
 
 
 def read_pod(doc: Doc, col: Collector) -> None:
+    fast = read_pod_fast(doc)
+    if fast is not None:  # a well-formed pod: same result, a fraction of the time (pod_fast.py)
+        add_pod(doc, col, *fast)
+        return
     sink = doc.sink
     meta = read_meta(doc, namespaced=True, strict=False)
     before = len(sink.errors)
@@ -142,6 +147,21 @@ def read_pod(doc: Doc, col: Collector) -> None:
     phase = status.str("phase") if status is not None else None
     if len(sink.errors) > before:
         return
+    add_pod(doc, col, meta, bool(host_network), node, sa, ports, ips, phase)
+
+
+def add_pod(
+    doc: Doc,
+    col: Collector,
+    meta: Meta,
+    host_network: bool,
+    node: str | None,
+    sa: str | None,
+    ports: tuple[NamedPort, ...],
+    ips: tuple[IPAddr, ...],
+    phase: str | None,
+) -> None:
+    """The WorkloadEndpoint of a validated pod, or the reason Calico gives it none."""
     reason = None
     if host_network:
         reason = "Pod: hostNetwork"

@@ -13,6 +13,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import unicodedata
+from functools import lru_cache
 
 from compiler.diagnostics import DiagnosticSink
 from compiler.frontend.model import PORT_PROTOCOLS, PROTOCOLS, IPAddr, IPNet, PortSpec
@@ -66,12 +67,18 @@ def check_safe(sink: DiagnosticSink, node: Scalar, what: str) -> bool:
     return False
 
 
+@lru_cache(maxsize=65536)
+def _valid_name(text: str, label: bool) -> bool:
+    limit, pattern = (63, _DNS_LABEL) if label else (253, _DNS_SUBDOMAIN)
+    return bool(pattern.match(text)) and len(text) <= limit
+
+
 def check_name(sink: DiagnosticSink, node: Scalar, what: str, *, label: bool = False) -> bool:
     """A DNS-1123 subdomain (≤ 253, dots allowed) or, with ``label``, a DNS-1123 label (≤ 63)."""
     text = str(node.value)
-    limit, pattern = (63, _DNS_LABEL) if label else (253, _DNS_SUBDOMAIN)
-    if pattern.match(text) and len(text) <= limit:
+    if _valid_name(text, label):  # names repeat (namespaces, ports): validate each text once
         return True
+    limit = 63 if label else 253
     shape = "a DNS-1123 label" if label else "a DNS-1123 subdomain"
     rule = "lower-case letters, digits and '-'" + ("" if label else ", in '.'-separated parts")
     reason = unsafe_reason(text)
@@ -87,6 +94,7 @@ def check_name(sink: DiagnosticSink, node: Scalar, what: str, *, label: bool = F
     return False
 
 
+@lru_cache(maxsize=65536)  # label keys and values repeat across thousands of pods
 def check_label_key(key: str) -> str | None:
     """Why ``key`` is not a valid Kubernetes label key, or None."""
     prefix, slash, name = key.rpartition("/")
@@ -100,6 +108,7 @@ def check_label_key(key: str) -> str | None:
     return None
 
 
+@lru_cache(maxsize=65536)
 def check_label_value(value: str) -> str | None:
     if value == "" or (len(value) <= 63 and _LABEL_NAME.match(value)):
         return None

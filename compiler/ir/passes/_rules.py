@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 
-from compiler.ir.nodes import DIRECTIONS, Match, PortMatch, Program, Rule, Side
+from compiler.ir.nodes import DIRECTIONS, Match, PortMatch, Program, Rule, Side, replace_program
 
 RuleListFn = Callable[[str, str, tuple[Rule, ...]], tuple[Rule, ...]]
 
@@ -32,6 +32,27 @@ def map_rule_lists(program: Program, fn: RuleListFn) -> tuple[dict, dict]:
         changed = any(new[d] is not prof.rules(d) and new[d] != prof.rules(d) for d in DIRECTIONS)
         profiles[name] = dataclasses.replace(prof, **new) if changed else prof
     return policies, profiles
+
+
+def drop_rules(program: Program, fn: RuleListFn, dropped: set[tuple[str, int, str]]) -> Program:
+    """:func:`map_rule_lists` for a pass that only removes rules: ``fn`` returns a rule list
+    with some rules left out and adds their :func:`dropped_entries` to ``dropped``.
+
+    The result records the drops in ``dropped_rules`` and loses the sets no remaining rule uses;
+    when ``fn`` dropped nothing, it is ``program`` itself.
+    """
+    policies, profiles = map_rule_lists(program, fn)
+    if all(policies[k] is v for k, v in program.policies.items()) and all(
+        profiles[k] is v for k, v in program.profiles.items()
+    ):
+        return program
+    out = replace_program(
+        program,
+        policies=policies,
+        profiles=profiles,
+        dropped_rules=tuple(set(program.dropped_rules) | dropped),
+    )
+    return replace_program(out, sets=prune_sets(out))
 
 
 def all_rules(program: Program):  # noqa: ANN201 - generator of (owner, direction, rules)

@@ -27,7 +27,6 @@ import ipaddress
 from compiler.ir.nodes import IPNet, Program, Rule, Side, replace_program
 from compiler.ir.passes._rules import map_rule_lists
 
-
 _ADDRESS = {4: ipaddress.IPv4Address, 6: ipaddress.IPv6Address}
 
 

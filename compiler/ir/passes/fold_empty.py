@@ -32,9 +32,9 @@ sets that only the dropped rules used are removed.
 
 from __future__ import annotations
 
-from compiler.ir.nodes import Program, Rule, replace_program
+from compiler.ir.nodes import Program, Rule
 from compiler.ir.passes._analysis import Analysis
-from compiler.ir.passes._rules import dropped_entries, map_rule_lists, prune_sets
+from compiler.ir.passes._rules import drop_rules, dropped_entries
 
 
 def run(program: Program, ctx: object) -> Program:
@@ -47,15 +47,4 @@ def run(program: Program, ctx: object) -> Program:
             dropped.update(dropped_entries(owner, direction, rs, kept))
         return kept
 
-    policies, profiles = map_rule_lists(program, rules)
-    if all(policies[k] is v for k, v in program.policies.items()) and all(
-        profiles[k] is v for k, v in program.profiles.items()
-    ):
-        return program  # nothing dropped
-    out = replace_program(
-        program,
-        policies=policies,
-        profiles=profiles,
-        dropped_rules=tuple(set(program.dropped_rules) | dropped),
-    )
-    return replace_program(out, sets=prune_sets(out))
+    return drop_rules(program, rules, dropped)

@@ -45,5 +45,3 @@ def run(program: Program, ctx: object) -> Program:
             nets = frozenset(n for cid in chosen for n in by_id[cid].nets if fam_ok(n))
             out[sid] = dataclasses.replace(s, members=nets)
     return replace_program(program, sets=out)
-
-

@@ -42,9 +42,9 @@ from collections import defaultdict
 
 from compiler.diagnostics import DiagnosticSink
 from compiler.ir.dump import rule_words
-from compiler.ir.nodes import ALLOW, DENY, PASS, Program, Rule, replace_program
+from compiler.ir.nodes import ALLOW, DENY, PASS, Program, Rule
 from compiler.ir.passes._analysis import Analysis, RuleFacts
-from compiler.ir.passes._rules import dropped_entries, map_rule_lists, prune_sets
+from compiler.ir.passes._rules import drop_rules, dropped_entries
 
 CODE = "W101"
 TERMINAL = frozenset({ALLOW, DENY, PASS})
@@ -54,7 +54,7 @@ def _owner(program: Program, owner: str) -> str:
     p = program.policies.get(owner)
     if p is None:
         return f"profile {owner}"
-    return f"{p.kind} {p.namespace}/{p.name}" if p.namespace else f"{p.kind} {p.name}"
+    return f"{p.kind} {p.qualified_name}"
 
 
 def _report(
@@ -116,15 +116,4 @@ def run(program: Program, ctx: object) -> Program:
             _report(sink, program, owner, direction, rs, shadowed)
         return tuple(kept)
 
-    policies, profiles = map_rule_lists(program, rules)
-    if all(policies[k] is v for k, v in program.policies.items()) and all(
-        profiles[k] is v for k, v in program.profiles.items()
-    ):
-        return program  # nothing shadowed
-    out = replace_program(
-        program,
-        policies=policies,
-        profiles=profiles,
-        dropped_rules=tuple(set(program.dropped_rules) | dropped),
-    )
-    return replace_program(out, sets=prune_sets(out))
+    return drop_rules(program, rules, dropped)

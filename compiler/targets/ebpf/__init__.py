@@ -2,7 +2,7 @@
 
 Program and map design
 ----------------------
-* One **object per distinct policy list**: for every local workload and direction, the
+* One **object per distinct policy list**: for every local endpoint and direction, the
   endpoint's tiers, policies and profiles are lowered (:mod:`.lower`) into macro calls and
   rendered (:mod:`.render`) into C. Objects are content-addressed by the hash of their C and
   headers, so endpoints with the same policy share one object and clang runs once per distinct
@@ -56,7 +56,8 @@ Limits and choices (also in ``check``)
   (~32k instructions, ~1,300 such rules in one function, measured), not the verifier's 1M
   processed instructions; clang time (~8 ms per rule) is why chunks are kept at ~1/4 of that.
 * ICMP errors (v4 3/11/12, v6 1-4) quoting a packet of an approved flow are admitted as
-  RELATED; other ICMP errors meet policy like any packet. IPv4 options are skipped; IPv6 extension chains longer than 8 headers are dropped;
+  RELATED; other ICMP errors meet policy like any packet.
+* Parsing: IPv4 options are skipped; IPv6 extension chains longer than 8 headers are dropped;
   truncated headers are dropped; later fragments follow their first fragment (in order only).
 """
 

@@ -142,7 +142,6 @@ class ChainBuilder:
             UNTRACKED: f"pol-untracked-{direction}/",
         }[flavour]
         name = ident(prefix, pid)
-        ns_name = f"{policy.namespace}/{policy.name}" if policy.namespace else policy.name
         prefix_str = log_prefix(policy_log_prefix(self.program.felix.log_prefix, policy))
         rules = policy.rules(direction)
         tracked = flavour == NORMAL
@@ -165,7 +164,7 @@ class ChainBuilder:
         for rule in rules:
             lines.extend(self._rule_lines(rule, f"{pid} {direction}", action))
         where = span_text(policy.origin)
-        comment = f"{policy.kind_short} {ns_name} tier {policy.tier} {direction}"
+        comment = f"{policy.kind_short} {policy.qualified_name} tier {policy.tier} {direction}"
         if flavour != NORMAL:
             comment += f" ({flavour})"
         if where:

@@ -18,7 +18,8 @@ from compiler.targets.nftables.script import FAMILY, TABLE, RenderError, render_
 CHUNK = 512  # elements per command: keeps lines and netlink messages reasonable
 
 
-def _commands(verb: str, set_name: str, elements: list[str]) -> list[str]:
+def element_commands(verb: str, set_name: str, elements: list[str]) -> list[str]:
+    """``add``/``delete element`` commands for one set of Tortie's table, CHUNK at a time."""
     out = []
     for i in range(0, len(elements), CHUNK):
         chunk = ", ".join(elements[i : i + CHUNK])
@@ -39,8 +40,8 @@ def render_set_update(old: Program, new: Program) -> str | None:
     adds: list[str] = []
     for b, a in zip(before.sets, after.sets, strict=True):
         old_elems, new_elems = set(b.elements), set(a.elements)
-        deletes += _commands("delete", b.name, [e for e in b.elements if e not in new_elems])
-        adds += _commands("add", a.name, [e for e in a.elements if e not in old_elems])
+        deletes += element_commands("delete", b.name, [e for e in b.elements if e not in new_elems])
+        adds += element_commands("add", a.name, [e for e in a.elements if e not in old_elems])
     if not deletes and not adds:
         return ""
     header = [
