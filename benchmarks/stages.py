@@ -219,7 +219,8 @@ def main() -> None:
         args.out.write_text(json.dumps(result, indent=1, sort_keys=True, default=str))
 
     sink, sources = DiagnosticSink(), SourceRegistry()
-    rs = rec.run("parse (load)", lambda: load([args.dir], sink, sources))
+    with perf.paused_gc():  # as compiler/cli/common.py does
+        rs = rec.run("parse (load)", lambda: load([args.dir], sink, sources))
     result["errors"] = [str(d) for d in sink.errors][:5]
     if rs is None or sink.has_errors:
         save()

@@ -82,9 +82,11 @@ def load_inputs(
     sink = sink if sink is not None else DiagnosticSink()
     sources = sources if sources is not None else SourceRegistry()
     stdin = click.get_text_stream("stdin")
-    resources = load(list(files), sink, sources, stdin=stdin)
-    # The inputs live until the command ends: stop the cyclic GC from re-scanning them for the
-    # rest of the command (compiler/perf.py), and undo that when the command returns.
+    # No cyclic GC while reading (an acyclic tree of millions of objects), and since the inputs
+    # live until the command ends, none re-scanning them afterwards either (compiler/perf.py);
+    # undone when the command returns.
+    with perf.paused_gc():
+        resources = load(list(files), sink, sources, stdin=stdin)
     restore = perf.batch_mode()
     ctx = click.get_current_context(silent=True)
     if ctx is not None:

@@ -9,10 +9,12 @@ which neither tree can tell flows apart, and the reference evaluator decides eac
   external address classes (cut at every CIDR either tree mentions, ``addresses.py``);
 * ``services.py``   — protocols, ports and ICMP cut at every boundary the rules mention;
 * ``views.py``      — which tiers, policies and profiles run for an address, per direction;
-* ``tables.py``     — per group of owners with the same views, a verdict table over the
-  group's own classes, evaluated on a small equivalent program;
-* ``semantic.py``   — only the cells whose allowed bit changed are expanded against the other
-  direction's table: verdict changes as rows over classes;
+* ``rules.py``      — what each rule sees of either end of a flow; caches shared by all groups;
+* ``tables.py``     — per group of owners with the same views, the verdicts over the group's
+  own classes, evaluated with the reference evaluator on a small equivalent program
+  (``mini.py``), block by block (``blocks.py``), only where a change can show (``align.py``);
+* ``semantic.py``   — changed cells crossed with the other direction: verdict changes as rows
+  over classes (with ``decision.py`` naming what decided each);
 * ``report.py``     — rows grouped for people (namespace pair, endpoint group, port ranges);
 * ``staged.py``     — ``--staged``: the head tree is the base with staged policies enforced;
 * ``revs.py``       — reading a tree from a git revision;
