@@ -5,9 +5,10 @@ All three show the same things in the same order: the verdict changes (groups fr
 staged policies did (``--staged``), and the artifact change (``--artifacts``). Text and Markdown
 show at most ``max_groups`` groups and say how many were left out; JSON has everything.
 
-Markdown is sized for a pull-request comment: a summary line, a table with one row per group
-(from, to, services, decided before, decided after), then the details (members, full decisions
-with ``file:line``) folded in a ``<details>`` block.
+Markdown is sized for a pull-request comment: a summary line; a summary table rolling the groups
+up by what decides them now (one global Deny is one line, however many groups it touches); a
+table with one row per group (from, to, services, decided before, decided after); then the
+details (members, full decisions with ``file:line``) folded in a ``<details>`` block.
 """
 
 from __future__ import annotations
@@ -16,11 +17,11 @@ from collections.abc import Iterable
 
 from compiler.diff import SemanticDiff
 from compiler.diff.artifacts import ArtifactDiff
-from compiler.diff.report import ChangeGroup, Side
+from compiler.diff.report import ChangeGroup, Services, Side
 from compiler.diff.staged import Promotion
 from compiler.diff.subjects import WORKLOAD
 
-__all__ = ["as_json", "markdown", "text"]
+__all__ = ["as_json", "markdown", "summary", "text"]
 
 MAX_LINES = 12  # rule lines / elements shown per artifact object
 
@@ -36,6 +37,22 @@ def _headline(d: SemanticDiff) -> str:
     if added or removed:
         parts.append(f"{added} endpoint{'s' * (added != 1)} added, {removed} removed")
     return "; ".join(parts)
+
+
+def summary(d: SemanticDiff) -> list[tuple[str, str, str, int, int]]:
+    """The groups rolled up by what decides them now: (change, decided now by, services,
+    groups, endpoint/class pairs), most pairs first."""
+    by: dict[tuple[bool, str], tuple[Services, int, int]] = {}
+    for g in d.groups:
+        key = (g.now_allowed, g.after.short())
+        services, n, pairs = by.get(key, (Services(), 0, 0))
+        services.update(g.services)
+        by[key] = (services, n + 1, pairs + len(g.sources.names) * len(g.destinations.names))
+    rows = [
+        ("allowed" if allowed else "denied", after, services.text(), n, pairs)
+        for (allowed, after), (services, n, pairs) in by.items()
+    ]
+    return sorted(rows, key=lambda r: (r[0] != "allowed", -r[4], r[1]))
 
 
 def _shown(groups: list[ChangeGroup], limit: int) -> tuple[list[ChangeGroup], int]:
@@ -95,6 +112,12 @@ def text(
     if staged:
         out += ["", "staged policies enforced:"] + [f"  {p.text()}" for p in staged]
     shown, hidden = _shown(d.groups, max_groups)
+    if d.groups:
+        out += ["", "by what decides now (groups, endpoint pairs):"]
+        out += [
+            f"  {c}: {a.split(': ', 1)[1]} — {s_} ({n}, {p})"
+            for c, a, s_, n, p in summary(d)[:max_groups]
+        ]
     for i, g in enumerate(shown, 1):
         out.append("")
         out += _group_text(i, g)
@@ -131,6 +154,10 @@ def as_json(
             "endpoints_added": sum(1 for c in d.endpoints if c.change == "added"),
             "endpoints_removed": sum(1 for c in d.endpoints if c.change == "removed"),
         },
+        "by_decision": [
+            {"change": c, "decided_by": a, "services": s_, "groups": n, "pairs": p}
+            for c, a, s_, n, p in summary(d)
+        ],
         "groups": [g.as_dict() for g in d.groups],
         "endpoints": [
             {
@@ -179,6 +206,17 @@ def markdown(
         out += ["", "Staged policies enforced: " + "; ".join(f"`{p.text()}`" for p in staged)]
     shown, hidden = _shown(d.groups, max_groups)
     if shown:
+        rolled = summary(d)
+        out += [
+            "",
+            "| change | decided now by | services | groups | pairs |",
+            "|---|---|---|---|---|",
+        ]
+        for change, after, services, n, pairs in rolled[:max_groups]:
+            row = [f"**{change}**", after.split(": ", 1)[1], services, str(n), str(pairs)]
+            out.append("| " + " | ".join(_cell(x) for x in row) + " |")
+        if len(rolled) > max_groups:
+            out += ["", f"_{len(rolled) - max_groups} more lines not shown._"]
         out += [
             "",
             "| # | change | from | to | services | before | after |",

@@ -227,6 +227,8 @@ def _rows(
 
 def _from_ingress(ctx: _Context, h: Group) -> Iterator[Row]:
     """Every flow whose destination's ingress changed (whatever its source's egress did)."""
+    plans = []
+    needs: dict[int, set[tuple]] = defaultdict(set)
     for (o2, k2, _, _), (q2s, ib, ih) in _regions(ctx, h).items():
         ys = h.owner_members[o2]
         for (gid, o), xs in _peers(ctx, h, q2s).items():
@@ -234,15 +236,22 @@ def _from_ingress(ctx: _Context, h: Group) -> Iterator[Row]:
             by_q: dict[tuple, list[int]] = defaultdict(list)
             for y in ys:
                 by_q[g.peer_sig(y)].append(y)
-            for k, kk, piece in ctx.compatible(g, h):
-                if kk != k2:
-                    continue
-                for q, ys_q in by_q.items():
-                    yield from _rows(ctx, xs, ys_q, piece, g.cell(o, q, k), (ib, ih))
+            needs[gid].update((o, q) for q in by_q)
+            plans.append((g, o, xs, by_q, k2, ib, ih))
+    for gid, rows in needs.items():
+        ctx.groups[gid].prefetch(rows)
+    for g, o, xs, by_q, k2, ib, ih in plans:
+        for k, kk, piece in ctx.compatible(g, h):
+            if kk != k2:
+                continue
+            for q, ys_q in by_q.items():
+                yield from _rows(ctx, xs, ys_q, piece, g.cell(o, q, k), (ib, ih))
 
 
 def _from_egress(ctx: _Context, g: Group) -> Iterator[Row]:
     """Every flow whose source's egress changed and whose destination's ingress did not."""
+    plans = []
+    needs: dict[int, set[tuple]] = defaultdict(set)
     for (o, k, _, _), (qs, eb, eh) in _regions(ctx, g).items():
         xs = g.owner_members[o]
         for (hid, o2), ys in _peers(ctx, g, qs).items():
@@ -250,13 +259,18 @@ def _from_egress(ctx: _Context, g: Group) -> Iterator[Row]:
             by_q2: dict[tuple, list[int]] = defaultdict(list)
             for x in xs:
                 by_q2[h.peer_sig(x)].append(x)
-            for kk, k2, piece in ctx.compatible(g, h):
-                if kk != k:
-                    continue
-                for q2, xs_q2 in by_q2.items():
-                    if (o2, q2, k2) in h.changed:
-                        continue  # counted from the ingress side
-                    yield from _rows(ctx, xs_q2, ys, piece, (eb, eh), h.cell(o2, q2, k2))
+            needs[hid].update((o2, q2) for q2 in by_q2)
+            plans.append((h, o2, ys, by_q2, k, eb, eh))
+    for hid, rows in needs.items():
+        ctx.groups[hid].prefetch(rows)
+    for h, o2, ys, by_q2, k, eb, eh in plans:
+        for kk, k2, piece in ctx.compatible(g, h):
+            if kk != k:
+                continue
+            for q2, xs_q2 in by_q2.items():
+                if (o2, q2, k2) in h.changed:
+                    continue  # counted from the ingress side
+                yield from _rows(ctx, xs_q2, ys, piece, (eb, eh), h.cell(o2, q2, k2))
 
 
 def _star_view(ctx: _Context, side: int, node: str | None) -> View:

@@ -31,6 +31,8 @@ those (or all, when a changed station matches every flow) are evaluated.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from compiler.diff.align import Station, changed, decided_at, stations
 from compiler.diff.blocks import Evaluated, Masker, bits
 from compiler.diff.mini import mini_program, probe_flow
@@ -264,6 +266,21 @@ class Group:
             for q in qs:
                 self._evaluated.setdefault((o, q), []).append(result)
         return result
+
+    def prefetch(self, rows: Iterable[tuple[Sig, Sig]]) -> None:
+        """Evaluate, in one go, the (owner, peer) rows not evaluated yet (all their pieces):
+        one sub-layout shares its blocks, where row by row would evaluate each block again."""
+        self.ready()
+        every = len(self.pieces)
+        missing = set()
+        for o, q in rows:
+            oi, qi = self._oidx[o], self._qidx[q]
+            if not any(len(ev.kpos) == every for ev in self._evaluated.get((oi, qi), ())):
+                missing.add((oi, qi))
+        if missing:
+            os_ = sorted({oi for oi, _ in missing})
+            qs = sorted({qi for _, qi in missing})
+            self._evaluate(os_, qs, list(range(every)))
 
     def cell(self, o: Sig, q: Sig, k: int) -> tuple[DirectionVerdict, DirectionVerdict]:
         """Base and head verdicts of one cell (its whole (owner, peer) row is evaluated)."""

@@ -37,8 +37,13 @@ def test_exit_0_when_nothing_changes(tmp_path: Path) -> None:
 def test_exit_3_and_text_when_something_changes(tmp_path: Path) -> None:
     r = invoke("diff", "--base", tree(tmp_path / "a", API), "--head", tree(tmp_path / "b", WIDE))
     assert r.exit_code == 3, r.output
-    assert r.stdout.splitlines()[:4] == [
+    assert r.stdout.splitlines()[:7] == [
         "tortie diff: 1 group of flows newly allowed, 0 newly denied",
+        "",
+        "by what decides now (groups, endpoint pairs):",
+        "  allowed: knp/backend/api-ingress rule 1 at "
+        + str(tmp_path / "b" / "policy.yaml")
+        + ":7 — IPv4: TCP 8081-8090 (1, 4)",
         "",
         "[1] ALLOWED now: frontend -> backend",
         "    from     frontend: {app=web} 2 pods: web-0, web-1",
