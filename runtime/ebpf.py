@@ -37,7 +37,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
-from compiler.targets.ebpf import layout
+from compiler.targets.ebpf import layout, load
 from compiler.targets.ebpf.load import set_from_json
 from compiler.tools import bpftool, tc
 from runtime.bpffs import ensure_bpffs, is_bpffs
@@ -54,14 +54,15 @@ PER_GENERATION = (layout.SETS_V4.name, layout.SETS_V6.name, layout.CONFIG_MAP.na
 _DIRECTION = {"tc_ingress": "ingress", "tc_egress": "egress"}
 
 
-def attachments(doc: Mapping[str, Any]) -> dict[str, str]:
-    """``tc IF DIRECTION`` -> object name, from ``maps.json``."""
-    out = {}
-    for ep in doc["endpoints"]:
-        for hook, direction in _DIRECTION.items():
-            if ep.get(hook):
-                out[f"tc {ep['interface']} {direction}"] = ep[hook].removesuffix(".bpf.o")
-    return out
+def attachments(doc: Mapping[str, Any], interfaces: Sequence[str]) -> dict[str, str]:
+    """``tc IF DIRECTION`` -> object name, from ``maps.json`` and the node's interfaces: a host
+    endpoint with interfaceName ``*`` (or ``""``) covers every interface but ``lo``, the
+    workloads' and the named host endpoints' (the target's reference loader decides which)."""
+    return {
+        f"tc {dev} {_DIRECTION[hook]}": obj.removesuffix(".bpf.o")
+        for dev, hook, obj in load.attachments(doc, interfaces)
+        if obj
+    }
 
 
 def set_entries(doc: Mapping[str, Any]) -> dict[int, dict[bytes, bytes]]:
@@ -188,7 +189,7 @@ class EbpfDataplane:
                 diff,
             )
         gen = f"g-{artifact.hash[:12]}-{time.time_ns() // 1_000_000:x}"
-        wanted = attachments(doc)
+        wanted = attachments(doc, tc.devices(netns=self.env.netns))
         steps = []
         stale = [g.name for g in self._generations() if g.name not in gens]
         if stale:

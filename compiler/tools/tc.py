@@ -63,6 +63,12 @@ def ensure_clsact(dev: str, *, netns: str | None = None) -> None:
         run(["qdisc", "add", "dev", dev, "clsact"], netns=netns)
 
 
+def devices(*, netns: str | None = None) -> list[str]:
+    """Names of every network device (each has a root qdisc, ``noqueue`` at least)."""
+    qdiscs = run(["qdisc", "show"], netns=netns, json_out=True)
+    return sorted({q["dev"] for q in qdiscs if "dev" in q})
+
+
 def clsact_devices(*, netns: str | None = None) -> list[str]:
     """Names of the devices that have a clsact qdisc."""
     qdiscs = run(["qdisc", "show"], netns=netns, json_out=True)
