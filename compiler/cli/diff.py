@@ -141,7 +141,7 @@ def diff_cmd(
 
     Exit status: 0 nothing changed, 3 something changed, 1 input errors, 2 usage.
 
-    \\b
+    \b
     Example:
       tortie diff --base old/ --head new/
       tortie diff --base-rev origin/main --head-rev HEAD -f policies/ -f cluster/ -o markdown

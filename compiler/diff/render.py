@@ -195,11 +195,29 @@ def _side_md(side: Side, few: int = 3) -> str:
     return f"{side.bucket}: {labels}({len(names)})"
 
 
+COMMENT_LIMIT = 60_000  # GitHub refuses comments over 65,536 characters
+
+
 def markdown(
     d: SemanticDiff,
     artifacts: ArtifactDiff | None = None,
     staged: list[Promotion] | None = None,
     max_groups: int = 50,
+) -> str:
+    """The Markdown for a pull-request comment; fewer groups are shown if ``max_groups`` of them
+    would not fit in one comment (the note under the table says how many were left out)."""
+    while True:
+        out = _markdown(d, artifacts, staged, max_groups)
+        if len(out) <= COMMENT_LIMIT or max_groups <= 1:
+            return out
+        max_groups = max(1, max_groups * 3 // 4)
+
+
+def _markdown(
+    d: SemanticDiff,
+    artifacts: ArtifactDiff | None,
+    staged: list[Promotion] | None,
+    max_groups: int,
 ) -> str:
     out = ["### Tortie policy diff", "", f"**{_headline(d)}**"]
     if staged:

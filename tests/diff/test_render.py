@@ -1,14 +1,12 @@
 """Output formats: the Markdown for a pull request is a golden file; text and JSON agree with it.
 
-On a mismatch the test writes ``<golden>.actual`` next to the golden; accepting a change is a
-``mv`` (or run with ``TORTIE_UPDATE_GOLDENS=1``).
+Goldens go through ``tests/support/golden.py``: a mismatch writes ``<golden>.actual`` next to
+the golden; accepting a change is a ``mv`` (or run with ``TORTIE_UPDATE_GOLDENS=1``).
 """
 
 from __future__ import annotations
 
-import difflib
 import json
-import os
 from pathlib import Path
 
 from compiler.diff import render, semantic_diff
@@ -17,23 +15,13 @@ from compiler.diff.staged import promote
 from tests.diff.cluster import load
 from tests.diff.test_cases import API, DB
 from tests.diff.test_cli import STAGED
+from tests.support.golden import assert_golden as _assert_golden
 
 GOLDEN = Path(__file__).parent / "golden"
 
 
 def assert_golden(actual: str, name: str) -> None:
-    path = GOLDEN / name
-    if os.environ.get("TORTIE_UPDATE_GOLDENS"):
-        path.write_text(actual)
-    expected = path.read_text() if path.exists() else ""
-    if actual != expected:
-        path.with_name(path.name + ".actual").write_text(actual)
-        diff = "".join(
-            difflib.unified_diff(
-                expected.splitlines(True), actual.splitlines(True), str(path), "actual"
-            )
-        )
-        raise AssertionError(f"{name} differs from the golden (wrote {path.name}.actual):\n{diff}")
+    _assert_golden(actual, GOLDEN / name)
 
 
 def test_markdown_golden() -> None:
@@ -67,3 +55,12 @@ def test_no_change() -> None:
     assert render.markdown(d) == "### Tortie policy diff\n\n**no change in connectivity**\n"
     assert render.text(d) == "tortie diff: no change in connectivity\n"
     assert json.loads(json.dumps(render.as_json(d)))["changed"] is False
+
+
+def test_markdown_fits_a_pull_request_comment(monkeypatch) -> None:  # noqa: ANN001
+    d = semantic_diff(load(API, DB % ""), load(API))
+    full = render.markdown(d)
+    monkeypatch.setattr(render, "COMMENT_LIMIT", len(full) // 2)
+    short = render.markdown(d)
+    assert len(short) <= len(full) // 2
+    assert "more groups not shown; run `tortie diff -o json` for all." in short
