@@ -61,6 +61,7 @@ class Analysis:
         self.program = program
         self._spaces: dict[str, AddrSpace] = {}
         self._named: dict[tuple, list[tuple[int, int]]] = {}
+        self._sides: dict[tuple, SideFacts] = {}
 
     def set_of(self, sid: str) -> AddrSet | None:
         return self.program.sets.get(sid)
@@ -83,6 +84,15 @@ class Analysis:
     # -- facts ----------------------------------------------------------------------------------
 
     def _side(self, side: Side, match: Match) -> SideFacts:
+        # Only the side, the IP version and the protocol (named ports) matter: memoise, since
+        # the same sides recur across rules and policies.
+        key = (side, match.ip_version, match.protocol)
+        facts = self._sides.get(key)
+        if facts is None:
+            facts = self._sides[key] = self._side_uncached(side, match)
+        return facts
+
+    def _side_uncached(self, side: Side, match: Match) -> SideFacts:
         # _side_matches: nets, not_nets, sets, not_sets.
         addrs = AddrSpace.full(match.ip_version)
         if side.nets is not None:

@@ -45,6 +45,14 @@ def normalise(spans: Iterable[Interval]) -> Intervals:
 
 
 def intersect(a: Intervals, b: Intervals) -> Intervals:
+    if not a or not b:
+        return ()
+    # Fast paths: one side is a single interval covering the other (e.g. "every address" & a
+    # large set), which is most calls; the general merge below copies O(len) either way.
+    if len(a) == 1 and a[0][0] <= b[0][0] and b[-1][1] <= a[0][1]:
+        return b
+    if len(b) == 1 and b[0][0] <= a[0][0] and a[-1][1] <= b[0][1]:
+        return a
     out = []
     i = j = 0
     while i < len(a) and j < len(b):
