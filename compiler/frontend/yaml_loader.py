@@ -579,6 +579,11 @@ def load_documents(text: str, name: str, sink: DiagnosticSink) -> list[Node]:
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         span = Span(name, mark.line + 1, mark.column + 1) if mark else Span(name, 1, 1)
+        if "nesting depth" in str(e.problem or e.context or ""):
+            # Newer libyaml (PyYAML >= 6.0.4) stops deep nesting itself, before our own
+            # MAX_DEPTH check sees it: the same budget error either way.
+            sink.error("E006", f"YAML nested more than {MAX_DEPTH} levels deep", span)
+            return docs
         notes = []
         if e.context and e.context_mark:
             notes.append(
