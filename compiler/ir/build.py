@@ -24,6 +24,7 @@ from collections.abc import Iterable, Mapping
 from itertools import chain
 
 from compiler.frontend import model
+from compiler.frontend.labels import effective_labels
 from compiler.frontend.selector import LabelIndex, canon, make_unique_id, parse, rewrite, unique_id
 from compiler.ir import nodes as ir
 from compiler.perf import paused_gc
@@ -43,17 +44,11 @@ NAMESPACED_KINDS = frozenset(
 )
 
 
-def effective_labels(
-    own: Iterable[tuple[str, str]], profiles: Iterable[str], by_name: Mapping[str, model.Profile]
+def _labels(
+    entity: model.Endpoint | model.NetworkSet, by_name: Mapping[str, model.Profile]
 ) -> tuple[tuple[str, str], ...]:
-    """Own labels overlaid on the profiles' labelsToApply: own wins, then the first profile."""
-    out: dict[str, str] = {}
-    for name in reversed(tuple(profiles)):
-        prof = by_name.get(name)
-        if prof is not None:
-            out.update(prof.labels_to_apply)
-    out.update(own)
-    return tuple(sorted(out.items()))
+    """Effective labels (frontend/labels.py: own wins, then the first profile), sorted."""
+    return tuple(sorted(effective_labels(entity, by_name).items()))
 
 
 def _order_key(order: float | None) -> float:
@@ -329,9 +324,7 @@ def _build(resources: model.ResourceSet, node: str | None) -> ir.Program:
         for prof in resources.profiles
     ]
 
-    labelled = {
-        e.id: effective_labels(e.labels, e.profiles, profiles_by_name) for e in resources.endpoints
-    }
+    labelled = {e.id: _labels(e, profiles_by_name) for e in resources.endpoints}
     index = LabelIndex({eid: dict(labels) for eid, labels in labelled.items()})
     # Endpoint -> applicable policies, by inverting one index query per distinct selector
     # (never selector x endpoint, nor policy x endpoint: a cluster-wide selector that 500
@@ -376,7 +369,7 @@ def _build(resources: model.ResourceSet, node: str | None) -> ir.Program:
         )
     for ns in resources.network_sets:
         kind = "GlobalNetworkSet" if ns.namespace is None else "NetworkSet"
-        labels = effective_labels(ns.labels, ns.profiles, profiles_by_name)
+        labels = _labels(ns, profiles_by_name)
         selectables.append(ir.Selectable(ns.id, kind, labels, tuple(ns.nets)))
 
     host_ips: dict[str, list[ir.IPAddr]] = defaultdict(list)
