@@ -8,9 +8,8 @@ does (``.yaml``, ``.yml``, ``.json``, hidden entries skipped, sorted on path com
 files are named by their repository path, so spans read ``policies/a.yaml:12`` in both trees
 and rendered artifacts (whose comments carry spans) differ only where the YAML did.
 
-Every git call is an argv list with a timeout; failures become :class:`RevError`.
-(This is the only module of the diff that runs a program; it could move to
-``compiler/tools/git.py`` next to the other tool wrappers.)
+git runs through ``compiler/tools/git.py`` (argv lists, timeouts); its failures become
+:class:`RevError`.
 """
 
 from __future__ import annotations
@@ -18,7 +17,6 @@ from __future__ import annotations
 import io
 import os
 import posixpath
-import subprocess
 import tarfile
 from collections.abc import Sequence
 
@@ -27,10 +25,9 @@ from compiler.frontend.model import ResourceSet
 from compiler.frontend.schema import read_documents
 from compiler.frontend.sources import EXTENSIONS, Source, decode
 from compiler.frontend.yaml_loader import Node, load_documents
+from compiler.tools.git import GitError, git
 
 __all__ = ["RevError", "load_rev", "read_rev", "read_worktree", "repo_root"]
-
-TIMEOUT = 120.0
 
 
 class RevError(RuntimeError):
@@ -38,17 +35,10 @@ class RevError(RuntimeError):
 
 
 def _git(args: Sequence[str], cwd: str) -> bytes:
-    argv = ["git", "-C", cwd, *args]
     try:
-        done = subprocess.run(argv, capture_output=True, timeout=TIMEOUT, check=False)
-    except FileNotFoundError as e:
-        raise RevError("git is not installed") from e
-    except subprocess.TimeoutExpired as e:
-        raise RevError(f"{' '.join(argv)!r} timed out") from e
-    if done.returncode != 0:
-        msg = done.stderr.decode("utf-8", "replace").strip()
-        raise RevError(f"{' '.join(argv)!r} exited {done.returncode}: {msg}")
-    return done.stdout
+        return git(args, cwd)
+    except GitError as e:
+        raise RevError(str(e)) from None
 
 
 def repo_root(cwd: str | None = None) -> str:
