@@ -72,3 +72,14 @@ def destroy(
     script = "".join(f"destroy {n}\n" for n in names)
     if script:
         restore(script, netns=netns, timeout=timeout)
+
+
+def save_set(name: str, *, netns: str | None = None, timeout: float = DEFAULT_TIMEOUT) -> str:
+    """``ipset save NAME``: one set's ``create`` line and members (fails when it is absent)."""
+    return run(["save", name], netns=netns, timeout=timeout)
+
+
+def swap(a: str, b: str, *, netns: str | None = None, timeout: float = DEFAULT_TIMEOUT) -> None:
+    """``ipset swap A B``: exchange the two sets' contents in one kernel operation (rules that
+    reference ``A`` see ``B``'s members from then on, and the other way round)."""
+    run(["swap", a, b], netns=netns, timeout=timeout)

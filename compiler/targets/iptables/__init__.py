@@ -12,7 +12,9 @@ Modules, by concern:
 * :mod:`.dispatch` — the interface prefix tree;
 * :mod:`.tables` — top-level chains per table and the hooks into built-in chains;
 * :mod:`.render` — the files; :mod:`.update` — set-only updates; :mod:`.apply` — loading
-  (idempotent hooks, stale chains and sets) through ``compiler.tools``.
+  (idempotent hooks, stale chains and sets) through ``compiler.tools``;
+* :mod:`.generations` — the runtime's layout: two generations of the artifact's chains and
+  sets and one ``ipset swap`` between them, so a killed apply leaves one complete ruleset.
 
 Where the evaluator (the oracle) and Calico differ, the rules follow the evaluator; the
 differences are warnings of :meth:`IptablesTarget.check` and notes in the module docs.

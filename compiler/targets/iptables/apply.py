@@ -25,7 +25,7 @@ Order (:func:`apply`): ipset restore -> iptables-restore --noflush (v4, v6) -> d
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from compiler.targets.iptables.names import HOOK_COMMENT, is_own_chain, is_own_set, temp_set_name
@@ -85,11 +85,17 @@ def _hook_target(line: str) -> tuple[str, str] | None:
     return words[1], words[words.index("-j") + 1]
 
 
-def _plan_section(table: str, lines: list[str], saved: SavedTable | None) -> list[str]:
+def _plan_section(
+    table: str,
+    lines: list[str],
+    saved: SavedTable | None,
+    keep: Callable[[str], bool] | None = None,
+) -> list[str]:
     """One table's restore input: declarations, hook repairs, rules, stale chains removed.
 
     Hook repairs delete by rule *number* in the saved chain, highest first, and come before
-    any insert, so the numbers are those of the state that was read."""
+    any insert, so the numbers are those of the state that was read. Own chains the lines do not
+    declare are deleted, except those ``keep`` names (another generation's)."""
     saved = saved or SavedTable()
     declared = [line for line in lines if line.startswith(":")]
     names = {line[1:].split()[0] for line in declared}
@@ -118,24 +124,31 @@ def _plan_section(table: str, lines: list[str], saved: SavedTable | None) -> lis
         for n, hook in rules:
             if hook is not None and hook[1] not in names:
                 deletes.append((chain, n))  # hook of a top-level chain that no longer exists
-    stale = [c for c in saved.chains if is_own_chain(c) and c not in names]
+    stale = [
+        c
+        for c in saved.chains
+        if is_own_chain(c) and c not in names and not (keep is not None and keep(c))
+    ]
     out = declared + [f"-D {c} {n}" for c, n in sorted(set(deletes), key=lambda x: (x[0], -x[1]))]
     out += body + [f"-F {c}" for c in stale] + [f"-X {c}" for c in stale]
     return [f"*{table}", *out, "COMMIT"]
 
 
-def plan_iptables(rules_text: str, saved_text: str) -> str:
-    """The restore input to send, given the artifact's file and ``iptables-save`` output."""
+def plan_iptables(
+    rules_text: str, saved_text: str, keep: Callable[[str], bool] | None = None
+) -> str:
+    """The restore input to send, given the artifact's file and ``iptables-save`` output
+    (``keep``: own chains that are not stale although the file does not declare them)."""
     saved = parse_save(saved_text)
     sections = _split_sections(rules_text)
     out = list(sections[0][1])
     seen = set()
     for table, lines in sections[1:]:
         seen.add(table)
-        out += _plan_section(table, lines, saved.get(table))
+        out += _plan_section(table, lines, saved.get(table), keep)
     for table in sorted(saved.keys() - seen):  # tables the new artifact does not touch
         if any(is_own_chain(c) for c in saved[table].chains):
-            out += _plan_section(table, [], saved[table])
+            out += _plan_section(table, [], saved[table], keep)
     return "\n".join(out) + "\n"
 
 

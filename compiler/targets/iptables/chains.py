@@ -110,6 +110,11 @@ class ChainBuilder:
         default_factory=lambda: {RAW: {}, MANGLE: {}, FILTER: {}}
     )
     _infos: dict[tuple[str, str, str], ChainInfo] = field(default_factory=dict)
+    # (policy, direction, flavour, pass pending) -> its jump rules in an endpoint chain, and
+    # whether it can pass: the same rules (the same objects, so printed once) for every endpoint.
+    _jumps: dict[tuple[str, str, str, bool], tuple[tuple[Rule, ...], bool]] = field(
+        default_factory=dict
+    )
 
     @property
     def ctx(self) -> Context:
@@ -256,27 +261,37 @@ class ChainBuilder:
                 out.append(Rule((), m.set(0, m.pass_), f"tier {plan.tier}: clear pass"))
             pass_pending = False
             for pid in plan.policies:
-                info = self.policy_chain(pid, direction, flavour)
-                guard = (Cond(RANK_MARK, m.clear_match(m.pass_)),) if pass_pending else ()
-                out.append(Rule(guard, ("-j", info.name), f"policy {pid}"))
-                if info.can_allow:
-                    allowed = (Cond(RANK_MARK, m.match(m.accept)),)
-                    if flavour == UNTRACKED:
-                        out.append(
-                            Rule(
-                                allowed,
-                                m.set(m.untracked, m.untracked),
-                                f"allowed by {pid}: untracked",
-                            )
-                        )
-                    out.append(Rule(allowed, ("-j", "RETURN"), f"allowed by {pid}"))
-                pass_pending = pass_pending or info.can_pass
+                rules, can_pass = self._policy_jumps(pid, direction, flavour, pass_pending)
+                out += rules
+                pass_pending = pass_pending or can_pass
             if end_of_tier_deny and plan.default_action == ir.DENY:
                 guard = (Cond(RANK_MARK, m.clear_match(m.pass_)),) if pass_pending else ()
                 out.append(Rule(guard, self.deny(table), f"end of tier {plan.tier}"))
                 if not pass_pending:
                     return out, True
         return out, False
+
+    def _policy_jumps(
+        self, pid: str, direction: str, flavour: str, pass_pending: bool
+    ) -> tuple[tuple[Rule, ...], bool]:
+        key = (pid, direction, flavour, pass_pending)
+        hit = self._jumps.get(key)
+        if hit is not None:
+            return hit
+        m = self.marks
+        info = self.policy_chain(pid, direction, flavour)
+        guard = (Cond(RANK_MARK, m.clear_match(m.pass_)),) if pass_pending else ()
+        out = [Rule(guard, ("-j", info.name), f"policy {pid}")]
+        if info.can_allow:
+            allowed = (Cond(RANK_MARK, m.match(m.accept)),)
+            if flavour == UNTRACKED:
+                out.append(
+                    Rule(allowed, m.set(m.untracked, m.untracked), f"allowed by {pid}: untracked")
+                )
+            out.append(Rule(allowed, ("-j", "RETURN"), f"allowed by {pid}"))
+        hit = (tuple(out), info.can_pass)
+        self._jumps[key] = hit
+        return hit
 
     def profile_rules(self, ep: ir.Endpoint, direction: str) -> list[Rule]:
         m = self.marks

@@ -15,7 +15,7 @@ conditions were collected in.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from compiler.targets.iptables.names import CHAIN_PREFIX, HOOK_COMMENT, quoted
 
@@ -45,6 +45,9 @@ class Rule:
     conds: tuple[Cond, ...]
     target: tuple[str, ...]
     comment: str = ""
+    # The printed arguments, computed once (rules are immutable, and one rule object is often
+    # printed in many chains: the same policy jump in every endpoint's chain).
+    _body: str | None = field(default=None, init=False, compare=False, hash=False, repr=False)
 
     def args(self) -> list[str]:
         conds = sorted(set(self.conds))
@@ -54,8 +57,25 @@ class Rule:
         out += [a for c in conds if c.rank > _ENTRY for a in c.args]
         return out + list(self.target)
 
+    def body(self) -> str:
+        """``" ".join(self.args())``, memoised."""
+        body = self._body
+        if body is None:
+            body = " ".join(self.args())
+            object.__setattr__(self, "_body", body)
+        return body
+
     def text(self, chain: str, verb: str = "-A") -> str:
-        return " ".join([verb, chain, *self.args()])
+        return f"{verb} {chain} {self.body()}"
+
+    def set_names(self) -> list[str]:
+        """The ipsets this rule matches on (``--match-set NAME``), from its conditions only:
+        a comment that happens to read ``--match-set x`` names no set."""
+        out = []
+        for c in self.conds:
+            if c.rank == RANK_SET and "--match-set" in c.args:
+                out.append(c.args[c.args.index("--match-set") + 1])
+        return out
 
     @property
     def jumps_to(self) -> str | None:

@@ -34,6 +34,7 @@ silently match another interface, and ``+`` is iptables' wildcard.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import re
 
@@ -76,14 +77,19 @@ def limited(prefix: str, suffix: str, max_len: int = CHAIN_MAX) -> str:
     return prefix + "_" + b64hash(suffix)[:room]
 
 
+_QUOTES = str.maketrans({'"': "_", "'": "_", "\\": "_"})
+
+
 def sanitize(text: str, limit: int) -> str:
     """``text`` with quotes and backslashes -> ``_``, anything else unsafe -> ``?``, cut to
     ``limit`` characters (ASCII only, so also bytes)."""
-    text = re.sub(r"[\"'\\]", "_", text)
-    text = _UNSAFE.sub("?", text)
+    text = text.translate(_QUOTES)
+    if not (text.isascii() and text.isprintable()):  # printable ASCII is all safe by now
+        text = _UNSAFE.sub("?", text)
     return text[:limit]
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def quoted(text: str, limit: int = COMMENT_MAX) -> str:
     """``text`` as one double-quoted restore argument that cannot break out of its quotes."""
     return '"' + sanitize(text, limit) + '"'
@@ -123,10 +129,17 @@ def host_set_name(family: int) -> str:
     return f"{SET_PREFIX}{family}-host"
 
 
+_OWN_SET = re.compile(r"t[tab][46](t?[A-Za-z]:\S+|t?-host)|tt[46]-all|tt-on-[ab]")
+_OWN_CHAIN_PREFIXES = (CHAIN_PREFIX, "ta-", "tb-")
+
+
 def is_own_set(name: str) -> bool:
-    """Whether an ipset name is one Tortie renders (real, temporary or host set)."""
-    return re.fullmatch(r"tt[46](t?[A-Za-z]:\S+|t?-host)", name) is not None
+    """Whether an ipset name is one Tortie renders (real, temporary or host set), or one of the
+    runtime's: a generation's copy (``ta4…`` / ``tb4…``) or a switch set
+    (:mod:`.generations`)."""
+    return _OWN_SET.fullmatch(name) is not None
 
 
 def is_own_chain(name: str) -> bool:
-    return name.startswith(CHAIN_PREFIX)
+    """Tortie's chains: ``tt-…`` and the runtime's generations ``ta-…`` / ``tb-…``."""
+    return name.startswith(_OWN_CHAIN_PREFIXES)

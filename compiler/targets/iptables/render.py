@@ -18,7 +18,6 @@ Each ``COMMIT`` replaces its table atomically (legacy: one table blob; nft: one 
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -59,9 +58,6 @@ class Rendered:
         out = {RULES_FILE[f]: text.encode() for f, text in self.rules.items()}
         out[IPSET_FILE] = self.ipset.encode()
         return out
-
-
-_MATCH_SET = re.compile(r"--match-set (\S+)")
 
 
 def table_text(table: Table) -> list[str]:
@@ -116,7 +112,8 @@ def render_program(program: ir.Program) -> Rendered:
             summary["rules"] += sum(len(c.rules) for c in table.chains) + len(table.hooks)
             for chain in table.chains:
                 for rule in chain.rules:
-                    used.update(_MATCH_SET.findall(" ".join(rule.args())))
+                    if rule.conds:
+                        used.update(rule.set_names())
         rules[family] = "\n".join(lines) + "\n"
         tables[family] = fam_tables
         if family == 4:
