@@ -6,7 +6,10 @@ Modules, by concern:
 * :mod:`.marks` — the accept / pass / untracked mark bits and why they exist;
 * :mod:`.rules` — one IR match -> nft match expressions;
 * :mod:`.sets` — named sets (selector and named-port), valid interval element lists;
-* :mod:`.chains` — policy, profile and the tier/profile logic of endpoint chains;
+* :mod:`.consts` — named constant sets for rule lists (no anonymous sets: they are slow to load);
+* :mod:`.runs` — runs of consecutive simple same-action rules as one concatenated-set lookup;
+* :mod:`.chains` — policy, profile and the tier/profile logic of endpoint chains (long tiers
+  through shared "sequence" chains);
 * :mod:`.endpoints` — per-endpoint chains and dispatch (workloads by interface, HEPs by address);
 * :mod:`.script` — base chains, the table and the text;
 * :mod:`.incremental` — set-only updates for the runtime.

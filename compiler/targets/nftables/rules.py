@@ -31,6 +31,7 @@ import ipaddress
 from collections.abc import Iterable, Mapping
 
 from compiler.ir.nodes import IPNet, Match, PortMatch, Side
+from compiler.targets.nftables.consts import ConstSets
 
 # Protocol numbers nft knows by keyword (meta l4proto / inet_proto). Others stay numeric.
 PROTO_NAMES: dict[int, str] = {
@@ -47,12 +48,52 @@ def proto(number: int) -> str:
     return PROTO_NAMES.get(number, str(number))
 
 
+def _prefixes(lo: int, hi: int, bits: int) -> list[tuple[int, int]]:
+    """The minimal prefix cover of the integer interval [lo, hi] as (address, prefixlen)."""
+    out = []
+    while lo <= hi:
+        size = (lo & -lo) if lo else 1 << bits
+        span = hi - lo + 1
+        while size > span:
+            size >>= 1
+        out.append((lo, bits - size.bit_length() + 1))
+        lo += size
+    return out
+
+
 def merge_nets(nets: Iterable[IPNet]) -> list[IPNet]:
-    """Collapse to disjoint, sorted prefixes (an nft interval set may not hold overlaps)."""
+    """Collapse to disjoint, sorted prefixes (an nft interval set may not hold overlaps).
+
+    The same result as ``ipaddress.collapse_addresses`` per family (v4 first), computed on
+    integers: members usually arrive already collapsed (the aggregate_cidrs pass), and then
+    every original network object is returned as it is, only sorted."""
     out: list[IPNet] = []
-    for version in (4, 6):
-        same = [n for n in nets if n.version == version]
-        out.extend(ipaddress.collapse_addresses(same))  # type: ignore[arg-type]
+    by_version: dict[int, list[tuple[int, int, IPNet]]] = {4: [], 6: []}
+    for n in nets:
+        lo = int(n.network_address)
+        by_version[n.version].append((lo, lo + n.num_addresses - 1, n))
+    for version, cls in ((4, ipaddress.IPv4Network), (6, ipaddress.IPv6Network)):
+        items = by_version[version]
+        if not items:
+            continue
+        items.sort(key=lambda t: (t[0], -t[1]))
+        bits = 32 if version == 4 else 128
+        i, count = 0, len(items)
+        while i < count:
+            lo, hi, first = items[i]
+            j = i + 1
+            # Extend over every overlapping or adjacent network.
+            while j < count and items[j][0] <= hi + 1:
+                hi = max(hi, items[j][1])
+                j += 1
+            if j == i + 1:
+                out.append(first)
+            else:
+                group = {(t[0], t[2].prefixlen): t[2] for t in items[i:j]}
+                for addr, plen in _prefixes(lo, hi, bits):
+                    net = group.get((addr, plen))
+                    out.append(net if net is not None else cls((addr, plen)))
+            i = j
     return out
 
 
@@ -81,6 +122,14 @@ def _range_text(lo: int, hi: int) -> str:
 def anon_set(items: list[str]) -> str:
     """A single value stays bare, several go into an anonymous set."""
     return items[0] if len(items) == 1 else "{ " + ", ".join(items) + " }"
+
+
+def _listed(items: list[str], typ: str, prefix: str, consts: ConstSets | None, what: str) -> str:
+    """A single value stays bare; several go into a named constant set when ``consts`` is
+    given (see :mod:`.consts`), else into an anonymous set."""
+    if len(items) == 1 or consts is None:
+        return anon_set(items)
+    return consts.ref(prefix, typ, tuple(items), what)
 
 
 def _family_kw(family: int) -> str:
@@ -115,12 +164,17 @@ class _Lookup:
 
 
 def _port_lookups(
-    pm: PortMatch, addr: str | None, port: str, set_names: Mapping[str, str]
+    pm: PortMatch,
+    addr: str | None,
+    port: str,
+    set_names: Mapping[str, str],
+    consts: ConstSets | None = None,
 ) -> list[_Lookup]:
     out = []
     ranges = merge_ranges(pm.ranges)
     if ranges:
-        out.append(_Lookup(port, anon_set([_range_text(lo, hi) for lo, hi in ranges])))
+        items = [_range_text(lo, hi) for lo, hi in ranges]
+        out.append(_Lookup(port, _listed(items, "inet_service", "cp-", consts, "ports")))
     for sid in pm.named_sets:
         if addr is None:
             raise ValueError(f"named-port set {sid} in a rule without an IP family")
@@ -129,27 +183,35 @@ def _port_lookups(
 
 
 def _side(
-    side: Side, direction: str, family: int | None, set_names: Mapping[str, str]
+    side: Side,
+    direction: str,
+    family: int | None,
+    set_names: Mapping[str, str],
+    consts: ConstSets | None = None,
 ) -> tuple[list[str], list[_Lookup] | None] | None:
     """(ANDed expressions, port alternatives or None) for one side; None = never matches."""
     addr = f"{_family_kw(family)} {direction}addr" if family is not None else None
     port = f"th {direction}port"
     exprs: list[str] = []
+    net_type = f"ipv{family}_addr"
+    net_prefix = f"c{family}-"
     if side.nets is not None:
         nets = merge_nets(side.nets)
         if not nets:
             return None
-        exprs.append(f"{addr} {anon_set([net_text(n) for n in nets])}")
+        items = [net_text(n) for n in nets]
+        exprs.append(f"{addr} {_listed(items, net_type, net_prefix, consts, 'nets')}")
     if side.not_nets:
-        nets = merge_nets(side.not_nets)
-        exprs.append(f"{addr} != {anon_set([net_text(n) for n in nets])}")
+        items = [net_text(n) for n in merge_nets(side.not_nets)]
+        exprs.append(f"{addr} != {_listed(items, net_type, net_prefix, consts, 'nets')}")
     exprs.extend(f"{addr} @{set_names[sid]}" for sid in side.sets)
     exprs.extend(f"{addr} != @{set_names[sid]}" for sid in side.not_sets)
     if side.not_ports is not None:
-        exprs.extend(lk.negative() for lk in _port_lookups(side.not_ports, addr, port, set_names))
+        lookups = _port_lookups(side.not_ports, addr, port, set_names, consts)
+        exprs.extend(lk.negative() for lk in lookups)
     alternatives = None
     if side.ports is not None:
-        alternatives = _port_lookups(side.ports, addr, port, set_names)
+        alternatives = _port_lookups(side.ports, addr, port, set_names, consts)
         if not alternatives:
             return None
     return exprs, alternatives
@@ -185,13 +247,17 @@ def _icmp(m: Match, family: int | None) -> list[str]:
 
 
 def lower_match(
-    m: Match, set_names: Mapping[str, str], set_families: Mapping[str, int] | None = None
+    m: Match,
+    set_names: Mapping[str, str],
+    set_families: Mapping[str, int] | None = None,
+    consts: ConstSets | None = None,
 ) -> list[str]:
     """The nft match text of ``m`` as disjoint alternatives (usually one); ``[]`` when the match
-    can never be satisfied (e.g. a nets field the family split emptied)."""
+    can never be satisfied (e.g. a nets field the family split emptied). With ``consts``, lists
+    of several nets or ports are named constant sets instead of anonymous ones."""
     family = _family_of(m, set_families or {})
-    src = _side(m.src, "s", family, set_names)
-    dst = _side(m.dst, "d", family, set_names)
+    src = _side(m.src, "s", family, set_names, consts)
+    dst = _side(m.dst, "d", family, set_names, consts)
     if src is None or dst is None:
         return []
     head: list[str] = []

@@ -30,7 +30,9 @@ chains see every packet, as untracked policy must.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
+import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -40,10 +42,31 @@ from compiler.targets.nftables.endpoints import EndpointRenderer, star_hep
 from compiler.targets.nftables.marks import Marks, hexmark
 from compiler.targets.nftables.names import nft_string, sanitize, script_comment
 from compiler.targets.nftables.rules import net_text
-from compiler.targets.nftables.sets import SetDecl, collect, name_sets, render_decl, set_family
+from compiler.targets.nftables.sets import (
+    SetDecl,
+    collect,
+    name_sets,
+    render_decl,
+    render_elements,
+    set_family,
+)
 
 TABLE = "tortie"
 FAMILY = "inet"
+
+# What render_set_update needs to know about a program that was rendered, kept while the
+# program is alive (see incremental.py): the SHA-256 of its skeleton, and (set id, nft name, the
+# AddrSet, its elements) of every IR set its script declares, in script order.
+UsedSet = tuple[str, str, ir.AddrSet, tuple[str, ...]]
+
+
+@dataclass(frozen=True, slots=True)
+class RenderInfo:
+    skeleton_sha256: bytes
+    sets: tuple[UsedSet, ...]
+
+
+RENDERED: weakref.WeakKeyDictionary[ir.Program, RenderInfo] = weakref.WeakKeyDictionary()
 
 # ICMPv6 a pod needs to reach its host for IPv6 to work at all (MLD 130-132, router solicitation
 # 133, neighbour solicitation/advertisement 135/136); Felix accepts them before workload policy.
@@ -160,6 +183,13 @@ class ScriptRenderer:
         raw_out = self._hep_vmaps("untracked-egress", "saddr", "host endpoint doNotTrack egress")
         if raw_out:
             lines = [with_comment(m.clear(m.untracked), "clear untracked")]
+            if has_wl:
+                # As in the filter output chain: host -> local workload is never policed, not
+                # even by a host endpoint's doNotTrack egress policy (the evaluator's rule;
+                # Felix dispatches untracked egress by the outgoing host interface).
+                lines.append(
+                    with_comment("oifname @wl-ifaces return", "host -> local workload: not policed")
+                )
             self.base.append(
                 Chain(
                     "raw-output",
@@ -290,8 +320,13 @@ class ScriptRenderer:
             "rules": sum(1 for c in chains for x in c.lines if not x.startswith("#")),
             "sets": len(sets),
             "set_elements": sum(len(d.elements) for d in sets),
+            "const_sets": len(self.b.consts.sets),
             "endpoints": len(self.eps.workloads) + len(self.eps.heps),
         }
+        RENDERED[self.program] = RenderInfo(
+            hashlib.sha256(skeleton.encode()).digest(),
+            tuple((d.set_id, d.name, self.program.sets[d.set_id], d.elements) for d in sets),
+        )
         return Rendered(script, sets, skeleton, summary)
 
     def _text(self, sets: tuple[SetDecl, ...], with_elements: bool) -> str:
@@ -313,6 +348,20 @@ class ScriptRenderer:
             out.append("\t# Sets (selector and named-port sets), shared by every rule using them")
         for decl in sets:
             out.extend(render_decl(decl, "\t", with_elements))
+        consts = self.b.consts.sorted()
+        if consts:
+            out.append("")
+            out.append(
+                "\t# Constant sets: rule lists and merged runs of rules (part of the rules; "
+                "named by content)"
+            )
+        for c in consts:
+            out.append(f"\tset {c.name} {{")
+            out.append(f"\t\ttype {c.type}")
+            out.append("\t\tflags interval")
+            out.append(f"\t\tcomment {nft_string(sanitize(c.comment))}")
+            out.extend(render_elements(c.elements, "\t\t"))
+            out.append("\t}")
         if self.extra_sets:
             out.append("")
             out.append(
@@ -338,10 +387,14 @@ class ScriptRenderer:
         out.append("\t# Base chains")
         for chain in self.base:
             out.extend(self._chain_lines(chain))
+        # Policy and profile chains (the rules that look sets up) before the chains that jump
+        # to them: the kernel walks the whole transaction for every set a rule binds, so set
+        # lookups are cheapest early in the transaction.
         groups = (
-            ("Endpoint chains", ("wl-", "hep-")),
             ("Policy chains", ("pol-",)),
             ("Profile chains", ("pro-",)),
+            ("Policy sequences (shared by endpoints)", ("seq-",)),
+            ("Endpoint chains", ("wl-", "hep-")),
         )
         for title, prefixes in groups:
             chosen = [c for c in sorted_chains(self.b.chains) if c.name.startswith(prefixes)]
