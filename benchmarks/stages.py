@@ -5,8 +5,9 @@
 Per stage: CPU time, wall time and the peak resident set size *during* the stage (the kernel's
 high-water mark, reset before each stage through ``/proc/self/clear_refs``), so the largest
 value of the table is the peak of the whole compile. The GC settings are the CLI's
-(``compiler.perf.batch_mode`` once the inputs are loaded), so times are what ``tortie compile``
-sees. A target that fails is recorded with its error and the others go on.
+(``compiler.perf.batch_mode`` once the inputs are loaded, and each pass under
+``perf.paused_gc`` as ``compiler.pipeline.run_passes`` runs it), so times are what
+``tortie compile`` sees. A target that fails is recorded with its error and the others go on.
 
 Then the incremental cases, from the compiled program: a label change on a remote pod, a label
 change on a local pod and a pod added on a remote node. Each is an edit of the loaded resources
@@ -39,7 +40,7 @@ from compiler.frontend.schema.k8s_core import interface_name, wep_name
 from compiler.ir.build import build
 from compiler.ir.nodes import Program
 from compiler.ir.passes import DEFAULT_PASSES
-from compiler.pipeline import PassContext
+from compiler.pipeline import PassContext, run_passes
 from compiler.targets import get_target
 
 TARGETS = ("nftables", "iptables", "ebpf")
@@ -95,18 +96,20 @@ def passes(program: Program, rec: Recorder, prefix: str = "pass ") -> Program:
     ctx = PassContext(DiagnosticSink())
     for p in DEFAULT_PASSES:
         name = p.__module__.rsplit(".", 1)[-1]
-        out = rec.run(prefix + name, lambda p=p, prog=program: p(prog, ctx))
+        out = rec.run(prefix + name, lambda p=p, prog=program: _one_pass(p, prog, ctx))
         if out is None:
             raise RuntimeError(f"pass {name} failed: {rec.stages[prefix + name].get('error')}")
         program = out
     return program
 
 
+def _one_pass(p: Callable[[Program, PassContext], Program], program: Program, ctx: PassContext):  # noqa: ANN202
+    with perf.paused_gc():  # as compiler.pipeline.run_passes runs each pass
+        return p(program, ctx)
+
+
 def _quiet_passes(program: Program) -> Program:
-    ctx = PassContext(DiagnosticSink())
-    for p in DEFAULT_PASSES:
-        program = p(program, ctx)
-    return program
+    return run_passes(program, PassContext(DiagnosticSink()))
 
 
 # -- incremental edits ---------------------------------------------------------------------------

@@ -118,12 +118,16 @@ class SourceRegistry:
 
     def __init__(self) -> None:
         self._lines: dict[str, list[str]] = {}
+        self._texts: dict[str, str] = {}  # split into lines when a diagnostic first needs one
 
     def add(self, name: str, text: str) -> None:
-        self._lines[name] = text.splitlines()
+        self._texts[name] = text
+        self._lines.pop(name, None)
 
     def line(self, name: str, lineno: int) -> str | None:
         lines = self._lines.get(name)
+        if lines is None and name in self._texts:
+            lines = self._lines[name] = self._texts[name].splitlines()
         if lines is None or not 1 <= lineno <= len(lines):
             return None
         return lines[lineno - 1]

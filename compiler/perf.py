@@ -35,14 +35,25 @@ __all__ = ["BATCH_THRESHOLDS", "batch_mode", "paused_gc"]
 BATCH_THRESHOLDS = (50_000, 20, 10)
 
 
+_batch = False  # inside batch_mode()
+
+
 @contextmanager
 def paused_gc() -> Iterator[None]:
-    """No cyclic garbage collection inside the block; the previous state is restored after."""
+    """No cyclic garbage collection inside the block; the previous state is restored after.
+
+    In :func:`batch_mode`, what the block built is then frozen as well (``gc.freeze()``): the
+    stages that use this block build the command's data (resources, the IR, each pass's
+    program), which lives until the command ends or is freed by reference counting, and
+    without the freeze every later collection would walk it again.
+    """
     was_enabled = gc.isenabled()
     gc.disable()
     try:
         yield
     finally:
+        if _batch:
+            gc.freeze()
         if was_enabled:
             gc.enable()
 
@@ -50,11 +61,15 @@ def paused_gc() -> Iterator[None]:
 def batch_mode() -> Callable[[], None]:
     """Tune the collector for the rest of a batch run (see the module docstring); returns the
     function that undoes it (unfreeze, default thresholds), for processes that go on after."""
+    global _batch
     old = gc.get_threshold()
     gc.freeze()
     gc.set_threshold(*BATCH_THRESHOLDS)
+    _batch = True
 
     def restore() -> None:
+        global _batch
+        _batch = False
         gc.set_threshold(*old)
         gc.unfreeze()
 

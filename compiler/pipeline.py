@@ -15,12 +15,15 @@ from compiler.diagnostics import DiagnosticSink
 from compiler.frontend.model import ResourceSet
 from compiler.ir.build import build
 from compiler.ir.nodes import Program
+from compiler.perf import paused_gc
 
 
 @dataclass
 class PassContext:
     sink: DiagnosticSink = field(default_factory=DiagnosticSink)
     options: dict[str, object] = field(default_factory=dict)
+    #: Facts the passes of one run share (e.g. address sets as intervals); never semantics.
+    cache: dict[str, object] = field(default_factory=dict)
 
 
 class Pass(Protocol):
@@ -37,10 +40,14 @@ def run_passes(
 ) -> Program:
     from compiler.ir.passes import DEFAULT_PASSES
 
-    for p in DEFAULT_PASSES if passes is None else passes:
-        program = p(program, ctx)
-        if dump is not None:
-            dump(p.__module__.rsplit(".", 1)[-1], program)
+    try:
+        for p in DEFAULT_PASSES if passes is None else passes:
+            with paused_gc():  # each pass builds an acyclic program: see compiler/perf.py
+                program = p(program, ctx)
+            if dump is not None:
+                dump(p.__module__.rsplit(".", 1)[-1], program)
+    finally:
+        ctx.cache.clear()  # per run: a context reused for the next compile starts empty
     return program
 
 

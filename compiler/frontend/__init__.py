@@ -19,7 +19,7 @@ on. The stages are ``sources`` (which files), ``yaml_loader`` (text → spanned 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TextIO
 
 from compiler.diagnostics import DiagnosticSink, SourceRegistry
@@ -43,11 +43,17 @@ def load(
     sources: SourceRegistry,
     stdin: TextIO | None = None,
 ) -> ResourceSet:
-    """Read files, directories (recursively) and ``-`` (stdin) into one :class:`ResourceSet`."""
-    docs: list[Node] = []
-    for src in discover(paths, sink, stdin):
-        docs.extend(_documents(src.name, src.text, sink, sources))
-    return read_documents(docs, sink)
+    """Read files, directories (recursively) and ``-`` (stdin) into one :class:`ResourceSet`.
+
+    Each file's documents are read into resources as soon as the file is parsed, so only one
+    file's node tree is alive at a time (the trees are most of the parse's memory).
+    """
+
+    def documents() -> Iterator[Node]:
+        for src in discover(paths, sink, stdin):
+            yield from _documents(src.name, src.text, sink, sources)
+
+    return read_documents(documents(), sink)
 
 
 def load_text(text: str, name: str, sink: DiagnosticSink, sources: SourceRegistry) -> ResourceSet:

@@ -16,6 +16,10 @@ the parser's *event* stream ourselves and build :class:`Scalar` / :class:`Mappin
 
 Nothing here raises for bad input: problems go to the :class:`DiagnosticSink` (code E001 and
 friends, see ``codes.py``) and the documents that could be read are returned.
+
+Most files are plain block YAML as tools write it; :mod:`compiler.frontend.yaml_fast` reads
+those line by line into the same tree, several times faster, and hands everything else (and
+every file with a problem) to the event reader here.
 """
 
 from __future__ import annotations
@@ -273,9 +277,16 @@ _RESOLVABLE_FIRST: Container[str | None] = (
 )
 
 
+# Digits with two or more dots (an IPv4 address or CIDR): no YAML 1.1 resolver matches them
+# (floats have one dot, sexagesimal numbers need a colon, timestamps a dash), so they are strings.
+_DOTTED = re.compile(r"[0-9]+(?:\.[0-9]+){2,}(?:/[0-9]+)?\Z")
+
+
 def _resolve_plain(text: str) -> tuple[object, str]:
     """A plain (unquoted, untagged) scalar's value and how to treat it: ``""`` as a value,
     ``"<<"`` as a merge key, anything else is the unsupported tag it resolves to."""
+    if _DOTTED.match(text):
+        return text, ""
     tag = _RESOLVER.resolve(yaml.ScalarNode, text, (True, False))
     if tag in _CORE_TAGS:
         try:
@@ -568,6 +579,17 @@ def load_documents(text: str, name: str, sink: DiagnosticSink) -> list[Node]:
             "E001", f"malformed YAML: character {bad[1]} is not allowed in YAML text", bad[0]
         )
         return []
+    from compiler.frontend.yaml_fast import fast_documents  # imports this module
+
+    with paused_gc():  # the node tree is acyclic: see compiler/perf.py
+        fast = fast_documents(text, name)
+    if fast is not None:
+        return fast
+    return _event_documents(text, name, sink)
+
+
+def _event_documents(text: str, name: str, sink: DiagnosticSink) -> list[Node]:
+    """:func:`load_documents` through libyaml's event stream (any YAML, with diagnostics)."""
     reader = _Reader(name, text, sink)
     docs: list[Node] = []
     loader = _LOADER(text)

@@ -259,3 +259,41 @@ def test_prefix_keys_matches_prefixed_labels(sel: Selector, labels: dict[str, st
     # unprefixed labels are invisible to a prefixed selector, except through all()/global()
     text = canon(prefix_keys(sel, "pcns."))
     assert parse(text) == prefix_keys(sel, "pcns.")
+
+
+# -- the recursive-descent parser is the LALR parser on valid input ------------------------------
+
+
+def _same_as_lalr(text: str) -> None:
+    from compiler.frontend.selector.ast import nesting
+    from compiler.frontend.selector.parse import _descent, _lalr
+
+    fast = _descent(text)
+    try:
+        slow = _lalr(text)
+    except SelectorError:
+        assert fast is None, text  # invalid: left to the LALR parser, which reports
+        return
+    if fast is not None:  # None only for nesting the LALR parser also rejects
+        assert fast == slow and canon(fast) == canon(slow), text
+        assert nesting(fast) == nesting(slow)
+
+
+@SETTINGS
+@given(st.one_of(grammar_text, padded_grammar_text, token_soup, selectors.map(canon)))
+def test_descent_parser_agrees_with_lalr(text: str) -> None:
+    _same_as_lalr(text)
+
+
+@SETTINGS
+@given(st.text(alphabet=st.characters(codec="utf-8", max_codepoint=0x7F), max_size=40))
+def test_descent_parser_agrees_with_lalr_on_ascii(text: str) -> None:
+    _same_as_lalr(text)
+
+
+def test_descent_parser_takes_valid_selectors() -> None:
+    from compiler.frontend.selector.parse import _descent
+
+    for text in ['a == "x" && !has(b)', "(a in {'x', 'y',} || !!b == 'z') && all()", "", " "]:
+        assert _descent(text) is not None, text
+    assert _descent("a == ") is None and _descent("(a == 'x'") is None

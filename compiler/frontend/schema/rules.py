@@ -112,7 +112,8 @@ def read_entity(
     svc = f.map("services")
     if svc is not None:
         services = _services(f, svc, side, policy_ns)
-    spans = tuple((k, f.span(k)) for k in ENTITY_FIELDS if f.has(k))
+    present = m._index  # most fields are absent: skip them with one dict lookup each
+    spans = tuple((k, f.span(k)) for k in ENTITY_FIELDS if k in present and f.has(k))
     return EntityRule(
         nets=_nets(f, "nets", nets),
         not_nets=_nets(f, "notNets", nets),

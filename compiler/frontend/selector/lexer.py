@@ -112,6 +112,12 @@ class TokenStream:
     # -- the tokenizer ----------------------------------------------------------------------
 
     def __iter__(self) -> Iterator[Token]:
+        for kind, value, start, end in self.scan():
+            yield Token(kind, value, start_pos=start, line=1, column=start + 1, end_pos=end)
+
+    def scan(self) -> Iterator[tuple[str, str, int, int]]:
+        """The tokens as ``(type, value, start, end)``, lazily (what ``__iter__`` wraps into
+        lark Tokens; the recursive-descent parser reads these directly)."""
         text = self.text
         last = ""
         while True:
@@ -182,4 +188,4 @@ class TokenStream:
             self._pos = end
             self.last_start = i
             last = kind
-            yield Token(kind, value, start_pos=i, line=1, column=i + 1, end_pos=end)
+            yield kind, value, i, end

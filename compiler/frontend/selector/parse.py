@@ -207,8 +207,136 @@ def parse(text: str) -> Selector:
     return _parse_cached(text)
 
 
+class _NotFast(Exception):
+    """The descent parser stops: lark parses the text again and reports."""
+
+
+def _descent(text: str) -> Selector | None:
+    """The grammar of ``selector.lark`` by recursive descent, for *valid* selectors: the same
+    AST as the LALR parser, several times faster (build parses thousands of rewritten
+    selectors). None at the first error (or a lexer error anywhere), so that :func:`_lalr`
+    reports the leftmost one with its usual message. Recursion is bounded by the lexer's
+    parenthesis limit (three frames per level)."""
+    try:
+        toks = [(kind, value) for kind, value, _, _ in TokenStream(text).scan()]
+    except SelectorError:
+        return None
+    if not toks:
+        return All()
+    toks.append(("$END", ""))
+    parser = _Descent(toks)
+    try:
+        result = parser.or_expr()
+    except _NotFast:
+        return None
+    return result if toks[parser.pos][0] == "$END" else None
+
+
+class _Descent:
+    """One rule per method; ``pos`` indexes ``toks`` (``(type, value)`` pairs, ``$END`` last)."""
+
+    __slots__ = ("pos", "toks")
+
+    def __init__(self, toks: list[tuple[str, str]]) -> None:
+        self.toks = toks
+        self.pos = 0
+
+    def or_expr(self) -> Selector:
+        operands = [self.and_expr()]
+        while self.toks[self.pos][0] == "_OR":
+            self.pos += 1
+            operands.append(self.and_expr())
+        if len(operands) == 1:
+            return operands[0]
+        node = Or(tuple(operands))
+        if node.nesting > MAX_NESTING:
+            raise _NotFast
+        return node
+
+    def and_expr(self) -> Selector:
+        operands = [self.op()]
+        while self.toks[self.pos][0] == "_AND":
+            self.pos += 1
+            operands.append(self.op())
+        if len(operands) == 1:
+            return operands[0]
+        node = And(tuple(operands))
+        if node.nesting > MAX_NESTING:
+            raise _NotFast
+        return node
+
+    def op(self) -> Selector:
+        kind, value = self.toks[self.pos]
+        if kind == "BANGS":
+            self.pos += 1
+            expr = self.atom()
+            return Not(expr) if value.count("!") % 2 else expr
+        return self.atom()
+
+    def string(self) -> str:
+        kind, value = self.toks[self.pos]
+        if kind != "STRING":
+            raise _NotFast
+        self.pos += 1
+        return value
+
+    def atom(self) -> Selector:  # noqa: C901, PLR0911
+        toks = self.toks
+        kind, value = toks[self.pos]
+        self.pos += 1
+        if kind == "HAS":
+            return Has(value)
+        if kind == "ALL":
+            return All()
+        if kind == "GLOBAL":
+            return Global()
+        if kind == "_LPAR":
+            expr = self.or_expr()
+            if toks[self.pos][0] != "_RPAR":
+                raise _NotFast
+            self.pos += 1
+            return expr
+        if kind != "LABEL":
+            raise _NotFast
+        operator = toks[self.pos][0]
+        self.pos += 1
+        if operator in _BINARY:
+            return _BINARY[operator](value, self.string())
+        if operator != "_IN" and operator != "_NOTIN":
+            raise _NotFast
+        if toks[self.pos][0] != "_LBRACE":
+            raise _NotFast
+        self.pos += 1
+        values: list[str] = []
+        if toks[self.pos][0] != "_RBRACE":
+            values.append(self.string())
+            while toks[self.pos][0] == "_COMMA":
+                self.pos += 1
+                if toks[self.pos][0] == "_RBRACE":
+                    break
+                values.append(self.string())
+            if toks[self.pos][0] != "_RBRACE":
+                raise _NotFast
+        self.pos += 1
+        return In(value, tuple(values)) if operator == "_IN" else NotIn(value, tuple(values))
+
+
+_BINARY = {
+    "_EQ": Eq,
+    "_NE": Ne,
+    "_CONTAINS": Contains,
+    "_STARTSWITH": StartsWith,
+    "_ENDSWITH": EndsWith,
+}
+
+
 @lru_cache(maxsize=65536)
 def _parse_cached(text: str) -> Selector:
+    fast = _descent(text)
+    return fast if fast is not None else _lalr(text)
+
+
+def _lalr(text: str) -> Selector:
     stream = TokenStream(text)
     try:
         result: Selector = _PARSER.parse(stream)  # type: ignore[arg-type]

@@ -57,9 +57,17 @@ class RuleFacts:
 class Analysis:
     """Per-program caches of set contents as interval sets."""
 
-    def __init__(self, program: Program) -> None:
+    def __init__(self, program: Program, ctx: object = None) -> None:
         self.program = program
         self._spaces: dict[str, AddrSpace] = {}
+        # Members -> AddrSpace, shared by the passes of one pipeline run through the context
+        # (fold_empty and shadowed_rules see the same member sets).
+        cache = getattr(ctx, "cache", None)
+        self._by_members: dict[frozenset, AddrSpace] = (
+            cache.setdefault("addr_spaces", {}) if isinstance(cache, dict) else {}
+        )
+        if len(self._by_members) > 100_000:  # a context used for many runs: stay bounded
+            self._by_members.clear()
         self._named: dict[tuple, list[tuple[int, int]]] = {}
         self._sides: dict[tuple, SideFacts] = {}
 
@@ -71,9 +79,13 @@ class Analysis:
         s = self.set_of(sid)
         if s is None or s.is_named_port or s.members is None:
             return None
-        if sid not in self._spaces:
-            self._spaces[sid] = AddrSpace.of(s.members)
-        return self._spaces[sid]
+        space = self._spaces.get(sid)
+        if space is None:
+            space = self._by_members.get(s.members)
+            if space is None:
+                space = self._by_members[s.members] = AddrSpace.of(s.members)
+            self._spaces[sid] = space
+        return space
 
     def triples(self, sid: str) -> frozenset | None:
         s = self.set_of(sid)

@@ -90,24 +90,38 @@ def map_side_sets(side: Side, fn: Callable[[str], str]) -> Side:
     """Rename every set id a side refers to (duplicates that result are dropped, order kept)."""
 
     def ids(xs: tuple[str, ...]) -> tuple[str, ...]:
-        return tuple(dict.fromkeys(fn(x) for x in xs))
+        if not xs:
+            return xs
+        out = tuple(dict.fromkeys(fn(x) for x in xs))
+        return xs if out == xs else out
 
     def ports(pm: PortMatch | None) -> PortMatch | None:
-        if pm is None:
-            return None
-        return dataclasses.replace(pm, named_sets=tuple(sorted(set(ids(pm.named_sets)))))
+        if pm is None or not pm.named_sets:
+            return pm
+        named = tuple(sorted(set(ids(pm.named_sets))))
+        return pm if named == pm.named_sets else PortMatch(pm.ranges, named)
 
-    return dataclasses.replace(
-        side,
-        sets=ids(side.sets),
-        not_sets=ids(side.not_sets),
-        ports=ports(side.ports),
-        not_ports=ports(side.not_ports),
-    )
+    # Most sides name no set at all, and most renames leave a side as it is: keep the object
+    # (frozen, so sharing it is the same as an equal copy).
+    if not (side.sets or side.not_sets or side.ports or side.not_ports):
+        return side
+    sets, not_sets = ids(side.sets), ids(side.not_sets)
+    p, np_ = ports(side.ports), ports(side.not_ports)
+    if (
+        sets is side.sets
+        and not_sets is side.not_sets
+        and p is side.ports
+        and np_ is side.not_ports
+    ):
+        return side
+    return Side(side.nets, side.not_nets, sets, not_sets, p, np_)
 
 
 def map_match_sides(match: Match, fn: Callable[[Side], Side]) -> Match:
-    return dataclasses.replace(match, src=fn(match.src), dst=fn(match.dst))
+    src, dst = fn(match.src), fn(match.dst)
+    if src is match.src and dst is match.dst:
+        return match
+    return dataclasses.replace(match, src=src, dst=dst)
 
 
 def dropped_entries(

@@ -85,11 +85,42 @@ def minus(a: Intervals, b: Intervals) -> Intervals:
 
 
 def subset(a: Intervals, b: Intervals) -> bool:
-    return not minus(a, b)
+    """``not minus(a, b)``, without building the difference: stops at the first interval of
+    ``a`` that ``b`` does not cover (``a`` is often a set of thousands of addresses)."""
+    if not a:
+        return True
+    if not b:
+        return False
+    if len(b) == 1:
+        return b[0][0] <= a[0][0] and a[-1][1] <= b[0][1]
+    j, nb = 0, len(b)
+    for lo, hi in a:
+        while j < nb and b[j][1] < lo:
+            j += 1
+        if j == nb or b[j][0] > lo:
+            return False
+        reach = b[j][1]
+        k = j
+        while reach < hi:  # covered by adjacent or overlapping intervals of b, if any
+            k += 1
+            if k == nb or b[k][0] > reach + 1:
+                return False
+            reach = max(reach, b[k][1])
+    return True
 
 
 def disjoint(a: Intervals, b: Intervals) -> bool:
-    return not intersect(a, b)
+    """``not intersect(a, b)``, stopping at the first overlap."""
+    i = j = 0
+    na, nb = len(a), len(b)
+    while i < na and j < nb:
+        if a[i][1] < b[j][0]:
+            i += 1
+        elif b[j][1] < a[i][0]:
+            j += 1
+        else:
+            return False
+    return True
 
 
 def net_interval(net: IPNet) -> Interval:

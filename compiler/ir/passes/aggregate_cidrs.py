@@ -87,10 +87,20 @@ def _rules(owner: str, direction: str, rules: tuple[Rule, ...]) -> tuple[Rule, .
 
 def run(program: Program, ctx: object) -> Program:
     sets = {}
+    # Many sets have the same members (dedupe_sets merges them next): collapse each distinct
+    # membership once. A frozenset's hash is cached, so the lookup is cheap.
+    done: dict[frozenset, frozenset] = {}
     for sid, s in program.sets.items():
         if s.is_named_port or s.members is None:
             sets[sid] = s
-        else:
-            sets[sid] = dataclasses.replace(s, members=frozenset(collapse(s.members)))
+            continue
+        members = done.get(s.members)
+        if members is None:
+            out = collapse(s.members)
+            # Same size: already minimal, and the minimal prefix cover is unique, so it is the
+            # same set; keep it (building a frozenset of networks hashes each in Python).
+            members = s.members if len(out) == len(s.members) else frozenset(out)
+            done[s.members] = members
+        sets[sid] = s if members is s.members else dataclasses.replace(s, members=members)
     policies, profiles = map_rule_lists(program, _rules)
     return replace_program(program, sets=sets, policies=policies, profiles=profiles)

@@ -34,7 +34,7 @@ from __future__ import annotations
 import dataclasses
 from collections import defaultdict
 
-from compiler.ir.nodes import AddrSet, Program, Rule, replace_program
+from compiler.ir.nodes import AddrSet, Program, Rule, Side, replace_program
 from compiler.ir.passes._rules import map_match_sides, map_rule_lists, map_side_sets, prune_sets
 
 
@@ -70,13 +70,16 @@ def run(program: Program, ctx: object) -> Program:
         )
     rename = canon.__getitem__
 
+    def side(s: Side) -> Side:
+        return map_side_sets(s, rename)
+
     def rules(owner: str, direction: str, rs: tuple[Rule, ...]) -> tuple[Rule, ...]:
-        return tuple(
-            dataclasses.replace(
-                r, match=map_match_sides(r.match, lambda s: map_side_sets(s, rename))
-            )
-            for r in rs
-        )
+        out = []
+        for r in rs:
+            match = map_match_sides(r.match, side)
+            out.append(r if match is r.match else dataclasses.replace(r, match=match))
+        # Unchanged rules are the same objects: keep the tuple, so the policy is kept too.
+        return rs if all(a is b for a, b in zip(out, rs, strict=True)) else tuple(out)
 
     policies, profiles = map_rule_lists(program, rules)
     sets = {sid: s for sid, s in program.sets.items() if canon[sid] == sid}

@@ -38,7 +38,7 @@ from compiler.ir.passes._rules import drop_rules, dropped_entries
 
 
 def run(program: Program, ctx: object) -> Program:
-    analysis = Analysis(program)
+    analysis = Analysis(program, ctx)
     dropped: set[tuple[str, int, str]] = set()
 
     def rules(owner: str, direction: str, rs: tuple[Rule, ...]) -> tuple[Rule, ...]:

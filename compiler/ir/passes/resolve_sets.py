@@ -28,6 +28,10 @@ def run(program: Program, ctx: object) -> Program:
     by_id = {s.id: s for s in program.selectables}
     index = LabelIndex({s.id: dict(s.labels) for s in program.selectables})
     out = {}
+    # Different selectors often select the same endpoints: build each distinct member set once
+    # (a frozenset of networks hashes every member in Python), and share it, which also lets
+    # the later passes' per-membership memos hit by identity.
+    members: dict[tuple[tuple[str, ...], int | None], frozenset] = {}
     for sid, s in program.sets.items():
         chosen = sorted(index.select(parse(s.selector)))
         fam_ok = (lambda n: True) if s.family is None else (lambda n, f=s.family: n.version == f)
@@ -42,6 +46,11 @@ def run(program: Program, ctx: object) -> Program:
             )
             out[sid] = dataclasses.replace(s, port_members=triples)
         else:
-            nets = frozenset(n for cid in chosen for n in by_id[cid].nets if fam_ok(n))
+            key = (tuple(chosen), s.family)
+            nets = members.get(key)
+            if nets is None:
+                nets = members[key] = frozenset(
+                    n for cid in chosen for n in by_id[cid].nets if fam_ok(n)
+                )
             out[sid] = dataclasses.replace(s, members=nets)
     return replace_program(program, sets=out)

@@ -92,7 +92,7 @@ def _report(
 
 
 def run(program: Program, ctx: object) -> Program:
-    analysis = Analysis(program)
+    analysis = Analysis(program, ctx)
     sink: DiagnosticSink | None = getattr(ctx, "sink", None)
     dropped: set[tuple[str, int, str]] = set()
 

@@ -16,9 +16,20 @@ in ``program.dropped_rules``. Sets split the same way: set ``X`` becomes
 
 from __future__ import annotations
 
-import dataclasses
+from collections.abc import Callable
+from ipaddress import IPv4Network
+from typing import Any
 
-from compiler.ir.nodes import AddrSet, IPNet, PortMatch, Program, Rule, Side, replace_program
+from compiler.ir.nodes import (
+    AddrSet,
+    IPNet,
+    Match,
+    PortMatch,
+    Program,
+    Rule,
+    Side,
+    replace_program,
+)
 from compiler.ir.passes._rules import all_rules, dropped_entries, map_rule_lists
 
 FAMILIES = (4, 6)
@@ -31,14 +42,26 @@ def _fam_id(sid: str, family: int) -> str:
 def _ports(pm: PortMatch | None, family: int) -> PortMatch | None:
     if pm is None:
         return None
-    return dataclasses.replace(pm, named_sets=tuple(_fam_id(s, family) for s in pm.named_sets))
+    return PortMatch(pm.ranges, tuple(_fam_id(s, family) for s in pm.named_sets))
 
 
 def _filter(nets: tuple[IPNet, ...], family: int) -> tuple[IPNet, ...]:
     return tuple(n for n in nets if n.version == family)
 
 
+_ANY = Side()
+
+
 def _side(side: Side, family: int) -> Side | None:
+    if (
+        side.nets is None
+        and not side.not_nets
+        and not side.sets
+        and not side.not_sets
+        and side.ports is None
+        and side.not_ports is None
+    ):
+        return _ANY  # the common case: nothing family-specific on this side
     nets = None
     if side.nets is not None:
         nets = _filter(side.nets, family)
@@ -61,8 +84,18 @@ def _split_rule(rule: Rule) -> list[Rule]:
         src, dst = _side(m.src, family), _side(m.dst, family)
         if src is None or dst is None:
             continue
-        match = dataclasses.replace(m, ip_version=family, src=src, dst=dst)
-        out.append(dataclasses.replace(rule, match=match))
+        match = Match(
+            family,
+            m.protocol,
+            m.not_protocol,
+            m.icmp_type,
+            m.icmp_code,
+            m.not_icmp_type,
+            m.not_icmp_code,
+            src,
+            dst,
+        )
+        out.append(Rule(rule.action, match, rule.index, rule.origin, rule.http_ignored))
     return out
 
 
@@ -70,24 +103,40 @@ def _split_rules(rules: tuple[Rule, ...]) -> tuple[Rule, ...]:
     return tuple(x for r in rules for x in _split_rule(r))
 
 
-def _split_set(s: AddrSet) -> list[AddrSet]:
-    out = []
-    for family in FAMILIES:
-        members = port_members = None
-        if s.members is not None:
-            members = frozenset(n for n in s.members if n.version == family)
-        if s.port_members is not None:
-            port_members = frozenset(t for t in s.port_members if t[0].version == family)
-        out.append(
-            dataclasses.replace(
-                s,
-                id=_fam_id(s.id, family),
-                family=family,
-                members=members,
-                port_members=port_members,
-            )
+def _partition(items: frozenset, is_v4: Callable[[Any], bool]) -> dict[int, frozenset | None]:
+    """``{4: the v4 items, 6: the rest}``; the input set itself when one side is empty (no
+    rehashing: an IPv4Network's hash is computed in Python)."""
+    v4 = [x for x in items if is_v4(x)]
+    if len(v4) == len(items):
+        return {4: items, 6: frozenset()}
+    if not v4:
+        return {4: frozenset(), 6: items}
+    return {4: frozenset(v4), 6: frozenset([x for x in items if not is_v4(x)])}
+
+
+def _split_set(s: AddrSet, memo: dict[frozenset, dict[int, frozenset | None]]) -> list[AddrSet]:
+    # One pass over the members, by class (``version`` is a Python-level property).
+    members: dict[int, frozenset | None] = {4: None, 6: None}
+    port_members: dict[int, frozenset | None] = {4: None, 6: None}
+    if s.members is not None:
+        members = memo.get(s.members)  # sets often share their members (resolve_sets)
+        if members is None:
+            members = memo[s.members] = _partition(s.members, lambda n: n.__class__ is IPv4Network)
+    if s.port_members is not None:
+        port_members = _partition(s.port_members, lambda t: t[0].__class__ is IPv4Network)
+    return [
+        AddrSet(
+            _fam_id(s.id, family),
+            s.selector,
+            s.port_name,
+            s.port_protocol,
+            family,
+            members[family],
+            port_members[family],
+            s.origin,
         )
-    return out
+        for family in FAMILIES
+    ]
 
 
 def run(program: Program, ctx: object) -> Program:
@@ -103,7 +152,8 @@ def run(program: Program, ctx: object) -> Program:
         return out
 
     policies, profiles = map_rule_lists(program, rules)
-    sets = {x.id: x for s in program.sets.values() for x in _split_set(s)}
+    memo: dict[frozenset, dict[int, frozenset | None]] = {}
+    sets = {x.id: x for s in program.sets.values() for x in _split_set(s, memo)}
     return replace_program(
         program,
         policies=policies,
