@@ -1,26 +1,55 @@
-"""Loading an eBPF artifact: generations of pinned programs and maps, switched per attachment
-with ``tc filter replace``.
+"""Loading an eBPF artifact: generations of pinned programs, versions of set maps, and one
+dispatcher per interface; every interface switches to a new ruleset with one map write.
 
 Layout below the bpffs root (``--bpffs``, mounted by ``runtime/bpffs.py`` when needed)::
 
     shared/tortie_ct, tortie_frags, tortie_log     one per node, kept across applies: approved
                                                    flows and Log counters survive a new ruleset
-    g-<artifact>-<n>/maps/tortie_sets_v4|v6, tortie_config
+    shared/tortie_active, tortie_slots, tortie_progs   the dispatcher's maps (layout.DISPATCH_MAPS)
+    shared/tortie_setbank_v4|v6                    bank -> set map (arrays of maps; shared/
+                                                   tortie_sets_v4|v6 is their empty template)
+    shared/dispatch/d-<hash>/tortie_disp_in|eg     the dispatcher programs, attached once
+    g-<artifact>-<n>/maps/tortie_config
     g-<artifact>-<n>/objs/p-<hash>/tortie_main ...  every object of the artifact, loaded through
-                                                   the verifier against this generation's maps
+                                                   the verifier against these maps
+    s-<artifact>-<n>/tortie_sets_v4|v6              a set version: every member of maps.json
 
-A **full** apply loads a new generation next to the one in use (nothing attached yet, so a
-failure or a kill changes nothing a packet sees), then replaces each endpoint's filter with
-``tc filter replace`` (atomic per interface and direction: a packet meets the old program with
-the old sets or the new program with the new sets), detaches interfaces no longer in the
-artifact, and leaves the previous generation pinned: rollback re-attaches it, and the next full
-apply unpins generations nothing is attached to. A **set-only** apply (only ``sets`` of
-``maps.json`` changed, every object identical) adds the new members to the generation in use,
-then deletes the old ones: per element atomic, with a moment where a set holds both.
+There are two **banks**, 0 and 1; ``tortie_active[0]`` says which one is in force. A bank is
+the interfaces' slots (``tortie_slots``: (ifindex, hook, bank) -> index in ``tortie_progs``,
+which holds entry programs) and one set version (``tortie_setbank_v4|v6[bank]``). The
+dispatcher on each interface reads the bank in force, tags the packet with it (the entry
+program looks sets up in that bank's set maps) and tail-calls the interface's entry program.
+An interface without a slot in the bank in force has no policy (as without a filter).
 
-Read-back units: ``tc IF ingress|egress`` -> ``<generation>/<object>`` (the program attached, by
-id), and per generation in use its sets and config. Counts: attachments, programs, sets,
-elements.
+A **full** apply, in this order (a ``kill -9`` anywhere leaves one complete ruleset in force):
+
+1. ``bpf-gc``: empty the other bank and unpin the generations and set versions the bank in
+   force does not use. Nothing a packet sees changes.
+2. ``bpf-load``: load the new generation (and the dispatcher, once); ``bpf-sets``: a new set
+   version with every member.
+3. ``bpf-wire``: the new set version, the new entry programs (in free ``tortie_progs`` slots)
+   and every wanted attachment's slot into the other bank. Still nothing live changes.
+4. ``tc-attach``: attach the dispatcher to interfaces that lack it (new ones): the bank in force
+   has no slot for them, so they keep behaving as un-policed interfaces.
+5. ``bpf-flip``: write the other bank's number into ``tortie_active``: one map update, every
+   interface now runs the new programs with the new sets. This is the commit point.
+6. ``tc-detach``: remove the dispatcher from interfaces that left the artifact (already without
+   policy since the flip).
+
+A **set-only** apply (only ``sets`` of ``maps.json`` changed, every object identical) is the
+same without steps 2a, 4 and 6: a new set version, wired into the other bank with the programs
+in force, then the flip. It writes every member (not only the changed ones): the price of
+switching sets atomically with the rest.
+
+Rollback flips back to the old bank (and unwires and unpins what the apply loaded). The old
+bank stays loaded until the next apply's ``bpf-gc``, so at most two generations and two set
+versions are pinned between applies.
+
+Read-back units: ``tc IF ingress|egress`` -> ``<generation>/<object>``: what the dispatcher on
+that interface runs now (the bank in force's slot, resolved to the pinned program by id); an
+interface whose dispatcher has no slot in the bank in force has no unit (it is un-policed).
+``bpf <generation> tortie_config`` per generation in force and ``bpf <set version>
+tortie_sets_v4|v6`` for the bank in force. Counts: attachments, programs, sets, elements.
 
 (``compiler.targets.ebpf.load`` is the target's reference loader for tests; the map contents
 and layouts come from it and from ``layout``, the attach and generation logic is here.)
@@ -41,7 +70,15 @@ from compiler.targets.ebpf import layout, load
 from compiler.targets.ebpf.load import set_from_json
 from compiler.tools import bpftool, tc
 from runtime.bpffs import ensure_bpffs, is_bpffs
-from runtime.plan import Env, KernelState, LoadedArtifact, Plan, Step, unified_diff
+from runtime.plan import (
+    ArtifactRefused,
+    Env,
+    KernelState,
+    LoadedArtifact,
+    Plan,
+    Step,
+    unified_diff,
+)
 from runtime.state import Record
 
 __all__ = ["EbpfDataplane"]
@@ -50,8 +87,13 @@ logger = logging.getLogger(__name__)
 
 MAPS_JSON = "maps.json"
 MAIN = "tortie_main"
-PER_GENERATION = (layout.SETS_V4.name, layout.SETS_V6.name, layout.CONFIG_MAP.name)
+PER_GENERATION = (layout.CONFIG_MAP.name,)
+SET_MAPS = {4: layout.SETS_V4, 6: layout.SETS_V6}  # inner maps, one pair per set version
+SET_BANKS = {4: layout.SET_BANKS_V4, 6: layout.SET_BANKS_V6}
 _DIRECTION = {"tc_ingress": "ingress", "tc_egress": "egress"}
+_HOOK = {"ingress": layout.HOOK_TC_INGRESS, "egress": layout.HOOK_TC_EGRESS}
+_DISPATCH_PROG = {d: layout.DISPATCH_PROGS[h] for h, d in _DIRECTION.items()}
+DISPATCH_DIR = "dispatch"
 
 
 def attachments(doc: Mapping[str, Any], interfaces: Sequence[str]) -> dict[str, str]:
@@ -90,20 +132,76 @@ class EbpfDataplane:
 
     # -- reading ------------------------------------------------------------------------------
 
+    @property
+    def _shared(self) -> Path:
+        return self.root / "shared"
+
+    def _on_bpffs(self) -> bool:
+        return self.root.is_dir() and is_bpffs(self.root)
+
     def _generations(self) -> list[Path]:
-        if not self.root.is_dir() or not is_bpffs(self.root):
+        """Program generations (``g-…``) and set versions (``s-…``)."""
+        if not self._on_bpffs():
             return []
-        return sorted(p for p in self.root.iterdir() if p.name.startswith("g-"))
+        return sorted(p for p in self.root.iterdir() if p.name.startswith(("g-", "s-")))
+
+    def _set_versions(self) -> dict[int, str]:
+        """Map id -> set version (``s-…``) of every pinned set map."""
+        out = {}
+        for sdir in self._generations():
+            if not sdir.name.startswith("s-"):
+                continue
+            for m in SET_MAPS.values():
+                try:
+                    out[int(bpftool.map_show(str(sdir / m.name))["id"])] = sdir.name
+                except bpftool.BpftoolError:
+                    continue  # a half-made set version of a killed apply
+        return out
 
     def _mains(self) -> dict[int, str]:
         out = {}
         for gen in self._generations():
-            for obj in sorted((gen / "objs").glob("p-*")):
+            for obj in sorted((gen / "objs").glob("p-*")) if gen.name.startswith("g-") else ():
                 try:
                     out[int(bpftool.prog_show(str(obj / MAIN))["id"])] = f"{gen.name}/{obj.name}"
                 except bpftool.BpftoolError:
                     continue  # a half-loaded generation of a killed apply
         return out
+
+    def _dispatchers(self) -> dict[int, str]:
+        """Program id -> dispatcher object name (``d-…``) of every pinned dispatcher."""
+        out = {}
+        if not self._on_bpffs() or not (self._shared / DISPATCH_DIR).is_dir():
+            return out
+        for d in sorted((self._shared / DISPATCH_DIR).glob("d-*")):
+            for prog in _DISPATCH_PROG.values():
+                try:
+                    out[int(bpftool.prog_show(str(d / prog))["id"])] = d.name
+                except bpftool.BpftoolError:
+                    continue  # a half-loaded dispatcher of a killed apply
+        return out
+
+    def _banks(
+        self,
+    ) -> tuple[int, dict[tuple[int, int, int], int], dict[int, int], dict[int, dict[int, int]]]:
+        """(bank in force, {(ifindex, hook, bank): slot}, {slot: program id},
+        {family: {bank: set map id}})."""
+        path = self._shared / layout.ACTIVE.name
+        if not self._on_bpffs() or not path.exists():
+            return 0, {}, {}, {4: {}, 6: {}}
+        dump = bpftool.map_dump(str(path))
+        active = int.from_bytes(_hex(dump[0]["value"]), "little") if dump else 0
+        slots = {}
+        for e in bpftool.map_dump(str(self._shared / layout.SLOTS.name)):
+            k = layout.SLOT_KEY.unpack(_hex(e["key"]))
+            key = (int(k["ifindex"]), int(k["hook"]), int(k["bank"]))  # type: ignore[arg-type]
+            slots[key] = int.from_bytes(_hex(e["value"]), "little")
+        progs = _u32_dump(self._shared / layout.PROGS.name)
+        sets = {
+            fam: _u32_dump(self._shared / m.name) if (self._shared / m.name).exists() else {}
+            for fam, m in SET_BANKS.items()
+        }
+        return active, slots, progs, sets
 
     def _dump(self, path: Path) -> list[str]:
         return sorted(
@@ -112,32 +210,62 @@ class EbpfDataplane:
 
     def read(self) -> KernelState:
         mains = self._mains()
+        dispatchers = self._dispatchers()
+        active, slots, progs, banks = self._banks()
         units: dict[str, str | None] = {}
-        for dev in tc.clsact_devices(netns=self.env.netns):
+        attached: list[str] = []
+        devices = tc.clsact_devices(netns=self.env.netns)
+        index = tc.ifindexes(netns=self.env.netns) if devices else {}
+        for dev in devices:
             for direction in ("ingress", "egress"):
                 for f in tc.bpf_filters(dev, direction, netns=self.env.netns):
-                    if f["name"] == MAIN:
-                        units[f"tc {dev} {direction}"] = mains.get(
-                            f["prog_id"], f"foreign program id {f['prog_id']} tag {f['tag']}"
-                        )
+                    if f["name"] not in (MAIN, *_DISPATCH_PROG.values()):
+                        continue
+                    unit = f"tc {dev} {direction}"
+                    disp = dispatchers.get(f["prog_id"])
+                    if disp is None or f["name"] != _DISPATCH_PROG[direction]:
+                        units[unit] = f"foreign program id {f['prog_id']} tag {f['tag']}"
+                        continue
+                    attached.append(f"{dev} {direction} {disp}")
+                    slot = slots.get((index.get(dev, 0), _HOOK[direction], active))
+                    if slot is None:
+                        continue  # no policy for it in the bank in force: un-policed
+                    prog = progs.get(slot)
+                    units[unit] = mains.get(prog, f"slot {slot}: program {prog} unknown")
         gens = sorted({v.split("/")[0] for v in units.values() if v and v.startswith("g-")})
+        for gen in gens:
+            for name in PER_GENERATION:
+                dump = self._dump(self.root / gen / "maps" / name)
+                units[f"bpf {gen} {name}"] = "\n".join(dump) + "\n"
         entries = 0
         set_ids: set[str] = set()
-        for gen in gens:
-            maps = self.root / gen / "maps"
-            for name in PER_GENERATION:
-                dump = self._dump(maps / name)
-                units[f"bpf {gen} {name}"] = "\n".join(dump) + "\n"
-                if name != layout.CONFIG_MAP.name:
-                    entries += len(dump)
-                    set_ids.update(d[8:24] for d in dump)  # prefixlen, then the 64-bit set id
+        versions = self._set_versions() if any(banks.values()) else {}
+        live_sets = ""
+        for fam, m in SET_MAPS.items():
+            map_id = banks[fam].get(active)
+            if map_id is None:
+                continue
+            sdir = versions.get(map_id)
+            if sdir is None:
+                units[f"bpf bank{active} {m.name}"] = f"foreign map id {map_id}"
+                continue
+            live_sets = sdir
+            dump = self._dump(self.root / sdir / m.name)
+            units[f"bpf {sdir} {m.name}"] = "\n".join(dump) + "\n"
+            entries += len(dump)
+            set_ids.update(d[8:24] for d in dump)  # prefixlen, then the 64-bit set id
         counts = {
             "attachments": sum(1 for u in units if u.startswith("tc ")),
             "programs": len({v for u, v in units.items() if u.startswith("tc ")}),
             "sets": len(set_ids),
             "elements": entries,
         }
-        raw = {"generations": " ".join(g.name for g in self._generations())}
+        raw = {
+            "generations": " ".join(g.name for g in self._generations()),
+            "active": str(active),
+            "attached": "\n".join(sorted(attached)),
+            "sets": live_sets,
+        }
         return KernelState(units, counts, raw)
 
     # -- planning -----------------------------------------------------------------------------
@@ -162,56 +290,98 @@ class EbpfDataplane:
             f"applied/{MAPS_JSON}",
             f"new/{MAPS_JSON}",
         )
-        gens = sorted(
-            {v.split("/")[0] for u, v in current.units.items() if u.startswith("tc ") and v}
-        )
+        live = {u: v for u, v in current.units.items() if u.startswith("tc ") and v and "/" in v}
+        gens = sorted({v.split("/")[0] for v in live.values()})
         same_objects = old_doc is not None and all(
             previous.get(n) == artifact.files[n] for n in artifact.files if n.startswith("obj/")
+        )
+        active = int(current.raw.get("active", "0"))
+        bank = 1 - active
+        stamp = f"{artifact.hash[:12]}-{time.time_ns() // 1_000_000:x}"
+        sets = f"s-{stamp}"
+        gc = Step(
+            "bpf-gc",
+            f"empty bank {bank}; unpin what bank {active} does not use",
+            args=(str(bank),),
+        )
+        load_sets = Step(
+            "bpf-sets",
+            f"load {len(doc['sets'])} sets into set version {sets}",
+            args=(sets,),
+        )
+        flip = Step(
+            "bpf-flip",
+            f"switch every interface from bank {active} to bank {bank} (one map write)",
+            args=(str(bank), str(active)),
         )
         if (
             old_doc is not None
             and same_objects
             and len(gens) == 1
             and _without_sets(old_doc) == _without_sets(doc)
+            and current.raw.get("sets")
         ):
-            step = self._set_step(gens[0], set_entries(old_doc), set_entries(doc))
-            if step is None:
+            changed = _changed_entries(set_entries(old_doc), set_entries(doc))
+            if changed == 0:
                 return Plan(
                     self.TARGET, artifact.hash, "none", "same programs and sets", (), current, diff
                 )
+            wanted = {u: v.split("/")[1] for u, v in live.items()}
+            wire = Step(
+                "bpf-wire",
+                f"wire {len(wanted)} attachments of {gens[0]} and {sets} into bank {bank}",
+                json.dumps(wanted, sort_keys=True),
+                args=(gens[0], sets, str(bank)),
+            )
+            desired = json.dumps({"units": live, "sets": sets}, sort_keys=True)
             return Plan(
                 self.TARGET,
                 artifact.hash,
                 "sets",
-                "only set members changed",
-                (step,),
+                f"only set members changed ({changed} entries)",
+                (gc, load_sets, wire, flip),
                 current,
                 diff,
+                desired,
             )
-        gen = f"g-{artifact.hash[:12]}-{time.time_ns() // 1_000_000:x}"
+        if "dispatch" not in doc or f"obj/{doc['dispatch']}" not in artifact.files:
+            raise ArtifactRefused(
+                f"{artifact.source}: the eBPF artifact has no dispatcher object; recompile it "
+                "with this version of Tortie"
+            )
+        dispatch = str(doc["dispatch"]).removesuffix(".bpf.o")
+        gen = f"g-{stamp}"
         wanted = attachments(doc, tc.devices(netns=self.env.netns))
-        steps = []
-        stale = [g.name for g in self._generations() if g.name not in gens]
-        if stale:
-            steps.append(
-                Step("bpf-gc", f"unpin {len(stale)} unused generation(s)", args=tuple(stale))
-            )
-        steps.append(
+        attached = _attached(current)
+        steps = [
+            gc,
             Step(
-                "bpf-load", f"load {len(doc['objects'])} objects into generation {gen}", args=(gen,)
-            )
-        )
-        for unit, obj in sorted(wanted.items()):
+                "bpf-load",
+                f"load {len(doc['objects'])} objects into generation {gen}",
+                args=(gen, dispatch),
+            ),
+            load_sets,
+            Step(
+                "bpf-wire",
+                f"wire {len(wanted)} attachments of {gen} and {sets} into bank {bank}",
+                json.dumps(wanted, sort_keys=True),
+                args=(gen, sets, str(bank)),
+            ),
+        ]
+        for unit in sorted(wanted):
             _, dev, direction = unit.split()
-            steps.append(
-                Step(
-                    "tc-attach",
-                    f"attach {obj} to {dev} {direction}",
-                    args=(dev, direction, gen, obj),
+            if attached.get(f"{dev} {direction}") != dispatch:
+                steps.append(
+                    Step(
+                        "tc-attach",
+                        f"attach the dispatcher {dispatch} to {dev} {direction}",
+                        args=(dev, direction, dispatch),
+                    )
                 )
-            )
-        for unit in sorted(u for u in current.units if u.startswith("tc ") and u not in wanted):
-            _, dev, direction = unit.split()
+        steps.append(flip)
+        leaving = {u.split(" ", 1)[1] for u in current.units if u.startswith("tc ")} | set(attached)
+        for key in sorted(leaving - {u.split(" ", 1)[1] for u in wanted}):
+            dev, direction = key.split()
             steps.append(Step("tc-detach", f"detach {dev} {direction}", args=(dev, direction)))
         if record is None:
             why = "no trusted record of the kernel state"
@@ -219,29 +389,10 @@ class EbpfDataplane:
             why = f"the kernel drifted from the last apply ({', '.join(current.differs(record.kernel)[:5])})"
         else:
             why = "the programs changed"
-        desired = json.dumps({u: f"{gen}/{o}" for u, o in wanted.items()}, sort_keys=True)
-        return Plan(self.TARGET, artifact.hash, "full", why, tuple(steps), current, diff, desired)
-
-    def _set_step(
-        self,
-        gen: str,
-        old: Mapping[int, Mapping[bytes, bytes]],
-        new: Mapping[int, Mapping[bytes, bytes]],
-    ) -> Step | None:
-        change: dict[str, Any] = {"gen": gen, "add": {}, "delete": {}}
-        n = 0
-        for fam in (4, 6):
-            add = sorted((k.hex(), v.hex()) for k, v in new[fam].items() if old[fam].get(k) != v)
-            delete = sorted(k.hex() for k in old[fam] if k not in new[fam])
-            change["add"][str(fam)], change["delete"][str(fam)] = add, delete
-            n += len(add) + len(delete)
-        if n == 0:
-            return None
-        return Step(
-            "bpf-sets",
-            f"update {n} set entries in generation {gen} (add, then delete)",
-            json.dumps(change),
+        desired = json.dumps(
+            {"units": {u: f"{gen}/{o}" for u, o in wanted.items()}, "sets": sets}, sort_keys=True
         )
+        return Plan(self.TARGET, artifact.hash, "full", why, tuple(steps), current, diff, desired)
 
     def check(self, plan: Plan) -> None:
         """Nothing to validate without loading: only the verifier can say (a dry run reports
@@ -249,19 +400,21 @@ class EbpfDataplane:
 
     # -- applying -----------------------------------------------------------------------------
 
-    def _shared_maps(self) -> dict[str, str]:
-        (self.root / "shared").mkdir(exist_ok=True)
+    def _create_maps(self, defs: Sequence[layout.MapDef]) -> dict[str, str]:
+        """The node-wide maps ``defs`` in ``shared/`` (created once, then reused). A set bank
+        (map-in-map) takes the (empty, never read) shared set trie before it as its template."""
+        self._shared.mkdir(exist_ok=True)
         out = {}
-        for m in layout.SHARED_MAPS:
-            if m.name in PER_GENERATION:
-                continue
-            path = self.root / "shared" / m.name
+        for m in defs:
+            path = self._shared / m.name
             if not path.exists():
-                bpftool.map_create(
-                    str(path), m.type, m.key_size, m.value_size, m.max_entries, m.name, m.flags
-                )
+                template = out[m.inner.name] if m.inner is not None else None
+                load.create_map(str(path), m, template)
             out[m.name] = str(path)
         return out
+
+    def _shared_maps(self) -> dict[str, str]:
+        return self._create_maps([m for m in layout.SHARED_MAPS if m.name not in PER_GENERATION])
 
     def _load(self, gen: str) -> None:
         assert self._artifact is not None
@@ -273,9 +426,7 @@ class EbpfDataplane:
         for m in layout.SHARED_MAPS:
             if m.name in PER_GENERATION:
                 path = str(gdir / "maps" / m.name)
-                bpftool.map_create(
-                    path, m.type, m.key_size, m.value_size, m.max_entries, m.name, m.flags
-                )
+                load.create_map(path, m)
                 maps[m.name] = path
         doc = json.loads(self._artifact.text(MAPS_JSON))
         with tempfile.TemporaryDirectory(prefix="bpf-", dir=self.env.state.work_dir()) as tmp:
@@ -286,9 +437,98 @@ class EbpfDataplane:
         bpftool.map_update_batch(
             maps[layout.CONFIG_MAP.name], [(bytes(4), bytes.fromhex(doc["config"]["value"]))]
         )
-        entries = set_entries(doc)
-        bpftool.map_update_batch(maps[layout.SETS_V4.name], sorted(entries[4].items()))
-        bpftool.map_update_batch(maps[layout.SETS_V6.name], sorted(entries[6].items()))
+
+    def _load_sets(self, sets: str) -> None:
+        """A new set version: both families' set maps, filled with every member."""
+        assert self._artifact is not None
+        ensure_bpffs(self.root)
+        sdir = self.root / sets
+        sdir.mkdir()
+        entries = set_entries(json.loads(self._artifact.text(MAPS_JSON)))
+        for fam, m in SET_MAPS.items():
+            load.create_map(str(sdir / m.name), m)
+            bpftool.map_update_batch(str(sdir / m.name), sorted(entries[fam].items()))
+
+    def _load_dispatch(self, name: str) -> None:
+        """Load and pin the dispatcher ``name`` unless it is pinned already (a half-pinned one
+        left by a killed apply is loaded again)."""
+        assert self._artifact is not None
+        maps = self._create_maps(layout.DISPATCH_MAPS)
+        pin = self._shared / DISPATCH_DIR / name
+        if all((pin / p).exists() for p in _DISPATCH_PROG.values()):
+            return
+        shutil.rmtree(pin, ignore_errors=True)
+        pin.parent.mkdir(exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix="bpf-", dir=self.env.state.work_dir()) as tmp:
+            obj = Path(tmp) / f"{name}.bpf.o"
+            obj.write_bytes(self._artifact.files[f"obj/{name}.bpf.o"])
+            bpftool.prog_loadall(str(obj), str(pin), maps)
+
+    def _clear_bank(self, bank: int) -> None:
+        """Empty ``bank``: its slots, its set maps, and every program slot the other bank does
+        not use."""
+        _, slots, progs, banks = self._banks()
+        keep = {slot for (_, _, b), slot in slots.items() if b != bank}
+        bpftool.map_delete_batch(
+            str(self._shared / layout.SLOTS.name),
+            [layout.slot_key(i, h, b) for (i, h, b) in sorted(slots) if b == bank],
+        )
+        bpftool.map_delete_batch(
+            str(self._shared / layout.PROGS.name),
+            [s.to_bytes(4, "little") for s in sorted(progs) if s not in keep],
+        )
+        for fam, m in SET_BANKS.items():
+            if bank in banks[fam]:
+                bpftool.map_delete_batch(str(self._shared / m.name), [bank.to_bytes(4, "little")])
+
+    def _gc(self, bank: int) -> None:
+        if not (self._shared / layout.ACTIVE.name).exists():
+            return
+        self._clear_bank(bank)
+        mains = self._mains()
+        _, slots, progs, banks = self._banks()
+        keep = {mains.get(progs.get(s, -1), "").split("/")[0] for s in slots.values()}
+        versions = self._set_versions()
+        keep |= {versions.get(i, "") for fam in banks.values() for i in fam.values()}
+        for gen in self._generations():
+            if gen.name not in keep:
+                shutil.rmtree(gen, ignore_errors=True)
+
+    def _wire(self, gen: str, sets: str, bank: int, wanted: Mapping[str, str]) -> None:
+        """Into ``bank`` (not in force): the set maps of ``sets``, the entry programs of
+        ``gen`` in free ``tortie_progs`` slots, then the interfaces' slots."""
+        for fam, m in SET_BANKS.items():
+            bpftool.map_of_maps_update(
+                str(self._shared / m.name), bank, str(self.root / sets / SET_MAPS[fam].name)
+            )
+        _, slots, _, _ = self._banks()
+        used = {slot for (_, _, b), slot in slots.items() if b != bank}
+        free = (i for i in range(layout.PROGS.max_entries) if i not in used)
+        objects = sorted(set(wanted.values()))
+        if len(objects) > layout.PROGS.max_entries - len(used):
+            raise RuntimeError(f"{len(objects)} programs do not fit in {layout.PROGS.name}")
+        slot_of = {obj: next(free) for obj in objects}
+        bpftool.prog_array_update_batch(
+            str(self._shared / layout.PROGS.name),
+            [(slot_of[o], str(self.root / gen / "objs" / o / MAIN)) for o in objects],
+        )
+        index = tc.ifindexes(netns=self.env.netns)
+        entries = []
+        for unit, obj in sorted(wanted.items()):
+            _, dev, direction = unit.split()
+            if dev not in index:
+                raise RuntimeError(f"interface {dev} disappeared during the apply")
+            key = layout.slot_key(index[dev], _HOOK[direction], bank)
+            entries.append((key, slot_of[obj].to_bytes(4, "little")))
+        bpftool.map_update_batch(str(self._shared / layout.SLOTS.name), entries)
+
+    def _flip(self, bank: int) -> None:
+        bpftool.map_update_batch(
+            str(self._shared / layout.ACTIVE.name), [(bytes(4), bank.to_bytes(4, "little"))]
+        )
+
+    def _dispatcher(self, name: str, direction: str) -> Path:
+        return self._shared / DISPATCH_DIR / name / _DISPATCH_PROG[direction]
 
     def _attach(self, dev: str, direction: str, pinned: str) -> None:
         tc.ensure_clsact(dev, netns=self.env.netns)
@@ -296,86 +536,92 @@ class EbpfDataplane:
 
     def run(self, step: Step) -> None:
         if step.kind == "bpf-gc":
-            for gen in step.args:
-                shutil.rmtree(self.root / gen, ignore_errors=True)
+            self._gc(int(step.args[0]))
         elif step.kind == "bpf-load":
             self._load(step.args[0])
+            self._load_dispatch(step.args[1])
+        elif step.kind == "bpf-sets":
+            self._load_sets(step.args[0])
+        elif step.kind == "bpf-wire":
+            gen, sets, bank = step.args
+            self._wire(gen, sets, int(bank), json.loads(step.payload))
         elif step.kind == "tc-attach":
-            dev, direction, gen, obj = step.args
-            self._attach(dev, direction, str(self.root / gen / "objs" / obj / MAIN))
+            dev, direction, name = step.args
+            self._attach(dev, direction, str(self._dispatcher(name, direction)))
+        elif step.kind == "bpf-flip":
+            self._flip(int(step.args[0]))
         elif step.kind == "tc-detach":
             tc.detach(step.args[0], step.args[1], netns=self.env.netns)
-        elif step.kind == "bpf-sets":
-            self._sets(json.loads(step.payload), reverse=False)
         else:
             raise ValueError(f"unknown step {step.kind!r}")
 
-    def _sets(self, change: Mapping[str, Any], reverse: bool) -> None:
-        maps = self.root / change["gen"] / "maps"
-        for fam, name in ((4, layout.SETS_V4.name), (6, layout.SETS_V6.name)):
-            add = [(bytes.fromhex(k), bytes.fromhex(v)) for k, v in change["add"][str(fam)]]
-            delete = [bytes.fromhex(k) for k in change["delete"][str(fam)]]
-            if reverse:  # undo: remove what was added (old values cannot differ for a key here)
-                bpftool.map_delete_batch(str(maps / name), [k for k, _ in add])
-                continue
-            bpftool.map_update_batch(str(maps / name), add)
-            bpftool.map_delete_batch(str(maps / name), delete)
-
     def verify(self, plan: Plan, after: KernelState) -> list[str]:
-        if plan.mode != "full":
+        if plan.mode not in ("full", "sets"):
             return []
         want = json.loads(plan.desired)
-        return [
+        problems = [
             f"{u}: {after.units.get(u)!r} instead of {v}"
-            for u, v in sorted(want.items())
+            for u, v in sorted(want["units"].items())
             if after.units.get(u) != v
         ]
+        if after.raw.get("sets") != want["sets"]:
+            problems.append(f"sets in force: {after.raw.get('sets')!r} instead of {want['sets']}")
+        return problems
 
     def rollback(self, plan: Plan, attempted: Sequence[Step]) -> None:
-        old = plan.current.units
+        before = _attached(plan.current)
         for step in reversed(attempted):
-            if step.kind in ("tc-attach", "tc-detach"):
+            if step.kind == "bpf-flip":
+                self._flip(int(step.args[1]))
+            elif step.kind in ("tc-attach", "tc-detach"):
                 dev, direction = step.args[0], step.args[1]
-                before = old.get(f"tc {dev} {direction}")
-                pinned = self._pinned(before) if before else None
+                old = before.get(f"{dev} {direction}")
+                pinned = self._dispatcher(old, direction) if old else None
                 if pinned is not None and pinned.exists():
                     self._attach(dev, direction, str(pinned))
-                elif before is None:
+                elif old is None and f"tc {dev} {direction}" not in plan.current.units:
                     try:
                         tc.detach(dev, direction, netns=self.env.netns)
                     except tc.TcError as e:
                         logger.debug("nothing to detach on %s %s: %s", dev, direction, e)
-            elif step.kind == "bpf-sets":
-                change = json.loads(step.payload)
-                self._sets(change, reverse=True)
-                old_entries = {
-                    fam: [(bytes.fromhex(k), b"") for k in change["delete"][str(fam)]]
-                    for fam in (4, 6)
-                }
-                self._restore_deleted(change["gen"], old_entries)
-            elif step.kind == "bpf-load":
+            elif step.kind == "bpf-wire":
+                self._clear_bank(int(step.args[2]))
+            elif step.kind in ("bpf-load", "bpf-sets"):
                 shutil.rmtree(self.root / step.args[0], ignore_errors=True)
 
-    def _pinned(self, unit_value: str) -> Path:
-        """``<generation>/<object>`` (a unit's value) -> its pinned entry program."""
-        gen, _, obj = unit_value.partition("/")
-        return self.root / gen / "objs" / obj / MAIN
-
-    def _restore_deleted(self, gen: str, entries: Mapping[int, list[tuple[bytes, bytes]]]) -> None:
-        value = layout.SET_VALUE.pack(flags=1)  # every set member has this value
-        maps = self.root / gen / "maps"
-        bpftool.map_update_batch(
-            str(maps / layout.SETS_V4.name), [(k, value) for k, _ in entries[4]]
-        )
-        bpftool.map_update_batch(
-            str(maps / layout.SETS_V6.name), [(k, value) for k, _ in entries[6]]
-        )
-
     def remove(self) -> None:
-        for unit in self.read().units:
-            if unit.startswith("tc "):
-                _, dev, direction = unit.split()
-                tc.detach(dev, direction, netns=self.env.netns)
+        current = self.read()
+        keys = {u.split(" ", 1)[1] for u in current.units if u.startswith("tc ")}
+        for key in sorted(keys | set(_attached(current))):
+            dev, direction = key.split()
+            tc.detach(dev, direction, netns=self.env.netns)
         for gen in self._generations():
             shutil.rmtree(gen, ignore_errors=True)
         shutil.rmtree(self.root / "shared", ignore_errors=True)
+
+
+def _attached(state: KernelState) -> dict[str, str]:
+    """``"dev direction"`` -> dispatcher name, for every interface our dispatcher is on."""
+    out = {}
+    for line in state.raw.get("attached", "").splitlines():
+        dev, direction, name = line.split()
+        out[f"{dev} {direction}"] = name
+    return out
+
+
+def _u32_dump(path: Path) -> dict[int, int]:
+    """A map with 4-byte keys and values (array, prog array, array of maps) as numbers."""
+    return {
+        int.from_bytes(_hex(e["key"]), "little"): int.from_bytes(_hex(e["value"]), "little")
+        for e in bpftool.map_dump(str(path))
+    }
+
+
+def _changed_entries(
+    old: Mapping[int, Mapping[bytes, bytes]], new: Mapping[int, Mapping[bytes, bytes]]
+) -> int:
+    return sum(
+        sum(1 for k, v in new[f].items() if old[f].get(k) != v)
+        + sum(1 for k in old[f] if k not in new[f])
+        for f in (4, 6)
+    )

@@ -49,10 +49,11 @@
 	if ((p->side[0] & (m0)) == (a0) && (p->side[1] & (m1)) == (a1) &&             \
 	    (p->side[2] & (m2)) == (a2) && (p->side[3] & (m3)) == (a3))               \
 	goto l
-#define T_SET4_OUT(side, hi, lo, l) if (!tortie_in_set4((hi), (lo), p->side[0], 0, 0)) goto l
-#define T_SET4_IN(side, hi, lo, l) if (tortie_in_set4((hi), (lo), p->side[0], 0, 0)) goto l
-#define T_SET6_OUT(side, hi, lo, l) if (!tortie_in_set6((hi), (lo), p->side, 0, 0)) goto l
-#define T_SET6_IN(side, hi, lo, l) if (tortie_in_set6((hi), (lo), p->side, 0, 0)) goto l
+#define T_SET4_OUT(side, hi, lo, l) if (!tortie_in_set4(p, (hi), (lo), p->side[0], 0)) goto l
+#define T_SET4_IN(side, hi, lo, l) if (tortie_in_set4(p, (hi), (lo), p->side[0], 0)) goto l
+#define T_SET6_OUT(side, hi, lo, l) if (!tortie_in_set6(p, (hi), (lo), p->side, 0)) goto l
+#define T_SET6_IN(side, hi, lo, l) if (tortie_in_set6(p, (hi), (lo), p->side, 0)) goto l
+#define T_PROTO_PORT(side) (((__u32)p->proto << 16) | T_PORT_##side)
 
 #define T_HOST_DST_IN(l) if (tortie_is_host(p, p->dst)) goto l
 #define T_HOST_SRC_IN(l) if (tortie_is_host(p, p->src)) goto l
@@ -61,8 +62,8 @@
 #define T_PORT_EQ(side, v, l) if (T_PORT_##side == (v)) goto l
 #define T_PORT_IN(side, lo, hi, l) if (T_PORT_##side >= (lo) && T_PORT_##side <= (hi)) goto l
 #define T_NPORT4_IN(side, hi, lo, l) \
-	if (tortie_in_set4((hi), (lo), p->side[0], p->proto, T_PORT_##side)) goto l
+	if (tortie_in_set4(p, (hi), (lo), p->side[0], T_PROTO_PORT(side))) goto l
 #define T_NPORT6_IN(side, hi, lo, l) \
-	if (tortie_in_set6((hi), (lo), p->side, p->proto, T_PORT_##side)) goto l
+	if (tortie_in_set6(p, (hi), (lo), p->side, T_PROTO_PORT(side))) goto l
 
 #endif /* TORTIE_RULES_H */

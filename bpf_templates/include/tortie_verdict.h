@@ -5,38 +5,50 @@
 #ifndef TORTIE_VERDICT_H
 #define TORTIE_VERDICT_H
 
-/* Membership of (addr, proto, port) in IP set (hi, lo): one full-length LPM lookup. Selector
- * sets are stored with proto = port = 0, named-port sets with the member's protocol and port.
+/* Membership of (addr, proto, port) in IP set (hi, lo): one full-length LPM lookup in the set
+ * map of the packet's bank (p->bank, see tortie_entry). Selector sets are stored with
+ * proto = port = 0, named-port sets with the member's protocol and port (proto_port is
+ * proto << 16 | port: BPF functions take at most five arguments).
  * Not inlined: a BPF-to-BPF call keeps each lookup site at a few instructions, which keeps
  * chunks small (code size, clang time) at the price of re-verifying the callee per site. */
-static __noinline int tortie_in_set4(__u32 hi, __u32 lo, __u32 addr, __u8 proto, __u16 port)
+static __noinline int tortie_in_set4(const struct tortie_pkt *p, __u32 hi, __u32 lo, __u32 addr,
+				     __u32 proto_port)
 {
 	struct tortie_set_key_v4 k;
+	__u32 bank = p->bank;
+	void *sets = bpf_map_lookup_elem(&tortie_setbank_v4, &bank);
 
+	if (!sets)
+		return 0;
 	k.prefixlen = TORTIE_SET_KEY_FIXED_BITS + 32;
 	k.set_hi = bpf_htonl(hi);
 	k.set_lo = bpf_htonl(lo);
-	k.port = bpf_htons(port);
-	k.proto = proto;
+	k.port = bpf_htons(proto_port & 0xffff);
+	k.proto = proto_port >> 16;
 	k.pad = 0;
 	k.addr = bpf_htonl(addr);
-	return bpf_map_lookup_elem(&tortie_sets_v4, &k) != 0;
+	return bpf_map_lookup_elem(sets, &k) != 0;
 }
 
-static __noinline int tortie_in_set6(__u32 hi, __u32 lo, const __u32 *addr, __u8 proto, __u16 port)
+static __noinline int tortie_in_set6(const struct tortie_pkt *p, __u32 hi, __u32 lo,
+				     const __u32 *addr, __u32 proto_port)
 {
 	struct tortie_set_key_v6 k;
+	__u32 bank = p->bank;
+	void *sets = bpf_map_lookup_elem(&tortie_setbank_v6, &bank);
 	int i;
 
+	if (!sets)
+		return 0;
 	k.prefixlen = TORTIE_SET_KEY_FIXED_BITS + 128;
 	k.set_hi = bpf_htonl(hi);
 	k.set_lo = bpf_htonl(lo);
-	k.port = bpf_htons(port);
-	k.proto = proto;
+	k.port = bpf_htons(proto_port & 0xffff);
+	k.proto = proto_port >> 16;
 	k.pad = 0;
 	for (i = 0; i < 4; i++)
 		k.addr[i] = bpf_htonl(addr[i]);
-	return bpf_map_lookup_elem(&tortie_sets_v6, &k) != 0;
+	return bpf_map_lookup_elem(sets, &k) != 0;
 }
 
 /* A Log rule matched: count it (per rule id) and flag the packet; evaluation goes on. */
@@ -61,8 +73,8 @@ TORTIE_INLINE int tortie_is_host_ip(const struct tortie_pkt *p, const __u32 *add
 				    const struct tortie_config *cfg)
 {
 	if (p->family == 4)
-		return tortie_in_set4(cfg->host_set_hi, cfg->host_set_lo, addr[0], 0, 0);
-	return tortie_in_set6(cfg->host_set_hi, cfg->host_set_lo, addr, 0, 0);
+		return tortie_in_set4(p, cfg->host_set_hi, cfg->host_set_lo, addr[0], 0);
+	return tortie_in_set6(p, cfg->host_set_hi, cfg->host_set_lo, addr, 0);
 }
 
 TORTIE_INLINE int tortie_is_host(const struct tortie_pkt *p, const __u32 *addr)
@@ -115,6 +127,9 @@ TORTIE_INLINE int tortie_entry(struct __sk_buff *skb, void *jump_map)
 		return TC_ACT_OK;
 	if (rc != TORTIE_PARSE_OK)
 		return TC_ACT_SHOT;
+	/* The dispatcher tags the packet with the bank in force; attached directly (the reference
+	 * loader, BPF_PROG_TEST_RUN) a program uses bank 0. */
+	p->bank = (skb->cb[0] & TORTIE_CB_BANK_MASK) == TORTIE_CB_BANK_MAGIC ? skb->cb[0] & 1 : 0;
 	p->ifindex = skb->ifindex;
 	p->hook = TORTIE_PROG_HOOK;
 	p->resume = 0;

@@ -77,15 +77,35 @@ def prog_loadall(
 
 
 def map_create(
-    path: str, map_type: str, key_size: int, value_size: int, entries: int, name: str, flags: int
+    path: str,
+    map_type: str,
+    key_size: int,
+    value_size: int,
+    entries: int,
+    name: str,
+    flags: int,
+    *,
+    inner_map: str | None = None,
 ) -> None:
+    """Create and pin a map; a map-in-map takes the pinned ``inner_map`` as its template."""
     run(
         [
             "map", "create", path, "type", map_type, "key", str(key_size),
             "value", str(value_size), "entries", str(entries), "name", name,
             "flags", str(flags),
+            *(["inner_map", "pinned", inner_map] if inner_map else []),
         ]
     )  # fmt: skip
+
+
+def map_show(path: str) -> dict[str, Any]:
+    return dict(run(["map", "show", "pinned", path], json_out=True))
+
+
+def map_of_maps_update(path: str, index: int, inner: str) -> None:
+    """``outer[index] = inner`` (a pinned map) in an array of maps: one atomic update."""
+    key = _hex_words(index.to_bytes(4, "little"))
+    run(["map", "update", "pinned", path, "key", *key, "value", "pinned", inner])
 
 
 def _hex_words(data: bytes) -> list[str]:
@@ -108,6 +128,19 @@ def map_update_batch(path: str, entries: Sequence[tuple[bytes, bytes]]) -> None:
     update = ["map", "update", "pinned", path]
     lines = [
         " ".join([*update, "key", *_hex_words(k), "value", *_hex_words(v)]) for k, v in entries
+    ]
+    if lines:
+        _run_batch(lines)
+
+
+def prog_array_update_batch(path: str, entries: Sequence[tuple[int, str]]) -> None:
+    """Put pinned programs into a prog_array: ``(index, pinned program path)`` pairs, one
+    bpftool process."""
+    lines = [
+        " ".join(["map", "update", "pinned", path, "key", *_hex_words(i.to_bytes(4, "little"))])
+        + " value pinned "
+        + prog
+        for i, prog in entries
     ]
     if lines:
         _run_batch(lines)

@@ -76,6 +76,13 @@ def bpf_argv(
     # LLVM's jump threading then spends most of the build duplicating blocks (measured: 2x the
     # time of everything else for 1,000 rules) for no gain in size. Turn its duplication off.
     argv += ["-mllvm", "-jump-threading-threshold=0"]
+    # GVN's memory-dependence analysis (load elimination across the many rule tests) was ~30%
+    # of a 1,000-rule object's clang CPU (3.99 -> 2.77 s, median of 3) for the same instruction
+    # count (23,893 -> 23,880): the loads it would remove are gone after EarlyCSE already.
+    argv += ["-mllvm", "-enable-gvn-memdep=false"]
+    # Line info without columns: BTF line info stays (verifier logs name the C line), one more
+    # ~5% of clang CPU saved.
+    argv += ["-gno-column-info"]
     argv += [f"-I{d}" for d in include_dirs]
     argv += [f"-idirafter{d}" for d in sys_inc]
     argv += [f"-D{d}" for d in defines]

@@ -69,6 +69,13 @@ def devices(*, netns: str | None = None) -> list[str]:
     return sorted({q["dev"] for q in qdiscs if "dev" in q})
 
 
+def ifindexes(*, netns: str | None = None) -> dict[str, int]:
+    """Interface name -> ifindex (``ip -j link show``): BPF maps key interfaces by index."""
+    argv = in_netns(["ip", "-j", "link", "show"], netns)
+    proc = run_tool(argv, TcError, timeout=DEFAULT_TIMEOUT)
+    return {str(link["ifname"]): int(link["ifindex"]) for link in json.loads(proc.stdout or "[]")}
+
+
 def clsact_devices(*, netns: str | None = None) -> list[str]:
     """Names of the devices that have a clsact qdisc."""
     qdiscs = run(["qdisc", "show"], netns=netns, json_out=True)

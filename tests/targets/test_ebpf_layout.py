@@ -30,14 +30,16 @@ MAP_TYPE_IDS = {
     "percpu_array": 6,
     "lru_hash": 9,
     "lpm_trie": 11,
+    "array_of_maps": 12,
 }
 
 
 @cache
-def _btf() -> dict[int, dict[str, Any]]:
+def _btf(prefix: str = "obj/p-") -> dict[int, dict[str, Any]]:
+    """BTF of the first policy object (``obj/p-``) or of the dispatcher (``obj/d-``)."""
     t = policy("gnp/p", "t0", ingress=[rule(ir.LOG, 0, ip_version=4)])
     art = EbpfTarget().render(one_endpoint_program([("t0", ir.DENY, [t])]))
-    obj = next(data for name, data in sorted(art.files.items()) if name.endswith(".o"))
+    obj = next(data for name, data in sorted(art.files.items()) if name.startswith(prefix))
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "x.o"
         path.write_bytes(obj)
@@ -65,9 +67,15 @@ def _named(types: dict[int, dict[str, Any]], kind: str, name: str) -> dict[str, 
     return hits[0]
 
 
-@pytest.mark.parametrize("struct", layout.STRUCTS, ids=lambda s: s.name)
-def test_struct_matches_btf(struct: layout.Struct) -> None:
-    types = _btf()
+_STRUCTS = [("obj/p-", s) for s in layout.STRUCTS] + [
+    ("obj/d-", s) for s in layout.DISPATCH_STRUCTS
+]
+_MAPS = [("obj/p-", m) for m in layout.MAPS] + [("obj/d-", m) for m in layout.DISPATCH_MAPS]
+
+
+@pytest.mark.parametrize(("obj", "struct"), _STRUCTS, ids=lambda x: getattr(x, "name", x))
+def test_struct_matches_btf(obj: str, struct: layout.Struct) -> None:
+    types = _btf(obj)
     t = _named(types, "STRUCT", struct.name)
     assert t["size"] == struct.size
     got = [(m["name"], m["bits_offset"] // 8, _size(types, m["type_id"])) for m in t["members"]]
@@ -80,19 +88,40 @@ def _map_attr(types: dict[int, dict[str, Any]], members: dict[str, Any], name: s
     return int(types[ptr["type_id"]]["nr_elems"])  # __uint(name, N): int (*name)[N]
 
 
-@pytest.mark.parametrize("m", layout.MAPS, ids=lambda m: m.name)
-def test_map_definition_matches_btf(m: layout.MapDef) -> None:
-    types = _btf()
+@pytest.mark.parametrize(("obj", "m"), _MAPS, ids=lambda x: getattr(x, "name", x))
+def test_map_definition_matches_btf(obj: str, m: layout.MapDef) -> None:
+    types = _btf(obj)
     var = _named(types, "VAR", m.name)
     members = {x["name"]: x for x in _resolve(types, var["type_id"])["members"]}
     assert _map_attr(types, members, "type") == MAP_TYPE_IDS[m.type]
     assert _map_attr(types, members, "max_entries") == m.max_entries
     assert _map_attr(types, members, "map_flags") == m.flags
+    if m.inner is not None:  # map-in-map: the inner definition, sized (see tortie_maps.h.j2)
+        ptr = types[types[members["values"]["type_id"]]["type_id"]]  # values[]: pointers
+        inner = _resolve(types, ptr["type_id"])
+        assert (inner["kind"], inner["name"]) == ("STRUCT", m.inner.name)
+        inner_members = {x["name"]: x for x in inner["members"]}
+        assert _map_attr(types, inner_members, "type") == MAP_TYPE_IDS[m.inner.type]
+        for attr in ("key_size", "value_size", "max_entries", "map_flags"):
+            want = getattr(m.inner, {"map_flags": "flags"}.get(attr, attr))
+            assert _map_attr(types, inner_members, attr) == want, attr
+        return
+    if m.type == "prog_array":  # sized, not typed: the kernel takes no BTF for prog arrays
+        assert _map_attr(types, members, "key_size") == m.key_size
+        assert _map_attr(types, members, "value_size") == m.value_size
+        return
     for part, want in (("key", m.key), ("value", m.value)):
         target = _resolve(types, types[members[part]["type_id"]]["type_id"])
         if isinstance(want, layout.Struct):
             assert (target["kind"], target["name"]) == ("STRUCT", want.name)
         assert int(target["size"]) == (m.key_size if part == "key" else m.value_size)
+
+
+def test_dispatcher_is_not_in_policy_objects_and_slot_keys_pack() -> None:
+    """The dispatcher's maps live in its own object only; slot keys are three host words."""
+    names = {t.get("name") for t in _btf("obj/p-").values() if t["kind"] == "VAR"}
+    assert not names & {m.name for m in layout.DISPATCH_MAPS}
+    assert layout.slot_key(7, layout.HOOK_TC_EGRESS, 1).hex() == "070000000100000001000000"
 
 
 def test_set_key_bytes() -> None:

@@ -14,7 +14,15 @@ Program and map design
   chunks ``tortie_c0..N`` reached through its own ``tortie_jump`` prog_array. Rules are code;
   set members are data: IP and named-port sets live in two LPM tries shared by all objects
   (key ``{prefixlen, set id (64 bits, stable hash of the set's id), port, proto, addr}``, see
-  :mod:`.layout`), so changing members never rebuilds an object.
+  :mod:`.layout`), so changing members never rebuilds an object. The programs reach the tries
+  through two arrays of maps (``tortie_setbank_v4|v6``, one trie per bank, the bank from the
+  dispatcher, else 0), so a runtime can switch all sets at once with the programs.
+* One **dispatcher** object ``d-<hash>`` (``bpf_templates/dispatch_tc.bpf.c.j2``), the same
+  for every artifact of a Tortie version: a runtime attaches its two programs to every policed
+  interface once, and they tail-call the entry program of the object the bank in force names
+  for the interface (``layout.DISPATCH_MAPS``), so one map write switches every interface to a
+  new ruleset at once (``runtime/ebpf.py``). The reference loader (:mod:`.load`) attaches the
+  entry programs directly instead.
 * ``maps.json`` (:mod:`.data`) holds the set members, endpoint -> object by interface name (the
   loader resolves ifindexes), the node config (``tortie_config``) and the Log-rule ids.
 
@@ -51,7 +59,8 @@ Limits and choices (also in ``check``)
 * Two host endpoints that both cover every interface of a node: error E830.
 * Rules per endpoint and direction: a chunk holds ``LIMITS["chunk_budget"]`` cost units (about
   that many BPF instructions; ~330 rules with a CIDR, a set and a port each), and a flow can pass
-  through at most 32 chunks (the kernel's tail-call limit is 33, the entry program takes one):
+  through at most 32 chunks (the kernel's tail-call limit is 33: the dispatcher's call of the
+  entry program takes one, the entry program's call of chunk 0 another, then 31 more):
   ~10,000 such rules (error E834 beyond). The per-program ceiling is the 16-bit BPF jump offset
   (~32k instructions, ~1,300 such rules in one function, measured), not the verifier's 1M
   processed instructions; clang time (~8 ms per rule) is why chunks are kept at ~1/4 of that.
@@ -196,10 +205,21 @@ class EbpfTarget:
             for sid, (fam, nets) in sorted(net_sets.items())
         ]
         _check_ids(sets, logs)
+        dispatch_src = render.render_dispatch()
+        # Named after what it includes only: a change to the policy headers keeps the
+        # dispatcher (a runtime re-attaches it only when its own code changes).
+        dispatch_headers = {n: headers[n] for n in render.DISPATCH_INCLUDES}
+        dispatch = render.object_name(dispatch_src, dispatch_headers, prefix="d-")
+        sources[dispatch] = dispatch_src
         built = build.build_all(sources, headers)
         files: dict[str, bytes] = {
             "maps.json": data.maps_json(
-                felix=program.felix, sets=sets, endpoints=endpoints, objects=objects, log_rules=logs
+                felix=program.felix,
+                sets=sets,
+                endpoints=endpoints,
+                objects=objects,
+                log_rules=logs,
+                dispatch=f"{dispatch}.bpf.o",
             )
         }
         for name, hdr in headers.items():
@@ -214,7 +234,7 @@ class EbpfTarget:
             files=dict(sorted(files.items())),
             summary={
                 "endpoints": len(endpoints),
-                "objects": len(sources),
+                "objects": len(objects),  # policy objects (the dispatcher aside)
                 "rules": rules_total,
                 "sets": len(sets),
                 "set_members": sum(len(s.members) + len(s.port_members) for s in sets),

@@ -12,6 +12,7 @@ configuration can all change without rebuilding an object. The format::
       "endpoints": [{"id": "ns/pod", "kind": "WorkloadEndpoint", "interface": "cali…",
                      "tc_ingress": "p-….bpf.o", "tc_egress": "p-….bpf.o"}],
       "objects": {"p-…": {"rules": n, "chunks": n, "hook": "tc_ingress"|"tc_egress"}},
+      "dispatch": "d-….bpf.o",   # the dispatcher object (see layout.DISPATCH_MAPS)
       "log_rules": [{"id64": "0x…", "owner": "np/ns/x", "direction": "ingress", "rule": 2}]
     }
 
@@ -135,9 +136,11 @@ def maps_json(
     endpoints: Sequence[Mapping[str, object]],
     objects: Mapping[str, Mapping[str, object]],
     log_rules: Iterable[LogRule],
+    dispatch: str,
 ) -> bytes:
     doc = {
         "format": 1,
+        "dispatch": dispatch,
         "maps": [
             {
                 "name": m.name,

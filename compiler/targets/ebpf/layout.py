@@ -145,6 +145,7 @@ class MapDef:
     flags: int = 0
     shared: bool = True
     doc: str = ""
+    inner: MapDef | None = None  # map-in-map: the inner maps' definition
 
     @property
     def c_type(self) -> str:
@@ -279,17 +280,29 @@ PKT = Struct(
         Field("rel_proto", "__u8"),
         Field("has_rel", "__u8", doc="an ICMP error whose inner header was parsed"),
         Field("rel_pad", "__u16"),
+        Field("bank", "__u32", doc="set bank of this packet (from the dispatcher; else 0)"),
     ),
     "Per-packet scratch state shared by the entry program and its tail-called chunks.",
 )
 
+BANKS = 2  # see DISPATCH_MAPS: a runtime fills the bank not in force, then switches
 SETS_V4 = MapDef(
     "tortie_sets_v4", "lpm_trie", SET_KEY_V4, SET_VALUE, 1_048_576, BPF_F_NO_PREALLOC,
-    doc="IPv4 members of every selector and named-port set",
+    doc="IPv4 members of every selector and named-port set (an inner map of a set bank; the "
+    "shared map of this name is the banks' empty template, never read)",
 )  # fmt: skip
 SETS_V6 = MapDef(
     "tortie_sets_v6", "lpm_trie", SET_KEY_V6, SET_VALUE, 1_048_576, BPF_F_NO_PREALLOC,
-    doc="IPv6 members of every selector and named-port set",
+    doc="IPv6 members of every selector and named-port set (an inner map of a set bank; the "
+    "shared map of this name is the banks' empty template, never read)",
+)  # fmt: skip
+SET_BANKS_V4 = MapDef(
+    "tortie_setbank_v4", "array_of_maps", "__u32", "__u32", BANKS, inner=SETS_V4,
+    doc="bank -> the IPv4 set map of that bank (the packet's bank is in tortie_pkt.bank)",
+)  # fmt: skip
+SET_BANKS_V6 = MapDef(
+    "tortie_setbank_v6", "array_of_maps", "__u32", "__u32", BANKS, inner=SETS_V6,
+    doc="bank -> the IPv6 set map of that bank",
 )  # fmt: skip
 CT = MapDef("tortie_ct", "lru_hash", CT_KEY, CT_VALUE, 262_144, doc="approved flows")
 FRAGS = MapDef("tortie_frags", "lru_hash", FRAG_KEY, FRAG_VALUE, 16_384, doc="allowed datagrams")
@@ -300,11 +313,46 @@ STATE = MapDef(
 )
 JUMP_MAP = "tortie_jump"  # per-object prog_array, sized and filled by the template
 
+# The dispatcher (``bpf_templates/dispatch_tc.bpf.c.j2``): the one program attached to every
+# interface, once. It reads the bank in force from ``tortie_active[0]``, finds the interface's
+# slot for that bank in ``tortie_slots``, tags the packet with the bank (``skb->cb[0]`` =
+# CB_BANK_MAGIC | bank; the entry program copies it to ``tortie_pkt.bank``, which picks the set
+# maps from ``tortie_setbank_v4|v6``) and tail-calls ``tortie_progs[slot]``, the entry program
+# (``tortie_main``) of a policy object. A runtime fills the other bank (programs and sets), then
+# switches every interface at once with one write to ``tortie_active``.
+SLOT_KEY = Struct(
+    "tortie_slot_key",
+    (
+        Field("ifindex", "__u32", doc="interface the dispatcher runs on"),
+        Field("hook", "__u32", doc="TORTIE_HOOK_TC_INGRESS (0) / TORTIE_HOOK_TC_EGRESS (1)"),
+        Field("bank", "__u32", doc="0 or 1: which bank this slot belongs to"),
+    ),
+    "Dispatcher slot key: (interface, hook, bank).",
+)
+ACTIVE = MapDef(
+    "tortie_active", "array", "__u32", "__u32", 1, doc="entry 0: the bank in force (0 or 1)"
+)
+SLOTS = MapDef(
+    "tortie_slots", "hash", SLOT_KEY, "__u32", 65_536, BPF_F_NO_PREALLOC,
+    doc="(ifindex, hook, bank) -> index of the entry program in tortie_progs",
+)  # fmt: skip
+PROGS = MapDef(
+    "tortie_progs", "prog_array", "__u32", "__u32", 16_384,
+    doc="entry programs (tortie_main) of the generations wired into a bank",
+)  # fmt: skip
+DISPATCH_STRUCTS: tuple[Struct, ...] = (SLOT_KEY,)
+DISPATCH_MAPS: tuple[MapDef, ...] = (ACTIVE, SLOTS, PROGS)
+DISPATCH_PROGS = {"tc_ingress": "tortie_disp_in", "tc_egress": "tortie_disp_eg"}
+
 STRUCTS: tuple[Struct, ...] = (
     SET_KEY_V4, SET_KEY_V6, SET_VALUE, CT_KEY, CT_VALUE, FRAG_KEY, FRAG_VALUE, LOG_VALUE, CONFIG,
     PKT,
 )  # fmt: skip
-MAPS: tuple[MapDef, ...] = (SETS_V4, SETS_V6, CT, FRAGS, LOG, CONFIG_MAP, STATE)
+# The set tries themselves are declared too (shared, unused by the code): their definitions put
+# the key and value structs into every object's BTF, and a runtime creates the banks from them.
+MAPS: tuple[MapDef, ...] = (
+    SETS_V4, SETS_V6, SET_BANKS_V4, SET_BANKS_V6, CT, FRAGS, LOG, CONFIG_MAP, STATE
+)  # fmt: skip
 SHARED_MAPS: tuple[MapDef, ...] = tuple(m for m in MAPS if m.shared)
 
 # Constants both sides use (printed as #defines into tortie_maps.h).
@@ -312,7 +360,11 @@ HOOK_TC_INGRESS = 0  # packets arriving on the interface (a workload's egress, a
 HOOK_TC_EGRESS = 1  # packets leaving through it (a workload's ingress, a HEP's egress)
 E2H_DROP, E2H_ACCEPT, E2H_RETURN = 0, 1, 2
 CFG_F_NONE = 0
+CB_BANK_MAGIC = 0x7A5E0000  # skb->cb[0] high half: the dispatcher set the bank (low bit)
+CB_BANK_MASK = 0xFFFF0000
 CONSTANTS: tuple[tuple[str, int], ...] = (
+    ("TORTIE_CB_BANK_MAGIC", CB_BANK_MAGIC),
+    ("TORTIE_CB_BANK_MASK", CB_BANK_MASK),
     ("TORTIE_E2H_ACCEPT", E2H_ACCEPT),
     ("TORTIE_E2H_DROP", E2H_DROP),
     ("TORTIE_E2H_RETURN", E2H_RETURN),
@@ -321,8 +373,12 @@ CONSTANTS: tuple[tuple[str, int], ...] = (
     ("TORTIE_SET_KEY_FIXED_BITS", SET_KEY_FIXED_BITS),
 )
 
-for _s in STRUCTS:
+for _s in (*STRUCTS, *DISPATCH_STRUCTS):
     _s._check()
+
+
+def slot_key(ifindex: int, hook: int, bank: int) -> bytes:
+    return SLOT_KEY.pack(ifindex=ifindex, hook=hook, bank=bank)
 
 
 def stable_id64(text: str) -> int:

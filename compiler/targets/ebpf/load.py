@@ -2,11 +2,15 @@
 
 Steps, all below a bpffs directory the caller owns (never ``/sys/fs/bpf`` itself):
 
-1. create the shared maps from :data:`layout.SHARED_MAPS` and pin them in ``<root>/maps``;
+1. create the shared maps from :data:`layout.SHARED_MAPS` and pin them in ``<root>/maps`` (the
+   IP-set maps as bank 0 of ``tortie_setbank_v4|v6``);
 2. load every object through the verifier (``bpftool prog loadall``), reusing the shared maps,
    and pin its programs in ``<root>/objs/<name>`` (``tortie_main`` is the one to attach);
 3. write ``tortie_config`` and every IP-set member from ``maps.json``, with keys built by
    :mod:`layout` (the same definitions the C was generated from).
+
+The dispatcher object (``maps.json`` ``dispatch``) is not loaded here: the entry programs are
+attached directly and use set bank 0. ``runtime/ebpf.py`` is the loader with the dispatcher.
 
 Attaching is up to the caller (``tc filter add dev IF ingress|egress bpf da object-pinned
 <root>/objs/<name>/tortie_main``): :func:`attachments` says where, given the node's interface
@@ -58,12 +62,26 @@ def private_bpffs(prefix: str = "tortie-bpffs-") -> Iterator[Path]:
         os.rmdir(path)
 
 
+def create_map(path: str, m: layout.MapDef, inner: str | None = None) -> None:
+    """Create and pin map ``m`` (a map-in-map needs a pinned ``inner`` map as its template)."""
+    bpftool.map_create(
+        path, m.type, m.key_size, m.value_size, m.max_entries, m.name, m.flags, inner_map=inner
+    )
+
+
 def create_shared_maps(root: Path) -> dict[str, str]:
+    """Every shared map pinned in ``<root>/maps``, by name. Bank 0 of a set bank is the set trie
+    of the same name (``tortie_sets_v4|v6``): loaded this way (without the dispatcher) a
+    program always uses bank 0, and :func:`fill_maps` fills those tries."""
     (root / "maps").mkdir(exist_ok=True)
-    out = {}
+    out: dict[str, str] = {}
     for m in layout.SHARED_MAPS:
         path = str(root / "maps" / m.name)
-        bpftool.map_create(path, m.type, m.key_size, m.value_size, m.max_entries, m.name, m.flags)
+        if m.inner is not None:
+            create_map(path, m, out[m.inner.name])
+            bpftool.map_of_maps_update(path, 0, out[m.inner.name])
+        else:
+            create_map(path, m)
         out[m.name] = path
     return out
 

@@ -21,6 +21,8 @@ from compiler.targets.ebpf.lower import Chunk
 TEMPLATES = Path(__file__).resolve().parents[3] / "bpf_templates"
 INCLUDE = TEMPLATES / "include"
 MAPS_HEADER = "tortie_maps.h"
+DISPATCH_MAPS_HEADER = "tortie_dispatch_maps.h"
+DISPATCH_INCLUDES = ("tortie_common.h", DISPATCH_MAPS_HEADER)  # what dispatch_tc.bpf.c.j2 includes
 
 
 @functools.cache
@@ -51,7 +53,35 @@ def render_maps_header() -> str:
     return (
         environment()
         .get_template("tortie_maps.h.j2")
-        .render(constants=sorted(layout.CONSTANTS), structs=layout.STRUCTS, maps=layout.MAPS)
+        .render(
+            guard="TORTIE_MAPS_H",
+            constants=sorted(layout.CONSTANTS),
+            structs=layout.STRUCTS,
+            maps=layout.MAPS,
+        )
+    )
+
+
+def render_dispatch_maps_header() -> str:
+    return (
+        environment()
+        .get_template("tortie_maps.h.j2")
+        .render(
+            guard="TORTIE_DISPATCH_MAPS_H",
+            constants=sorted(layout.CONSTANTS),
+            structs=layout.DISPATCH_STRUCTS,
+            maps=layout.DISPATCH_MAPS,
+        )
+    )
+
+
+def render_dispatch() -> str:
+    """The dispatcher's C (``dispatch_tc.bpf.c.j2``): the same for every artifact of a
+    Tortie version."""
+    return (
+        environment()
+        .get_template("dispatch_tc.bpf.c.j2")
+        .render(maps_header=DISPATCH_MAPS_HEADER, progs=layout.DISPATCH_PROGS)
     )
 
 
@@ -64,13 +94,15 @@ def headers() -> dict[str, bytes]:
     by file name."""
     out = {p.name: p.read_bytes() for p in sorted(INCLUDE.glob("*.h"))}
     out[MAPS_HEADER] = render_maps_header().encode()
+    out[DISPATCH_MAPS_HEADER] = render_dispatch_maps_header().encode()
     return dict(sorted(out.items()))
 
 
-def object_name(c_source: str, header_files: dict[str, bytes]) -> str:
-    """Content address of one program: the hash of its C and of every header it includes."""
+def object_name(c_source: str, header_files: dict[str, bytes], prefix: str = "p-") -> str:
+    """Content address of one program: the hash of its C and of every header it includes
+    (``p-…`` policy objects, ``d-…`` the dispatcher)."""
     h = hashlib.sha256()
     for name, data in sorted(header_files.items()):
         h.update(name.encode() + b"\0" + hashlib.sha256(data).digest())
     h.update(c_source.encode())
-    return "p-" + h.hexdigest()[:16]
+    return prefix + h.hexdigest()[:16]
