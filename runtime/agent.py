@@ -6,9 +6,19 @@ Each tick (every ``interval`` seconds):
 1. **Scan** the directory: (path, size, mtime) of every ``.yaml``/``.yml``/``.json`` file, hidden
    directories (``.git``) skipped. Polling, not inotify: it works on every filesystem, sees the
    atomic symlink swaps git-sync does, and costs one ``stat`` per file.
-2. If the scan changed, **hash the contents**; a touch that changed no byte compiles nothing.
-3. **Compile** (frontend -> IR -> passes -> target check -> render). Errors are logged as
-   diagnostics and counted; the state in force stays in force.
+2. If the scan changed, **load** through :class:`compiler.incremental.sources.SourceCache`: only
+   files whose bytes changed are read, and inside them only the list items that changed are
+   parsed and spliced into the previous resources when that is provably what a full load gives
+   (else the frontend reads every file again). A touch that changed no byte compiles nothing.
+3. **Compile** (frontend -> IR -> passes -> target check -> render). When only endpoints changed,
+   :func:`compiler.incremental.program.update` derives the new program from the previous one,
+   recomputing only the affected sets and endpoints and reusing every other IR object; anything
+   else takes the full compile (:class:`compiler.incremental.driver.IncrementalCompiler`). The
+   log line of each reconcile ends with ``compiled incremental|full (why)``, and
+   :class:`~runtime.metrics.Metrics` counts the paths (``tortie_compiles_total``) and times the
+   stages (``tortie_reconcile_stage_seconds``: load = parse, compile, render, diff =
+   ``render_set_update``, apply, total). Errors are logged as diagnostics and counted; the state
+   in force stays in force, and the incremental state only advances once an apply succeeded.
 4. **Apply** through ``runtime/apply.py``. When the target offers ``render_set_update(old, new)``
    (nftables does) and the kernel still holds exactly the previous program's artifact, only
    set elements are changed; otherwise one full transaction. The same artifact: nothing.
@@ -27,15 +37,15 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from compiler.diagnostics import DiagnosticSink, HashingSources, Level, SourceRegistry, render
-from compiler.frontend import load
+from compiler.diagnostics import Diagnostic, DiagnosticSink, Level, SourceRegistry, render
+from compiler.incremental.driver import IncrementalCompiler
+from compiler.incremental.sources import SourceCache, registry
 from compiler.ir.nodes import Program
-from compiler.ir.passes import MEMBERSHIP_STABLE_PASSES
-from compiler.pipeline import compile_program
+from compiler.perf import paused_gc
 from compiler.targets import BUILTIN, get_target
 from runtime.apply import apply_artifact, dataplane_for
 from runtime.metrics import Metrics
@@ -94,6 +104,8 @@ class ReconcileResult:
     counts: dict[str, int] | None = None
     error: str = ""
     input_error: bool = False  # the inputs did not compile (vs. the kernel refused)
+    path: str = ""  # how it compiled: "incremental" | "full" (+ why, in ``path_reason``)
+    path_reason: str = ""
 
 
 class Agent:
@@ -104,9 +116,11 @@ class Agent:
         self.metrics = metrics or Metrics()
         self.reconciles = 0
         self._scan: tuple[tuple[str, int, int], ...] | None = None
-        self._content: str | None = None
+        self._content: object = _UNKNOWN  # the inputs (names and hashes) last compiled
         self._program: Program | None = None  # what the last apply came from
         self._artifact: str | None = None
+        # Incremental compiles; its state is committed only once the kernel took the result.
+        self._compiler = IncrementalCompiler(str(config.watch), config.node)
         module = importlib.import_module(BUILTIN[config.target].split(":")[0])
         self._set_update: Callable[[Program, Program], str | None] | None = getattr(
             module, "render_set_update", None
@@ -118,8 +132,8 @@ class Agent:
         """Reconcile if the inputs changed or the kernel drifted; None when nothing to do."""
         files = scan(self.config.watch)
         if files != self._scan:
-            content = content_hash(self.config.watch, files)
             self._scan = files
+            content = self._compiler.sources.peek()  # reads only files whose size or mtime changed
             if content != self._content:
                 result = self.reconcile()
                 if result.result != "error":
@@ -127,7 +141,7 @@ class Agent:
                 else:
                     # Broken input: wait for the next change (even back to the last good one).
                     # A kernel or lock failure: try again next tick.
-                    self._content = None
+                    self._content = _UNKNOWN
                     if not result.input_error:
                         self._scan = None
                 return result
@@ -155,12 +169,20 @@ class Agent:
     # -- reconcile ------------------------------------------------------------------------
 
     def reconcile(self, force_full: bool = False) -> ReconcileResult:
+        with paused_gc():  # no collector pauses inside a reconcile (compiler/perf.py)
+            try:
+                return self._reconcile(force_full)
+            finally:
+                self._compiler.sources.release()
+
+    def _reconcile(self, force_full: bool) -> ReconcileResult:
         self.reconciles += 1
         n = self.reconciles
         timings: dict[str, float] = {}
         start = time.monotonic()
+        path: list[str] = ["", ""]
         try:
-            program, loaded = self._compile(timings)
+            program, loaded = self._compile(timings, path)
             set_update, base = None, None
             if not force_full and self._set_update is not None and self._program is not None:
                 t0 = time.monotonic()
@@ -176,6 +198,7 @@ class Agent:
             timings["total"] = seconds
             message = str(e).splitlines()[0] if str(e) else type(e).__name__
             self.metrics.observe_reconcile("error", seconds, error=message)
+            self.metrics.observe_stages(timings, path[0])
             logger.error("reconcile #%d failed after %.0f ms: %s", n, seconds * 1000, message)
             return ReconcileResult(
                 "error",
@@ -184,47 +207,67 @@ class Agent:
                 timings,
                 error=message,
                 input_error=isinstance(e, _CompileError),
+                path=path[0],
+                path_reason=path[1],
             )
         self._program, self._artifact = program, loaded.hash
+        self._compiler.commit()
         seconds = time.monotonic() - start
         timings["total"] = seconds
         result = "applied" if outcome.applied else "unchanged"
         counts = dict(outcome.after.counts) if outcome.after is not None else None
         self.metrics.observe_reconcile(result, seconds, counts, mode=outcome.plan.mode)
+        self.metrics.observe_stages(timings, path[0])
         logger.info(
-            "reconcile #%d: %s (%s: %s) artifact %s; %s",
+            "reconcile #%d: %s (%s: %s) artifact %s; %s; compiled %s (%s)",
             n,
             result,
             outcome.plan.mode,
             outcome.plan.reason,
             loaded.hash[:12],
             ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in timings.items()),
+            path[0],
+            path[1],
         )
-        return ReconcileResult(result, outcome.plan.mode, outcome.plan.reason, timings, counts)
+        return ReconcileResult(
+            result,
+            outcome.plan.mode,
+            outcome.plan.reason,
+            timings,
+            counts,
+            path=path[0],
+            path_reason=path[1],
+        )
 
-    def _compile(self, timings: dict[str, float]) -> tuple[Program, LoadedArtifact]:
+    def _compile(
+        self, timings: dict[str, float], path: list[str]
+    ) -> tuple[Program, LoadedArtifact]:
         cfg = self.config
-        sink = DiagnosticSink()
-        sources = HashingSources()
+        compiled = self._compiler.compile()
+        timings.update(compiled.timings)
+        path[:] = [compiled.path, compiled.reason]
+        program = compiled.program
+        _raise_errors(compiled.diagnostics, self._compiler.sources)
+        assert program is not None
         t0 = time.monotonic()
-        resources = load([str(cfg.watch)], sink, sources)
-        timings["load"] = time.monotonic() - t0
-        _raise_errors(sink, sources)
-        known = {n.name for n in resources.nodes} | {e.node for e in resources.endpoints}
+        known = {n.name for n in compiled.load.resources.nodes} | {
+            e.node for e in program.endpoints
+        }
         if cfg.node not in known:
             raise _CompileError(f"node {cfg.node!r} is not in the inputs")
-        t0 = time.monotonic()
-        program = compile_program(resources, cfg.node, sink, passes=MEMBERSHIP_STABLE_PASSES)
+        sink = DiagnosticSink()
         target = get_target(cfg.target)
-        if not sink.has_errors:
-            target.check(program, sink)
-        timings["compile"] = time.monotonic() - t0
-        _raise_errors(sink, sources)
-        for d in sink.sorted():
-            logger.warning("%s", render(d, sources))
+        target.check(program, sink)
+        timings["compile"] = timings.get("compile", 0.0) + time.monotonic() - t0
+        _raise_errors(sink.diagnostics, self._compiler.sources)
+        warnings = sorted({*compiled.diagnostics, *sink.diagnostics}, key=_order)
+        if warnings:
+            sources = registry(self._compiler.sources)
+            for d in warnings:
+                logger.warning("%s", render(d, sources))
         t0 = time.monotonic()
         artifact = dataclasses.replace(
-            target.render(program), inputs=dict(sorted(sources.hashes.items()))
+            target.render(program), inputs=dict(sorted(compiled.load.hashes.items()))
         )
         timings["render"] = time.monotonic() - t0
         return program, LoadedArtifact.from_artifact(artifact, f"agent:{cfg.watch}")
@@ -260,10 +303,18 @@ class _CompileError(RuntimeError):
     pass
 
 
-def _raise_errors(sink: DiagnosticSink, sources: SourceRegistry) -> None:
-    errors = [d for d in sink.sorted() if d.level is Level.ERROR]
+_UNKNOWN = object()  # equal to no content, so the next scan change always compiles
+
+
+def _order(d: Diagnostic) -> tuple[object, ...]:
+    return (d.span, d.code, d.message)
+
+
+def _raise_errors(diagnostics: Iterable[Diagnostic], cache: SourceCache) -> None:
+    errors = sorted({d for d in diagnostics if d.level is Level.ERROR}, key=_order)
     if not errors:
         return
+    sources: SourceRegistry = registry(cache)
     for d in errors:
         logger.error("%s", render(d, sources))
     first = errors[0]

@@ -47,6 +47,10 @@ class Metrics:
         self.loaded: dict[str, int] = {}
         self.drift = 0
         self.drift_repairs = 0
+        self.stage_last: dict[str, float] = {}  # stage -> seconds in the last reconcile
+        self.stage_sum: dict[str, float] = {}
+        self.stage_count: dict[str, int] = {}
+        self.paths: dict[str, int] = {}  # compile path -> reconciles
 
     def observe_reconcile(
         self,
@@ -73,6 +77,17 @@ class Metrics:
                 self.last_success = self.last_reconcile
             if counts is not None:
                 self.loaded = {k: int(v) for k, v in counts.items() if k != "tables"}
+
+    def observe_stages(self, timings: Mapping[str, float], path: str = "") -> None:
+        """Seconds per stage of one reconcile (load, compile, render, diff, apply, total) and
+        how it compiled ("incremental" or "full"; "" when it failed before compiling)."""
+        with self._lock:
+            self.stage_last = {k: float(v) for k, v in timings.items()}
+            for k, v in timings.items():
+                self.stage_sum[k] = self.stage_sum.get(k, 0.0) + float(v)
+                self.stage_count[k] = self.stage_count.get(k, 0) + 1
+            if path:
+                self.paths[path] = self.paths.get(path, 0) + 1
 
     def observe_drift(self, drifted: bool, repaired: bool = False) -> None:
         with self._lock:
@@ -149,6 +164,37 @@ class Metrics:
                 "Full re-applies caused by drift.",
                 [("", self.drift_repairs)],
             )
+            if self.paths:
+                metric(
+                    "tortie_compiles_total",
+                    "counter",
+                    "Reconciles by compile path (incremental: only what the change affects).",
+                    [(f'{{path="{_label(p)}"}}', n) for p, n in sorted(self.paths.items())],
+                )
+            if self.stage_sum:
+                out.append(
+                    "# HELP tortie_reconcile_stage_seconds Time per reconcile stage "
+                    "(load, compile, render, diff, apply, total)."
+                )
+                out.append("# TYPE tortie_reconcile_stage_seconds summary")
+                for k in sorted(self.stage_sum):
+                    out.append(
+                        f'tortie_reconcile_stage_seconds_sum{{stage="{_label(k)}"}} '
+                        f"{self.stage_sum[k]:.6f}"
+                    )
+                    out.append(
+                        f'tortie_reconcile_stage_seconds_count{{stage="{_label(k)}"}} '
+                        f"{self.stage_count[k]}"
+                    )
+                metric(
+                    "tortie_last_reconcile_stage_seconds",
+                    "gauge",
+                    "Time per stage in the last reconcile.",
+                    [
+                        (f'{{stage="{_label(k)}"}}', round(v, 6))
+                        for k, v in sorted(self.stage_last.items())
+                    ],
+                )
             for key, value in sorted(self.loaded.items()):
                 metric(
                     f"tortie_loaded_{key}",

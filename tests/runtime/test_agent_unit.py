@@ -97,3 +97,28 @@ def test_metrics_endpoint_on_loopback_ephemeral_port() -> None:
             urllib.request.urlopen(f"http://127.0.0.1:{server.port}/nope", timeout=5)
     finally:
         server.close()
+
+
+def test_label_change_compiles_incrementally(tmp_path: Path, fake: type[FakeDataplane]) -> None:
+    """An endpoint-only change takes the incremental compile (said in the result, the log and
+    the metrics); a policy change takes the full one."""
+    watch = tmp_path / "watch"
+    watch.mkdir()
+    (watch / "c.yaml").write_text(cluster_yaml(clients=("a",)))
+    metrics = Metrics()
+    agent = Agent(
+        AgentConfig("n1", watch, Env(StateDir(tmp_path / "s")), "nftables", 0.01), metrics
+    )
+    first = agent.tick()
+    assert first is not None and first.path == "full"
+    (watch / "c.yaml").write_text(cluster_yaml(clients=("a", "c")))
+    res = agent.tick()
+    assert res is not None and res.result != "error" and res.path == "incremental", res
+    assert "1 endpoint(s)" in res.path_reason
+    (watch / "c.yaml").write_text(cluster_yaml(7001, clients=("a", "c")))
+    res = agent.tick()
+    assert res is not None and res.path == "full" and "policies changed" in res.path_reason
+    text = metrics.render()
+    assert 'tortie_compiles_total{path="incremental"} 1' in text
+    assert 'tortie_compiles_total{path="full"} 2' in text
+    assert re.search(r'^tortie_last_reconcile_stage_seconds\{stage="load"\} ', text, re.MULTILINE)

@@ -9,21 +9,35 @@ members changed are touched (the "incremental" part); every other set, and every
 
 from __future__ import annotations
 
+import weakref
+
 from compiler import __version__
 from compiler.ir.nodes import Program
 from compiler.targets.iptables.names import file_comment
 from compiler.targets.iptables.render import RenderError, render_program
 from compiler.targets.iptables.sets import by_name, render_refill
 
+# Program -> its rendering, while the program is alive. The agent calls this with the program
+# it last applied (the ``new`` of its previous call) and the new one: the old rendering is
+# reused instead of rendered a second time. Programs are immutable and hash by identity.
+_RENDERED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _render(program: Program):  # noqa: ANN202 - the renderer's result type
+    hit = _RENDERED.get(program)
+    if hit is None:
+        hit = _RENDERED[program] = render_program(program)
+    return hit
+
 
 def render_set_update(old: Program, new: Program) -> str | None:
     """An ``ipset restore`` script turning ``old``'s set contents into ``new``'s, or ``None``
     when the iptables files differ (apply the full artifact then). ``""``: nothing changed."""
     try:
-        before, after = render_program(old), render_program(new)
+        before, after = _render(old), _render(new)
     except (RenderError, ValueError):
         return None
-    if before.rules != after.rules:
+    if before.rules is not after.rules and before.rules != after.rules:
         return None
     old_sets, new_sets = by_name(before.sets), by_name(after.sets)
     if old_sets.keys() != new_sets.keys():
