@@ -136,8 +136,10 @@ def diff_cmd(
     Compares two policy trees exactly (no sampling): every flow — source endpoint or address
     range, destination, protocol, port range or ICMP type — whose verdict differs is reported,
     grouped by namespace pair, endpoint group and ports, with the rule that decides it before
-    and after (policy, rule number, file:line). Endpoints present in only one tree are listed as
-    added or removed; flows to and from them are not compared.
+    and after (policy, rule number, file:line). Flows forwarded through a host endpoint whose
+    verdict changed only at its applyOnForward policy are listed in their own section, per host
+    endpoint. Endpoints present in only one tree are listed as added or removed; flows to and
+    from them are not compared.
 
     Exit status: 0 nothing changed, 3 something changed, 1 input errors, 2 usage.
 

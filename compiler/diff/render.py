@@ -1,7 +1,9 @@
 """Output of ``tortie diff``: text for people, JSON for tools, Markdown for a pull request.
 
 All three show the same things in the same order: the verdict changes (groups from
-``report.py``: newly allowed first, then newly denied), endpoints added and removed, what the
+``report.py``: newly allowed first, then newly denied), then the flows forwarded through host
+endpoints whose verdict changed only at the endpoint's applyOnForward policy (``forward.py``,
+per endpoint, numbered ``F1``, ``F2``, ...), endpoints added and removed, what the
 staged policies did (``--staged``), and the artifact change (``--artifacts``). Text and Markdown
 show at most ``max_groups`` groups and say how many were left out; JSON has everything.
 
@@ -34,6 +36,12 @@ def _headline(d: SemanticDiff) -> str:
     if not d.changed:
         return "no change in connectivity"
     parts = [f"{allowed} group{'s' * (allowed != 1)} of flows newly allowed, {denied} newly denied"]
+    if d.forward:
+        fa = sum(1 for f in d.forward if f.group.now_allowed)
+        parts.append(
+            f"forwarded through host endpoints: {fa} group{'s' * (fa != 1)} newly allowed, "
+            f"{len(d.forward) - fa} newly denied"
+        )
     if added or removed:
         parts.append(f"{added} endpoint{'s' * (added != 1)} added, {removed} removed")
     return "; ".join(parts)
@@ -102,6 +110,30 @@ def _artifact_lines(a: ArtifactDiff, bullet: str = "  ") -> list[str]:
     return out
 
 
+FORWARD_NOTE = (
+    "forwarded through host endpoints (applyOnForward), where only the forward policy changed "
+    "the verdict:"
+)
+
+
+def _forward_text(d: SemanticDiff, max_groups: int) -> list[str]:
+    out: list[str] = []
+    if d.forward:
+        out += ["", FORWARD_NOTE]
+    shown, hidden = d.forward[:max_groups], max(0, len(d.forward) - max_groups)
+    for i, f in enumerate(shown, 1):
+        lines = _group_text(i, f.group)
+        lines[0] = lines[0].replace("[", "[F", 1) + f" via {f.via}"
+        out += [""] + lines
+    if hidden:
+        out += [
+            "",
+            f"… {hidden} more forwarded group{'s' * (hidden != 1)} not shown "
+            "(--max-groups, or -o json for all)",
+        ]
+    return out
+
+
 def text(
     d: SemanticDiff,
     artifacts: ArtifactDiff | None = None,
@@ -126,6 +158,7 @@ def text(
             "",
             f"… {hidden} more group{'s' * (hidden != 1)} not shown (--max-groups, or -o json for all)",
         ]
+    out += _forward_text(d, max_groups)
     if d.endpoints:
         out += ["", "endpoints (flows to and from them are not compared):"]
         for c in d.endpoints:
@@ -151,6 +184,8 @@ def as_json(
             "groups": len(d.groups),
             "newly_allowed": allowed,
             "newly_denied": len(d.groups) - allowed,
+            "forwarded_groups": len(d.forward),
+            "forwarded_newly_allowed": sum(1 for f in d.forward if f.group.now_allowed),
             "endpoints_added": sum(1 for c in d.endpoints if c.change == "added"),
             "endpoints_removed": sum(1 for c in d.endpoints if c.change == "removed"),
         },
@@ -159,6 +194,7 @@ def as_json(
             for c, a, s_, n, p in summary(d)
         ],
         "groups": [g.as_dict() for g in d.groups],
+        "forwarded": [f.as_dict() for f in d.forward],
         "endpoints": [
             {
                 "change": c.change,
@@ -211,6 +247,40 @@ def markdown(
         if len(out) <= COMMENT_LIMIT or max_groups <= 1:
             return out
         max_groups = max(1, max_groups * 3 // 4)
+
+
+def _forward_md(d: SemanticDiff, max_groups: int) -> list[str]:
+    if not d.forward:
+        return []
+    out = [
+        "",
+        "**Forwarded through host endpoints** (applyOnForward; flows whose verdict changed only "
+        "there):",
+        "",
+        "| # | change | via | from | to | services | before | after |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for i, f in enumerate(d.forward[:max_groups], 1):
+        g = f.group
+        row = [
+            f"F{i}",
+            "**allowed**" if g.now_allowed else "**denied**",
+            f.via,
+            _side_md(g.sources),
+            _side_md(g.destinations),
+            g.services.text(),
+            g.before.short(),
+            g.after.short(),
+        ]
+        out.append("| " + " | ".join(_cell(x) for x in row) + " |")
+    hidden = len(d.forward) - max_groups
+    if hidden > 0:
+        out += [
+            "",
+            f"_{hidden} more forwarded group{'s' * (hidden != 1)} not shown; run "
+            "`tortie diff -o json` for all._",
+        ]
+    return out
 
 
 def _markdown(
@@ -268,6 +338,7 @@ def _markdown(
                 "",
             ]
         out.append("</details>")
+    out += _forward_md(d, max_groups)
     if d.endpoints:
         out += ["", "Endpoints added or removed (their flows are not compared):", ""]
         for c in d.endpoints:

@@ -35,7 +35,7 @@ from compiler.diff.services import (
 from compiler.diff.subjects import EXTERNAL, HOST_ENDPOINT, NODE, WORKLOAD, Subject
 from compiler.frontend.model import PORT_PROTOCOLS
 
-__all__ = ["ChangeGroup", "Services", "Side", "group_rows"]
+__all__ = ["ChangeGroup", "ForwardGroup", "Services", "Side", "forward_groups", "group_rows"]
 
 _IMPLICIT = ("projectcalico.org/", "pcns.", "pcsa.")
 
@@ -353,3 +353,30 @@ def group_rows(families: Iterable[FamilyDiff]) -> list[ChangeGroup]:
         for (bs, bd, _, _, before, after), (services, xmap, ymap) in final.items()
     ]
     return sorted(out, key=ChangeGroup.sort_key)
+
+
+@dataclass(frozen=True)
+class ForwardGroup:
+    """A group of flows forwarded through host endpoint ``via`` whose verdict changed there
+    only (``forward.py``): their ordinary verdict allows in both trees."""
+
+    via: str
+    group: ChangeGroup
+
+    def as_dict(self) -> dict[str, object]:
+        return {"via": self.via, **self.group.as_dict()}
+
+
+def forward_groups(families: Iterable[FamilyDiff]) -> list[ForwardGroup]:
+    """The forwarded rows of every family, grouped per host endpoint like the ordinary ones."""
+    families = list(families)
+    vias = sorted({via for fd in families for via in fd.forward})
+    out: list[ForwardGroup] = []
+    for via in vias:
+        per = [
+            FamilyDiff(fd.family, fd.subjects, fd.forward[via])
+            for fd in families
+            if via in fd.forward
+        ]
+        out += [ForwardGroup(via, g) for g in group_rows(per)]
+    return out

@@ -28,6 +28,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from compiler.diff.decision import Decision, decision
+from compiler.diff.forward import forward_rows
 from compiler.diff.mini import mini_program, probe_flow
 from compiler.diff.rules import Shared
 from compiler.diff.services import Piece, refine
@@ -59,6 +60,8 @@ class FamilyDiff:
     subjects: list[Subject]
     rows: list[Row]
     stats: dict[str, int] = field(default_factory=dict)
+    # host endpoint id -> forwarded flows whose verdict changed through it only (forward.py)
+    forward: dict[str, list[Row]] = field(default_factory=dict)
 
 
 class _Context:
@@ -225,52 +228,43 @@ def _rows(
         yield Row(tuple(srcs), tuple(dsts), piece, before, after)
 
 
-def _from_ingress(ctx: _Context, h: Group) -> Iterator[Row]:
-    """Every flow whose destination's ingress changed (whatever its source's egress did)."""
+def _crossed(ctx: _Context, a: Group) -> Iterator[Row]:
+    """A dirty group's changed cells crossed with the other direction's verdicts.
+
+    For an ingress group: every flow whose destination's ingress changed, whatever its source's
+    egress did. For an egress group: every flow whose source's egress changed and whose
+    destination's ingress did not (the flows where both changed were counted from the ingress
+    side, which runs first). A changed cell (owner class, peer classes, piece) is crossed with
+    the groups its peers fall in on the other side (``b``), the cell's owners split by their
+    peer signature there; rows are evaluated in ``b`` in one go (``prefetch``)."""
+    egress = a.direction == ir.EGRESS
     plans = []
     needs: dict[int, set[tuple]] = defaultdict(set)
-    for (o2, k2, _, _), (q2s, ib, ih) in _regions(ctx, h).items():
-        ys = h.owner_members[o2]
-        for (gid, o), xs in _peers(ctx, h, q2s).items():
-            g = ctx.groups[gid].ready()
+    for (o, k, _, _), (qs, vb, vh) in _regions(ctx, a).items():
+        owners = a.owner_members[o]
+        for (bid, ob), peers in _peers(ctx, a, qs).items():
+            b = ctx.groups[bid].ready()
             by_q: dict[tuple, list[int]] = defaultdict(list)
-            for y in ys:
-                by_q[g.peer_sig(y)].append(y)
-            needs[gid].update((o, q) for q in by_q)
-            plans.append((g, o, xs, by_q, k2, ib, ih))
-    for gid, rows in needs.items():
-        ctx.groups[gid].prefetch(rows)
-    for g, o, xs, by_q, k2, ib, ih in plans:
-        for k, kk, piece in ctx.compatible(g, h):
-            if kk != k2:
+            for i in owners:
+                by_q[b.peer_sig(i)].append(i)
+            needs[bid].update((ob, q) for q in by_q)
+            plans.append((b, ob, peers, by_q, k, (vb, vh)))
+    for bid, rows in needs.items():
+        ctx.groups[bid].prefetch(rows)
+    for b, ob, peers, by_q, k, mine in plans:
+        eg, ig = (a, b) if egress else (b, a)
+        for ke, ki, piece in ctx.compatible(eg, ig):
+            ka, kb = (ke, ki) if egress else (ki, ke)
+            if ka != k:
                 continue
-            for q, ys_q in by_q.items():
-                yield from _rows(ctx, xs, ys_q, piece, g.cell(o, q, k), (ib, ih))
-
-
-def _from_egress(ctx: _Context, g: Group) -> Iterator[Row]:
-    """Every flow whose source's egress changed and whose destination's ingress did not."""
-    plans = []
-    needs: dict[int, set[tuple]] = defaultdict(set)
-    for (o, k, _, _), (qs, eb, eh) in _regions(ctx, g).items():
-        xs = g.owner_members[o]
-        for (hid, o2), ys in _peers(ctx, g, qs).items():
-            h = ctx.groups[hid].ready()
-            by_q2: dict[tuple, list[int]] = defaultdict(list)
-            for x in xs:
-                by_q2[h.peer_sig(x)].append(x)
-            needs[hid].update((o2, q2) for q2 in by_q2)
-            plans.append((h, o2, ys, by_q2, k, eb, eh))
-    for hid, rows in needs.items():
-        ctx.groups[hid].prefetch(rows)
-    for h, o2, ys, by_q2, k, eb, eh in plans:
-        for kk, k2, piece in ctx.compatible(g, h):
-            if kk != k:
-                continue
-            for q2, xs_q2 in by_q2.items():
-                if (o2, q2, k2) in h.changed:
+            for q, owners_q in by_q.items():
+                if egress and (ob, q, kb) in b.changed:
                     continue  # counted from the ingress side
-                yield from _rows(ctx, xs_q2, ys, piece, (eb, eh), h.cell(o2, q2, k2))
+                theirs = b.cell(ob, q, kb)
+                if egress:
+                    yield from _rows(ctx, owners_q, peers, piece, mine, theirs)
+                else:
+                    yield from _rows(ctx, peers, owners_q, piece, theirs, mine)
 
 
 def _star_view(ctx: _Context, side: int, node: str | None) -> View:
@@ -377,16 +371,18 @@ def diff_family(programs: tuple[ir.Program, ir.Program], family: int) -> FamilyD
     dirty = [g for g in list(ctx.groups) if g.dirty and not g.trivial]
     for g in dirty:  # ingress first: the egress pass skips what it already counted
         if g.direction == ir.INGRESS:
-            rows.extend(_from_ingress(ctx, g.ready()))
+            rows.extend(_crossed(ctx, g.ready()))
     for g in dirty:  # (every dirty ingress group's changed cells are known by now)
         if g.direction == ir.EGRESS:
-            rows.extend(_from_egress(ctx, g.ready()))
+            rows.extend(_crossed(ctx, g.ready()))
     rows.extend(_special_rows(ctx))
+    forward = forward_rows(ctx)
     stats = {
         "subjects": len(ctx.subjects),
         "address_classes": len(ctx.shared.aclass_rep),
         "groups": len(ctx.groups),
         "dirty_groups": len(dirty),
         "evaluations": sum(g.evaluations for g in ctx.groups),
+        "forward_rows": sum(len(r) for r in forward.values()),
     }
-    return FamilyDiff(family, ctx.subjects, rows, stats)
+    return FamilyDiff(family, ctx.subjects, rows, stats, forward)

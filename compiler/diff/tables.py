@@ -267,20 +267,24 @@ class Group:
                 self._evaluated.setdefault((o, q), []).append(result)
         return result
 
-    def prefetch(self, rows: Iterable[tuple[Sig, Sig]]) -> None:
-        """Evaluate, in one go, the (owner, peer) rows not evaluated yet (all their pieces):
-        one sub-layout shares its blocks, where row by row would evaluate each block again."""
+    def prefetch(
+        self, rows: Iterable[tuple[Sig, Sig]], pieces: Iterable[int] | None = None
+    ) -> None:
+        """Evaluate, in one go, the (owner, peer) rows not evaluated yet (all their pieces, or
+        only ``pieces``): one sub-layout shares its blocks, where row by row would evaluate
+        each block again."""
         self.ready()
-        every = len(self.pieces)
+        ks = list(range(len(self.pieces))) if pieces is None else sorted(set(pieces))
         missing = set()
         for o, q in rows:
             oi, qi = self._oidx[o], self._qidx[q]
-            if not any(len(ev.kpos) == every for ev in self._evaluated.get((oi, qi), ())):
+            done = self._evaluated.get((oi, qi), ())
+            if not all(any(k in ev.kpos for ev in done) for k in ks):
                 missing.add((oi, qi))
         if missing:
             os_ = sorted({oi for oi, _ in missing})
             qs = sorted({qi for _, qi in missing})
-            self._evaluate(os_, qs, list(range(every)))
+            self._evaluate(os_, qs, ks)
 
     def cell(self, o: Sig, q: Sig, k: int) -> tuple[DirectionVerdict, DirectionVerdict]:
         """Base and head verdicts of one cell (its whole (owner, peer) row is evaluated)."""

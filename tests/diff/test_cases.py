@@ -294,3 +294,161 @@ status: {podIP: 10.0.1.3, podIPs: [{ip: 10.0.1.3}]}
     assert d.groups == [] and d.changed
     d = semantic_diff(load(API, extra), load(API))
     assert [(c.change, c.name) for c in d.endpoints] == [("removed", "frontend/web-2")]
+
+
+# -- flows forwarded through a host endpoint (applyOnForward) ------------------------------------
+
+HEP = """\
+apiVersion: projectcalico.org/v3
+kind: HostEndpoint
+metadata: {name: node1-eth0, labels: {role: %s}}
+spec:
+  node: node1
+  interfaceName: eth0
+  expectedIPs: [192.168.1.1]
+  profiles: [projectcalico-default-allow]
+"""
+
+FWD = """\
+apiVersion: projectcalico.org/v3
+kind: GlobalNetworkPolicy
+metadata: {name: fwd}
+spec:
+  order: 10
+  selector: role == 'gw'
+  applyOnForward: %s
+  types: [Egress]
+  egress:
+  - action: Deny
+    protocol: TCP
+    destination: {ports: [5432]}
+  - action: Allow
+"""
+
+PRE_DNAT = """\
+apiVersion: projectcalico.org/v3
+kind: GlobalNetworkPolicy
+metadata: {name: pre}
+spec:
+  order: 5
+  selector: role == 'gw'
+  applyOnForward: true
+  preDNAT: true
+  types: [Ingress]
+  ingress:
+  - action: Deny
+    protocol: TCP
+    destination: {ports: [5432]}
+"""
+
+# Forward ingress only for traffic between addresses the host itself never has.
+FWD_IN = """\
+apiVersion: projectcalico.org/v3
+kind: GlobalNetworkPolicy
+metadata: {name: fwd-in}
+spec:
+  selector: role == 'gw'
+  applyOnForward: true
+  types: [Ingress]
+  ingress:
+  - action: Deny
+    source: {nets: [172.16.0.0/16]}
+    destination: {nets: [10.0.2.0/24]}
+  - action: Allow
+"""
+
+NO_FWD_POLICY = "allowed: [applyOnForward] no policy applies (Allow)"
+FWD_DENY = "denied: gnp/fwd rule 1 at policy.yaml:67"
+# Leaving node1 through its host endpoint: the workloads on node1, to every destination that is
+# not node1's own address (workload -> own host is denied by defaultEndpointToHostAction Drop).
+NODE1_SOURCES = (("backend/api-0",), WEB)
+ANYWHERE = (("any other IPv4 address",), APIS + DB0, WEB, TOOL)
+
+
+def forwarded(
+    base: ResourceSet, head: ResourceSet
+) -> tuple[int, list[tuple[str, str, tuple[str, ...], tuple[str, ...], str, str, str]]]:
+    """(number of ordinary groups, forwarded groups as (via, change, sources, destinations,
+    services, before, after))."""
+    d = semantic_diff(base, head)
+    assert not d.endpoints
+    return len(d.groups), [
+        (
+            f.via,
+            "allowed" if f.group.now_allowed else "denied",
+            f.group.sources.names,
+            f.group.destinations.names,
+            f.group.services.text(),
+            f.group.before.short(),
+            f.group.after.short(),
+        )
+        for f in d.forward
+    ]
+
+
+def _leaving_node1(change: str, before: str, after: str) -> list[tuple]:
+    return sorted(
+        ("node1-eth0", change, src, dst, "IPv4: TCP 5432", before, after)
+        for src in NODE1_SOURCES
+        for dst in ANYWHERE
+    )
+
+
+def test_new_apply_on_forward_deny() -> None:
+    """Workloads on node1 lose TCP 5432 to everyone when forwarded out through the HEP; the
+    policy also runs for the host's own traffic (the ordinary groups)."""
+    ordinary, fwd = forwarded(load(HEP % "gw"), load(HEP % "gw", FWD % "true"))
+    assert ordinary == 4
+    assert sorted(fwd) == _leaving_node1("denied", NO_FWD_POLICY, FWD_DENY)
+
+
+def test_host_endpoint_label_change() -> None:
+    """The HEP stops matching the applyOnForward policy: the forwarded flows it denied pass."""
+    ordinary, fwd = forwarded(load(HEP % "gw", FWD % "true"), load(HEP % "edge", FWD % "true"))
+    assert ordinary == 4
+    assert sorted(fwd) == _leaving_node1("allowed", FWD_DENY, NO_FWD_POLICY)
+
+
+def test_pre_dnat_policy_changes_nothing_forwarded() -> None:
+    """A preDNAT policy runs for traffic to the host (ordinary groups); the evaluator does not
+    consult it for forwarded flows (evaluate.py: only the forward hook), so no forwarded group."""
+    ordinary, fwd = forwarded(load(HEP % "gw"), load(HEP % "gw", PRE_DNAT))
+    assert ordinary > 0
+    assert fwd == []
+
+
+def test_policy_without_apply_on_forward_changes_nothing_forwarded() -> None:
+    ordinary, fwd = forwarded(load(HEP % "gw"), load(HEP % "gw", FWD % "false"))
+    assert ordinary == 4
+    assert fwd == []
+
+
+def test_forwarded_change_alone_is_a_change() -> None:
+    """A forward deny that no host traffic can match: no ordinary group, only forwarded ones."""
+    base, head = load(HEP % "gw"), load(HEP % "gw", FWD_IN)
+    d = semantic_diff(base, head)
+    assert d.groups == [] and d.changed
+    assert [(f.via, f.group.sources.names, f.group.destinations.names) for f in d.forward] == [
+        ("node1-eth0", ("172.16.0.0/16",), ("10.0.2.0/24 except 3 addresses",)),
+        ("node1-eth0", ("172.16.0.0/16",), APIS + DB0),
+    ]
+    assert d.forward[0].group.services.text() == "IPv4: any protocol"
+
+
+def test_workload_to_own_host_leaving_through_the_endpoint() -> None:
+    """With defaultEndpointToHostAction Accept, node1's workloads reach node1's host endpoint;
+    forwarded out through that endpoint, the new forward egress deny applies (pairs evaluated
+    one by one: ``forward._special_rows``)."""
+    felix = """\
+apiVersion: projectcalico.org/v3
+kind: FelixConfiguration
+metadata: {name: default}
+spec: {defaultEndpointToHostAction: Accept}
+"""
+    _, fwd = forwarded(load(HEP % "gw", felix), load(HEP % "gw", felix, FWD % "true"))
+    to_host = [f for f in fwd if f[3] == ("node1-eth0",)]
+    deny = "denied: gnp/fwd rule 1 at policy.yaml:72"
+    assert sorted(to_host) == [
+        ("node1-eth0", "denied", src, ("node1-eth0",), "IPv4: TCP 5432", NO_FWD_POLICY, deny)
+        for src in NODE1_SOURCES
+    ]

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from compiler.cli import main
 from tests.diff.cluster import CLUSTER
-from tests.diff.test_cases import API, DB
+from tests.diff.test_cases import API, DB, FWD, FWD_IN, HEP
 
 WIDE = API.replace("port: 8080}", "port: 8080, endPort: 8090}")
 
@@ -69,9 +69,12 @@ def test_json(tmp_path: Path) -> None:
         "groups": 1,
         "newly_allowed": 1,
         "newly_denied": 0,
+        "forwarded_groups": 0,
+        "forwarded_newly_allowed": 0,
         "endpoints_added": 0,
         "endpoints_removed": 0,
     }
+    assert data["forwarded"] == []
     (g,) = data["groups"]
     assert g["change"] == "allowed"
     assert g["from"]["names"] == ["frontend/web-0", "frontend/web-1"]
@@ -282,3 +285,47 @@ def test_artifacts(tmp_path: Path) -> None:
         "diff", "--base", a, "--head", b, "--artifacts", "--node", "nope", "--target", "iptables"
     )
     assert r.exit_code == 1 and "unknown node" in r.stderr
+
+
+def test_forwarded_changes_in_every_format(tmp_path: Path) -> None:
+    """Forwarded groups come after the ordinary ones, numbered F1, F2, ... per host endpoint."""
+    base = tree(tmp_path / "a", HEP % "gw")
+    head = tree(tmp_path / "b", HEP % "gw", FWD % "true")
+    r = invoke("diff", "--base", base, "--head", head)
+    assert r.exit_code == 3, r.output
+    assert r.stdout.splitlines()[0] == (
+        "tortie diff: 0 groups of flows newly allowed, 4 newly denied; forwarded through host "
+        "endpoints: 0 groups newly allowed, 8 newly denied"
+    )
+    assert "[F1] DENIED now: backend -> (external) via node1-eth0" in r.stdout
+    assert "after    denied by egress: [applyOnForward] gnp/fwd rule 1 (Deny) at " in r.stdout
+    r = invoke("diff", "--base", base, "--head", head, "-o", "json")
+    assert r.exit_code == 3
+    data = json.loads(r.stdout)
+    assert data["summary"]["forwarded_groups"] == 8
+    f = data["forwarded"][0]
+    assert (f["via"], f["change"], f["from"]["names"]) == (
+        "node1-eth0",
+        "denied",
+        ["backend/api-0"],
+    )
+    assert [s["hook"] for s in f["after"]["decided_by"]] == ["forward"]
+    r = invoke("diff", "--base", base, "--head", head, "-o", "markdown", "--max-groups", "2")
+    assert r.exit_code == 3
+    assert (
+        "| F2 | **denied** | node1-eth0 | backend: {app=api} api-0 | backend: api-0, api-1, db-0 |"
+        in r.stdout
+    )
+    assert "_6 more forwarded groups not shown" in r.stdout
+
+
+def test_forwarded_only_change_exits_3(tmp_path: Path) -> None:
+    """No ordinary flow changed, only forwarded ones: still a change (exit 3)."""
+    base = tree(tmp_path / "a", HEP % "gw")
+    head = tree(tmp_path / "b", HEP % "gw", FWD_IN)
+    r = invoke("diff", "--base", base, "--head", head)
+    assert r.exit_code == 3, r.output
+    assert r.stdout.splitlines()[0] == (
+        "tortie diff: 0 groups of flows newly allowed, 0 newly denied; forwarded through host "
+        "endpoints: 0 groups newly allowed, 2 newly denied"
+    )

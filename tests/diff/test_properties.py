@@ -30,6 +30,7 @@ from tests.property.strategies import (
     TCP,
     UDP,
     addresses,
+    host_endpoints,
     label_sets,
     resource_sets,
 )
@@ -200,3 +201,87 @@ def test_groups_agree_with_the_evaluator_matrix(trees: tuple[m.ResourceSet, m.Re
                             assert mh[(s, t)] == g.after.allowed
             assert set(listed) == changed
             assert all(n == 1 for n in listed.values())
+
+
+@st.composite
+def forward_pairs(draw: st.DrawFn) -> tuple[m.ResourceSet, m.ResourceSet]:
+    """``pairs()`` with a host endpoint in both trees (its labels may differ) and more
+    applyOnForward: each tree's GlobalNetworkPolicies may turn it on."""
+    base, head = draw(pairs())
+    if draw(st.booleans()):  # the same policies: only applyOnForward and the HEP change
+        head = dataclasses.replace(head, policies=base.policies, tiers=base.tiers)
+    if draw(st.booleans()):  # workload -> own host allowed alike: leaving it is forwarded
+        action = draw(st.sampled_from(("Accept", "Return")))
+        base, head = (
+            dataclasses.replace(
+                t, felix=dataclasses.replace(t.felix, default_endpoint_to_host_action=action)
+            )
+            for t in (base, head)
+        )
+    if not any(e.is_host for e in base.endpoints) or not any(e.is_host for e in head.endpoints):
+        hep = draw(host_endpoints())
+        other = dataclasses.replace(hep, labels=m.labels_of({**draw(label_sets()), "host": "yes"}))
+        heads = (hep, other) if draw(st.booleans()) else (hep, hep)
+
+        def with_hep(res: m.ResourceSet, e: m.Endpoint) -> m.ResourceSet:
+            eps = tuple(x for x in res.endpoints if not x.is_host) + (e,)
+            return dataclasses.replace(res, endpoints=eps)
+
+        base, head = with_hep(base, heads[0]), with_hep(head, heads[1])
+
+    def more(res: m.ResourceSet) -> m.ResourceSet:
+        pols = tuple(
+            dataclasses.replace(p, apply_on_forward=True)
+            if p.namespace is None and not p.apply_on_forward and draw(st.booleans())
+            else p
+            for p in res.policies
+        )
+        return dataclasses.replace(res, policies=pols)
+
+    return more(base), more(head)
+
+
+FORWARD_PROBES = ((TCP, 80), (TCP, 8080), (UDP, 53), (ICMP, None), (58, None), (47, None))
+
+
+@SETTINGS
+@given(forward_pairs())
+def test_forwarded_flows_agree_with_the_naive_comparison(
+    trees: tuple[m.ResourceSet, m.ResourceSet],
+) -> None:
+    """Through every host endpoint of both trees: a forwarded flow is in exactly one forward
+    row (with the right verdicts) iff its forwarded verdict changed while its ordinary one did
+    not — the ordinary change is in the ordinary rows (checked above)."""
+    base, head = trees
+    programs = prepare(base), prepare(head)
+    d = semantic_diff(base, head)
+    heps = sorted(
+        {e.id for e in programs[0].endpoints if e.is_host}
+        & {e.id for e in programs[1].endpoints if e.is_host}
+    )
+    assert {h for fd in d.families for h in fd.forward} <= set(heps)
+    for fd in d.families:
+        pool = addresses(base, fd.family)
+        for via in heps:
+            listed = fd.forward.get(via, [])
+            for src in pool:
+                si = _subject(fd, ipaddress.ip_address(src))
+                for dst in pool:
+                    di = _subject(fd, ipaddress.ip_address(dst))
+                    if si is None or di is None:
+                        continue
+                    ends = [(fd.subjects[si].ips[t], fd.subjects[di].ips[t]) for t in (0, 1)]
+                    if fd.subjects[si].kind == EXTERNAL:
+                        ends = [(ipaddress.ip_address(src), e[1]) for e in ends]
+                    if fd.subjects[di].kind == EXTERNAL:
+                        ends = [(e[0], ipaddress.ip_address(dst)) for e in ends]
+                    for proto, port in FORWARD_PROBES:
+                        flows = [_flow(*ends[t], proto, port) for t in (0, 1)]
+                        plain = [evaluate(programs[t], flows[t]).allowed for t in (0, 1)]
+                        fwd = [evaluate(programs[t], flows[t], via=via).allowed for t in (0, 1)]
+                        rows = [r for r in listed if _covers(r, si, di, flows[0])]
+                        if fwd[0] == fwd[1] or plain[0] != plain[1]:
+                            assert rows == [], (via, src, dst, proto, port)
+                        else:
+                            assert len(rows) == 1, (via, src, dst, proto, port, rows)
+                            assert (rows[0].before.allowed, rows[0].after.allowed) == tuple(fwd)
