@@ -77,11 +77,29 @@ def _selected(names: list[str], paths: Sequence[str]) -> list[str]:
     return out
 
 
+def check_rev(rev: str) -> None:
+    """A revision git will read as a revision, never as an option or two arguments."""
+    if not rev or rev.startswith("-") or any(c in rev for c in "\0\n\r"):
+        raise RevError(f"{rev!r} is not a revision name (it must not be empty or start with '-')")
+
+
+def repo_path(path: str, root: str) -> str:
+    """``path`` as a path inside the repository at ``root``: relative paths are taken from the
+    repository root (as in a pull request), absolute ones must lie inside it. A path outside the
+    repository is an error, not an empty tree."""
+    real_root = os.path.realpath(root)
+    full = os.path.realpath(os.path.join(real_root, path))
+    if full != real_root and not full.startswith(real_root.rstrip(os.sep) + os.sep):
+        raise RevError(f"{path}: outside the git repository {root}; give paths inside it")
+    return _normal(os.path.relpath(full, real_root))
+
+
 def read_rev(rev: str, paths: Sequence[str], root: str, sink: DiagnosticSink) -> list[Source]:
     """The sources ``paths`` name at ``rev`` (each path may be a file or a directory)."""
     if not paths:
         paths = ["."]
-    listed = _git(["ls-tree", "-r", "-z", "--name-only", rev, "--", *map(_normal, paths)], root)
+    specs = [_normal(p) or "." for p in paths]
+    listed = _git(["ls-tree", "-r", "-z", "--name-only", rev, "--", *specs], root)
     names = sorted(n for n in listed.decode("utf-8", "surrogateescape").split("\0") if n)
     chosen = _selected(names, paths)
     if not chosen:
@@ -131,6 +149,9 @@ def load_rev(
     rev: str | None, paths: Sequence[str], root: str, sink: DiagnosticSink, sources: SourceRegistry
 ) -> ResourceSet:
     """Like ``frontend.load`` for the files at a revision (None: the working tree)."""
+    if rev is not None:
+        check_rev(rev)
+    paths = [repo_path(p, root) for p in paths]
     docs: list[Node] = []
     found = (
         read_rev(rev, paths, root, sink) if rev is not None else read_worktree(paths, root, sink)

@@ -236,6 +236,13 @@ def test_revisions(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     )
     bad = invoke("diff", "--base-rev", "no-such-rev", "--head-rev", "HEAD", "-f", "policies")
     assert bad.exit_code == 1 and "no-such-rev" in bad.stderr
+    # A revision that looks like an option, and a path outside the repository, are errors.
+    opt = invoke("diff", "--base-rev=--output=/tmp/x", "--head-rev", "HEAD", "-f", "policies")
+    assert opt.exit_code == 1 and "not a revision name" in opt.stderr
+    outside = invoke("diff", "--base-rev", "HEAD", "--head-rev", "HEAD", "-f", str(tmp_path))
+    assert outside.exit_code == 1 and "outside the git repository" in outside.stderr
+    inside = invoke("diff", "--base-rev", "HEAD~1", "--head-rev", "HEAD", "-f", str(repo))
+    assert inside.exit_code == 3, inside.output
 
 
 def test_artifacts(tmp_path: Path) -> None:
