@@ -152,9 +152,8 @@ def _printable(text: str) -> str:
 
 
 def render(diag: Diagnostic, sources: SourceRegistry | None = None) -> str:
-    head = f"{diag.span}: {diag.level.value}[{diag.code}]: {_printable(diag.message)}"
-    if diag.span.line <= 0:
-        head = f"{diag.span.file}: {diag.level.value}[{diag.code}]: {_printable(diag.message)}"
+    where = _printable(str(diag.span) if diag.span.line > 0 else diag.span.file)
+    head = f"{where}: {diag.level.value}[{diag.code}]: {_printable(diag.message)}"
     out = [head]
     src = sources.line(diag.span.file, diag.span.line) if sources else None
     if src is not None:

@@ -79,3 +79,14 @@ def test_a_byte_order_mark_does_not_shift_columns(tmp_path: Path) -> None:
     load([str(f)], sink, sources)
     (d,) = sink.diagnostics
     assert (d.code, d.span.line, d.span.col) == ("E011", 2, 7)
+
+
+def test_a_control_character_in_a_file_name_never_reaches_the_terminal() -> None:
+    from compiler.diagnostics import Diagnostic, Level, Span, render
+
+    diag = Diagnostic(
+        "E010", Level.ERROR, "a resource needs apiVersion", Span("a\nb\x1b.yaml", 1, 1)
+    )
+    text = render(diag)
+    assert text.splitlines()[0].startswith("a?b?.yaml:1:1: error[E010]")
+    assert "\x1b" not in text
