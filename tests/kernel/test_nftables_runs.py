@@ -14,6 +14,7 @@ import dataclasses
 import ipaddress
 import itertools
 import os
+from unittest import mock
 
 import pytest
 from hypothesis import HealthCheck, Phase, given, settings
@@ -22,7 +23,7 @@ from hypothesis import strategies as st
 from compiler.diagnostics import DiagnosticSink
 from compiler.frontend import model as m
 from compiler.pipeline import compile_program
-from compiler.targets.nftables import render_program
+from compiler.targets.nftables import chains, render_program
 from tests.property.strategies import (
     CIDRS_V4,
     CIDRS_V6,
@@ -204,6 +205,48 @@ def test_policy_sequences_match_evaluator(res: m.ResourceSet, outsiders: tuple[s
         probes = _probes(topo, res, udp_only)
         errors = run_and_compare(topo, probes, timeout=0.5)
     assert not errors, f"{len(errors)} of {len(probes)} probes disagree:\n" + "\n".join(errors[:15])
+
+
+NESTED = {"nested": 0, "examples": 0}
+
+
+@settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    print_blob=True,
+    phases=(Phase.explicit, Phase.reuse, Phase.generate),
+)
+@given(
+    res=many_policy_clusters(),
+    outsiders=st.tuples(st.sampled_from(OUTSIDERS_V4), st.sampled_from(OUTSIDERS_V6)),
+)
+def test_nested_sequences_match_evaluator(res: m.ResourceSet, outsiders: tuple[str, str]) -> None:
+    """Level-2 sequence chains (chunks of chunks) with tiny chunks, so a tier of 9-16
+    policies goes endpoint -> seq2 -> seq -> policy, and every guard and return is crossed."""
+    with (
+        mock.patch.object(chains, "SEQUENCE_MIN", 2),
+        mock.patch.object(chains, "CHUNK_MASK", 1),
+    ):
+        sink = DiagnosticSink()
+        nodes = sorted({e.node for e in res.endpoints} | {"node1"})
+        programs = {node: compile_program(res, node, sink) for node in nodes}
+        scripts = {node: render_program(p).script for node, p in programs.items()}
+    udp_only = any(p.do_not_track for p in res.policies)
+    NESTED["examples"] += 1
+    NESTED["nested"] += sum(s.count("\tchain seq2-") for s in scripts.values())
+    with Cluster() as cluster:
+        topo = NftTopology.build(cluster, programs, externals=outsiders)
+        topo.load(scripts)
+        probes = _probes(topo, res, udp_only)
+        errors = run_and_compare(topo, probes, timeout=0.5)
+    assert not errors, f"{len(errors)} of {len(probes)} probes disagree:\n" + "\n".join(errors[:15])
+
+
+def test_examples_contained_nested_sequences() -> None:
+    if NESTED["examples"] == 0:
+        pytest.skip("the property test did not run")
+    assert NESTED["nested"] > 0, NESTED
 
 
 def test_examples_contained_merged_runs() -> None:

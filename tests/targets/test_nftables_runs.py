@@ -266,3 +266,58 @@ def test_policy_chunks_are_content_defined() -> None:
     assert a[1:] == b[1:] or a[2:] == b[2:]
     assert all(len(c) <= CHUNK_MAX for c in a)
     assert chunks(tail) == chunks(list(tail))  # deterministic
+
+
+def _many_policies_program(tmp_path, count: int = 150):  # type: ignore[no-untyped-def]
+    """The demo cluster plus ``count`` GlobalNetworkPolicies selecting every pod: one tier
+    long enough for level-2 sequence chains."""
+    import shutil
+    from pathlib import Path
+
+    from compiler.diagnostics import DiagnosticSink, SourceRegistry
+    from compiler.frontend import load
+    from compiler.pipeline import compile_program
+
+    root = Path(__file__).resolve().parents[2]
+    shutil.copytree(root / "examples" / "demo", tmp_path / "demo")
+    docs = []
+    for i in range(count):
+        action = ("Allow", "Deny", "Pass")[i % 3] if i % 7 else "Log"
+        docs.append(
+            "apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\n"
+            f"metadata: {{name: many-{i:03d}}}\n"
+            f"spec:\n  order: {1000 + i}\n  selector: all()\n  types: [Ingress]\n"
+            f"  ingress:\n  - action: {action}\n    source: {{nets: [10.{i % 200}.0.0/16]}}\n"
+        )
+    (tmp_path / "demo" / "many.yaml").write_text("---\n".join(docs))
+    sink = DiagnosticSink()
+    res = load([str(tmp_path / "demo")], sink, SourceRegistry())
+    return compile_program(res, "node1", sink)
+
+
+def test_long_tiers_nest_sequences_with_one_rule_per_jump(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """150 policies in one tier: endpoint -> seq2 -> seq -> policy chains; the sequence
+    chains hold one guarded jump per target and no ``return`` rules; every jump target is
+    declared; rendering twice gives the same bytes."""
+    import re
+
+    from compiler.targets.nftables import render_program
+
+    program = _many_policies_program(tmp_path)
+    script = render_program(program).script
+    assert script == render_program(program).script
+    declared = set(re.findall(r"^\tchain (\S+) \{", script, re.MULTILINE))
+    jumped = set(re.findall(r"jump ([^\s,}]+)", script))
+    assert jumped <= declared, sorted(jumped - declared)[:5]
+    chains = dict(re.findall(r"\n\tchain (\S+) \{\n(.*?)\n\t\}", script, re.S))
+    seq2 = [n for n in chains if n.startswith("seq2-ingress-normal/")]
+    seq1 = [n for n in chains if n.startswith("seq-ingress-normal/")]
+    assert seq2 and seq1
+    for name in seq1 + seq2:
+        rules = [ln.strip() for ln in chains[name].split("\n")[1:] if ln.strip()]
+        assert all(" jump " in f" {r}" for r in rules), (name, rules)
+        assert not rules[0].startswith("meta mark")  # nothing set before the first jump
+    # later jumps are skipped once an earlier target set the allow or pass bit
+    guards = {"meta mark & 0x00010000 == 0x00000000", "meta mark & 0x00030000 == 0x00000000"}
+    assert all(any(g in chains[n] for g in guards) for n in seq2)
+    assert any(f"jump {s} " in chains[n] for n in chains if n.startswith("wl-") for s in seq2)

@@ -393,9 +393,10 @@ class ScriptRenderer:
         groups = (
             ("Policy chains", ("pol-",)),
             ("Profile chains", ("pro-",)),
-            ("Policy sequences (shared by endpoints)", ("seq-",)),
+            ("Policy sequences (shared by endpoints)", ("seq-", "seq2-")),
             ("Endpoint chains", ("wl-", "hep-")),
         )
+        emitted = 0
         for title, prefixes in groups:
             chosen = [c for c in sorted_chains(self.b.chains) if c.name.startswith(prefixes)]
             if chosen:
@@ -403,6 +404,9 @@ class ScriptRenderer:
                 out.append(f"\t# {title}")
             for chain in chosen:
                 out.extend(self._chain_lines(chain))
+            emitted += len(chosen)
+        if emitted != len(self.b.chains):
+            raise AssertionError("a chain belongs to none of the script's groups")
         out.append("}")
         return "\n".join(out) + "\n"
 
