@@ -234,7 +234,7 @@ def main() -> None:
         "local_endpoints": sum(1 for e in rs.endpoints if e.node == args.node),
     }
     perf.batch_mode()  # what compiler/cli/common.py does once the inputs are loaded
-    program = rec.run("build", lambda: build(rs, args.node))
+    program = rec.run("build", lambda: build(rs, args.node, local_only=True))
     save()
     program = passes(program, rec)
     save()

@@ -57,7 +57,12 @@ def compile_program(
     sink: DiagnosticSink,
     passes: Sequence[Pass] | None = None,
     dump: Callable[[str, Program], None] | None = None,
+    *,
+    local_only: bool = False,
 ) -> Program:
-    """Build the IR for ``node`` and run the passes; warnings go to ``sink``."""
+    """Build the IR for ``node`` and run the passes; warnings go to ``sink``.
+
+    ``local_only``: only what the node's endpoints use (``build``): the same artifacts for a
+    one-node compile, less work; node-scoped warnings then cover only the node's policies."""
     ctx = PassContext(sink)
-    return run_passes(build(resources, node), ctx, passes, dump)
+    return run_passes(build(resources, node, local_only=local_only), ctx, passes, dump)

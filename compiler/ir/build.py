@@ -17,6 +17,7 @@ No pass runs here: sets come out unresolved (``members is None``) and families u
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import math
 from collections import defaultdict
@@ -175,6 +176,15 @@ def _rules(
     return tuple(out)
 
 
+def _collect_sets(rules: tuple[model.Rule, ...], policy_ns: str | None, sets: _SetTable) -> None:
+    """Register the sets ``_rules`` would, in the same order, without building any rule: a
+    one-node compile keeps every set (deduplication picks the smallest id among equal sets,
+    used or not, and a set's origin is the first rule naming it) but not unused policies."""
+    for r in rules:
+        for entity in (r.source, r.destination):
+            _side(entity, policy_ns, r.protocol, sets)
+
+
 def _policy_selector(p: model.Policy) -> str:
     if p.kind in NAMESPACED_KINDS:
         assert p.namespace is not None
@@ -182,7 +192,8 @@ def _policy_selector(p: model.Policy) -> str:
     return rewrite.gnp_policy_selector(p.selector, p.namespace_selector, p.service_account_selector)
 
 
-def _policy(p: model.Policy, sets: _SetTable) -> ir.Policy:
+def _policy(p: model.Policy, sets: _SetTable | None) -> ir.Policy:
+    """The IR policy; with ``sets`` None, without its rules (what planning needs)."""
     ns = p.namespace if p.kind in NAMESPACED_KINDS else None
     types = tuple(t.lower() for t in p.types) or ir.DIRECTIONS
     return ir.Policy(
@@ -194,8 +205,8 @@ def _policy(p: model.Policy, sets: _SetTable) -> ir.Policy:
         order=p.order,
         selector=_policy_selector(p),
         types=types,
-        ingress=_rules(p.ingress, ns, sets),
-        egress=_rules(p.egress, ns, sets),
+        ingress=_rules(p.ingress, ns, sets) if sets is not None else (),
+        egress=_rules(p.egress, ns, sets) if sets is not None else (),
         do_not_track=p.do_not_track,
         pre_dnat=p.pre_dnat,
         # Felix forces applyOnForward off for namespaced policy.
@@ -280,6 +291,43 @@ class _Planner:
 _Plans = tuple[tuple[tuple[str, str], tuple[ir.TierPlan, ...]], ...]
 
 
+def _local_rules(
+    resources: model.ResourceSet,
+    headers: list[ir.Policy],
+    endpoints: list[ir.Endpoint],
+    sets: _SetTable,
+) -> tuple[list[ir.Policy], list[ir.Profile]]:
+    """The policies and profiles ``endpoints`` use, with their rules; every other rule only
+    registers its sets. Policies, then profiles, in input order, as a full build does, so the
+    set table comes out the same."""
+    used = {pid for e in endpoints for _, plan in e.plans for tp in plan for pid in tp.policies}
+    used_profiles = {name for e in endpoints for name in e.profiles}
+    policies = []
+    for p, header in zip(resources.policies, headers, strict=True):
+        ns = p.namespace if p.kind in NAMESPACED_KINDS else None
+        if header.id in used:
+            ingress, egress = _rules(p.ingress, ns, sets), _rules(p.egress, ns, sets)
+            policies.append(dataclasses.replace(header, ingress=ingress, egress=egress))
+        else:
+            _collect_sets(p.ingress, ns, sets)
+            _collect_sets(p.egress, ns, sets)
+    profiles = []
+    for prof in resources.profiles:
+        if prof.name in used_profiles:
+            profiles.append(
+                ir.Profile(
+                    prof.name,
+                    _rules(prof.ingress, None, sets),
+                    _rules(prof.egress, None, sets),
+                    prof.span,
+                )
+            )
+        else:
+            _collect_sets(prof.ingress, None, sets)
+            _collect_sets(prof.egress, None, sets)
+    return policies, profiles
+
+
 def _host_nets(ips: Iterable[ir.IPAddr]) -> tuple[ir.IPNet, ...]:
     # From the integer: ip_network(address) would print the address and parse it back.
     return tuple(
@@ -290,14 +338,23 @@ def _host_nets(ips: Iterable[ir.IPAddr]) -> tuple[ir.IPNet, ...]:
     )
 
 
-def build(resources: model.ResourceSet, node: str | None = None) -> ir.Program:
+def build(
+    resources: model.ResourceSet, node: str | None = None, *, local_only: bool = False
+) -> ir.Program:
     """Build the IR for ``node`` (None: the whole cluster; every endpoint is kept either way,
-    because remote endpoints are peers in rule sets)."""
+    because remote endpoints are peers in rule sets).
+
+    ``local_only`` (with a node; what ``tortie compile --node`` uses): only what the node's own
+    endpoints use — their endpoints, the policies in their plans and the profiles they name.
+    Remote endpoints stay as selectables (set members), and *every* set is kept, so the passes
+    resolve and deduplicate sets exactly as for the whole program: the rendered artifact is the
+    same. Node-scoped diagnostics then cover only the node's policies. The evaluator, explain,
+    matrix and diff never use it (they need every endpoint's plans)."""
     with paused_gc():  # a large acyclic object graph: see compiler/perf.py
-        return _build(resources, node)
+        return _build(resources, node, local_only and node is not None)
 
 
-def _build(resources: model.ResourceSet, node: str | None) -> ir.Program:
+def _build(resources: model.ResourceSet, node: str | None, local_only: bool) -> ir.Program:
     profiles_by_name = {p.name: p for p in resources.profiles}
     sets = _SetTable()
 
@@ -309,7 +366,10 @@ def _build(resources: model.ResourceSet, node: str | None) -> ir.Program:
         tiers[t.name] = ir.Tier(t.name, order, default, t.span)
     tier_list = sorted(tiers.values(), key=lambda t: (t.order is None, _order_key(t.order), t.name))
 
-    policies = [_policy(p, sets) for p in resources.policies]
+    if local_only:
+        policies = [_policy(p, None) for p in resources.policies]  # rules after planning
+    else:
+        policies = [_policy(p, sets) for p in resources.policies]
     by_tier: dict[str, list[ir.Policy]] = defaultdict(list)
     for p in policies:
         if not p.staged:
@@ -317,15 +377,11 @@ def _build(resources: model.ResourceSet, node: str | None) -> ir.Program:
     for plist in by_tier.values():
         plist.sort(key=lambda p: (_order_key(p.order), f"{p.name}/{p.namespace or ''}/{p.kind}"))
 
-    ir_profiles = [
-        ir.Profile(
-            prof.name, _rules(prof.ingress, None, sets), _rules(prof.egress, None, sets), prof.span
-        )
-        for prof in resources.profiles
-    ]
-
     labelled = {e.id: _labels(e, profiles_by_name) for e in resources.endpoints}
-    index = LabelIndex({eid: dict(labels) for eid, labels in labelled.items()})
+    planned = (
+        [e for e in resources.endpoints if e.node == node] if local_only else resources.endpoints
+    )
+    index = LabelIndex({e.id: dict(labelled[e.id]) for e in planned})
     # Endpoint -> applicable policies, by inverting one index query per distinct selector
     # (never selector x endpoint, nor policy x endpoint: a cluster-wide selector that 500
     # policies share is inverted once). Plans come from _Planner, per distinct selector set.
@@ -346,7 +402,7 @@ def _build(resources: model.ResourceSet, node: str | None) -> ir.Program:
     endpoints = []
     selectables = []
     no_selectors: list[str] = []
-    for e in resources.endpoints:
+    for e in planned:
         plans = planner.plans(tuple(matching.get(e.id, no_selectors)), e.is_host)
         endpoints.append(
             ir.Endpoint(
@@ -364,6 +420,19 @@ def _build(resources: model.ResourceSet, node: str | None) -> ir.Program:
                 origin=e.span,
             )
         )
+    if local_only:
+        policies, ir_profiles = _local_rules(resources, policies, endpoints, sets)
+    else:
+        ir_profiles = [
+            ir.Profile(
+                prof.name,
+                _rules(prof.ingress, None, sets),
+                _rules(prof.egress, None, sets),
+                prof.span,
+            )
+            for prof in resources.profiles
+        ]
+    for e in resources.endpoints:
         selectables.append(
             ir.Selectable(e.id, e.kind, labelled[e.id], _host_nets(e.ips), tuple(e.ports))
         )

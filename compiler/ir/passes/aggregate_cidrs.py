@@ -27,36 +27,59 @@ import ipaddress
 from compiler.ir.nodes import IPNet, Program, Rule, Side, replace_program
 from compiler.ir.passes._rules import map_rule_lists
 
-_ADDRESS = {4: ipaddress.IPv4Address, 6: ipaddress.IPv6Address}
+_NETWORK = {4: (ipaddress.IPv4Network, 32), 6: (ipaddress.IPv6Network, 128)}
 
 
-def collapse(nets) -> tuple[IPNet, ...]:  # noqa: ANN001 - any iterable of networks
+def collapse(nets, memo: dict | None = None) -> tuple[IPNet, ...]:  # noqa: ANN001 - any iterable of networks
     """The minimal sorted prefix list with the same union, per family (v4 first).
 
     Same result as ``ipaddress.collapse_addresses`` (the minimal prefix cover of a set of
     addresses is unique: the aligned blocks of its maximal intervals), computed on integers so
     that a set of ten thousand pod addresses, which rarely merge, costs one sort: only intervals
-    that really merge several prefixes are turned back into networks.
+    that really merge several prefixes are turned back into networks. ``memo`` (one run's) keeps
+    the networks of merged intervals, which many sets share.
     """
+    # The networks' own fields, not their properties: this is the pass's inner loop (and
+    # IPv4Network/IPv6Network are the only IPNet classes).
     spans = sorted(
-        (n.version, lo, lo + (1 << (n.max_prefixlen - n.prefixlen)) - 1, n)
+        (n._version, lo, lo + (1 << (n._max_prefixlen - n._prefixlen)) - 1, n)
         for n in nets
-        for lo in (int(n.network_address),)
+        for lo in (n.network_address._ip,)
     )
     out: list[IPNet] = []
     i = 0
-    while i < len(spans):
+    n_spans = len(spans)
+    while i < n_spans:
         version, lo, hi, first = spans[i]
         j = i + 1
-        while j < len(spans) and spans[j][0] == version and spans[j][1] <= hi + 1:
-            hi = max(hi, spans[j][2])
+        while j < n_spans and spans[j][0] == version and spans[j][1] <= hi + 1:
+            if spans[j][2] > hi:
+                hi = spans[j][2]
             j += 1
         if j == i + 1 or spans[i][2] == hi:
             out.append(first)  # nothing merged into it (duplicates and subnets only)
+        elif memo is None:
+            out.extend(_summarize(version, lo, hi))
         else:
-            make = _ADDRESS[version]
-            out.extend(ipaddress.summarize_address_range(make(lo), make(hi)))
+            key = (version, lo, hi)
+            got = memo.get(key)
+            if got is None:
+                got = memo[key] = _summarize(version, lo, hi)
+            out.extend(got)
         i = j
+    return tuple(out)
+
+
+def _summarize(version: int, lo: int, hi: int) -> tuple[IPNet, ...]:
+    """``ipaddress.summarize_address_range`` on integers: the aligned blocks of [lo, hi]."""
+    make, bits = _NETWORK[version]
+    out = []
+    while lo <= hi:
+        size = (hi - lo + 1).bit_length() - 1
+        if lo:
+            size = min(size, (lo & -lo).bit_length() - 1)
+        out.append(make((lo, bits - size)))
+        lo += 1 << size
     return tuple(out)
 
 
@@ -90,13 +113,14 @@ def run(program: Program, ctx: object) -> Program:
     # Many sets have the same members (dedupe_sets merges them next): collapse each distinct
     # membership once. A frozenset's hash is cached, so the lookup is cheap.
     done: dict[frozenset, frozenset] = {}
+    memo: dict[tuple[int, int, int], tuple[IPNet, ...]] = {}
     for sid, s in program.sets.items():
         if s.is_named_port or s.members is None:
             sets[sid] = s
             continue
         members = done.get(s.members)
         if members is None:
-            out = collapse(s.members)
+            out = collapse(s.members, memo)
             # Same size: already minimal, and the minimal prefix cover is unique, so it is the
             # same set; keep it (building a frozenset of networks hashes each in Python).
             members = s.members if len(out) == len(s.members) else frozenset(out)

@@ -32,6 +32,14 @@ def run(program: Program, ctx: object) -> Program:
     # (a frozenset of networks hashes every member in Python), and share it, which also lets
     # the later passes' per-membership memos hit by identity.
     members: dict[tuple[tuple[str, ...], int | None], frozenset] = {}
+    own: dict[str, frozenset] = {}
+
+    def own_nets(cid: str) -> frozenset:
+        got = own.get(cid)
+        if got is None:
+            got = own[cid] = frozenset(by_id[cid].nets)
+        return got
+
     for sid, s in program.sets.items():
         chosen = sorted(index.select(parse(s.selector)))
         fam_ok = (lambda n: True) if s.family is None else (lambda n, f=s.family: n.version == f)
@@ -49,8 +57,12 @@ def run(program: Program, ctx: object) -> Program:
             key = (tuple(chosen), s.family)
             nets = members.get(key)
             if nets is None:
-                nets = members[key] = frozenset(
-                    n for cid in chosen for n in by_id[cid].nets if fam_ok(n)
-                )
+                if s.family is None:
+                    # A union of per-selectable frozensets reuses their stored hashes: each
+                    # network is hashed (in Python) once per run, not once per set.
+                    nets = frozenset().union(*(own_nets(cid) for cid in chosen))
+                else:
+                    nets = frozenset(n for cid in chosen for n in by_id[cid].nets if fam_ok(n))
+                members[key] = nets
             out[sid] = dataclasses.replace(s, members=nets)
     return replace_program(program, sets=out)

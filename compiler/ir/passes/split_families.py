@@ -111,7 +111,12 @@ def _partition(items: frozenset, is_v4: Callable[[Any], bool]) -> dict[int, froz
         return {4: items, 6: frozenset()}
     if not v4:
         return {4: frozenset(), 6: items}
-    return {4: frozenset(v4), 6: frozenset([x for x in items if not is_v4(x)])}
+    # Hash only the smaller side; the difference reuses the stored hashes of ``items``.
+    if 2 * len(v4) <= len(items):
+        four = frozenset(v4)
+        return {4: four, 6: items - four}
+    six = frozenset([x for x in items if not is_v4(x)])
+    return {4: items - six, 6: six}
 
 
 def _split_set(s: AddrSet, memo: dict[frozenset, dict[int, frozenset | None]]) -> list[AddrSet]:
