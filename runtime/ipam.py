@@ -147,6 +147,18 @@ class IPAM:
                 return pool
         return None
 
+    def stray_blocks(self) -> list[str]:
+        """Blocks of the state that no pool of the input holds (a hand-edited or stale state
+        file): one line each. Such a block must not become routes or BGP announcements."""
+        problems = []
+        for b in self.state.sorted_blocks():
+            pool = self.pool_of(b.cidr)
+            if pool is None:
+                problems.append(f"block {b.cidr} lies in no IP pool of the input")
+            elif pool.name != b.pool:
+                problems.append(f"block {b.cidr} names pool {b.pool!r} but lies in {pool.name!r}")
+        return problems
+
     def allocation_of(self, addr: IPAddr) -> Allocation | None:
         block = self.state.block_of(addr)
         return block.allocations.get(block.ordinal(addr)) if block else None

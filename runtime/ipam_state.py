@@ -119,6 +119,8 @@ class Block:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Block:
         try:
+            if not isinstance(data.get("cidr"), str):
+                raise TypeError("cidr must be a string")
             cidr = ipaddress.ip_network(data["cidr"])
             pool = str(data["pool"])
             affinity = data.get("affinity")
@@ -173,12 +175,15 @@ class IPAMState:
     def from_json(cls, text: str) -> IPAMState:
         try:
             data = json.loads(text)
-        except json.JSONDecodeError as e:
+        except (json.JSONDecodeError, RecursionError) as e:
             raise StateError(f"IPAM state is not JSON: {e}") from None
         if not isinstance(data, dict) or data.get("version") != FORMAT_VERSION:
             raise StateError(f"IPAM state must be an object with version {FORMAT_VERSION}")
         state = cls()
-        for item in data.get("blocks", []):
+        blocks = data.get("blocks", [])
+        if not isinstance(blocks, list):
+            raise StateError("IPAM state: blocks must be a list")
+        for item in blocks:
             if not isinstance(item, dict):
                 raise StateError(f"bad block entry {item!r}")
             state.add_block(Block.from_dict(item))
@@ -234,7 +239,12 @@ class StateFile:
 
     @contextlib.contextmanager
     def _locked(self, exclusive: bool) -> Iterator[None]:
-        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as e:
+            raise StateError(
+                f"cannot create the lock file {self.lock_path}: {e.strerror}"
+            ) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
             yield
@@ -244,9 +254,14 @@ class StateFile:
     def _load(self) -> IPAMState:
         try:
             with open(self.path, encoding="utf-8") as f:
-                return IPAMState.from_json(f.read())
+                text = f.read()
         except FileNotFoundError:
             return IPAMState()
+        except OSError as e:
+            raise StateError(f"cannot read the state file: {e.strerror}") from None
+        except UnicodeDecodeError as e:
+            raise StateError(f"not UTF-8 text: {e.reason} at byte {e.start}") from None
+        return IPAMState.from_json(text)
 
     def read(self) -> IPAMState:
         """A snapshot of the state (empty when the file does not exist yet)."""
@@ -265,4 +280,7 @@ class StateFile:
             yield state
             after = state.to_json()
             if after != before:
-                write_atomic(self.path, after)
+                try:
+                    write_atomic(self.path, after)
+                except OSError as e:
+                    raise StateError(f"cannot write the state file: {e.strerror or e}") from None

@@ -160,6 +160,10 @@ class LoadedArtifact:
             return self.files[name].decode()
         except KeyError:
             raise ArtifactRefused(f"{self.source}: the artifact has no {name}") from None
+        except UnicodeDecodeError as e:
+            raise ArtifactRefused(
+                f"{self.source}: {name} is not UTF-8 text (byte {e.start})"
+            ) from None
 
     def all_files(self) -> dict[str, bytes]:
         return {**self.files, MANIFEST: self.manifest_bytes}

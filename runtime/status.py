@@ -77,11 +77,17 @@ def _iso(ts: float) -> str:
 
 def read_status(env: Env, lock_wait: float = 2.0) -> Status:
     """Read the record and the kernel; waits up to ``lock_wait`` s for a running apply."""
+    if not env.state.root.is_dir():
+        # Nothing was ever applied with this state dir; a status must not create it.
+        return _read(env, busy=False)
     try:
         with apply_lock(env.state.root, lock_wait):
             return _read(env, busy=False)
     except LockBusy:
         return _read(env, busy=True)
+    except OSError as e:  # a state dir we cannot lock (read-only, not ours): read anyway
+        logger.warning("cannot take the lock in %s: %s", env.state.root, e.strerror or e)
+        return _read(env, busy=False)
 
 
 def _read(env: Env, busy: bool) -> Status:

@@ -129,12 +129,16 @@ def vteps(
     the address IPAM holds under :func:`tunnel_handle`. Nodes without one are left out.
     """
     vx = _vxlan_pools(pools)
-    names = {p.name for p in vx}
+    cidr_of = {p.name: p.cidr for p in vx}
     by_handle: dict[str, IPv4] = {}
     blocks: dict[str, list[ipaddress.IPv4Network]] = {}
     borrowed: dict[str, list[IPv4]] = {}
     for b in state.sorted_blocks():
-        if b.pool not in names:
+        pool_cidr = cidr_of.get(b.pool)
+        # A block outside its pool (a tampered or stale state file) never becomes a route.
+        if pool_cidr is None or b.cidr.version != 4 or not b.cidr.subnet_of(pool_cidr):  # type: ignore[arg-type]
+            if pool_cidr is not None:
+                logger.warning("ignoring IPAM block %s: it is not inside pool %s", b.cidr, b.pool)
             continue
         if b.affinity is not None:
             blocks.setdefault(b.affinity, []).append(b.cidr)  # type: ignore[arg-type]

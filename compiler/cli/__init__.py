@@ -17,7 +17,7 @@ from compiler.cli import select as select_cmd
 from compiler.cli.agent import agent_cmd
 from compiler.cli.apply import apply_cmd
 from compiler.cli.bgp import bgp
-from compiler.cli.common import EXIT_INTERNAL
+from compiler.cli.common import EXIT_ERRORS, EXIT_INTERNAL
 from compiler.cli.compile import compile_cmd
 from compiler.cli.diff import diff_cmd
 from compiler.cli.explain import explain
@@ -56,6 +56,10 @@ class TortieGroup(click.Group):
             KeyboardInterrupt,
         ):
             raise
+        except MemoryError:
+            # Not a bug but an input too large for this machine: say so, exit as for bad input.
+            click.echo("tortie: out of memory: the input is too large for this machine", err=True)
+            sys.exit(EXIT_ERRORS)
         except Exception as e:  # noqa: BLE001 - the one place that catches everything
             import os
 

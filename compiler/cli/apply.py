@@ -22,6 +22,12 @@ __all__ = ["apply_cmd", "make_env", "runtime_options", "setup_logging"]
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+def _not_nan(ctx: click.Context, param: click.Parameter, value: float) -> float:
+    if value != value:  # NaN compares unequal to itself and passes every range check
+        raise click.BadParameter("nan is not a number of seconds")
+    return value
+
+
 def runtime_options(f: F) -> F:
     """``--state-dir``, ``--bpffs``, ``--lock-timeout``, ``-v`` and the hidden ``--netns``."""
     options = [
@@ -45,7 +51,8 @@ def runtime_options(f: F) -> F:
             "--lock-timeout",
             default=30.0,
             show_default=True,
-            type=float,
+            type=click.FloatRange(min=0.0),
+            callback=_not_nan,
             help="Seconds to wait for another apply to finish.",
         ),
         click.option(

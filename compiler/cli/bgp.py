@@ -10,6 +10,7 @@ The CLI is the one layer allowed to reach into ``runtime/``; imports are local t
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -20,6 +21,19 @@ from compiler.cli.common import EXIT_ERRORS, emit_diagnostics, file_option, load
 from compiler.diagnostics import DiagnosticSink
 
 __all__ = ["bgp"]
+
+
+def _missing_dirs(path: str) -> list[str]:
+    """The directories ``os.makedirs(path)`` would create, deepest first."""
+    out = []
+    path = os.path.abspath(path)
+    while not os.path.lexists(path):
+        out.append(path)
+        parent = os.path.dirname(path)
+        if parent == path:
+            break
+        path = parent
+    return out
 
 
 @click.group()
@@ -70,7 +84,7 @@ def render(
         try:
             with open(secrets_path, encoding="utf-8") as f:
                 data = json.load(f)
-        except (OSError, json.JSONDecodeError) as e:
+        except (OSError, ValueError) as e:  # ValueError: JSON or UTF-8 decoding
             raise click.UsageError(f"--secrets {secrets_path}: {e}") from None
         if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
             raise click.UsageError('--secrets must hold a JSON object {"name/key": "value"}')
@@ -78,6 +92,9 @@ def render(
     try:
         if state_path is not None:
             state = StateFile(state_path).read()
+            stray = IPAM(state, rs.ip_pools, {}).stray_blocks()
+            if stray and not loaded.sink.has_errors:
+                raise StateError("; ".join(stray) + " (refusing to announce or route it)")
         else:
             state = IPAMState()
             engine = IPAM(state, rs.ip_pools, {n.name: dict(n.labels) for n in rs.nodes})
@@ -87,6 +104,15 @@ def render(
         sys.exit(EXIT_ERRORS)
     sink = DiagnosticSink()
     text = None
+    known = sorted({n.name for n in rs.nodes})
+    if not loaded.sink.has_errors and node not in known:
+        emit_diagnostics(loaded.sink.sorted(), loaded.sources)
+        listed = ", ".join(known) or "none"
+        click.echo(
+            f"tortie: error[B004]: --node {node!r}: no Node of that name (in the input: {listed})",
+            err=True,
+        )
+        sys.exit(EXIT_ERRORS)
     if not loaded.sink.has_errors:
         try:
             text = render_node(
@@ -105,14 +131,21 @@ def render(
         emit_diagnostics(diags, loaded.sources)
     if text is None or loaded.sink.has_errors or sink.has_errors:
         sys.exit(EXIT_ERRORS)
-    os.makedirs(out_dir, exist_ok=True)
     path = os.path.join(out_dir, CONFIG_NAME)
     validate = None
     if check and bird.available():
         validate = bird.check_config
+    created = _missing_dirs(out_dir)
     try:
+        os.makedirs(out_dir, exist_ok=True)
         write_atomic(path, text, validate=validate)
-    except bird.BirdError as e:
-        click.echo(f"tortie: bird rejected the rendered configuration: {e}", err=True)
+    except (bird.BirdError, OSError) as e:
+        for d in created:  # deepest first: leave no empty directory behind
+            with contextlib.suppress(OSError):
+                os.rmdir(d)
+        if isinstance(e, bird.BirdError):
+            click.echo(f"tortie: bird rejected the rendered configuration: {e}", err=True)
+        else:
+            click.echo(f"tortie: cannot write {path}: {e.strerror or e}; nothing written", err=True)
         sys.exit(EXIT_ERRORS)
     click.echo(path)

@@ -3,16 +3,20 @@ exit codes."""
 
 from __future__ import annotations
 
+import io
 import json
+import os
+import stat
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import click
 
 from compiler import perf
-from compiler.diagnostics import Diagnostic, DiagnosticSink, Level, SourceRegistry, render
+from compiler.diagnostics import Diagnostic, DiagnosticSink, Level, SourceRegistry, Span, render
 from compiler.frontend import load
 from compiler.frontend.model import ResourceSet
+from compiler.frontend.sources import STDIN_NAME, decode
 
 __all__ = [
     "EXIT_ERRORS",
@@ -81,7 +85,8 @@ def load_inputs(
 ) -> Loaded:
     sink = sink if sink is not None else DiagnosticSink()
     sources = sources if sources is not None else SourceRegistry()
-    stdin = click.get_text_stream("stdin")
+    files = _regular(files, sink)
+    stdin = _stdin_text(sink) if "-" in files else None
     # No cyclic GC while reading (an acyclic tree of millions of objects), and since the inputs
     # live until the command ends, none re-scanning them afterwards either (compiler/perf.py);
     # undone when the command returns.
@@ -94,6 +99,35 @@ def load_inputs(
     else:
         restore()
     return Loaded(resources, sink, sources)
+
+
+def _regular(files: tuple[str, ...], sink: DiagnosticSink) -> tuple[str, ...]:
+    """``files`` without devices and sockets (each an E002 error): reading /dev/zero would
+    never end. Pipes stay allowed, for ``-f <(kubectl get ... -o yaml)``."""
+    keep = []
+    for path in files:
+        mode = os.stat(path).st_mode if path != "-" and os.path.exists(path) else None
+        if mode is not None and (stat.S_ISCHR(mode) or stat.S_ISBLK(mode) or stat.S_ISSOCK(mode)):
+            sink.error(
+                "E002",
+                f"cannot read {path}: a device or socket, not a file (use - for stdin)",
+                Span(path, 0, 0),
+            )
+            continue
+        keep.append(path)
+    return tuple(keep)
+
+
+def _stdin_text(sink: DiagnosticSink) -> io.StringIO:
+    """Standard input read as bytes and decoded like a file, so that bad bytes get the same
+    located E003 error (``<stdin>:LINE:COL``) instead of a decoding failure of the stream."""
+    try:
+        data = click.get_binary_stream("stdin").read()
+    except OSError as e:
+        sink.error("E002", f"cannot read standard input: {e.strerror or e}", Span(STDIN_NAME, 0, 0))
+        data = b""
+    text = decode(data, STDIN_NAME, sink)
+    return io.StringIO(text if text is not None else "")
 
 
 def emit_diagnostics(diags: list[Diagnostic], sources: SourceRegistry) -> None:

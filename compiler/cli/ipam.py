@@ -86,6 +86,15 @@ def _text_report(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _check_handle(handle: str) -> None:
+    """A handle is printed in reports one per line: no spaces or control characters."""
+    if not handle or len(handle) > 512 or any(not c.isprintable() or c.isspace() for c in handle):
+        raise click.BadParameter(
+            f"{handle!r}: a handle is 1-512 printable characters without spaces, e.g. ns/pod",
+            param_hint="'--handle'",
+        )
+
+
 @click.group()
 def ipam() -> None:
     """IP address management: blocks per node, allocation and release."""
@@ -115,6 +124,8 @@ def show(files: tuple[str, ...], output: str, state_path: str | None, node: str 
             click.echo(f"tortie: {state_path}: {e}", err=True)
             sys.exit(EXIT_ERRORS)
         engine = _ipam(rs, state)
+        for problem in engine.stray_blocks():
+            click.echo(f"warning: {state_path}: {problem}", err=True)
     else:
         engine = _ipam(rs, IPAMState())
         for problem in import_endpoints(engine, rs.endpoints):
@@ -159,13 +170,17 @@ def allocate(
     from runtime.ipam import IPAMError
     from runtime.ipam_state import StateError, StateFile
 
+    _check_handle(handle)
     rs = _load(files)
     try:
         with StateFile(state_path).transaction() as state:
             engine = _ipam(rs, state, strict_affinity, max_blocks_per_host)
             addrs = [engine.allocate(node, handle, 4) for _ in range(num4)]
             addrs += [engine.allocate(node, handle, 6) for _ in range(num6)]
-    except (IPAMError, StateError) as e:
+    except StateError as e:
+        click.echo(f"tortie: {state_path}: {e}", err=True)
+        sys.exit(EXIT_ERRORS)
+    except IPAMError as e:
         click.echo(f"tortie: {e}", err=True)
         sys.exit(EXIT_ERRORS)
     for addr in addrs:
@@ -201,7 +216,10 @@ def release(state_path: str, handle: str | None, addresses: tuple[str, ...]) -> 
             freed = [(a, engine.release(a).handle) for a in parsed]
             if handle is not None:
                 freed += [(a, handle) for a in engine.release_handle(handle)]
-    except (IPAMError, StateError) as e:
+    except StateError as e:
+        click.echo(f"tortie: {state_path}: {e}", err=True)
+        sys.exit(EXIT_ERRORS)
+    except IPAMError as e:
         click.echo(f"tortie: {e}", err=True)
         sys.exit(EXIT_ERRORS)
     for addr, owner in freed:

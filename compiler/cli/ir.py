@@ -47,6 +47,14 @@ def load_program(
         click.echo(f"tortie: {counts_line(loaded.sink)}", err=True)
         sys.exit(EXIT_ERRORS)
 
+    if node is not None:
+        known = {n.name for n in loaded.resources.nodes}
+        known.update(e.node for e in loaded.resources.endpoints if e.node)
+        if node not in known:
+            listed = ", ".join(sorted(known)) or "none"
+            click.echo(f"tortie: unknown node {node!r} (nodes in the input: {listed})", err=True)
+            sys.exit(EXIT_ERRORS)
+
     def record(name: str, prog: Program) -> None:
         if stages is not None:
             stages.append((name, prog))

@@ -191,7 +191,13 @@ def build_config(
     if options.router_id == "hash":
         router_id = hash_router_id(node.name)
     elif options.router_id:
-        router_id = str(ipaddress.IPv4Address(options.router_id))
+        try:
+            rid = ipaddress.IPv4Address(options.router_id)
+        except ValueError as e:
+            raise ValueError(f"router id {options.router_id!r}: {e}") from None
+        if int(rid) == 0:
+            raise ValueError("router id 0.0.0.0: a BGP router id must not be zero")
+        router_id = str(rid)
     elif node.ipv4 is not None:
         router_id = str(node.ipv4.ip)
     else:

@@ -30,11 +30,10 @@ from compiler.frontend.model import BGPConfiguration, BGPPeer, Node, ResourceSet
 from compiler.frontend.selector import SelectorError, evaluate, parse
 from runtime.bgp.model import NAME_RE, BirdPeer
 from runtime.bgp.text import (
-    UnsafeText,
-    check_bird_string,
     duration_seconds,
     protocol_id,
     split_peer_ip,
+    unsafe_reason,
 )
 
 __all__ = ["DEFAULT_ASN", "PeerBuilder", "node_ip", "selects"]
@@ -120,11 +119,16 @@ class PeerBuilder:
         if value is None:
             self.sink.error("B002", f"{what}: no value for password secret {ref!r}", span)
             return False, None
-        try:
-            return True, check_bird_string(value)
-        except UnsafeText as e:
-            self.sink.error("B001", f"{what}: password secret {ref!r}: {e}", span)
+        reason = unsafe_reason(value)
+        if reason is not None:  # the message must not show the password itself
+            self.sink.error(
+                "B001",
+                f"{what}: the value of password secret {ref!r} cannot be written to bird.cfg "
+                f"({reason}); BIRD strings have no escapes",
+                span,
+            )
             return False, None
+        return True, value
 
     def seconds(self, text: str | None, span: Span, what: str, limit: int) -> int | None:
         if text is None:

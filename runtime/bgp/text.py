@@ -36,6 +36,7 @@ __all__ = [
     "hash_router_id",
     "protocol_id",
     "split_peer_ip",
+    "unsafe_reason",
 ]
 
 IPAddr = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -50,15 +51,25 @@ class UnsafeText(ValueError):
     """Text that cannot be put into a BIRD string without changing the configuration."""
 
 
-def check_bird_string(text: str) -> str:
-    """``text`` itself when it can go between double quotes in bird.cfg; else UnsafeText."""
+def unsafe_reason(text: str) -> str | None:
+    """Why ``text`` cannot go between double quotes in bird.cfg (None: it can). The reason
+    never repeats the text, so it is safe to print for secrets."""
     if '"' in text:
-        raise UnsafeText(f"{text!r} cannot be written as a BIRD string (it holds a double quote)")
+        return "it holds a double quote"
     bad = next((c for c in text if not c.isprintable() or c in "\r\n\t"), None)
     if bad is not None:
-        raise UnsafeText(f"{text!r} cannot be written as a BIRD string (it holds {bad!r})")
+        return f"it holds the character U+{ord(bad):04X}"
     if len(text) > MAX_STRING:
-        raise UnsafeText(f"a string of {len(text)} characters is too long for bird.cfg")
+        return f"it is {len(text)} characters long, more than {MAX_STRING}"
+    return None
+
+
+def check_bird_string(text: str) -> str:
+    """``text`` itself when it can go between double quotes in bird.cfg; else UnsafeText."""
+    reason = unsafe_reason(text)
+    if reason is not None:
+        shown = repr(text) if len(text) <= 80 else repr(text[:80]) + "..."
+        raise UnsafeText(f"{shown} cannot be written as a BIRD string ({reason})")
     return text
 
 
