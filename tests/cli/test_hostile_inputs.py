@@ -407,7 +407,9 @@ def test_compile_output_paths(tmp_path: Path) -> None:
 
 def test_bgp_render_output_paths_and_secrets(tmp_path: Path) -> None:
     base = ["bgp", "render", "-f", str(BGP_GOLDEN / "input.yaml"), "--node", "node-a"]
-    base += ["--state", str(BGP_GOLDEN / "ipam.json"), "--no-check"]
+    state = tmp_path / "ipam.json"  # a copy: reading takes a lock file beside the state
+    shutil.copy(BGP_GOLDEN / "ipam.json", state)
+    base += ["--state", str(state), "--no-check"]
     good = ["--secrets", str(BGP_GOLDEN / "secrets.json")]
     write(tmp_path / "file", "keep")
     for out in (tmp_path / "file", tmp_path / "file" / "sub"):
@@ -448,11 +450,13 @@ def test_bgp_hostile_valid_strings_stay_strings(tmp_path: Path) -> None:
         "  - {cidr: 10.65.0.0/16, communities: [\"x'; } protocol #\", '65001:7']}\n"
     )
     src = write(tmp_path / "in.yaml", cluster)
+    state = tmp_path / "ipam.json"  # a copy: reading takes a lock file beside the state
+    shutil.copy(BGP_GOLDEN / "ipam.json", state)
     password = "p'; } protocol bgp evil { # \\ $(id) `id` */"
     sec = write(tmp_path / "s.json", json.dumps({"bgp-secrets/tor": password}))
     code, o, e = run(
         "bgp", "render", "-f", str(src), "--node", "node-a", "--state",
-        str(BGP_GOLDEN / "ipam.json"), "--secrets", str(sec), "-o", str(tmp_path / "b"),
+        str(state), "--secrets", str(sec), "-o", str(tmp_path / "b"),
     )  # fmt: skip
     assert code == 0, e
     text = (tmp_path / "b" / "bird.cfg").read_text()
@@ -821,14 +825,16 @@ def test_bgp_render_rejected_config_leaves_nothing(
     monkeypatch.setattr(bird, "available", lambda: True)
     monkeypatch.setattr(bird, "check_config", reject)
     out = tmp_path / "new" / "deeper"
+    (tmp_path / "st").mkdir()  # a copy of the state: reading takes a lock file beside it
+    shutil.copy(BGP_GOLDEN / "ipam.json", tmp_path / "st" / "ipam.json")
     code, o, e = run(
         "bgp", "render", "-f", str(BGP_GOLDEN / "input.yaml"), "--node", "node-a",
-        "--state", str(BGP_GOLDEN / "ipam.json"), "--secrets", str(BGP_GOLDEN / "secrets.json"),
-        "-o", str(out),
+        "--state", str(tmp_path / "st" / "ipam.json"),
+        "--secrets", str(BGP_GOLDEN / "secrets.json"), "-o", str(out),
     )  # fmt: skip
     assert_clean(code, o, e)
     assert code == 1 and "bird rejected" in e
-    assert list(tmp_path.iterdir()) == []
+    assert [p.name for p in tmp_path.iterdir()] == ["st"]
 
 
 def test_bgp_render_and_ir_deterministic_across_hash_seeds(tmp_path: Path) -> None:
