@@ -50,8 +50,10 @@ def _walk(root: str) -> list[str]:
     for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for f in filenames:
-            if not f.startswith(".") and f.lower().endswith(EXTENSIONS):
-                found.append(os.path.join(dirpath, f))
+            full = os.path.join(dirpath, f)
+            # Regular files only: a FIFO or device named *.yaml would block or never end.
+            if not f.startswith(".") and f.lower().endswith(EXTENSIONS) and os.path.isfile(full):
+                found.append(full)
     # Sort on path components so "a/b.yaml" < "a-c.yaml" does not depend on the separator.
     return sorted(found, key=lambda p: p.split(os.sep))
 
@@ -84,7 +86,13 @@ def discover(
             except (OSError, UnicodeDecodeError) as e:
                 sink.error("E002", f"cannot read standard input: {e}", Span(STDIN_NAME, 0, 0))
                 continue
-            text = raw.decode("utf-8-sig") if isinstance(raw, bytes) else raw.removeprefix("\ufeff")
+            if isinstance(raw, bytes):
+                decoded = decode(raw, STDIN_NAME, sink)
+                if decoded is None:
+                    continue
+                text = decoded
+            else:
+                text = raw.removeprefix("\ufeff")
             out.append(Source(STDIN_NAME, text))
             continue
         if os.path.isdir(path):

@@ -90,3 +90,15 @@ def test_a_control_character_in_a_file_name_never_reaches_the_terminal() -> None
     text = render(diag)
     assert text.splitlines()[0].startswith("a?b?.yaml:1:1: error[E010]")
     assert "\x1b" not in text
+
+
+def test_a_fifo_in_a_directory_is_skipped_and_bad_stdin_bytes_are_e003(tmp_path: Path) -> None:
+    (tmp_path / "a.yaml").write_text("kind: x\n")
+    os.mkfifo(tmp_path / "b.yaml")  # reading it would block forever
+    sink = DiagnosticSink()
+    assert [s.name for s in discover([str(tmp_path)], sink)] == [str(tmp_path / "a.yaml")]
+    sink = DiagnosticSink()
+    stdin = io.BytesIO(b"kind: x\n\xff\n")
+    assert discover(["-"], sink, stdin=stdin) == []  # type: ignore[arg-type]
+    (err,) = sink.errors
+    assert err.code == "E003" and (err.span.file, err.span.line) == (STDIN_NAME, 2)
