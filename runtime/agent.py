@@ -19,11 +19,20 @@ Each tick (every ``interval`` seconds):
    stages (``tortie_reconcile_stage_seconds``: load = parse, compile, render, diff =
    ``render_set_update``, apply, total). Errors are logged as diagnostics and counted; the state
    in force stays in force, and the incremental state only advances once an apply succeeded.
-4. **Apply** through ``runtime/apply.py``. When the target offers ``render_set_update(old, new)``
-   (nftables does) and the kernel still holds exactly the previous program's artifact, only
-   set elements are changed; otherwise one full transaction. The same artifact: nothing.
-5. Otherwise, **check for drift** (someone flushed the table): a drifted kernel is re-applied
-   in full.
+4. **Apply**. When the target's ``render_set_update(old, new)`` gives a set-only script and the
+   dataplane is nftables, the **fast path** (``runtime/nftables_fast.py``) applies just that
+   script: no artifact is rendered, nothing but the touched sets is read back, and the state
+   dir gets ``sets.json`` (the touched sets' listings on top of ``applied.json``) instead of a
+   new artifact copy; it requires that nothing changed since the agent last knew the kernel
+   (nf_tables generation id, record file, no journal). Otherwise (or when it declines) the
+   artifact is rendered and applied through ``runtime/apply.py``: set elements only, a delta,
+   or one full transaction; the same artifact: nothing. After ``record_delay`` idle seconds
+   the artifact of the program in force is rendered and the full record written (the kernel
+   is compared with the record with the overlay first).
+5. Otherwise, **check for drift** (someone flushed the table): for nftables the generation id
+   is read every tick (~1 ms) and the whole table is listed and compared only when it changed
+   (or every ``drift_interval`` seconds); iptables/ebpf compare every tick (or every
+   ``drift_interval``). A drifted kernel is re-applied in full.
 
 Every reconcile is logged with its timings and recorded in :class:`runtime.metrics.Metrics`.
 """
@@ -47,9 +56,13 @@ from compiler.incremental.sources import SourceCache, registry
 from compiler.ir.nodes import Program
 from compiler.perf import paused_gc
 from compiler.targets import BUILTIN, get_target
-from runtime.apply import apply_artifact, dataplane_for
+from compiler.targets.nftables.script import RENDERED
+from runtime.apply import Outcome, apply_artifact, dataplane_for
 from runtime.metrics import Metrics
-from runtime.plan import Env, LoadedArtifact
+from runtime.nftables import NftablesDataplane
+from runtime.nftables_fast import Declined, apply_sets, generation, touched_sets
+from runtime.plan import ApplyFailed, Env, LoadedArtifact
+from runtime.state import SetOverlay
 
 __all__ = ["Agent", "AgentConfig", "ReconcileResult", "scan"]
 
@@ -93,6 +106,14 @@ class AgentConfig:
     env: Env
     target: str = "nftables"
     interval: float = 2.0
+    # Seconds between full drift comparisons (list everything, compare with the record).
+    # None: every tick for iptables/ebpf; for nftables only when the nf_tables generation id
+    # (read every tick, ~1 ms) says someone committed a transaction. A number: at most that
+    # long between full comparisons (for nftables: in addition to the generation trigger).
+    drift_interval: float | None = None
+    # Idle seconds after the last set-only fast update before the full artifact is rendered
+    # and the record rewritten (runtime/nftables_fast.py); until then sets.json is in force.
+    record_delay: float = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +146,18 @@ class Agent:
         self._set_update: Callable[[Program, Program], str | None] | None = getattr(
             module, "render_set_update", None
         )
+        self._inputs: dict[str, str] = {}  # input hashes of the program in force
+        # The fast path (nftables only; runtime/nftables_fast.py): what the agent last knew
+        # of the kernel and the state dir. None: unknown, the general path runs.
+        self._fast = config.target == "nftables" and isinstance(
+            dataplane_for(config.target, config.env), NftablesDataplane
+        )
+        self._overlay: SetOverlay | None = None  # sets.json as this agent last wrote it
+        self._gen: int | None = None  # nf_tables generation id matching the record in force
+        self._record_stat: tuple[int, int, int] | None = None
+        self._pending = False  # set-only updates not yet in a full record
+        self._last_change = time.monotonic()
+        self._last_full_check = 0.0
 
     # -- one tick -------------------------------------------------------------------------
 
@@ -150,10 +183,34 @@ class Agent:
             result = self.reconcile(force_full=True)
             self.metrics.observe_drift(True, repaired=result.result == "applied")
             return result
+        if self._pending and time.monotonic() - self._last_change >= self.config.record_delay:
+            self._write_record()
         return None
+
+    def _generation(self) -> int | None:
+        if not self._fast:
+            return None
+        try:
+            return generation(self.config.env.netns)
+        except OSError as e:
+            logger.warning("cannot read the nf_tables generation id: %s", e)
+            return None
 
     def _drifted(self) -> bool:
         env = self.config.env
+        now = time.monotonic()
+        interval = self.config.drift_interval
+        journal = env.state.journal_path.exists()
+        gen = self._generation()
+        if not journal:
+            due = interval is not None and now - self._last_full_check >= interval
+            if gen is not None and gen == self._gen and not due:
+                self.metrics.observe_drift_check("generation")
+                return False  # nobody committed anything since we last knew the kernel
+            if gen is None and interval is not None and not due:
+                return False
+        self._last_full_check = now
+        self.metrics.observe_drift_check("full")
         record = env.state.read_record()
         if record is None or record.target != self.config.target:
             return False
@@ -164,7 +221,17 @@ class Agent:
             return False
         drifted = bool(current.differs(record.kernel)) or env.state.read_journal() is not None
         self.metrics.observe_drift(drifted)
+        if not drifted and gen is not None and self._generation() == gen:
+            self._gen = gen  # the comparison saw the kernel of this generation
+            if record.artifact == self._artifact and record.overlay == self._overlay_name:
+                self._record_stat = env.state.record_stat()
+            else:  # someone else's apply is in force: the next change takes the full path
+                self._record_stat = None
         return drifted
+
+    @property
+    def _overlay_name(self) -> str:
+        return self._overlay.program if self._overlay is not None else ""
 
     # -- reconcile ------------------------------------------------------------------------
 
@@ -182,17 +249,25 @@ class Agent:
         start = time.monotonic()
         path: list[str] = ["", ""]
         try:
-            program, loaded = self._compile(timings, path)
-            set_update, base = None, None
+            program, inputs = self._compile(timings, path)
+            set_update = None
             if not force_full and self._set_update is not None and self._program is not None:
                 t0 = time.monotonic()
-                set_update, base = self._set_update(self._program, program), self._artifact
+                set_update = self._set_update(self._program, program)
                 timings["diff"] = time.monotonic() - t0
-            t0 = time.monotonic()
-            outcome = apply_artifact(
-                loaded, self.config.env, set_update=set_update, set_update_base=base
-            )
-            timings["apply"] = time.monotonic() - t0
+            fast = None
+            if set_update is not None:
+                fast = self._try_fast(program, set_update, timings)
+            if fast is not None:
+                result, mode, reason, counts = fast
+            else:
+                loaded = self._render(program, inputs, timings)
+                t0 = time.monotonic()
+                outcome = self._apply(loaded, set_update)
+                timings["apply"] = time.monotonic() - t0
+                result = "applied" if outcome.applied else "unchanged"
+                mode, reason = outcome.plan.mode, outcome.plan.reason
+                counts = dict(outcome.after.counts) if outcome.after is not None else None
         except Exception as e:  # noqa: BLE001 - compile errors, ApplyFailed, LockBusy: keep going
             seconds = time.monotonic() - start
             timings["total"] = seconds
@@ -210,38 +285,138 @@ class Agent:
                 path=path[0],
                 path_reason=path[1],
             )
-        self._program, self._artifact = program, loaded.hash
+        self._program, self._inputs = program, inputs
         self._compiler.commit()
         seconds = time.monotonic() - start
         timings["total"] = seconds
-        result = "applied" if outcome.applied else "unchanged"
-        counts = dict(outcome.after.counts) if outcome.after is not None else None
-        self.metrics.observe_reconcile(result, seconds, counts, mode=outcome.plan.mode)
+        self.metrics.observe_reconcile(result, seconds, counts, mode=mode)
         self.metrics.observe_stages(timings, path[0])
         logger.info(
-            "reconcile #%d: %s (%s: %s) artifact %s; %s; compiled %s (%s)",
+            "reconcile #%d: %s (%s: %s) artifact %s%s; %s; compiled %s (%s)",
             n,
             result,
-            outcome.plan.mode,
-            outcome.plan.reason,
-            loaded.hash[:12],
+            mode,
+            reason,
+            (self._artifact or "")[:12],
+            f" + sets {self._overlay_name}" if self._overlay is not None else "",
             ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in timings.items()),
             path[0],
             path[1],
         )
         return ReconcileResult(
-            result,
+            result, mode, reason, timings, counts, path=path[0], path_reason=path[1]
+        )
+
+    def _try_fast(
+        self, program: Program, script: str, timings: dict[str, float]
+    ) -> tuple[str, str, str, dict[str, int] | None] | None:
+        """The set-only fast path (runtime/nftables_fast.py): (result, mode, reason, counts),
+        or None when the general path must run."""
+        if not self._fast or self._artifact is None:
+            return None
+        if not script:
+            # Same set contents: nothing for the kernel; the record catches up when idle.
+            self._pending = True
+            self._last_change = time.monotonic()
+            return ("unchanged", "none", "only set elements changed, and none differ", None)
+        t0 = time.monotonic()
+        info = RENDERED.get(program)
+        names = touched_sets(script)
+        if info is None:
+            return None
+        want = {name: elements for _, name, _, elements in info.sets if name in names}
+        overlay_name = hashlib.sha256(
+            f"{self._overlay_name}\0{self._artifact}\0{script}".encode()
+        ).hexdigest()[:16]
+        try:
+            res = apply_sets(
+                self.config.env,
+                script,
+                want,
+                base=self._artifact,
+                overlay=self._overlay,
+                known_generation=self._gen,
+                known_record=self._record_stat,
+                program=overlay_name,
+            )
+        except Declined as e:
+            logger.info("set-only fast path not taken: %s", e)
+            return None
+        except ApplyFailed as e:
+            # Nothing committed (restored) or a journal is left: either way the general path
+            # below replaces what is needed, now.
+            logger.error("set-only fast update failed: %s; applying in full", e)
+            self._gen = self._record_stat = None
+            return None
+        finally:
+            timings["apply"] = time.monotonic() - t0
+        self._overlay, self._gen = res.overlay, res.generation
+        self._pending = True
+        self._last_change = time.monotonic()
+        return ("applied", "sets", f"{res.reason} ({', '.join(res.sets)})", None)
+
+    def _apply(self, loaded: LoadedArtifact, set_update: str | None) -> Outcome:
+        """The general path: ``apply_artifact``, then note what the kernel and record are."""
+        env = self.config.env
+        in_force = None
+        if self._overlay is not None and set_update is None and self._program is not None:
+            # Not set-only, with set updates in force: render what is in force so the apply
+            # can still send only the difference (no table re-creation).
+            in_force = self._render(self._program, self._inputs, {}).all_files()
+        gen0 = self._generation()
+        self._gen = self._record_stat = None
+        outcome = apply_artifact(
+            loaded,
+            env,
+            set_update=set_update,
+            set_update_base=self._artifact,
+            set_update_overlay=self._overlay_name,
+            in_force=in_force,
+        )
+        self._artifact, self._overlay, self._pending = loaded.hash, None, False
+        gen1 = self._generation()
+        commits = len(outcome.plan.steps) if outcome.applied else 0
+        if gen0 is not None and gen1 is not None and gen1 == gen0 + commits:
+            # Nobody else committed: the record's read-back is the kernel of gen1. Check that
+            # the record is ours (no other apply replaced it since).
+            stat = env.state.record_stat()
+            record = env.state.read_record(overlay=False)
+            if (
+                record is not None
+                and record.artifact == loaded.hash
+                and env.state.record_stat() == stat
+                and not env.state.overlay_path.exists()
+            ):
+                self._gen, self._record_stat = gen1, stat
+        return outcome
+
+    def _write_record(self) -> None:
+        """Render the program in force and let ``apply_artifact`` check the kernel against the
+        overlaid record and write a full record (dropping sets.json)."""
+        if self._program is None:
+            return
+        timings: dict[str, float] = {}
+        t0 = time.monotonic()
+        try:
+            with paused_gc():
+                loaded = self._render(self._program, self._inputs, timings)
+                outcome = self._apply(loaded, "")
+        except Exception as e:  # noqa: BLE001 - retried on the next idle tick
+            logger.error("writing the record of the set updates in force failed: %s", e)
+            self._last_change = time.monotonic()
+            return
+        self.metrics.observe_record_write(time.monotonic() - t0)
+        logger.info(
+            "record written for artifact %s (%s: %s) in %.0f ms",
+            loaded.hash[:12],
             outcome.plan.mode,
             outcome.plan.reason,
-            timings,
-            counts,
-            path=path[0],
-            path_reason=path[1],
+            (time.monotonic() - t0) * 1000,
         )
 
     def _compile(
         self, timings: dict[str, float], path: list[str]
-    ) -> tuple[Program, LoadedArtifact]:
+    ) -> tuple[Program, dict[str, str]]:
         cfg = self.config
         compiled = self._compiler.compile()
         timings.update(compiled.timings)
@@ -256,8 +431,8 @@ class Agent:
         if cfg.node not in known:
             raise _CompileError(f"node {cfg.node!r} is not in the inputs")
         sink = DiagnosticSink()
-        target = get_target(cfg.target)
-        target.check(program, sink)
+        if not self._check_unchanged(program):
+            get_target(cfg.target).check(program, sink)
         timings["compile"] = timings.get("compile", 0.0) + time.monotonic() - t0
         _raise_errors(sink.diagnostics, self._compiler.sources)
         warnings = sorted({*compiled.diagnostics, *sink.diagnostics}, key=_order)
@@ -265,12 +440,27 @@ class Agent:
             sources = registry(self._compiler.sources)
             for d in warnings:
                 logger.warning("%s", render(d, sources))
+        return program, dict(sorted(compiled.load.hashes.items()))
+
+    def _check_unchanged(self, program: Program) -> bool:
+        """True when the target's check of ``program`` would say what it said of the program
+        in force: the nftables check reads only the FelixConfig, the node, this node's
+        endpoints and the policies, and ``_same_skeleton`` holds only when all of those are the
+        same objects (its diagnostics were logged when that program was compiled)."""
+        if self.config.target != "nftables" or self._program is None:
+            return False
+        from compiler.targets.nftables.incremental import _same_skeleton
+
+        return _same_skeleton(self._program, program)
+
+    def _render(
+        self, program: Program, inputs: dict[str, str], timings: dict[str, float]
+    ) -> LoadedArtifact:
         t0 = time.monotonic()
-        artifact = dataclasses.replace(
-            target.render(program), inputs=dict(sorted(compiled.load.hashes.items()))
-        )
-        timings["render"] = time.monotonic() - t0
-        return program, LoadedArtifact.from_artifact(artifact, f"agent:{cfg.watch}")
+        target = get_target(self.config.target)
+        artifact = dataclasses.replace(target.render(program), inputs=inputs)
+        timings["render"] = timings.get("render", 0.0) + time.monotonic() - t0
+        return LoadedArtifact.from_artifact(artifact, f"agent:{self.config.watch}")
 
     # -- loop -----------------------------------------------------------------------------
 

@@ -20,6 +20,7 @@ Order of an apply (all under the state dir's lock, ``runtime/lock.py``):
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import json
 import logging
@@ -68,10 +69,13 @@ def load_dir(path: str | Path, node: str) -> LoadedArtifact:
     where = str(root)
     if not (root / MANIFEST).is_file():
         raise ArtifactRefused(f"{where}: no {MANIFEST}: not an artifact directory")
-    manifest_bytes = (root / MANIFEST).read_bytes()
+    try:
+        manifest_bytes = (root / MANIFEST).read_bytes()
+    except OSError as e:
+        raise ArtifactRefused(f"{where}: cannot read {MANIFEST}: {e.strerror or e}") from None
     try:
         manifest = json.loads(manifest_bytes)
-    except ValueError as e:
+    except (ValueError, RecursionError) as e:  # ValueError: bad JSON or not UTF-8
         raise ArtifactRefused(f"{where}: {MANIFEST} is not valid JSON: {e}") from None
     if not isinstance(manifest, dict) or manifest.get("format") != 1:
         raise ArtifactRefused(f"{where}: {MANIFEST} is not a format-1 Tortie manifest")
@@ -80,9 +84,14 @@ def load_dir(path: str | Path, node: str) -> LoadedArtifact:
             f"{where} was compiled for node {manifest.get('node')!r}, but this is node "
             f"{node!r} (from --node or the hostname); refusing to apply it"
         )
-    if manifest.get("target") not in DATAPLANES:
-        raise ArtifactRefused(f"{where}: unknown target {manifest.get('target')!r}")
-    bad = verify_files(root)
+    target = manifest.get("target")
+    if not isinstance(target, str) or target not in DATAPLANES:
+        raise ArtifactRefused(f"{where}: unknown target {target!r}")
+    _check_listing(where, manifest)
+    try:
+        bad = verify_files(root)
+    except OSError as e:
+        raise ArtifactRefused(f"{where}: cannot read the artifact: {e}") from None
     if bad:
         raise ArtifactRefused(
             f"{where}: {len(bad)} file(s) do not match {MANIFEST} (tampered or incomplete): "
@@ -90,11 +99,39 @@ def load_dir(path: str | Path, node: str) -> LoadedArtifact:
         )
     files: dict[str, bytes] = {}
     for name, digest in sorted(manifest.get("files", {}).items()):
-        data = (root / name).read_bytes()
+        try:
+            data = (root / name).read_bytes()
+        except OSError as e:
+            raise ArtifactRefused(f"{where}: cannot read {name}: {e.strerror or e}") from None
         if sha256(data) != digest:  # changed between verify_files and now
             raise ArtifactRefused(f"{where}: {name} changed while it was being read")
         files[name] = data
     return LoadedArtifact(where, manifest, manifest_bytes, files)
+
+
+def _check_listing(where: str, manifest: dict[str, object]) -> None:
+    """``files`` must map plain relative names to SHA-256 digests, ``summary`` names to
+    counts: a hand-made manifest must not make the runtime read outside the directory."""
+    files = manifest.get("files", {})
+    if not isinstance(files, dict):
+        raise ArtifactRefused(f"{where}: {MANIFEST}: files must be an object name -> sha256")
+    for name, digest in files.items():
+        parts = name.split("/")
+        if (
+            not name
+            or name.startswith("/")
+            or any(p in ("", ".", "..") for p in parts)
+            or any(not c.isprintable() for c in name)
+            or name == MANIFEST
+        ):
+            raise ArtifactRefused(f"{where}: {MANIFEST} lists a bad file name {name!r}")
+        if not isinstance(digest, str):
+            raise ArtifactRefused(f"{where}: {MANIFEST}: the digest of {name!r} is not a string")
+    summary = manifest.get("summary", {})
+    if not isinstance(summary, dict) or not all(
+        isinstance(v, int) and not isinstance(v, bool) for v in summary.values()
+    ):
+        raise ArtifactRefused(f"{where}: {MANIFEST}: summary must map names to counts")
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,12 +150,19 @@ def apply_artifact(
     dry_run: bool = False,
     set_update: str | None = None,
     set_update_base: str | None = None,
+    set_update_overlay: str = "",
+    in_force: Mapping[str, bytes] | None = None,
 ) -> Outcome:
     """Apply (or with ``dry_run`` only plan and check) ``artifact``.
 
     ``set_update`` is a set-elements-only script computed by the caller (the agent) against
-    the artifact whose hash is ``set_update_base``; it is used only if that artifact is what
-    the record says is loaded and the kernel still matches the record.
+    the artifact whose hash is ``set_update_base`` with the agent's set overlay named
+    ``set_update_overlay`` on top (``runtime/nftables_fast.py``; "" for none); it is used only
+    if that is what the record says is loaded and the kernel still matches the record. An
+    empty ``set_update`` says ``artifact`` is the rendering of what is in force: the kernel is
+    checked against the record and the record (with the artifact's files) replaced.
+    ``in_force``: the files of an artifact rendering exactly that state (base + overlay), so a
+    change that is not set-only can still be planned as a delta instead of a full replacement.
     """
     start = time.monotonic()
     with apply_lock(env.state.root, env.lock_timeout):
@@ -135,10 +179,26 @@ def apply_artifact(
             trusted = None
         elif record is not None and record.target != artifact.target:
             trusted = None
-        if set_update is not None and (trusted is None or trusted.artifact != set_update_base):
+        known = (
+            trusted is not None
+            and trusted.artifact == set_update_base
+            and trusted.overlay == set_update_overlay
+        )
+        if not known:
             set_update = None
         current = dp.read()
-        previous = env.state.applied_files() if record is not None else {}
+        previous: Mapping[str, bytes] = {}
+        if record is not None and not record.overlay:
+            previous = env.state.applied_files()
+        if trusted is not None and trusted.overlay:
+            # Set-only updates are in force on top of the recorded artifact: applied/ is not
+            # what the kernel holds (a delta only from ``in_force``), and the same artifact is
+            # not "applied".
+            if known and in_force is not None:
+                previous = in_force
+            trusted = dataclasses.replace(
+                trusted, artifact=f"{trusted.artifact}+sets:{trusted.overlay}"
+            )
         plan = dp.plan(current, artifact, trusted, previous, set_update)
         interrupted = journal is not None
         if dry_run:
@@ -149,7 +209,7 @@ def apply_artifact(
                     raise CheckFailed(f"the kernel would refuse this artifact: {e}") from e
             return Outcome(plan, False, None, time.monotonic() - start, interrupted)
         if not plan.changes:
-            if record is not None and record.artifact != artifact.hash:
+            if record is not None and (record.artifact != artifact.hash or record.overlay):
                 # Same kernel state from a different artifact (e.g. only input hashes changed):
                 # remember the new artifact so the next apply of it is a no-op too.
                 env.state.write_record(_record(artifact, plan, current), artifact.all_files())

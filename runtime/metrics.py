@@ -51,6 +51,9 @@ class Metrics:
         self.stage_sum: dict[str, float] = {}
         self.stage_count: dict[str, int] = {}
         self.paths: dict[str, int] = {}  # compile path -> reconciles
+        self.drift_checks: dict[str, int] = {}  # "generation" (cheap) | "full" -> checks
+        self.record_writes = 0  # full records written after set-only fast updates
+        self.record_write_seconds = 0.0
 
     def observe_reconcile(
         self,
@@ -93,6 +96,17 @@ class Metrics:
         with self._lock:
             self.drift = int(drifted)
             self.drift_repairs += int(repaired)
+
+    def observe_drift_check(self, kind: str) -> None:
+        """One drift check: "generation" (the nf_tables generation id was unchanged, nothing
+        listed) or "full" (the kernel was read and compared with the record)."""
+        with self._lock:
+            self.drift_checks[kind] = self.drift_checks.get(kind, 0) + 1
+
+    def observe_record_write(self, seconds: float) -> None:
+        with self._lock:
+            self.record_writes += 1
+            self.record_write_seconds += seconds
 
     def render(self) -> str:
         with self._lock:
@@ -164,6 +178,27 @@ class Metrics:
                 "Full re-applies caused by drift.",
                 [("", self.drift_repairs)],
             )
+            if self.drift_checks:
+                metric(
+                    "tortie_drift_checks_total",
+                    "counter",
+                    "Drift checks by kind (generation: nf_tables generation id unchanged, "
+                    "nothing listed; full: kernel read and compared).",
+                    [(f'{{kind="{_label(k)}"}}', n) for k, n in sorted(self.drift_checks.items())],
+                )
+            if self.record_writes:
+                metric(
+                    "tortie_record_writes_total",
+                    "counter",
+                    "Full artifacts rendered and recorded after set-only fast updates.",
+                    [("", self.record_writes)],
+                )
+                metric(
+                    "tortie_record_write_seconds_total",
+                    "counter",
+                    "Time spent writing those records (render, kernel read-back, state dir).",
+                    [("", round(self.record_write_seconds, 6))],
+                )
             if self.paths:
                 metric(
                     "tortie_compiles_total",

@@ -6,6 +6,9 @@ a temporary one)::
     lock            flock(2) target (runtime/lock.py)
     applied.json    Record of the last successful apply, with the kernel snapshot it produced
     applied/        copy of the artifact files that were applied (diffs for --dry-run)
+    sets.json       the agent's set-only updates applied since applied.json was written
+                    (:class:`SetOverlay`; runtime/nftables_fast.py): the state in force is the
+                    record with these sets' listings in its kernel snapshot
     journal.json    present only while an apply runs: an apply killed with -9 leaves it behind
     work/           scratch files handed to nft / iptables-restore / ipset (never stdin, so a
                     killed apply can never feed a tool half a script)
@@ -29,7 +32,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["DEFAULT_STATE_DIR", "Journal", "Record", "StateDir", "atomic_write"]
+__all__ = ["DEFAULT_STATE_DIR", "Journal", "Record", "SetOverlay", "StateDir", "atomic_write"]
 
 logger = logging.getLogger(__name__)
 
@@ -82,14 +85,55 @@ class Record:
     kernel: Mapping[str, str | None]
     summary: Mapping[str, int] = field(default_factory=dict)
     format: int = RECORD_FORMAT
+    # Set only on a record read with its SetOverlay merged in (never stored): the program the
+    # agent put in force with set-only updates on top of ``artifact``, and how many updates.
+    overlay: str = ""
+    overlay_updates: int = 0
 
     def to_json(self) -> bytes:
         return (json.dumps(asdict(self), indent=1, sort_keys=True) + "\n").encode()
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Record:
+        """The record in ``data``; TypeError when a field is missing or of the wrong type (a
+        hand-edited or corrupted applied.json must not crash ``status`` or ``apply``)."""
         known = {f for f in cls.__dataclass_fields__}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        record = cls(**{k: v for k, v in data.items() if k in known})
+        strings = (record.target, record.node, record.artifact, record.source, record.compiler)
+        if not all(isinstance(v, str) for v in (*strings, record.mode)):
+            raise TypeError("target, node, artifact, source, compiler and mode must be strings")
+        if isinstance(record.applied_at, bool) or not isinstance(record.applied_at, int | float):
+            raise TypeError("applied_at must be a number")
+        for name, mapping, ok in (
+            ("counts", record.counts, lambda v: isinstance(v, int)),
+            ("summary", record.summary, lambda v: isinstance(v, int)),
+            ("kernel", record.kernel, lambda v: v is None or isinstance(v, str)),
+        ):
+            if not isinstance(mapping, dict) or not all(
+                isinstance(k, str) and ok(v) for k, v in mapping.items()
+            ):
+                raise TypeError(f"{name} must map names to values of the right type")
+        return record
+
+
+@dataclass(frozen=True, slots=True)
+class SetOverlay:
+    """Set-only updates the agent applied on top of the record (``sets.json``).
+
+    Valid only for the record it was made on: ``base`` (its artifact) and ``base_record``
+    ((inode, size, mtime_ns) of that ``applied.json``); a record written later makes it stale.
+    ``sets``: set name -> the set's block as ``nft list table`` prints it, now.
+    """
+
+    base: str
+    base_record: list[int]
+    program: str  # the agent's name for the program in force
+    updates: int
+    applied_at: float
+    sets: Mapping[str, str]
+
+    def to_json(self) -> bytes:
+        return (json.dumps(asdict(self), indent=1, sort_keys=True) + "\n").encode()
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +168,10 @@ class StateDir:
         return self.root / "journal.json"
 
     @property
+    def overlay_path(self) -> Path:
+        return self.root / "sets.json"
+
+    @property
     def applied_dir(self) -> Path:
         return self.root / "applied"
 
@@ -137,25 +185,81 @@ class StateDir:
 
     # -- record ---------------------------------------------------------------------------
 
-    def read_record(self) -> Record | None:
+    def read_record(self, overlay: bool = True) -> Record | None:
+        """The record in force: ``applied.json`` with the agent's :class:`SetOverlay` merged
+        in when one was made on it (``overlay=False``: the stored record alone)."""
         try:
-            data = json.loads(self.record_path.read_text())
+            with open(self.record_path, "rb") as f:
+                st = os.fstat(f.fileno())
+                data = json.loads(f.read())
         except FileNotFoundError:
             return None
         except (OSError, ValueError) as e:
             logger.warning("ignoring unreadable %s: %s", self.record_path, e)
             return None
-        if data.get("format") != RECORD_FORMAT:
-            logger.warning("ignoring %s of unknown format %r", self.record_path, data.get("format"))
+        if not isinstance(data, dict) or data.get("format") != RECORD_FORMAT:
+            fmt = data.get("format") if isinstance(data, dict) else type(data).__name__
+            logger.warning("ignoring %s of unknown format %r", self.record_path, fmt)
             return None
-        return Record.from_json(data)
+        try:
+            record = Record.from_json(data)
+        except (TypeError, ValueError) as e:
+            logger.warning("ignoring malformed %s: %s", self.record_path, e)
+            return None
+        if not overlay:
+            return record
+        sets = self.read_overlay()
+        if sets is None or sets.base != record.artifact:
+            return record
+        if list(sets.base_record) != [st.st_ino, st.st_size, st.st_mtime_ns]:
+            return record  # stale: made on an earlier applied.json
+        from runtime.nftables_fast import overlay_record  # nftables is the only user
+
+        return overlay_record(record, sets)
+
+    def record_stat(self) -> tuple[int, int, int] | None:
+        """(inode, size, mtime_ns) of ``applied.json``: changes whenever it is replaced."""
+        try:
+            st = self.record_path.stat()
+        except FileNotFoundError:
+            return None
+        return (st.st_ino, st.st_size, st.st_mtime_ns)
 
     def write_record(self, record: Record, files: Mapping[str, bytes] | None = None) -> None:
-        """Store ``record`` (and, when given, a copy of the applied artifact's files)."""
+        """Store ``record`` (and, when given, a copy of the applied artifact's files); any
+        :class:`SetOverlay` is dropped first (the new record describes the whole kernel)."""
         self.ensure()
+        self.clear_overlay()
         if files is not None:
             self._write_applied_files(files)
         atomic_write(self.record_path, record.to_json())
+
+    # -- set overlay ----------------------------------------------------------------------
+
+    def read_overlay(self) -> SetOverlay | None:
+        try:
+            data = json.loads(self.overlay_path.read_text())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as e:
+            logger.warning("ignoring unreadable %s: %s", self.overlay_path, e)
+            return None
+        try:
+            return SetOverlay(**{k: data[k] for k in SetOverlay.__dataclass_fields__})
+        except (KeyError, TypeError) as e:
+            logger.warning("ignoring %s: %s", self.overlay_path, e)
+            return None
+
+    def write_overlay(self, overlay: SetOverlay) -> None:
+        self.ensure()
+        atomic_write(self.overlay_path, overlay.to_json())
+
+    def clear_overlay(self) -> None:
+        try:
+            self.overlay_path.unlink()
+        except FileNotFoundError:
+            return
+        _fsync_dir(self.root)
 
     def applied_files(self) -> dict[str, bytes]:
         """The files of the last applied artifact (empty when unknown)."""
@@ -207,5 +311,13 @@ class StateDir:
             return None
         except (OSError, ValueError):
             return Journal("?", "?", None, 0, 0.0)
+        if not isinstance(data, dict):
+            return Journal("?", "?", None, 0, 0.0)
         known = {f for f in Journal.__dataclass_fields__}
-        return Journal(**{k: v for k, v in data.items() if k in known})
+        try:
+            journal = Journal(**{k: v for k, v in data.items() if k in known})
+        except TypeError:
+            return Journal("?", "?", None, 0, 0.0)
+        if not isinstance(journal.artifact, str) or not isinstance(journal.pid, int):
+            return Journal("?", "?", None, 0, 0.0)
+        return journal

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 import signal
 import sys
 import threading
@@ -12,9 +13,16 @@ from types import FrameType
 import click
 
 from compiler.cli.apply import make_env, runtime_options, setup_logging
+from compiler.cli.common import EXIT_ERRORS
 from compiler.targets import BUILTIN
 
 __all__ = ["agent_cmd"]
+
+
+def _finite(value: float, name: str) -> float:
+    if not math.isfinite(value):
+        raise click.BadParameter(f"{value} is not a finite number of seconds", param_hint=name)
+    return value
 
 
 @click.command("agent")
@@ -34,7 +42,12 @@ __all__ = ["agent_cmd"]
     help="Dataplane to compile to and load.",
 )
 @click.option(
-    "--interval", default=2.0, show_default=True, type=float, help="Seconds between scans."
+    "--interval",
+    default=2.0,
+    show_default=True,
+    type=click.FloatRange(min=0.05),
+    callback=lambda ctx, param, value: _finite(value, "--interval"),
+    help="Seconds between scans.",
 )
 @click.option(
     "--metrics-port",
@@ -42,6 +55,26 @@ __all__ = ["agent_cmd"]
     type=click.IntRange(0, 65535),
     metavar="PORT",
     help="Serve Prometheus metrics on 127.0.0.1:PORT (0: any free port).",
+)
+@click.option(
+    "--drift-interval",
+    default=None,
+    type=click.FloatRange(min=0),
+    metavar="SECONDS",
+    help="Most seconds between full drift checks (list Tortie's objects, compare with the "
+    "record). Default: every tick for iptables/ebpf; for nftables only when the nf_tables "
+    "generation id (read every tick, ~1 ms, bumped by every committed transaction) changed. "
+    "With nftables, SECONDS adds a periodic full check on top of that.",
+)
+@click.option(
+    "--record-delay",
+    default=5.0,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    metavar="SECONDS",
+    help="nftables set-only updates are applied without rendering the artifact (only the "
+    "touched sets are read back, recorded in STATE_DIR/sets.json); after SECONDS without "
+    "changes the agent renders the artifact and writes the full record.",
 )
 @click.option("--once", is_flag=True, help="Reconcile once and exit (status 1 if it failed).")
 @runtime_options
@@ -51,6 +84,8 @@ def agent_cmd(
     target: str,
     interval: float,
     metrics_port: int | None,
+    drift_interval: float | None,
+    record_delay: float,
     once: bool,
     state_dir: str,
     bpffs: str,
@@ -63,7 +98,8 @@ def agent_cmd(
 
     Polls DIR every --interval seconds; when a file changed, recompiles for NODE and applies
     only the difference (set elements when only memberships changed, else one transaction).
-    A kernel that drifted from the last apply is re-applied. Logs every reconcile with timings.
+    A kernel that drifted from the last apply is re-applied (see --drift-interval). Logs every
+    reconcile with timings.
 
     \b
     Example:
@@ -74,9 +110,21 @@ def agent_cmd(
 
     setup_logging(max(verbose, 1))
     env = make_env(state_dir, bpffs, lock_timeout, netns, iptables_backend)
-    config = AgentConfig(node=node, watch=Path(watch), env=env, target=target, interval=interval)
+    config = AgentConfig(
+        node=node,
+        watch=Path(watch),
+        env=env,
+        target=target,
+        interval=interval,
+        drift_interval=drift_interval,
+        record_delay=record_delay,
+    )
     metrics = Metrics()
-    server = serve(metrics, metrics_port) if metrics_port is not None and not once else None
+    try:
+        server = serve(metrics, metrics_port) if metrics_port is not None and not once else None
+    except OSError as e:
+        click.echo(f"tortie: cannot serve metrics on port {metrics_port}: {e.strerror}", err=True)
+        sys.exit(EXIT_ERRORS)
     if server is not None:
         click.echo(f"metrics: http://127.0.0.1:{server.port}/metrics", err=True)
     stop = threading.Event()

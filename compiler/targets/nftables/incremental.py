@@ -77,10 +77,18 @@ def _same_skeleton(old: Program, new: Program) -> bool:
         return False
     if not _same_objects(old.profiles, new.profiles):
         return False
-    if len(old.endpoints) != len(new.endpoints):
-        return False
-    if not all(a is b for a, b in zip(old.endpoints, new.endpoints, strict=True)):
-        return False
+    # Only this node's endpoints are rendered (targets.base.local_endpoints); another node's
+    # endpoint shows only through set members, which are diffed below.
+    node = old.node
+    if len(old.endpoints) == len(new.endpoints):
+        for a, b in zip(old.endpoints, new.endpoints, strict=True):
+            if a is not b and (a.node == node or b.node == node):
+                return False
+    else:  # endpoints of other nodes came or went
+        mine = [e for e in old.endpoints if e.node == node]
+        theirs = [e for e in new.endpoints if e.node == node]
+        if len(mine) != len(theirs) or any(a is not b for a, b in zip(mine, theirs, strict=True)):
+            return False
     if old.sets is new.sets:
         return True
     if old.sets.keys() != new.sets.keys():

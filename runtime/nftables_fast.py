@@ -1,0 +1,322 @@
+"""The agent's fast path for nftables: apply a set-only update without the full artifact.
+
+A label change at 10,000 policies compiles incrementally in ~40 ms, but the general apply
+(``runtime/apply.py``) needs the rendered artifact (seconds), lists the whole table before and
+after (seconds, ~20 MB of text) and writes the artifact into the state dir. None of that is
+needed to change a few set elements, so :func:`apply_sets`:
+
+1. takes the state dir's lock and checks, cheaply, that the kernel and the state dir are still
+   what the agent last saw: no journal, ``applied.json`` not replaced by anyone (same inode,
+   size and mtime) and the nf_tables **generation id** unchanged (:func:`generation`, netlink
+   ``NFT_MSG_GETGEN``: the kernel bumps it on every committed transaction of the namespace, so
+   an unchanged id means no table was touched by anyone). Otherwise it declines and the agent
+   takes the general path (which reads and compares everything);
+2. writes ``journal.json`` (a kill from here on leaves it: the next apply replaces the table);
+3. sends the script as one transaction (the dataplane's ``sets`` step: one nf_tables netlink
+   batch, or ``nft -f``);
+4. reads back only the touched sets (``nft list set``, one ``nft`` for all of them) and checks
+   that each holds exactly the elements the new program wants;
+5. records the touched sets' listings in ``sets.json`` (:class:`runtime.state.SetOverlay`): the
+   record in force is ``applied.json`` (the last full artifact) with these set blocks spliced
+   into its kernel snapshot (:func:`splice`), which is what ``status`` and every later apply
+   compare the kernel with; then removes the journal.
+
+The generation id read after the read-back must be the one before plus one (our transaction and
+nobody else's); else the agent's next idle tick runs the full drift comparison.
+
+The full artifact and a plain record are written later (the agent's idle tick renders the
+program in force and hands it to ``apply_artifact`` as a no-change set update, which checks the
+whole kernel against the overlaid record and then replaces record and overlay at once).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import re
+import socket
+import struct
+import time
+from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from compiler.tools import nft
+from runtime.lock import apply_lock
+from runtime.nftables import FAMILY, SETS_WHAT, TABLE, UNIT, NftablesDataplane
+from runtime.nftables_netlink import NETLINK_NETFILTER, NFNL_SUBSYS_NFTABLES, _socket
+from runtime.plan import Env, Step
+from runtime.state import Record, SetOverlay
+
+__all__ = [
+    "FastResult",
+    "apply_sets",
+    "element_lines",
+    "generation",
+    "read_sets",
+    "splice",
+    "touched_sets",
+]
+
+logger = logging.getLogger(__name__)
+
+NFT_MSG_GETGEN = 16
+NFT_MSG_NEWGEN = 15
+NFTA_GEN_ID = 1
+NLM_F_REQUEST = 0x1
+NLMSG_ERROR = 0x2
+
+_TOUCHED = re.compile(rf"^(?:add|delete) element {FAMILY} {TABLE} (\S+) \{{", re.MULTILINE)
+
+
+# -- generation id -------------------------------------------------------------------------------
+
+
+def generation(netns: str | None = None) -> int:
+    """The nf_tables generation id of the namespace (bumped by every committed transaction)."""
+    msg_type = (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETGEN
+    payload = struct.pack("=BBH", socket.AF_UNSPEC, 0, 0)
+    header = struct.pack("=IHHII", 16 + len(payload), msg_type, NLM_F_REQUEST, 1, 0)
+    sock = (
+        socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER)
+        if netns is None
+        else _socket(netns)
+    )
+    with sock:
+        sock.settimeout(5.0)
+        sock.bind((0, 0))
+        sock.sendto(header + payload, (0, 0))
+        buf = sock.recv(1 << 16)
+    length, kind, _flags, _seq, _pid = struct.unpack_from("=IHHII", buf, 0)
+    if kind == NLMSG_ERROR:
+        (code,) = struct.unpack_from("=i", buf, 16)
+        raise OSError(-code, f"NFT_MSG_GETGEN: {os.strerror(-code)}")
+    if kind != (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWGEN:
+        raise OSError(0, f"NFT_MSG_GETGEN: unexpected reply type {kind:#x}")
+    off = 16 + 4  # nlmsghdr + nfgenmsg
+    while off + 4 <= length:
+        alen, atype = struct.unpack_from("=HH", buf, off)
+        if alen < 4:
+            break
+        if atype & 0x3FFF == NFTA_GEN_ID:
+            return int(struct.unpack_from(">I", buf, off + 4)[0])
+        off += (alen + 3) & ~3
+    raise OSError(0, "NFT_MSG_GETGEN: no NFTA_GEN_ID in the reply")
+
+
+# -- set listings --------------------------------------------------------------------------------
+
+
+def touched_sets(script: str) -> list[str]:
+    """Names of the sets a set-update script adds to or deletes from, sorted."""
+    return sorted(set(_TOUCHED.findall(script)))
+
+
+def read_sets(names: Iterable[str], netns: str | None = None) -> dict[str, str]:
+    """name -> the set's block as ``nft list table`` prints it (``\\tset NAME {`` ... ``\\t}``).
+
+    One ``nft list set`` per set, run concurrently (nft 1.0.6 cannot run several ``list set``
+    commands from one ``-f`` file: its cache then misses every set but the last)."""
+    names = sorted(names)
+    if not names:
+        return {}
+    if len(names) == 1:
+        outs = [_list_set(names[0], netns)]
+    else:
+        with ThreadPoolExecutor(max_workers=min(len(names), 8)) as pool:
+            outs = list(pool.map(lambda n: _list_set(n, netns), names))
+    blocks: dict[str, str] = {}
+    lines = "".join(outs).splitlines()
+    i = 0
+    while i < len(lines):
+        m = re.match(r"^\tset (\S+) \{$", lines[i])
+        if m:
+            j = i
+            while j < len(lines) and lines[j] != "\t}":
+                j += 1
+            blocks[m[1].strip('"')] = "\n".join(lines[i : j + 1]) + "\n"
+            i = j + 1
+            continue
+        i += 1
+    missing = [n for n in names if n not in blocks]
+    if missing:
+        raise RuntimeError(f"set(s) missing from the read-back: {', '.join(missing)}")
+    return blocks
+
+
+def _list_set(name: str, netns: str | None) -> str:
+    return nft.run(["list", "set", FAMILY, TABLE, name], netns=netns).stdout + "\n"
+
+
+def element_lines(block: str) -> tuple[str, ...]:
+    """The elements of one set block, as the kernel prints them."""
+    start = block.find("elements = {")
+    if start < 0:
+        return ()
+    inner = block[start + len("elements = {") :].rsplit("}", 2)[0]
+    return tuple(e.strip() for e in inner.replace("\n", " ").split(",") if e.strip())
+
+
+def splice(normalised: str, blocks: Mapping[str, str]) -> str:
+    """``normalised`` (a :func:`runtime.nftables.normalise` listing) with the named sets'
+    blocks replaced; raises KeyError when a set is not in it."""
+    out = normalised
+    for name, block in sorted(blocks.items()):
+        head = f"\tset {name} {{\n"
+        start = out.find(head)
+        if start < 0 or (start > 0 and out[start - 1] != "\n"):
+            raise KeyError(name)
+        end = out.find("\n\t}\n", start)
+        if end < 0:
+            raise KeyError(name)
+        out = out[:start] + block + out[end + len("\n\t}\n") :]
+    return out
+
+
+def overlay_record_units(
+    kernel: Mapping[str, str | None], blocks: Mapping[str, str]
+) -> dict[str, str | None]:
+    """The record's kernel units with ``blocks`` spliced into the nft table's text."""
+    out = dict(kernel)
+    text = out.get(UNIT)
+    if blocks and text is not None:
+        out[UNIT] = splice(text, blocks)
+    return out
+
+
+# -- the fast apply ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class FastResult:
+    applied: bool  # False: declined (see ``reason``), nothing was changed
+    reason: str
+    overlay: SetOverlay | None = None
+    generation: int | None = None  # after our commit; None when someone else committed too
+    record_stat: tuple[int, int, int] | None = None
+    sets: tuple[str, ...] = ()
+
+
+class Declined(RuntimeError):
+    """The fast path does not apply; the general path must run (nothing was changed)."""
+
+
+def record_stat(env: Env) -> tuple[int, int, int] | None:
+    return env.state.record_stat()
+
+
+def apply_sets(
+    env: Env,
+    script: str,
+    want: Mapping[str, Iterable[str]],
+    *,
+    base: str,
+    overlay: SetOverlay | None,
+    known_generation: int | None,
+    known_record: tuple[int, int, int] | None,
+    program: str,
+) -> FastResult:
+    """Apply the set-update ``script`` if the kernel and state dir are what the caller last
+    saw (``base`` artifact with ``overlay``, ``known_generation``, ``known_record``).
+
+    ``want``: set name -> the elements (as the nftables target renders them) every touched
+    set must hold afterwards. ``program`` names the program now in force (the overlay's id).
+    Raises :class:`Declined` before changing anything when the fast path does not apply, and
+    ``ApplyFailed`` (journal left behind: the next apply replaces the table) when the kernel
+    refused the script or the read-back is wrong.
+    """
+    from runtime.plan import ApplyFailed
+
+    names = touched_sets(script)
+    with apply_lock(env.state.root, env.lock_timeout):
+        if env.state.read_journal() is not None:
+            raise Declined("an earlier apply did not finish")
+        if known_generation is None or known_record is None:
+            raise Declined("the kernel state is not known to match the record")
+        if record_stat(env) != known_record:
+            raise Declined("the record was replaced by another apply")
+        current_overlay = env.state.read_overlay()
+        if current_overlay != overlay:
+            raise Declined("the set overlay is not the one this agent wrote")
+        gen0 = generation(env.netns)
+        if gen0 != known_generation:
+            raise Declined("the nf_tables generation changed (someone committed a transaction)")
+        env.state.begin("nftables", f"sets:{program}", base)
+        dp = NftablesDataplane(env)
+        try:
+            dp.run(Step("nft", SETS_WHAT, script))
+        except Exception as e:
+            try:
+                unchanged = generation(env.netns) == gen0
+            except OSError:
+                unchanged = False
+            if unchanged:  # refused as a whole: the record in force is still right
+                env.state.end()
+            raise ApplyFailed(f"set update failed: {e}", unchanged) from e
+        try:
+            blocks = read_sets(names, env.netns)
+        except Exception as e:  # committed, but unverified: the journal stays
+            raise ApplyFailed(f"cannot read the updated sets back: {e}", False) from e
+        problems = []
+        for name in names:
+            have = set(element_lines(blocks[name]))
+            expect = set(want.get(name, ()))
+            if have != expect:
+                extra = sorted(have - expect)[:3]
+                lost = sorted(expect - have)[:3]
+                problems.append(f"set {name}: unexpected {extra}, missing {lost}")
+        if problems:
+            raise ApplyFailed(
+                "read-back after the set update is wrong: " + "; ".join(problems[:10]), False
+            )
+        gen1 = generation(env.netns)
+        sets = dict(overlay.sets) if overlay is not None else {}
+        sets.update(blocks)
+        new_overlay = SetOverlay(
+            base=base,
+            base_record=list(known_record),
+            program=program,
+            updates=(overlay.updates if overlay is not None else 0) + 1,
+            applied_at=time.time(),
+            sets=dict(sorted(sets.items())),
+        )
+        env.state.write_overlay(new_overlay)
+        env.state.end()
+    return FastResult(
+        True,
+        "only set elements changed",
+        new_overlay,
+        gen1 if gen1 == gen0 + 1 else None,
+        known_record,
+        tuple(names),
+    )
+
+
+def overlay_record(record: Record, overlay: SetOverlay) -> Record:
+    """``record`` as in force after the overlay's set updates: kernel snapshot spliced, element
+    count adjusted, mode "sets" (see :meth:`runtime.state.StateDir.read_record`)."""
+    text = record.kernel.get(UNIT)
+    if text is None:
+        return record
+    delta = 0
+    for name, block in overlay.sets.items():
+        head = f"\tset {name} {{\n"
+        start = text.find(head)
+        end = text.find("\n\t}\n", start) if start >= 0 else -1
+        if start < 0 or end < 0:
+            logger.warning("set overlay names set %s, which the record lacks: ignoring it", name)
+            return record
+        delta += len(element_lines(block)) - len(element_lines(text[start : end + 4]))
+    counts = dict(record.counts)
+    if "elements" in counts:
+        counts["elements"] += delta
+    return dataclasses.replace(
+        record,
+        kernel=overlay_record_units(record.kernel, overlay.sets),
+        counts=counts,
+        mode="sets",
+        applied_at=overlay.applied_at,
+        overlay=overlay.program,
+        overlay_updates=overlay.updates,
+    )
