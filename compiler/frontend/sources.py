@@ -45,7 +45,9 @@ def decode(data: bytes, name: str, sink: DiagnosticSink) -> str | None:
         return None
 
 
-def _walk(root: str) -> list[str]:
+def walk(root: str) -> list[str]:
+    """The YAML/JSON files under ``root`` as ``discover`` reads them: regular files only, hidden
+    entries skipped, sorted on path components."""
     found: list[str] = []
     for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
@@ -96,7 +98,7 @@ def discover(
             out.append(Source(STDIN_NAME, text))
             continue
         if os.path.isdir(path):
-            files = _walk(path)
+            files = walk(path)
             if not files:
                 sink.warning(
                     "W003", f"no .yaml, .yml or .json files under {path}", Span(path, 0, 0)

@@ -38,7 +38,7 @@ from compiler.diagnostics import Diagnostic, DiagnosticSink, Level, SourceRegist
 from compiler.frontend import load
 from compiler.frontend.model import Endpoint, ResourceSet
 from compiler.frontend.schema import read_documents
-from compiler.frontend.sources import EXTENSIONS, decode
+from compiler.frontend.sources import decode, walk
 from compiler.frontend.yaml_loader import Mapping, Node, Scalar, Sequence, load_documents
 
 __all__ = ["LoadResult", "SourceCache"]
@@ -84,17 +84,6 @@ class LoadResult:
     @property
     def has_errors(self) -> bool:
         return any(d.level is Level.ERROR for d in self.diagnostics)
-
-
-def _walk(root: str) -> list[str]:
-    """Exactly ``compiler.frontend.sources._walk``: names as ``discover`` gives them."""
-    found: list[str] = []
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for f in filenames:
-            if not f.startswith(".") and f.lower().endswith(EXTENSIONS):
-                found.append(os.path.join(dirpath, f))
-    return sorted(found, key=lambda p: p.split(os.sep))
 
 
 def _sha(text: str) -> str:
@@ -223,7 +212,7 @@ class SourceCache:
 
     def _scan(self) -> tuple[dict[str, _File], list[str], bool]:
         """(current files, names of changed ones, whether a plain ``load`` must be used)."""
-        names = _walk(self.root) if os.path.isdir(self.root) else []
+        names = walk(self.root) if os.path.isdir(self.root) else []
         out: dict[str, _File] = {}
         changed: list[str] = []
         seen: set[str] = set()
@@ -272,7 +261,7 @@ class SourceCache:
 
     def changed(self) -> bool:
         """Cheap check (stat only): did any input file appear, go, or change size or mtime?"""
-        names = _walk(self.root) if os.path.isdir(self.root) else []
+        names = walk(self.root) if os.path.isdir(self.root) else []
         if set(names) != set(self.files):
             return True
         for name in names:
