@@ -7,8 +7,9 @@ import io
 import json
 import os
 import stat
+import sys
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import click
 
@@ -29,6 +30,7 @@ __all__ = [
     "echo_json",
     "emit_diagnostics",
     "exit_code",
+    "fail",
     "file_option",
     "load_inputs",
     "output_option",
@@ -138,6 +140,12 @@ def emit_diagnostics(diags: list[Diagnostic], sources: SourceRegistry) -> None:
 
 def diagnostics_json(diags: list[Diagnostic]) -> list[dict[str, object]]:
     return [d.as_dict() for d in diags]
+
+
+def fail(message: str) -> NoReturn:
+    """Say what is wrong on stderr and exit with the input-error status."""
+    click.echo(f"tortie: {message}", err=True)
+    sys.exit(EXIT_ERRORS)
 
 
 def exit_code(sink: DiagnosticSink) -> int:

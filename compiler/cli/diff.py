@@ -7,7 +7,13 @@ import sys
 
 import click
 
-from compiler.cli.common import EXIT_ERRORS, EXIT_OK, counts_line, emit_diagnostics, load_inputs
+from compiler.cli.common import (
+    EXIT_OK,
+    counts_line,
+    emit_diagnostics,
+    fail,
+    load_inputs,
+)
 from compiler.diagnostics import DiagnosticSink, Level, SourceRegistry
 from compiler.frontend.model import ResourceSet
 from compiler.targets import BUILTIN
@@ -17,15 +23,10 @@ __all__ = ["EXIT_CHANGED", "diff_cmd"]
 EXIT_CHANGED = 3
 
 
-def _fail(message: str) -> None:
-    click.echo(f"tortie: {message}", err=True)
-    sys.exit(EXIT_ERRORS)
-
-
 def _check(sink: DiagnosticSink, sources: SourceRegistry, what: str) -> None:
     if sink.has_errors:
         emit_diagnostics(sink.sorted(), sources)
-        _fail(f"{what}: {counts_line(sink)}")
+        fail(f"{what}: {counts_line(sink)}")
 
 
 def _load_paths(
@@ -49,7 +50,7 @@ def _load_revs(
             out.append(load_rev(rev, paths, root, sink, sources))
             _check(sink, sources, f"{rev or 'working tree'}")
     except RevError as e:
-        _fail(str(e))
+        fail(str(e))
     return out[0], out[1]
 
 
@@ -190,14 +191,14 @@ def diff_cmd(
             n.name for rs in (base_rs, head_rs) for n in rs.nodes
         }
         if node not in known:
-            _fail(
+            fail(
                 f"unknown node {node!r} (nodes in the input: {', '.join(sorted(known)) or 'none'})"
             )
         sink, sources = DiagnosticSink(), SourceRegistry()
         change = artifact_change(base_rs, head_rs, node, target_name, sink)
         if change is None:
             emit_diagnostics([d for d in sink.sorted() if d.level is Level.ERROR], sources)
-            _fail(f"cannot compile for node {node} with {target_name}: {counts_line(sink)}")
+            fail(f"cannot compile for node {node} with {target_name}: {counts_line(sink)}")
     if output == "json":
         click.echo(json.dumps(render.as_json(result, change, promotions), indent=2, sort_keys=True))
     elif output == "markdown":

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-import sys
-
 import click
 
-from compiler.cli.common import EXIT_ERRORS, echo_json, emit_diagnostics, file_option, output_option
+from compiler.cli.common import (
+    echo_json,
+    emit_diagnostics,
+    fail,
+    file_option,
+    output_option,
+)
 from compiler.cli.ir import load_program
 from compiler.diagnostics import Level
 from compiler.frontend.model import PORT_PROTOCOLS, PROTOCOLS
@@ -37,11 +41,6 @@ def parse_protocol(text: str) -> int:
         f"{text!r}: expected one of {', '.join(PROTOCOLS)} or a number 1-255",
         param_hint="--protocol",
     )
-
-
-def _fail(message: str) -> None:
-    click.echo(f"tortie: {message}", err=True)
-    sys.exit(EXIT_ERRORS)
 
 
 @click.command()
@@ -125,7 +124,7 @@ def explain(
     src_peer, dst_peer = find_peer(program, src), find_peer(program, dst)
     for flag, text, peer in (("--from", src, src_peer), ("--to", dst, dst_peer)):
         if peer is None:
-            _fail(
+            fail(
                 f"{flag} {text!r}: no such endpoint; expected namespace/pod of a workload, "
                 "the name of a host endpoint, or an IP address"
             )
@@ -133,12 +132,12 @@ def explain(
     if via is not None:
         via_peer = find_peer(program, via if via.startswith("host:") else f"host:{via}")
         if via_peer is None or via_peer.endpoint is None:
-            _fail(f"--via {via!r}: no host endpoint of that name")
+            fail(f"--via {via!r}: no host endpoint of that name")
         via_id = via_peer.endpoint.id  # type: ignore[union-attr]
     try:
         src_ip, dst_ip = choose_addresses(src_peer, dst_peer)  # type: ignore[arg-type]
     except ExplainError as e:
-        _fail(str(e))
+        fail(str(e))
     family = src_ip.version
     if is_icmp:
         if family == 6 and proto == ICMP:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from compiler.cli.common import file_option, output_option
+from compiler.cli.common import fail, file_option, output_option
 from compiler.cli.explain import ECHO_REQUEST, ICMP, ICMP6, parse_protocol
 from compiler.cli.ir import load_program
 from compiler.frontend.model import PORT_PROTOCOLS
@@ -68,10 +68,12 @@ def matrix(
     \b
     Example:
       tortie matrix -f examples/demo/
-      tortie matrix -f examples/demo/ --port 80 --port 443 --namespace shop -o json
+      tortie matrix -f examples/demo/ --port 80 --port 443 --namespace shop-backend -o json
       tortie matrix -f examples/demo/ --protocol ICMP
     """
     fam = int(family)
+    if ports and not any(parse_protocol(t) in PORT_PROTOCOLS for t in protocols or ("TCP",)):
+        raise click.UsageError("--port only applies to TCP, UDP and SCTP; none was asked for")
     probes: list[Probe] = []
     for text in protocols or ("TCP",):
         proto = parse_protocol(text)
@@ -84,6 +86,10 @@ def matrix(
         else:
             probes.append(Probe(proto))
     program = load_program(files, node).program
+    known = {e.namespace for e in program.endpoints if not e.is_host}
+    missing = sorted(set(namespaces) - known)
+    if missing:
+        fail(f"--namespace {', '.join(missing)}: no workload endpoints in that namespace")
     results = [compute(program, probe, fam, namespaces) for probe in probes]
     if output == "json":
         for chunk in iter_json(results):

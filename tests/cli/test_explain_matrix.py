@@ -308,6 +308,15 @@ def test_matrix_namespace_family_and_icmp(files: list[str]) -> None:
     assert {d["protocol"] for d in data} == {"ICMPv6"} and {d["port"] for d in data} == {None}
 
 
+def test_matrix_unknown_namespace_and_a_port_nothing_uses_are_errors(files: list[str]) -> None:
+    r = run("matrix", *files, "--namespace", "nope")
+    assert r.exit_code == 1 and "nope" in r.stderr
+    r = run("matrix", *files, "--protocol", "ICMP", "--port", "80")
+    assert r.exit_code == 2 and "--port" in r.stderr
+    r = run("matrix", *files, "--protocol", "ICMP", "--protocol", "TCP", "--port", "80")
+    assert r.exit_code == 0, r.output
+
+
 # -- ir -----------------------------------------------------------------------------------------
 
 
