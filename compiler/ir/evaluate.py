@@ -18,6 +18,26 @@ SEMANTICS.md asks):
 * Forwarded traffic through a host endpoint's ``applyOnForward`` policies is evaluated only when
   the caller names the host endpoint the flow crosses (``via=``); without it, forward hooks are
   not consulted (they default to allow anyway when no applyOnForward policy applies).
+* A flow *entering* the node through a host endpoint ``h`` with a named interface (``via=h``,
+  forwarded to a workload or elsewhere) meets ``h``'s hooks in Felix's order (raw PREROUTING,
+  mangle PREROUTING, filter FORWARD, all dispatched by ``h``'s interface):
+
+  1. the inbound failsafe ports: a match skips steps 2 and 3 (as in Felix's raw and mangle
+     ``cali-fh-*`` chains; it does not allow the flow, the forward tiers still run);
+  2. ``h``'s doNotTrack ingress tiers, no end-of-tier drop: Deny drops; Allow accepts the flow
+     untracked and ends ``h``'s part (its preDNAT and applyOnForward tiers are skipped, as
+     Felix's FORWARD skips the from-HEP-forward dispatch for packets carrying the accept mark),
+     but the destination's own policy (a workload's ingress) still applies; no match continues;
+  3. ``h``'s preDNAT tiers, no end-of-tier drop: Deny drops, Allow or no match continues;
+  4. the destination's own policy and then ``h``'s applyOnForward ingress tiers, as before.
+
+* A flow *leaving* through ``h`` (a local workload's flow, ``via=h``) runs only ``h``'s
+  applyOnForward egress tiers: ``h``'s doNotTrack egress tiers do **not** apply. They live in raw
+  OUTPUT, which only sees locally generated packets, and a forwarded packet was already tracked
+  in PREROUTING, so there is nothing left to leave untracked.
+* ``*`` host endpoints and endpoints without an interface name (``""``) have no interface to
+  dispatch forwarded traffic by, so their doNotTrack/preDNAT policy applies only to host traffic
+  (by address), never to forwarded flows (``via`` such an endpoint runs only its forward tiers).
 """
 
 from __future__ import annotations
@@ -296,6 +316,11 @@ def _direction(
     program: ir.Program, flow: Flow, direction: str, via: ir.Endpoint | None
 ) -> DirectionVerdict:
     events: list[Step] = []
+    untracked = False
+    if via is not None and direction == ir.INGRESS:
+        deny, untracked = _forward_pre(program, via, flow, events)
+        if deny is not None:
+            return DirectionVerdict(direction, False, deny, tuple(events))
     ip = flow.src_ip if direction == ir.EGRESS else flow.dst_ip
     wep = _find(program, ip, host=False)
     if wep is not None:
@@ -309,11 +334,31 @@ def _direction(
         else:
             step = Step("not-calico-endpoint", ir.ALLOW)
             events.append(step)
-    if step.action == ir.ALLOW and via is not None:
+    if step.action == ir.ALLOW and via is not None and not untracked:
         fwd = _run_tiers(program, via, direction, ir.FORWARD, flow, events, True)
         if fwd is not None:
             step = fwd
     return DirectionVerdict(direction, step.action == ir.ALLOW, step, tuple(events))
+
+
+def _forward_pre(
+    program: ir.Program, via: ir.Endpoint, flow: Flow, events: list[Step]
+) -> tuple[Step | None, bool]:
+    """A flow entering the node through ``via`` (forwarded): failsafes, then ``via``'s
+    doNotTrack and preDNAT ingress tiers. Returns (a deny step or None, untracked allow)."""
+    if not _named(via) or _failsafe(program, ir.INGRESS, flow):
+        return None, False
+    step = _run_tiers(program, via, ir.INGRESS, ir.UNTRACKED, flow, events, False)
+    if step is not None:
+        return (step, False) if step.action == ir.DENY else (None, True)
+    step = _run_tiers(program, via, ir.INGRESS, ir.PRE_DNAT, flow, events, False)
+    if step is not None and step.action == ir.DENY:
+        return step, False
+    return None, False
+
+
+def _named(ep: ir.Endpoint) -> bool:
+    return bool(ep.interface) and ep.interface != "*"
 
 
 def _to_own_host(
@@ -362,7 +407,9 @@ def evaluate(program: ir.Program, flow: Flow, via: str | None = None) -> Verdict
 
     ``via`` optionally names the host endpoint (id) the flow is forwarded through, so that its
     applyOnForward policies are consulted: its forward ingress for a flow entering the node through
-    it, its forward egress for a flow from one of the node's workloads leaving through it.
+    it (after its doNotTrack and preDNAT ingress tiers, when it has a named interface: see the
+    module docstring), its forward egress for a flow from one of the node's workloads leaving
+    through it.
     """
     local = _host_to_local_workload(program, flow)
     if local is not None:

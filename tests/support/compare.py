@@ -38,7 +38,7 @@ def mismatch_report(
     out = []
     for probe, arrived in results.items():
         flow = topo.flow(probe)
-        verdict = evaluate(topo.program, flow)
+        verdict = evaluate(topo.program, flow, via=topo.via(probe))
         want = verdict.allowed if expected is None else expected[probe]
         if arrived == want and (expected is None or verdict.allowed == want):
             continue

@@ -59,6 +59,7 @@ class Topology:
     nodes: dict[str, Node] = field(default_factory=dict)
     pods: dict[str, str] = field(default_factory=dict)  # endpoint id -> netns key
     externals: dict[str, str] = field(default_factory=dict)  # outside IP -> netns key
+    uplink_ifaces: dict[str, str] = field(default_factory=dict)  # external key -> first node iface
     node_addrs: dict[str, list[ipaddress.IPv4Address | ipaddress.IPv6Address]] = field(
         default_factory=dict
     )
@@ -117,6 +118,7 @@ class Topology:
         for iface, node_v4, node_v6, ext_v4, ext_v6 in uplinks:
             key = f"ext-{iface}"
             topo.nodes[first].add_uplink(iface, node_v4, node_v6, ext_v4, ext_v6, name=key)
+            topo.uplink_ifaces[key] = iface
             for addr in (ext_v4, ext_v6):
                 if addr is not None:
                     topo.externals[addr] = key
@@ -132,7 +134,25 @@ class Topology:
                     f"x{i}", None, f"fd00:ff18:{i}::1", None, text, name=key
                 )
             topo.externals[text] = key
+            topo.uplink_ifaces[key] = f"x{i}"
         return topo
+
+    def via(self, probe: Probe) -> str | None:
+        """The host endpoint (id) of the first node whose interface the probe is forwarded
+        through, for ``evaluate(..., via=)``: an external host's probe entering through its
+        uplink (not to the node itself), or a first-node pod's probe leaving through one."""
+        first = sorted(self.programs)[0]
+        heps = {e.interface: e.id for e in self.program.endpoints if e.is_host and e.node == first}
+        iface = self.uplink_ifaces.get(probe.src)
+        if iface is not None:
+            if probe.address in set(self.node_addrs.get(first, ())):
+                return None
+            return heps.get(iface)
+        out = self.uplink_ifaces.get(self.externals.get(str(probe.address), ""))
+        pod = next((e for e in self.program.endpoints if e.id == probe.src), None)
+        if out is None or pod is None or pod.is_host or pod.node != first:
+            return None
+        return heps.get(out)
 
     def load(self, artifacts: Mapping[str, object] | None = None) -> None:
         """Load every node's artifact into its netns: what differs between targets."""

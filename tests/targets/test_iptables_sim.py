@@ -46,6 +46,7 @@ class Packet:
     mark: int = 0
     ctstate: str = "NEW"
     hop_limit: int = 64
+    local: bool = False  # addressed to this node (addrtype --dst-type LOCAL)
     logged: list[str] = field(default_factory=list)
 
 
@@ -206,6 +207,10 @@ class Node:
                 r = self._set_match(p, vals[0], vals[1])
             elif mod == "conntrack":
                 r = p.ctstate in vals[0].split(",")
+            elif mod == "addrtype":
+                if opt != "--dst-type" or vals[0] != "LOCAL":
+                    raise SimError(f"unknown addrtype option {opt} {vals}")
+                r = p.local
             elif mod == "hl":
                 r = p.hop_limit == int(vals[0])
             else:
@@ -305,6 +310,7 @@ class Node:
             "input": (("raw", "PREROUTING"), ("mangle", "PREROUTING"), ("filter", "INPUT")),
             "output": (("raw", "OUTPUT"), ("filter", "OUTPUT")),
         }[kind]
+        p.local = kind == "input"
         return all(self.run_hook(table, builtin, p) != "DROP" for table, builtin in hooks)
 
 

@@ -45,6 +45,9 @@ A host endpoint gets two objects too, attached at tc ingress (its ingress policy
 the packet is host traffic (destination, resp. source, in this node's IPs): host traffic runs
 failsafe ports, untracked, pre-DNAT (ingress) and normal tiers, then profiles, in the
 evaluator's order; forwarded traffic runs the applyOnForward tiers and is otherwise allowed.
+Forwarded traffic entering through a HEP with a named interface first meets that HEP's inbound
+failsafe ports, doNotTrack and preDNAT ingress tiers, as in ``compiler/ir/evaluate.py``
+(``*`` and ``""`` HEPs: host traffic only).
 Untracked (doNotTrack) policy is evaluated like the rest, on a flow's first packet (replies
 pass through conntrack), not on every packet as Calico's raw table does.
 

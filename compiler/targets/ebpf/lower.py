@@ -305,11 +305,16 @@ class _Builder:
         self.items.append(_Item([Op(comment=comment), Op(macro)], 1, "exit"))
 
     def tiers(
-        self, ep: ir.Endpoint, hook: str, end_of_tier_deny: bool, allow_to: str | None = None
+        self,
+        ep: ir.Endpoint,
+        hook: str,
+        end_of_tier_deny: bool,
+        allow_to: str | None = None,
+        key: str = "",
     ) -> None:
         for i, plan in enumerate(ep.plan(self.direction, hook)):
             name = sanitize(plan.tier)
-            self.segment(f"{hook}:tier:{i}", f"{hook} tier {name}")
+            self.segment(f"{key}{hook}:tier:{i}", f"{hook} tier {name}")
             self.description.append(f"{hook} tier {name} (end: {plan.default_action})")
             for pid in plan.policies:
                 rules = self.program.policies[pid].rules(self.direction)
@@ -331,13 +336,13 @@ class _Builder:
         self.segment("no-profile", "no profile allowed")
         self.exit("T_DENY", "deny")
 
-    def failsafes(self) -> None:
+    def failsafes(self, key: str = "", allow_to: str | None = None) -> None:
         """Failsafe ports as Allow rules on the destination port (peer net, if any, on the
-        remote side), in both families."""
+        remote side), in both families; ``allow_to`` as in :func:`_rule_item`."""
         felix = self.program.felix
         inbound = self.direction == ir.INGRESS
         ports = felix.failsafe_inbound if inbound else felix.failsafe_outbound
-        self.segment("failsafe", "failsafe ports")
+        self.segment(f"{key}failsafe", "failsafe ports")
         for i, fp in enumerate(ports):
             for family in (4, 6):
                 if fp.net is not None and fp.net.version != family:
@@ -347,7 +352,7 @@ class _Builder:
                 dst = ir.Side(nets=peer.nets if not inbound else None, ports=dst_ports)
                 src = peer if inbound else ir.Side()
                 m = ir.Match(ip_version=family, protocol=fp.protocol, src=src, dst=dst)
-                self.rule(ir.Rule(ir.ALLOW, m, i), "failsafe")
+                self.rule(ir.Rule(ir.ALLOW, m, i), "failsafe", allow_to)
 
 
 def lower(program: ir.Program, ep: ir.Endpoint, direction: str, budget: int) -> Lowered:
@@ -359,7 +364,12 @@ def lower(program: ir.Program, ep: ir.Endpoint, direction: str, budget: int) -> 
     traffic runs, as ``evaluate._host_verdict``: failsafe ports, untracked tiers and (ingress)
     pre-DNAT tiers without end-of-tier drop (a pre-DNAT Allow only ends that stage), then the
     normal tiers and profiles. Forwarded traffic runs the applyOnForward tiers and is allowed
-    when none decides (SEMANTICS.md §Host endpoints: forwarding is allowed by default)."""
+    when none decides (SEMANTICS.md §Host endpoints: forwarding is allowed by default).
+
+    Forwarded traffic entering through a HEP with a named interface first meets, as in the
+    evaluator's ``_forward_pre``: the inbound failsafe ports (a match skips to the
+    applyOnForward tiers), its doNotTrack ingress tiers (Allow allows here and skips the
+    applyOnForward tiers) and its preDNAT tiers (Allow skips to the applyOnForward tiers)."""
     b = _Builder(program, direction)
     if ep.is_host:
         b.segment("host", "host traffic?")
@@ -377,6 +387,14 @@ def lower(program: ir.Program, ep: ir.Endpoint, direction: str, budget: int) -> 
     b.profiles(ep)
     if ep.is_host:
         b.segment("forward", "forwarded traffic")
+        pre = ep.plan(direction, ir.UNTRACKED) or (
+            direction == ir.INGRESS and ep.plan(direction, ir.PRE_DNAT)
+        )
+        if direction == ir.INGRESS and _named(ep) and pre:
+            b.failsafes(key="forward-", allow_to="forward-policy")
+            b.tiers(ep, ir.UNTRACKED, end_of_tier_deny=False, key="forward-")
+            b.tiers(ep, ir.PRE_DNAT, False, allow_to="forward-policy", key="forward-")
+            b.segment("forward-policy", "applyOnForward policy")
         b.tiers(ep, ir.FORWARD, end_of_tier_deny=True)
         b.segment("forward-allow", "forwarding is allowed by default")
         b.exit("T_ALLOW", "allow")
@@ -388,6 +406,11 @@ def lower(program: ir.Program, ep: ir.Endpoint, direction: str, budget: int) -> 
         rules=b.rules,
         description=tuple(b.description),
     )
+
+
+def _named(ep: ir.Endpoint) -> bool:
+    """A HEP with one named interface (not ``*``, not found by address)."""
+    return bool(ep.interface) and ep.interface != "*"
 
 
 def _split(items: list[_Item], budget: int) -> tuple[Chunk, ...]:

@@ -19,7 +19,11 @@ the chains it needs (the same names in different tables are different chains):
   tiers, profiles, "no profile matched" deny;
 * filter ``tt-fhfw-<name>`` / ``tt-thfw-<name>`` — forwarded traffic in or out through the HEP's
   interface (by name; ``*`` and ``""`` HEPs have none): applyOnForward tiers with end-of-tier
-  deny, allowed by default.
+  deny, allowed by default (ingress: a flow allowed untracked skips them).
+
+A HEP with a literal interface name also runs its raw and mangle ``tt-fh-<name>`` chains for
+forwarded traffic entering through that interface (``-i``, destination not local): doNotTrack
+and preDNAT ingress policy see forwarded flows too, as in ``compiler/ir/evaluate.py``.
 
 Forwarded traffic: the kernel knows which way a packet crosses the HEP's interface, so (as in
 Calico) traffic *entering* through it meets the HEP's applyOnForward *ingress* policy and traffic
@@ -118,6 +122,9 @@ class EndpointRenderer:
         self.wl_ingress: dict[str, str] = {}
         self.fwd_in: dict[str, str] = {}  # HEP interface -> forward ingress chain
         self.fwd_out: dict[str, str] = {}
+        # HEP interface -> doNotTrack (raw) / preDNAT (mangle) ingress chain, for forwarded traffic
+        self.fwd_raw_in: dict[str, str] = {}
+        self.fwd_mangle_in: dict[str, str] = {}
         self.hep_chains: dict[tuple[str, str], str] = {}  # (hep id, table/direction) -> chain
         self.failsafe_tables: set[str] = set()
 
@@ -214,6 +221,14 @@ class EndpointRenderer:
         name = limited("tt-fhfw-" if direction == ir.INGRESS else "tt-thfw-", hep.name)
         rules = ct_rules(self.program.felix.disable_conntrack_invalid_check)
         rules.append(self._clear())
+        if direction == ir.INGRESS and hep.plan(direction, ir.UNTRACKED):
+            rules.append(
+                Rule(
+                    (Cond(RANK_MARK, self.m.match(self.m.untracked)),),
+                    ("-j", "RETURN"),
+                    "allowed by untracked policy: no applyOnForward policy",
+                )
+            )
         tiers, ended = self.b.tier_rules(plans, direction, NORMAL, True)
         rules += tiers
         if not ended:
@@ -247,6 +262,12 @@ class EndpointRenderer:
             prednat = self._hep_prednat(hep)
             if prednat is not None:
                 self.hep_chains[(hep.id, f"{MANGLE}-{ir.INGRESS}")] = prednat
+            if is_ifname(hep.interface):
+                raw_in = self.hep_chains.get((hep.id, f"{RAW}-{ir.INGRESS}"))
+                if raw_in is not None:
+                    self.fwd_raw_in[hep.interface] = raw_in
+                if prednat is not None:
+                    self.fwd_mangle_in[hep.interface] = prednat
 
     def star(self) -> ir.Endpoint | None:
         return next((h for h in self.heps if h.interface == "*"), None)

@@ -60,6 +60,8 @@ NDP_CHAIN = "tt-ndp"
 # ICMPv6 the host needs whatever policy says: neighbour discovery (133-137, always hop limit 255,
 # so never forwarded or spoofed from off-link) and MLD (130-132, 143, to multicast addresses).
 _ND_TYPES = (133, 134, 135, 136, 137)
+# Not addressed to this host (forwarded): forwarded traffic's doNotTrack / preDNAT dispatch.
+_NOT_LOCAL = Cond(RANK_CT, ("-m", "addrtype", "!", "--dst-type", "LOCAL"))
 _MLD_TYPES = (130, 131, 132, 143)
 
 
@@ -119,6 +121,17 @@ class FamilyRenderer:
             return None
         return self.b.add(table, Chain(name, tuple(rules), f"host endpoints by address ({kind})"))
 
+    def _fwd_dispatch(
+        self, table: str, name: str, targets: dict[str, str], what: str
+    ) -> str | None:
+        """Forwarded traffic entering through a named HEP's interface -> its ``table`` chain."""
+        if not targets:
+            return None
+        rules = tuple(
+            Rule((Cond(RANK_IN, ("-i", i)),), ("-g", c)) for i, c in sorted(targets.items())
+        )
+        return self.b.add(table, Chain(name, rules, f"{what} host endpoints by interface"))
+
     def _star_for_workloads(self, kind: str) -> str | None:
         """With defaultEndpointToHostAction Return, workload -> host traffic meets the ``*`` HEP."""
         if self.program.felix.default_endpoint_to_host_action != "Return" or not self.has_wl:
@@ -151,8 +164,9 @@ class FamilyRenderer:
         notrack = Rule(
             (Cond(RANK_MARK, m.match(m.untracked)),), ("-j", "CT", "--notrack"), "allowed untracked"
         )
+        fwd_in = self._fwd_dispatch(RAW, "tt-fwd-in", self.eps.fwd_raw_in, "doNotTrack")
         pre: list[Rule] = [clear] if untracked else []
-        if host_in or star_wl:
+        if host_in or star_wl or fwd_in:
             if self.has_wl:
                 self._classifier(RAW)
                 pre.append(Rule((), ("-j", "tt-wl-classify"), "from a local workload?"))
@@ -161,6 +175,8 @@ class FamilyRenderer:
                 pre.append(Rule(conds, ("-j", star_wl), "workload -> host: * host endpoint"))
             if host_in:
                 pre.append(Rule(self._from_wl_guard(), ("-j", host_in), "host endpoint ingress"))
+            if fwd_in:
+                pre.append(Rule((_NOT_LOCAL,), ("-j", fwd_in), "forwarded, in through a HEP"))
             pre.append(notrack)
         out: list[Rule] = [clear] if untracked else []
         if host_out:
@@ -188,8 +204,9 @@ class FamilyRenderer:
         m = self.m
         host_in = self._host_dispatch(MANGLE, "tt-host-in", "-d", f"{MANGLE}-{ir.INGRESS}")
         star_wl = self._star_for_workloads(f"{MANGLE}-{ir.INGRESS}")
+        fwd_in = self._fwd_dispatch(MANGLE, "tt-fwd-in", self.eps.fwd_mangle_in, "preDNAT")
         rules: list[Rule] = []
-        if host_in or star_wl:
+        if host_in or star_wl or fwd_in:
             rules += [
                 Rule(
                     (Cond(RANK_CT, ("-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED")),),
@@ -211,6 +228,8 @@ class FamilyRenderer:
                 rules.append(
                     Rule(self._from_wl_guard(), ("-j", host_in), "host endpoint preDNAT ingress")
                 )
+            if fwd_in:
+                rules.append(Rule((_NOT_LOCAL,), ("-j", fwd_in), "forwarded, in through a HEP"))
         self.top[MANGLE] = [
             Chain("tt-PREROUTING", tuple(rules), "mangle PREROUTING: preDNAT ingress")
         ]

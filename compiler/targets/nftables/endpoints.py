@@ -14,7 +14,12 @@ node's ``interfaceName: "*"`` HEP, if there is one. Per HEP (only the chains it 
 * ``hep-ingress|egress/<name>`` — filter input/output: failsafes, "already allowed untracked",
   normal tiers, profiles, "no profile matched" deny;
 * ``hep-forward-ingress|egress/<name>`` — forward, by the HEP's interface name: applyOnForward
-  tiers with end-of-tier deny and allow by default.
+  tiers with end-of-tier deny and allow by default (ingress: "already allowed untracked" first).
+
+A HEP with a literal interface name also gets its ``hep-untracked-ingress`` and ``hep-prednat``
+chains in the ``hep-forward-untracked-ingress`` / ``hep-forward-prednat`` maps (by ``iifname``,
+for packets not addressed to this host): forwarded traffic entering through it meets its
+doNotTrack and preDNAT ingress policy, as in ``compiler/ir/evaluate.py``.
 
 Failsafe ports come first in every HEP chain (the evaluator checks them before any HEP policy);
 they ``return``, meaning "allowed for this endpoint and hook", like a policy allow.
@@ -203,7 +208,8 @@ class EndpointRenderer:
         if not plans or not is_ifname(hep.interface):
             return None
         name = ident(f"hep-forward-{direction}/", hep.name)
-        lines = [self._clear()]
+        lines = self._untracked_done(hep, direction) if direction == ir.INGRESS else []
+        lines.append(self._clear())
         lines += self.b.tier_lines(plans, direction, NORMAL, True)[0]
         comment = f"forwarded {direction} (applyOnForward) {_describe(hep)}"
         return self.b.add(Chain(name, comment, tuple(lines)))
@@ -221,6 +227,13 @@ class EndpointRenderer:
             prednat = self._hep_prednat(hep)
             if prednat is not None:
                 self.hep_chains[(hep.id, "prednat")] = prednat
+            if is_ifname(hep.interface):
+                # Forwarded traffic entering through a named HEP's interface meets its
+                # doNotTrack and preDNAT ingress chains too (see compiler/ir/evaluate.py).
+                for kind in (f"untracked-{ir.INGRESS}", "prednat"):
+                    chain = self.hep_chains.get((hep.id, kind))
+                    if chain is not None:
+                        self.dispatch.add(f"hep-forward-{kind}", hep.interface, chain)
         for ip, hep in sorted(hep_by_address(self.program, self.heps).items(), key=_addr_key):
             for kind in (
                 ir.INGRESS,

@@ -136,6 +136,14 @@ class ScriptRenderer:
             f"hep-{kind}6", f"ip6 {addr}", comment
         )
 
+    def _fwd_vmap(self, kind: str, comment: str) -> list[str]:
+        """Forwarded traffic (not to this host) entering through a named HEP's interface."""
+        name = f"hep-forward-{kind}"
+        if not self.maps.get(name):
+            return []
+        line = f"fib daddr type != local iifname vmap @{name}"
+        return [with_comment(line, f"forwarded, in through a host endpoint: {comment}")]
+
     def _star_jump(self, kind: str, comment: str) -> list[str]:
         """Workload -> host with defaultEndpointToHostAction Return: the node's ``*`` HEP."""
         if self.star is None:
@@ -168,6 +176,7 @@ class ScriptRenderer:
         )
 
         raw_in = self._hep_vmaps("untracked-ingress", "daddr", "host endpoint doNotTrack ingress")
+        raw_in += self._fwd_vmap("untracked-ingress", "doNotTrack ingress")
         if raw_in:
             lines = [with_comment(m.clear(m.untracked), "clear untracked")]
             if self._return_to_star:
@@ -199,6 +208,7 @@ class ScriptRenderer:
                 )
             )
         pre = self._hep_vmaps("prednat", "daddr", "host endpoint preDNAT ingress")
+        pre += self._fwd_vmap("prednat", "preDNAT ingress")
         if pre:
             lines = [ct[0]]
             if self._return_to_star:
