@@ -132,11 +132,13 @@ def agent_cmd(
     def on_signal(signum: int, frame: FrameType | None) -> None:
         stop.set()
 
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
         status = Agent(config, metrics).run(stop, once=once)
     finally:
+        # Called in-process (tests, embedding), the caller's handlers must come back.
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
         if server is not None:
             server.close()
     sys.exit(status)
