@@ -166,7 +166,13 @@ def _measure(fn: object) -> dict[str, float]:
     }
 
 
-def run_size(data: Path, runs: int, kernel: bool) -> dict[str, dict[str, object]]:
+def run_size(
+    data: Path,
+    runs: int,
+    kernel: bool,
+    profile: Path | None = None,
+    scenarios: tuple[str, ...] = SCENARIOS,
+) -> dict[str, dict[str, object]]:
     out: dict[str, dict[str, object]] = {}
     with tempfile.TemporaryDirectory(prefix="tortie-bench-agent-") as tmp:
         watch = Path(tmp) / "watch"
@@ -180,7 +186,7 @@ def run_size(data: Path, runs: int, kernel: bool) -> dict[str, dict[str, object]
             agent = Agent(AgentConfig(NODE, watch, env, "nftables", 1.0, record_delay=1e9))
             res, cpu = _tick(agent)
             out["first reconcile (full)"] = _row([(res, cpu)])
-            for scenario in SCENARIOS:
+            for scenario in scenarios:
                 results = []
                 for run in range(runs):
                     if scenario == "pod added":
@@ -188,7 +194,16 @@ def run_size(data: Path, runs: int, kernel: bool) -> dict[str, dict[str, object]
                     else:
                         _relabel(pods, scenario.startswith("local"), run)
                     time.sleep(0.01)  # a new mtime even on coarse clocks
-                    results.append(_tick(agent))
+                    if profile is not None and scenario == SCENARIOS[0]:
+                        import cProfile
+
+                        prof = cProfile.Profile()
+                        prof.enable()
+                        results.append(_tick(agent))
+                        prof.disable()
+                        prof.dump_stats(f"{profile}.{data.name}.{run}")
+                    else:
+                        results.append(_tick(agent))
                 out[scenario] = _row(results)
             # Ticks with no change: the scan and the drift check.
             idles = []
@@ -291,6 +306,17 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="time only the load and compile stages (no render, no kernel)",
     )
+    ap.add_argument(
+        "--profile",
+        type=Path,
+        help="cProfile each remote label change tick into PROFILE.<data>.<run> (pstats files;"
+        " the profiled ticks run slower)",
+    )
+    ap.add_argument(
+        "--only-remote",
+        action="store_true",
+        help="time only the first reconcile, the remote label change and what follows it",
+    )
     args = ap.parse_args(argv)
     if args.compile_only:
         return _compile_only_table(args)
@@ -306,7 +332,9 @@ def main(argv: list[str] | None = None) -> int:
             )
             return 2
         print(f"# {n} policies: running ...", file=sys.stderr, flush=True)
-        results[n] = run_size(data, args.runs, kernel)
+        results[n] = run_size(
+            data, args.runs, kernel, args.profile, SCENARIOS[:1] if args.only_remote else SCENARIOS
+        )
     apply_note = (
         "nft apply into a private network namespace"
         if kernel
@@ -321,6 +349,8 @@ def main(argv: list[str] | None = None) -> int:
     print("| change | stage | " + " | ".join(f"{n:,} policies" for n in sizes) + " |")
     print("|---|---|" + "---|" * len(sizes))
     for scenario in ("first reconcile (full)", *SCENARIOS, IDLE, STATUS, RECORD):
+        if any(scenario not in results[n] for n in sizes):
+            continue
         for stage in (*STAGES, "cpu", "cpu+nft"):
             if all(stage not in results[n][scenario] for n in sizes):
                 continue
@@ -334,7 +364,8 @@ def main(argv: list[str] | None = None) -> int:
     print()
     for n in sizes:
         for scenario in SCENARIOS:
-            print(f"- {n:,} policies, {scenario}: {results[n][scenario]['why']}")
+            if scenario in results[n]:
+                print(f"- {n:,} policies, {scenario}: {results[n][scenario]['why']}")
     return 0
 
 

@@ -59,8 +59,8 @@ from compiler.targets import BUILTIN, get_target
 from compiler.targets.nftables.script import RENDERED
 from runtime.apply import Outcome, apply_artifact, dataplane_for
 from runtime.metrics import Metrics
-from runtime.nftables import NftablesDataplane
-from runtime.nftables_fast import Declined, apply_sets, generation, touched_sets
+from runtime.nftables import UNIT, NftablesDataplane
+from runtime.nftables_fast import Declined, apply_sets, block_heads, generation, touched_sets
 from runtime.plan import ApplyFailed, Env, LoadedArtifact
 from runtime.state import SetOverlay
 
@@ -155,6 +155,9 @@ class Agent:
         self._overlay: SetOverlay | None = None  # sets.json as this agent last wrote it
         self._gen: int | None = None  # nf_tables generation id matching the record in force
         self._record_stat: tuple[int, int, int] | None = None
+        # set name -> the head of its block in the record (nftables_fast.block_heads): the fast
+        # path renders the touched sets' blocks from their netlink read-back with it.
+        self._heads: dict[str, str] = {}
         self._pending = False  # set-only updates not yet in a full record
         self._last_change = time.monotonic()
         self._last_full_check = 0.0
@@ -225,6 +228,7 @@ class Agent:
             self._gen = gen  # the comparison saw the kernel of this generation
             if record.artifact == self._artifact and record.overlay == self._overlay_name:
                 self._record_stat = env.state.record_stat()
+                self._heads = block_heads(record.kernel.get(UNIT) or "")
             else:  # someone else's apply is in force: the next change takes the full path
                 self._record_stat = None
         return drifted
@@ -338,6 +342,7 @@ class Agent:
                 known_generation=self._gen,
                 known_record=self._record_stat,
                 program=overlay_name,
+                heads=self._heads,
             )
         except Declined as e:
             logger.info("set-only fast path not taken: %s", e)
@@ -388,6 +393,7 @@ class Agent:
                 and not env.state.overlay_path.exists()
             ):
                 self._gen, self._record_stat = gen1, stat
+                self._heads = block_heads(record.kernel.get(UNIT) or "")
         return outcome
 
     def _write_record(self) -> None:

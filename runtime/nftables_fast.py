@@ -11,11 +11,16 @@ needed to change a few set elements, so :func:`apply_sets`:
    ``NFT_MSG_GETGEN``: the kernel bumps it on every committed transaction of the namespace, so
    an unchanged id means no table was touched by anyone). Otherwise it declines and the agent
    takes the general path (which reads and compares everything);
-2. writes ``journal.json`` (a kill from here on leaves it: the next apply replaces the table);
+2. writes ``journal.json`` (a kill from here on leaves it: the next apply replaces the table;
+   not fsynced, like ``sets.json``: both describe only the kernel's volatile state, see
+   ``runtime.state.atomic_write``);
 3. sends the script as one transaction (the dataplane's ``sets`` step: one nf_tables netlink
    batch, or ``nft -f``);
-4. reads back only the touched sets (``nft list set``, one ``nft`` for all of them) and checks
-   that each holds exactly the elements the new program wants;
+4. reads back only the touched sets' elements over netlink (``NFT_MSG_GETSETELEM`` dumps on one
+   socket, :func:`runtime.nftables_netlink.dump_sets`; no ``nft`` process), checks that each holds
+   exactly the elements the new program wants, and renders each block as ``nft list`` prints it
+   (the block's head from the record or overlay, the elements as nft 1.0.6 lays them out; the
+   unit tests compare with ``nft``'s own listing);
 5. records the touched sets' listings in ``sets.json`` (:class:`runtime.state.SetOverlay`): the
    record in force is ``applied.json`` (the last full artifact) with these set blocks spliced
    into its kernel snapshot (:func:`splice`), which is what ``status`` and every later apply
@@ -31,6 +36,7 @@ whole kernel against the overlaid record and then replaces record and overlay at
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -43,15 +49,18 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from compiler.tools import nft
+from runtime import nftables_netlink
 from runtime.lock import apply_lock
 from runtime.nftables import FAMILY, SETS_WHAT, TABLE, UNIT, NftablesDataplane
-from runtime.nftables_netlink import NETLINK_NETFILTER, NFNL_SUBSYS_NFTABLES, _socket
+from runtime.nftables_netlink import NFNL_SUBSYS_NFTABLES
 from runtime.plan import Env, Step
 from runtime.state import Record, SetOverlay
 
 __all__ = [
     "FastResult",
     "apply_sets",
+    "block_head",
+    "block_heads",
     "element_lines",
     "generation",
     "read_sets",
@@ -73,22 +82,22 @@ _TOUCHED = re.compile(rf"^(?:add|delete) element {FAMILY} {TABLE} (\S+) \{{", re
 # -- generation id -------------------------------------------------------------------------------
 
 
-def generation(netns: str | None = None) -> int:
-    """The nf_tables generation id of the namespace (bumped by every committed transaction)."""
+def generation(netns: str | None = None, sock: socket.socket | None = None) -> int:
+    """The nf_tables generation id of the namespace (bumped by every committed transaction);
+    on ``sock`` (:func:`runtime.nftables_netlink.open_socket`) if given."""
+    if sock is None:
+        with nftables_netlink.open_socket(netns, 5.0) as own:
+            return generation(netns, own)
     msg_type = (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETGEN
     payload = struct.pack("=BBH", socket.AF_UNSPEC, 0, 0)
-    header = struct.pack("=IHHII", 16 + len(payload), msg_type, NLM_F_REQUEST, 1, 0)
-    sock = (
-        socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER)
-        if netns is None
-        else _socket(netns)
-    )
-    with sock:
-        sock.settimeout(5.0)
-        sock.bind((0, 0))
-        sock.sendto(header + payload, (0, 0))
+    seq = nftables_netlink.next_seq()
+    header = struct.pack("=IHHII", 16 + len(payload), msg_type, NLM_F_REQUEST, seq, 0)
+    sock.sendto(header + payload, (0, 0))
+    while True:
         buf = sock.recv(1 << 16)
-    length, kind, _flags, _seq, _pid = struct.unpack_from("=IHHII", buf, 0)
+        length, kind, _flags, got_seq, _pid = struct.unpack_from("=IHHII", buf, 0)
+        if got_seq == seq:
+            break
     if kind == NLMSG_ERROR:
         (code,) = struct.unpack_from("=i", buf, 16)
         raise OSError(-code, f"NFT_MSG_GETGEN: {os.strerror(-code)}")
@@ -185,6 +194,78 @@ def overlay_record_units(
     return out
 
 
+def block_head(block: str) -> str:
+    """A set block without its ``elements = { ... }`` lines and closing ``\t}``."""
+    cut = block.find("\t\telements = {")
+    if cut < 0:
+        cut = block.rfind("\t}")
+    return block[:cut]
+
+
+_BLOCK = re.compile(r"^\tset (\S+) \{\n.*?^\t\}\n", re.MULTILINE | re.DOTALL)
+
+
+def block_heads(listing: str) -> dict[str, str]:
+    """set name -> :func:`block_head` of its block, for every set of an ``nft list`` text."""
+    return {m[1].strip('"'): block_head(m[0]) for m in _BLOCK.finditer(listing)}
+
+
+class ReadBackWrong(RuntimeError):
+    """The kernel's sets do not hold what the update should have left in them."""
+
+
+def _read_back(
+    names: list[str],
+    want: Mapping[str, Iterable[str]],
+    netns: str | None,
+    heads: Mapping[str, str] | None,
+    overlay: SetOverlay | None,
+    sock: socket.socket | None = None,
+) -> dict[str, str]:
+    """Read the touched sets' elements over netlink (one socket, one dump each), check them
+    against ``want`` and return their blocks as ``nft list`` prints them."""
+    raw = nftables_netlink.dump_sets(names, TABLE, netns, sock=sock)
+    problems = []
+    decoded: dict[str, list[str]] = {}
+    for name in names:
+        got = nftables_netlink.decode(raw[name])
+        have, expect = set(got), set(want.get(name, ()))
+        if have != expect or len(have) != len(got):
+            extra = sorted(have - expect)[:3]
+            lost = sorted(expect - have)[:3]
+            problems.append(f"set {name}: unexpected {extra}, missing {lost}")
+        decoded[name] = got
+    if problems:
+        raise ReadBackWrong("; ".join(problems[:10]))
+    known = dict(heads or {})
+    if overlay is not None:
+        known.update((n, block_head(b)) for n, b in overlay.sets.items())
+    blocks: dict[str, str] = {}
+    for name in names:
+        head = known.get(name)
+        if head is not None:
+            width = len(raw[name][0].key) if raw[name] else 4
+            text = nftables_netlink.elements_text(decoded[name], width)
+            blocks[name] = head + text + "\t}\n"
+    missing = [n for n in names if n not in blocks]
+    if missing:  # no head known: list these once with nft (and check that it agrees)
+        listed = read_sets(missing, netns)
+        for name in missing:
+            if list(element_lines(listed[name])) != decoded[name]:
+                raise ReadBackWrong(f"set {name}: nft and netlink disagree")
+        blocks.update(listed)
+    return blocks
+
+
+def _send(env: Env, script: str, sock: socket.socket) -> None:
+    """The script as one transaction: a netlink batch on ``sock`` (no new socket), or, for a
+    shape the encoder does not handle, the dataplane's ``nft -f``."""
+    try:
+        nftables_netlink.apply(script, env.netns, sock=sock)
+    except nftables_netlink.Unsupported:  # raised before anything is sent
+        NftablesDataplane(env).run(Step("nft", SETS_WHAT, script))
+
+
 # -- the fast apply ------------------------------------------------------------------------------
 
 
@@ -216,12 +297,15 @@ def apply_sets(
     known_generation: int | None,
     known_record: tuple[int, int, int] | None,
     program: str,
+    heads: Mapping[str, str] | None = None,
 ) -> FastResult:
     """Apply the set-update ``script`` if the kernel and state dir are what the caller last
     saw (``base`` artifact with ``overlay``, ``known_generation``, ``known_record``).
 
     ``want``: set name -> the elements (as the nftables target renders them) every touched
     set must hold afterwards. ``program`` names the program now in force (the overlay's id).
+    ``heads``: set name -> the head of its block in the record (:func:`block_heads`); a touched
+    set whose head is neither there nor in ``overlay`` is listed with ``nft`` once.
     Raises :class:`Declined` before changing anything when the fast path does not apply, and
     ``ApplyFailed`` (journal left behind: the next apply replaces the table) when the kernel
     refused the script or the read-back is wrong.
@@ -229,7 +313,7 @@ def apply_sets(
     from runtime.plan import ApplyFailed
 
     names = touched_sets(script)
-    with apply_lock(env.state.root, env.lock_timeout):
+    with apply_lock(env.state.root, env.lock_timeout), contextlib.ExitStack() as stack:
         if env.state.read_journal() is not None:
             raise Declined("an earlier apply did not finish")
         if known_generation is None or known_record is None:
@@ -239,38 +323,31 @@ def apply_sets(
         current_overlay = env.state.read_overlay()
         if current_overlay != overlay:
             raise Declined("the set overlay is not the one this agent wrote")
-        gen0 = generation(env.netns)
+        # One netlink socket for the generation reads and the read-back.
+        sock = stack.enter_context(nftables_netlink.open_socket(env.netns))
+        gen0 = generation(env.netns, sock)
         if gen0 != known_generation:
             raise Declined("the nf_tables generation changed (someone committed a transaction)")
-        env.state.begin("nftables", f"sets:{program}", base)
-        dp = NftablesDataplane(env)
+        # Not fsynced (journal and overlay): they describe only the kernel's volatile state
+        # (see runtime.state.atomic_write).
+        env.state.begin("nftables", f"sets:{program}", base, durable=False)
         try:
-            dp.run(Step("nft", SETS_WHAT, script))
+            _send(env, script, sock)
         except Exception as e:
             try:
-                unchanged = generation(env.netns) == gen0
+                unchanged = generation(env.netns, sock) == gen0
             except OSError:
                 unchanged = False
             if unchanged:  # refused as a whole: the record in force is still right
                 env.state.end()
             raise ApplyFailed(f"set update failed: {e}", unchanged) from e
         try:
-            blocks = read_sets(names, env.netns)
+            blocks = _read_back(names, want, env.netns, heads, overlay, sock)
+        except ReadBackWrong as e:
+            raise ApplyFailed(f"read-back after the set update is wrong: {e}", False) from e
         except Exception as e:  # committed, but unverified: the journal stays
             raise ApplyFailed(f"cannot read the updated sets back: {e}", False) from e
-        problems = []
-        for name in names:
-            have = set(element_lines(blocks[name]))
-            expect = set(want.get(name, ()))
-            if have != expect:
-                extra = sorted(have - expect)[:3]
-                lost = sorted(expect - have)[:3]
-                problems.append(f"set {name}: unexpected {extra}, missing {lost}")
-        if problems:
-            raise ApplyFailed(
-                "read-back after the set update is wrong: " + "; ".join(problems[:10]), False
-            )
-        gen1 = generation(env.netns)
+        gen1 = generation(env.netns, sock)
         sets = dict(overlay.sets) if overlay is not None else {}
         sets.update(blocks)
         new_overlay = SetOverlay(
@@ -281,7 +358,7 @@ def apply_sets(
             applied_at=time.time(),
             sets=dict(sorted(sets.items())),
         )
-        env.state.write_overlay(new_overlay)
+        env.state.write_overlay(new_overlay, durable=False)
         env.state.end()
     return FastResult(
         True,

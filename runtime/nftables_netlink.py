@@ -213,49 +213,297 @@ def _socket(netns: str | None) -> socket.socket:
     return got
 
 
-def apply(script: str, netns: str | None = None, timeout: float = 30.0) -> int:
+def apply(
+    script: str,
+    netns: str | None = None,
+    timeout: float = 30.0,
+    sock: socket.socket | None = None,
+) -> int:
     """Apply a set-update script as one batch; returns the number of commands.
 
     Raises Unsupported (before anything is sent) when the script has a shape this module does not
     encode, NetlinkError when the kernel refused it (then nothing was committed); another OSError
-    (no socket, or TimeoutError: no answer, outcome unknown) leaves the read-back to decide."""
+    (no socket, or TimeoutError: no answer, outcome unknown) leaves the read-back to decide.
+    ``sock``: a socket from :func:`open_socket` to send on (kept open), else a new one."""
     commands = parse(script)
     if not commands:
         return 0
-    data, acks = batch(commands)
-    with _socket(netns) as sock:
-        sock.settimeout(timeout)
-        force = getattr(socket, "SO_SNDBUFFORCE", 32)
-        if len(data) + 4096 > 200_000:
-            sock.setsockopt(socket.SOL_SOCKET, force, len(data) + 65536)
-        sock.bind((0, 0))
-        sock.sendto(data, (0, 0))
-        pending = set(acks)
-        errors: list[str] = []
-        while pending:
-            buf = sock.recv(1 << 16)
-            off = 0
-            while off + 16 <= len(buf):
-                length, kind, _flags, seq, _pid = struct.unpack_from("=IHHII", buf, off)
-                if length < 16:
-                    break
-                if kind == NLMSG_ERROR:
-                    (code,) = struct.unpack_from("=i", buf, off + 16)
-                    pending.discard(seq)
-                    if code != 0:
-                        i = acks.index(seq) if seq in acks else -1
-                        what = (
-                            f"{commands[i].verb} element {commands[i].set_name}"
-                            if i >= 0
-                            else f"message {seq}"
-                        )
-                        errors.append(f"{what}: {os.strerror(-code)}")
-                elif kind == NLMSG_DONE:
-                    pending.clear()
-                off += (length + 3) & ~3
-            if errors:
-                # The kernel aborted the whole batch; the remaining messages get no ack.
+    if sock is None:
+        with open_socket(netns, timeout) as own:
+            return apply(script, netns, timeout, own)
+    seq0 = next_seq()
+    data, acks = batch(commands, seq0)
+    ours = range(seq0, seq0 + len(acks) + 2)  # BATCH_BEGIN, the commands, BATCH_END
+    for _ in range(len(acks) + 1):  # keep next_seq() past them
+        next_seq()
+    sock.settimeout(timeout)
+    force = getattr(socket, "SO_SNDBUFFORCE", 32)
+    if len(data) + 4096 > 200_000:
+        sock.setsockopt(socket.SOL_SOCKET, force, len(data) + 65536)
+    sock.sendto(data, (0, 0))
+    pending = set(acks)
+    errors: list[str] = []
+    while pending:
+        buf = sock.recv(1 << 16)
+        off = 0
+        while off + 16 <= len(buf):
+            length, kind, _flags, seq, _pid = struct.unpack_from("=IHHII", buf, off)
+            if length < 16:
                 break
+            if seq not in ours:
+                pass  # not an answer to this batch (a shared socket)
+            elif kind == NLMSG_ERROR:
+                (code,) = struct.unpack_from("=i", buf, off + 16)
+                pending.discard(seq)
+                if code != 0:
+                    i = acks.index(seq) if seq in acks else -1
+                    what = (
+                        f"{commands[i].verb} element {commands[i].set_name}"
+                        if i >= 0
+                        else f"message {seq}"
+                    )
+                    errors.append(f"{what}: {os.strerror(-code)}")
+            elif kind == NLMSG_DONE:
+                pending.clear()
+            off += (length + 3) & ~3
+        if errors:
+            # The kernel aborted the whole batch; the remaining messages get no ack.
+            break
     if errors:
         raise NetlinkError("nf_tables batch refused, nothing committed: " + "; ".join(errors))
     return len(commands)
+
+
+# -- reading set elements back (NFT_MSG_GETSETELEM dumps) ----------------------------------------
+
+NFT_MSG_GETSETELEM = 13
+NLM_F_DUMP = 0x300
+_NEWSETELEM = (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWSETELEM
+_proto_names: dict[int, str] | None = None
+
+
+def proto_name(number: int) -> str:
+    """A protocol as nft prints it: its name in /etc/protocols (``getprotobynumber``), else
+    the number."""
+    global _proto_names
+    if _proto_names is None:
+        names: dict[int, str] = {}
+        try:
+            with open("/etc/protocols", encoding="utf-8", errors="replace") as f:
+                for line in f:
+                    fields = line.split("#", 1)[0].split()
+                    if len(fields) >= 2 and fields[1].isdigit():
+                        names.setdefault(int(fields[1]), fields[0])
+        except OSError:
+            names = {6: "tcp", 17: "udp", 132: "sctp"}
+        _proto_names = names
+    return _proto_names.get(number, str(number))
+
+
+_NEWLINE = ",\n\t\t\t     "
+
+
+@dataclass(frozen=True, slots=True)
+class RawElement:
+    key: bytes
+    key_end: bytes | None
+    flags: int
+
+
+def _attrs(buf: bytes, off: int, end: int) -> dict[int, bytes]:
+    """type -> payload of the attributes in buf[off:end] (the last one of each type wins)."""
+    out: dict[int, bytes] = {}
+    while off + 4 <= end:
+        alen, atype = struct.unpack_from("=HH", buf, off)
+        if alen < 4 or off + alen > end:
+            break
+        out[atype & 0x3FFF] = buf[off + 4 : off + alen]
+        off += (alen + 3) & ~3
+    return out
+
+
+def _elements(payload: bytes) -> list[RawElement]:
+    out = []
+    off = 0
+    while off + 4 <= len(payload):
+        alen, atype = struct.unpack_from("=HH", payload, off)
+        if alen < 4:
+            break
+        if atype & 0x3FFF == NFTA_LIST_ELEM:
+            a = _attrs(payload, off + 4, off + alen)
+            key = _attrs(a.get(NFTA_SET_ELEM_KEY, b""), 0, len(a.get(NFTA_SET_ELEM_KEY, b"")))
+            end = a.get(NFTA_SET_ELEM_KEY_END)
+            key_end = _attrs(end, 0, len(end)).get(NFTA_DATA_VALUE) if end is not None else None
+            flags = a.get(NFTA_SET_ELEM_FLAGS)
+            out.append(
+                RawElement(
+                    key.get(NFTA_DATA_VALUE, b""),
+                    key_end,
+                    struct.unpack(">I", flags[:4])[0] if flags and len(flags) >= 4 else 0,
+                )
+            )
+        off += (alen + 3) & ~3
+    return out
+
+
+def open_socket(netns: str | None = None, timeout: float = 10.0) -> socket.socket:
+    """A bound netfilter netlink socket in ``netns``, for :func:`dump_sets` and
+    ``runtime.nftables_fast.generation`` to share (creating one in a netns costs a thread)."""
+    sock = _socket(netns)
+    try:
+        sock.settimeout(timeout)
+        sock.bind((0, 0))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+_seq = 1 << 20
+
+
+def next_seq() -> int:
+    """A sequence number not used before by this process (requests on a shared socket)."""
+    global _seq
+    _seq = _seq + 1 if _seq < (1 << 31) else 1 << 20
+    return _seq
+
+
+def dump_sets(
+    names: list[str],
+    table: str,
+    netns: str | None = None,
+    timeout: float = 10.0,
+    sock: socket.socket | None = None,
+) -> dict[str, list[RawElement]]:
+    """name -> the set's elements in the kernel's dump order: one ``NFT_MSG_GETSETELEM`` dump
+    per set, all on one socket (``sock`` from :func:`open_socket`, or a new one; no ``nft``
+    process). Raises NetlinkError when the kernel refuses a dump (e.g. no such set)."""
+    if not names:
+        return {}
+    if sock is None:
+        with open_socket(netns, timeout) as own:
+            return dump_sets(names, table, netns, timeout, own)
+    out: dict[str, list[RawElement]] = {}
+    for name in names:
+        seq = next_seq()
+        payload = _attr(NFTA_SET_ELEM_LIST_TABLE, table.encode() + b"\0") + _attr(
+            NFTA_SET_ELEM_LIST_SET, name.encode() + b"\0"
+        )
+        sock.sendto(
+            _msg(
+                (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETSETELEM,
+                NLM_F_REQUEST | NLM_F_DUMP,
+                seq,
+                0,
+                payload,
+                NFPROTO_INET,
+            ),
+            (0, 0),
+        )
+        elems: list[RawElement] = []
+        done = False
+        while not done:
+            buf = sock.recv(1 << 18)
+            off = 0
+            while off + 16 <= len(buf):
+                length, kind, _flags, mseq, _pid = struct.unpack_from("=IHHII", buf, off)
+                if length < 16:
+                    break
+                if mseq != seq:
+                    pass  # a late message of an earlier request: not ours
+                elif kind == NLMSG_DONE:
+                    done = True
+                elif kind == NLMSG_ERROR:
+                    (code,) = struct.unpack_from("=i", buf, off + 16)
+                    if code != 0:
+                        raise NetlinkError(f"cannot list set {name}: {os.strerror(-code)}")
+                    done = True
+                elif kind == _NEWSETELEM:
+                    a = _attrs(buf, off + 20, off + length)
+                    elems += _elements(a.get(NFTA_SET_ELEM_LIST_ELEMENTS, b""))
+                off += (length + 3) & ~3
+        out[name] = elems
+    return out
+
+
+def ntop(value: bytes) -> str:
+    """An address as nft prints it: glibc's ``inet_ntop`` (which ``socket.inet_ntop`` calls),
+    embedded IPv4 forms (``::ffff:1.2.3.4``, ``::1.2.3.4``) included."""
+    return socket.inet_ntop(socket.AF_INET if len(value) == 4 else socket.AF_INET6, value)
+
+
+def _range_text(lo: bytes, hi: bytes) -> str:
+    if lo == hi:
+        return ntop(lo)
+    a, b = int.from_bytes(lo, "big"), int.from_bytes(hi, "big")
+    size = b - a + 1
+    if a <= b and size & (size - 1) == 0 and a % size == 0:
+        return f"{ntop(lo)}/{len(lo) * 8 - size.bit_length() + 1}"
+    return f"{ntop(lo)}-{ntop(hi)}"
+
+
+def decode(raw: list[RawElement]) -> list[str]:
+    """The elements of a set (as :func:`dump_sets` returns them) in the form and order
+    ``nft list set`` prints them: ``type ipv4_addr``/``ipv6_addr; flags interval`` (start and
+    end elements, sorted) and ``type ADDR . inet_proto . inet_service; flags interval`` (``KEY``
+    and ``KEY_END``, in dump order). Raises ValueError for another shape."""
+    if not raw:
+        return []
+    width = len(raw[0].key)
+    if all(e.key_end is None for e in raw) and width in (4, 16):
+        top = b"\xff" * width
+        items = sorted(
+            (e.key, 0 if e.flags & NFT_SET_ELEM_INTERVAL_END else 1)
+            for e in raw
+            if len(e.key) == width
+        )
+        if len(items) != len(raw):
+            raise ValueError("set elements of mixed widths")
+        out: list[str] = []
+        start: bytes | None = None
+        for key, is_start in items:
+            if is_start:
+                if start is not None:  # open range running to the top
+                    raise ValueError("interval start without end")
+                start = key
+            else:
+                if start is None:
+                    if not any(key):  # nft's end element at 0: no range starts below it
+                        continue
+                    raise ValueError("interval end without start")
+                hi = (int.from_bytes(key, "big") - 1).to_bytes(width, "big")
+                out.append(_range_text(start, hi))
+                start = None
+        if start is not None:
+            out.append(_range_text(start, top))
+        return out
+    if width in (12, 24):
+        n = width - 8
+        out = []
+        for e in raw:
+            if e.key_end is None or len(e.key_end) != width or len(e.key) != width:
+                raise ValueError("concatenated element without a matching key end")
+            if e.key[n:] != e.key_end[n:]:
+                raise ValueError("concatenated element with a range outside its address")
+            proto = e.key[n]
+            port = int.from_bytes(e.key[n + 4 : n + 6], "big")
+            name = proto_name(proto)
+            out.append(f"{_range_text(e.key[:n], e.key_end[:n])} . {name} . {port}")
+        return out
+    raise ValueError(f"set key of {width} bytes not handled")
+
+
+def elements_text(elements: list[str], width: int) -> str:
+    """The ``elements = { ... }`` line(s) of a set block as nft 1.0.6 prints them (two ipv4
+    addresses a line, one for anything else), or "" for an empty set."""
+    if not elements:
+        return ""
+    parts = ["\t\telements = { "]
+    per_line = 2 if width == 4 else 1
+    for i, e in enumerate(elements):
+        if i:
+            parts.append(_NEWLINE if i % per_line == 0 else ", ")
+        parts.append(e)
+    parts.append(" }\n")
+    return "".join(parts)

@@ -40,21 +40,30 @@ DEFAULT_STATE_DIR = Path("/var/lib/tortie")
 RECORD_FORMAT = 1
 
 
-def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
-    """Replace ``path`` with ``data``: temp file in the same directory, fsync, rename."""
+def atomic_write(path: Path, data: bytes, mode: int = 0o600, *, durable: bool = True) -> None:
+    """Replace ``path`` with ``data``: temp file in the same directory, fsync, rename.
+
+    ``durable=False``: no fsync of the file or the directory (still never torn for a killed
+    process: the page cache outlives it). For files that only describe the kernel's volatile
+    state (the fast path's journal and set overlay): after a machine crash the kernel's
+    ruleset is gone too, and a lost or empty file there makes the next apply compare and
+    replace everything (unreadable journal = unfinished apply; unreadable overlay = ignored,
+    so the record differs from the kernel)."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                os.fsync(f.fileno())
         os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
-    _fsync_dir(path.parent)
+    if durable:
+        _fsync_dir(path.parent)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -250,9 +259,9 @@ class StateDir:
             logger.warning("ignoring %s: %s", self.overlay_path, e)
             return None
 
-    def write_overlay(self, overlay: SetOverlay) -> None:
+    def write_overlay(self, overlay: SetOverlay, *, durable: bool = True) -> None:
         self.ensure()
-        atomic_write(self.overlay_path, overlay.to_json())
+        atomic_write(self.overlay_path, overlay.to_json(), durable=durable)
 
     def clear_overlay(self) -> None:
         try:
@@ -292,10 +301,12 @@ class StateDir:
 
     # -- journal --------------------------------------------------------------------------
 
-    def begin(self, target: str, artifact: str, previous: str | None) -> Journal:
+    def begin(
+        self, target: str, artifact: str, previous: str | None, *, durable: bool = True
+    ) -> Journal:
         self.ensure()
         journal = Journal(target, artifact, previous, os.getpid(), time.time())
-        atomic_write(self.journal_path, journal.to_json())
+        atomic_write(self.journal_path, journal.to_json(), durable=durable)
         return journal
 
     def end(self) -> None:

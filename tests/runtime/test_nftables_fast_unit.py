@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import random
+import socket
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from compiler.cli import main
@@ -111,3 +114,65 @@ def test_state_dir_merges_only_a_current_overlay(tmp_path: Path) -> None:
 def test_cli_documents_drift_interval() -> None:
     out = CliRunner().invoke(main, ["agent", "--help"]).output
     assert "--drift-interval" in out and "generation id" in out and "--record-delay" in out
+
+
+def test_ntop_is_glibc_inet_ntop() -> None:
+    """Addresses print as nft prints them (glibc inet_ntop, embedded IPv4 forms included)."""
+    from runtime.nftables_netlink import ntop
+
+    rng = random.Random(5)
+    for _ in range(3000):
+        words = [rng.choice((0, 0, 0, 1, 0xFFFF, rng.randrange(1 << 16))) for _ in range(8)]
+        raw = b"".join(w.to_bytes(2, "big") for w in words)
+        assert ntop(raw) == socket.inet_ntop(socket.AF_INET6, raw), words
+        raw4 = bytes(rng.randrange(256) for _ in range(4))
+        assert ntop(raw4) == socket.inet_ntop(socket.AF_INET, raw4)
+
+
+def test_decode_intervals_and_layout() -> None:
+    from runtime.nftables_netlink import RawElement, decode, elements_text
+
+    def v4(text: str) -> bytes:
+        return socket.inet_aton(text)
+
+    end = 1  # NFT_SET_ELEM_INTERVAL_END
+    raw = [  # dump order (descending), nft's end element at 0, adjacent ranges
+        RawElement(v4("10.1.0.10"), None, end),
+        RawElement(v4("10.1.0.6"), None, 0),
+        RawElement(v4("10.1.0.6"), None, end),
+        RawElement(v4("10.1.0.1"), None, 0),
+        RawElement(v4("10.0.1.0"), None, end),
+        RawElement(v4("10.0.0.0"), None, 0),
+        RawElement(v4("0.0.0.0"), None, end),
+    ]
+    got = decode(raw)
+    assert got == ["10.0.0.0/24", "10.1.0.1-10.1.0.5", "10.1.0.6-10.1.0.9"]
+    assert elements_text(got, 4) == (
+        "\t\telements = { 10.0.0.0/24, 10.1.0.1-10.1.0.5,\n\t\t\t     10.1.0.6-10.1.0.9 }\n"
+    )
+    assert decode([RawElement(v4("255.0.0.0"), None, 0)]) == ["255.0.0.0/8"]  # to the top
+    tail = bytes([6, 0, 0, 0, 0, 80, 0, 0])
+    assert decode([RawElement(v4("10.0.0.1") + tail, v4("10.0.0.9") + tail, 0)]) == [
+        "10.0.0.1-10.0.0.9 . tcp . 80"
+    ]
+    with pytest.raises(ValueError):
+        decode([RawElement(v4("10.0.0.1"), None, end), RawElement(v4("10.0.0.9"), None, end)])
+    with pytest.raises(ValueError):
+        decode([RawElement(b"\1\2", None, 0)])
+
+
+def test_block_heads() -> None:
+    from runtime.nftables_fast import block_head, block_heads
+
+    listing = (
+        "table inet tortie {\n\tset a {\n\t\ttype ipv4_addr\n\t\tflags interval\n"
+        '\t\tcomment "x"\n\t\telements = { 1.2.3.4, 5.6.7.8,\n\t\t\t     9.9.9.9 }\n\t}\n\n'
+        "\tset b {\n\t\ttype ipv4_addr\n\t\tflags interval\n\t}\n\n"
+        "\tchain c {\n\t\tip saddr @a accept\n\t}\n}\n"
+    )
+    heads = block_heads(listing)
+    assert heads == {
+        "a": '\tset a {\n\t\ttype ipv4_addr\n\t\tflags interval\n\t\tcomment "x"\n',
+        "b": "\tset b {\n\t\ttype ipv4_addr\n\t\tflags interval\n",
+    }
+    assert block_head("\tset b {\n\t\ttype ipv4_addr\n\t}\n") == "\tset b {\n\t\ttype ipv4_addr\n"
