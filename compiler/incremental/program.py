@@ -39,12 +39,8 @@ from compiler.frontend.labels import effective_labels
 from compiler.frontend.selector import LabelIndex, evaluate, parse
 from compiler.frontend.selector import ast as sel_ast
 from compiler.ir import nodes as ir
+from compiler.ir.build import Planner, endpoint_node, order_key  # the builder's own, not copies
 from compiler.ir.passes.aggregate_cidrs import collapse
-
-try:  # the builder's planner: plans must be the builder's, not a copy of its rules
-    from compiler.ir.build import _order_key, _Planner
-except ImportError:  # pragma: no cover - the builder changed: always compile in full
-    _Planner = None  # type: ignore[assignment,misc]
 
 __all__ = ["CompileState", "full_state", "update"]
 
@@ -96,7 +92,7 @@ class CompileState:
     node: str | None
     resources: model.ResourceSet
     program: ir.Program
-    planner: object  # compiler.ir.build._Planner
+    planner: Planner
     policy_selectors: tuple[str, ...]  # sorted, as the builder files them
     set_selectors: _Selectors
     pol_selectors: _Selectors
@@ -114,7 +110,7 @@ class CompileState:
 
 def _tier_list(program: ir.Program) -> list[ir.Tier]:
     return sorted(
-        program.tiers.values(), key=lambda t: (t.order is None, _order_key(t.order), t.name)
+        program.tiers.values(), key=lambda t: (t.order is None, order_key(t.order), t.name)
     )
 
 
@@ -125,22 +121,20 @@ def _planner(program: ir.Program) -> object:
         (p for p in program.policies.values() if not p.staged),
         key=lambda p: (
             rank.get(p.tier, len(rank)),
-            _order_key(p.order),
+            order_key(p.order),
             f"{p.name}/{p.namespace or ''}/{p.kind}",
         ),
     )
-    return _Planner(ordered, tiers)
+    return Planner(ordered, tiers)
 
 
 def full_state(
     resources: model.ResourceSet, node: str | None, program: ir.Program
 ) -> CompileState | None:
     """The state after a full compile of ``resources`` for ``node`` that gave ``program``
-    (with MEMBERSHIP_STABLE_PASSES); None when the incremental path is unavailable."""
-    if _Planner is None:
-        return None
+    (with MEMBERSHIP_STABLE_PASSES)."""
     planner = _planner(program)
-    policy_selectors = tuple(sorted(planner.filed))  # type: ignore[attr-defined]
+    policy_selectors = tuple(sorted(planner.filed))
     set_sel = _Selectors.of(s.selector for s in program.sets.values())
     pol_sel = _Selectors.of(policy_selectors)
     selectables = {s.id: s for s in program.selectables}
@@ -502,20 +496,7 @@ def update(
     new_eps: dict[str, ir.Endpoint] = {}
     for e in added:
         selectors = tuple(s for s in state.policy_selectors if e.id in pol_selected[s])
-        new_eps[e.id] = ir.Endpoint(
-            id=e.id,
-            kind=e.kind,
-            name=e.name,
-            namespace=e.namespace,
-            node=e.node,
-            interface=e.interface,
-            ips=tuple(e.ips),
-            labels=new_labels[e.id],
-            profiles=tuple(e.profiles),
-            ports=tuple(e.ports),
-            plans=planner.plans(selectors, e.is_host),  # type: ignore[attr-defined]
-            origin=e.span,
-        )
+        new_eps[e.id] = endpoint_node(e, new_labels[e.id], planner.plans(selectors, e.is_host))
     endpoints = _replaced(program.endpoints, rm_ids | add_ids, new_eps.values(), _ep_key)
     if endpoints is None:
         return "endpoint ids are not unique"

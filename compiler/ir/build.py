@@ -52,7 +52,7 @@ def _labels(
     return tuple(sorted(effective_labels(entity, by_name).items()))
 
 
-def _order_key(order: float | None) -> float:
+def order_key(order: float | None) -> float:
     return math.inf if order is None else order
 
 
@@ -229,7 +229,7 @@ def _hook_filter(hook: str, is_host: bool):  # noqa: ANN202 - small local predic
     return lambda p: p.do_not_track
 
 
-class _Planner:
+class Planner:
     """Tier plans per distinct set of matching selectors.
 
     An endpoint's applicable policies are those whose selector matches it, so two endpoints
@@ -289,6 +289,27 @@ class _Planner:
 
 
 _Plans = tuple[tuple[tuple[str, str], tuple[ir.TierPlan, ...]], ...]
+
+
+def endpoint_node(
+    e: model.Endpoint, labels: Mapping[str, str], plans: tuple[ir.TierPlan, ...]
+) -> ir.Endpoint:
+    """The IR node of one endpoint, given its effective labels and its tier plans (the builder
+    and the agent's incremental compile make endpoints the same way)."""
+    return ir.Endpoint(
+        id=e.id,
+        kind=e.kind,
+        name=e.name,
+        namespace=e.namespace,
+        node=e.node,
+        interface=e.interface,
+        ips=tuple(e.ips),
+        labels=labels,
+        profiles=tuple(e.profiles),
+        ports=tuple(e.ports),
+        plans=plans,
+        origin=e.span,
+    )
 
 
 def _local_rules(
@@ -364,7 +385,7 @@ def _build(resources: model.ResourceSet, node: str | None, local_only: bool) -> 
         builtin = tiers.get(t.name)
         order = t.order if builtin is None or t.order is not None else builtin.order
         tiers[t.name] = ir.Tier(t.name, order, default, t.span)
-    tier_list = sorted(tiers.values(), key=lambda t: (t.order is None, _order_key(t.order), t.name))
+    tier_list = sorted(tiers.values(), key=lambda t: (t.order is None, order_key(t.order), t.name))
 
     if local_only:
         policies = [_policy(p, None) for p in resources.policies]  # rules after planning
@@ -375,7 +396,7 @@ def _build(resources: model.ResourceSet, node: str | None, local_only: bool) -> 
         if not p.staged:
             by_tier[p.tier].append(p)
     for plist in by_tier.values():
-        plist.sort(key=lambda p: (_order_key(p.order), f"{p.name}/{p.namespace or ''}/{p.kind}"))
+        plist.sort(key=lambda p: (order_key(p.order), f"{p.name}/{p.namespace or ''}/{p.kind}"))
 
     labelled = {e.id: _labels(e, profiles_by_name) for e in resources.endpoints}
     planned = (
@@ -384,17 +405,17 @@ def _build(resources: model.ResourceSet, node: str | None, local_only: bool) -> 
     index = LabelIndex({e.id: dict(labelled[e.id]) for e in planned})
     # Endpoint -> applicable policies, by inverting one index query per distinct selector
     # (never selector x endpoint, nor policy x endpoint: a cluster-wide selector that 500
-    # policies share is inverted once). Plans come from _Planner, per distinct selector set.
+    # policies share is inverted once). Plans come from Planner, per distinct selector set.
     tier_rank = {t.name: i for i, t in enumerate(tier_list)}
     ordered = sorted(
         (p for plist in by_tier.values() for p in plist),
         key=lambda p: (
             tier_rank.get(p.tier, len(tier_rank)),
-            _order_key(p.order),
+            order_key(p.order),
             f"{p.name}/{p.namespace or ''}/{p.kind}",
         ),
     )
-    planner = _Planner(ordered, tier_list)
+    planner = Planner(ordered, tier_list)
     matching: dict[str, list[str]] = defaultdict(list)
     for sel in sorted(planner.filed):
         for eid in index.select(parse(sel)):
@@ -404,22 +425,7 @@ def _build(resources: model.ResourceSet, node: str | None, local_only: bool) -> 
     no_selectors: list[str] = []
     for e in planned:
         plans = planner.plans(tuple(matching.get(e.id, no_selectors)), e.is_host)
-        endpoints.append(
-            ir.Endpoint(
-                id=e.id,
-                kind=e.kind,
-                name=e.name,
-                namespace=e.namespace,
-                node=e.node,
-                interface=e.interface,
-                ips=tuple(e.ips),
-                labels=labelled[e.id],
-                profiles=tuple(e.profiles),
-                ports=tuple(e.ports),
-                plans=plans,
-                origin=e.span,
-            )
-        )
+        endpoints.append(endpoint_node(e, labelled[e.id], plans))
     if local_only:
         policies, ir_profiles = _local_rules(resources, policies, endpoints, sets)
     else:
