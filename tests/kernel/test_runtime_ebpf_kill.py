@@ -24,12 +24,10 @@ iterations (default 36).
 from __future__ import annotations
 
 import collections
-import contextlib
 import ipaddress
 import os
 import random
 import re
-import signal
 import subprocess
 import time
 from collections.abc import Mapping
@@ -45,7 +43,15 @@ from runtime.ebpf import EbpfDataplane
 from runtime.plan import KernelState
 from runtime.status import read_status
 from tests.support.demo_cluster import POD_IPS, cluster_yaml, compile_dir, compile_yaml
-from tests.support.runtime_world import CLI, ROOT, World, bpffs_cleanup, cli_env, world
+from tests.support.runtime_world import (
+    CLI,
+    ROOT,
+    World,
+    bpffs_cleanup,
+    cli_env,
+    killed_apply,
+    world,
+)
 from tests.support.topology import next_src_port
 from tests.support.traffic import Probe, send_probes
 
@@ -111,29 +117,6 @@ def _expected(program, probes: list[Probe]) -> dict[Probe, bool]:  # type: ignor
         )
         out[p] = evaluate(program, flow).allowed
     return out
-
-
-def _killed_apply(
-    cmd: list[str], env: dict[str, str], journal: Path, delay: float, after_journal: bool
-) -> None:
-    proc = subprocess.Popen(
-        cmd,
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
-        if after_journal:
-            deadline = time.monotonic() + 20
-            while not journal.exists() and proc.poll() is None and time.monotonic() < deadline:
-                time.sleep(0.0005)
-        time.sleep(delay)
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
 
 
 def _timed_apply(w: World, artifact_dir: Path, journal: Path) -> tuple[float, float]:
@@ -208,7 +191,7 @@ def test_kill_9_during_ebpf_apply_leaves_old_or_new_everywhere(
             after_journal = i % 4 >= 2
             delay = rng.uniform(0, phase) if after_journal else rng.uniform(0, whole)
             cmd = [*CLI, "apply", str(dirs[new]), "--node", "n1"]
-            _killed_apply(cmd, cli_env(w), journal, delay, after_journal)
+            killed_apply(cmd, cli_env(w), journal, delay, after_journal, journal_timeout=20.0)
             read = dp.read()
             now = _normalised(read)
             assert now in (states[old], states[new]), (

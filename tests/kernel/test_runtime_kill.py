@@ -12,11 +12,8 @@ while the kernel is being changed, so the critical window is hit often.
 from __future__ import annotations
 
 import collections
-import contextlib
 import os
 import random
-import signal
-import subprocess
 import time
 from pathlib import Path
 
@@ -26,34 +23,11 @@ from runtime.apply import apply_artifact, load_dir
 from runtime.nftables import UNIT, NftablesDataplane
 from runtime.status import read_status
 from tests.support.demo_cluster import cluster_yaml, compile_dir
-from tests.support.runtime_world import CLI, ROOT, cli_env, world
+from tests.support.runtime_world import CLI, cli_env, killed_apply, world
 
 pytestmark = [pytest.mark.kernel, pytest.mark.slow]
 
 ITERATIONS = int(os.environ.get("TORTIE_KILL_ITERATIONS", "40"))
-
-
-def _killed_apply(
-    cmd: list[str], env: dict[str, str], journal: Path, delay: float, after_journal: bool
-) -> None:
-    proc = subprocess.Popen(
-        cmd,
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
-        if after_journal:
-            deadline = time.monotonic() + 10
-            while not journal.exists() and proc.poll() is None and time.monotonic() < deadline:
-                time.sleep(0.0005)
-        time.sleep(delay)
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
 
 
 def test_kill_9_during_nftables_apply_leaves_old_or_new(tmp_path: Path) -> None:
@@ -83,7 +57,7 @@ def test_kill_9_during_nftables_apply_leaves_old_or_new(tmp_path: Path) -> None:
             after_journal = i % 4 >= 2
             delay = rng.uniform(0, 0.15) if after_journal else rng.uniform(0, whole)
             cmd = [*CLI, "apply", str(dirs[new]), "--node", "n1"]
-            _killed_apply(cmd, cli_env(w), journal, delay, after_journal)
+            killed_apply(cmd, cli_env(w), journal, delay, after_journal)
             now = dp.read().units[UNIT]
             assert now in (listing[old], listing[new]), f"iteration {i}: a mixed or empty table"
             state = "new" if now == listing[new] else "old"

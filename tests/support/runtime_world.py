@@ -8,9 +8,12 @@ are temporary directories. Nothing touches the root namespace's ruleset.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -111,3 +114,34 @@ def bpffs_cleanup(w: World) -> Iterator[None]:
 
         if w.env.bpffs.is_dir() and is_bpffs(w.env.bpffs):
             unmount(w.env.bpffs)
+
+
+def killed_apply(
+    cmd: list[str],
+    env: dict[str, str],
+    journal: Path,
+    delay: float,
+    after_journal: bool,
+    journal_timeout: float = 10.0,
+) -> None:
+    """Run ``cmd`` (an apply) in its own session and ``kill -9`` it after ``delay`` seconds —
+    counted from when it wrote ``journal`` if ``after_journal`` (waiting at most
+    ``journal_timeout``), else from its start."""
+    proc = subprocess.Popen(
+        cmd,
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        if after_journal:
+            deadline = time.monotonic() + journal_timeout
+            while not journal.exists() and proc.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.0005)
+        time.sleep(delay)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
