@@ -49,30 +49,20 @@ class ProgramSource:
     chunks: tuple[Chunk, ...]
 
 
-def render_maps_header() -> str:
+def _maps_header(guard: str, structs: object, maps: object) -> str:
     return (
         environment()
         .get_template("tortie_maps.h.j2")
-        .render(
-            guard="TORTIE_MAPS_H",
-            constants=sorted(layout.CONSTANTS),
-            structs=layout.STRUCTS,
-            maps=layout.MAPS,
-        )
+        .render(guard=guard, constants=sorted(layout.CONSTANTS), structs=structs, maps=maps)
     )
+
+
+def render_maps_header() -> str:
+    return _maps_header("TORTIE_MAPS_H", layout.STRUCTS, layout.MAPS)
 
 
 def render_dispatch_maps_header() -> str:
-    return (
-        environment()
-        .get_template("tortie_maps.h.j2")
-        .render(
-            guard="TORTIE_DISPATCH_MAPS_H",
-            constants=sorted(layout.CONSTANTS),
-            structs=layout.DISPATCH_STRUCTS,
-            maps=layout.DISPATCH_MAPS,
-        )
-    )
+    return _maps_header("TORTIE_DISPATCH_MAPS_H", layout.DISPATCH_STRUCTS, layout.DISPATCH_MAPS)
 
 
 def render_dispatch() -> str:
