@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 
 from compiler.diagnostics import DiagnosticSink
 from compiler.frontend import model as m
+from compiler.ir.nodes import Program
 from compiler.pipeline import compile_program
 from compiler.targets.nftables import chains, render_program
 from tests.property.strategies import (
@@ -147,6 +148,30 @@ def _probes(topo: NftTopology, res: m.ResourceSet, udp_only: bool) -> list:
     return probes
 
 
+def _programs(res: m.ResourceSet) -> dict[str, Program]:
+    """Every node of ``res`` (node1 always), compiled."""
+    sink = DiagnosticSink()
+    nodes = sorted({e.node for e in res.endpoints} | {"node1"})
+    return {node: compile_program(res, node, sink) for node in nodes}
+
+
+def _assert_kernel_agrees(
+    res: m.ResourceSet,
+    programs: dict[str, Program],
+    outsiders: tuple[str, str],
+    scripts: dict[str, str] | None = None,
+) -> None:
+    """Load the programs (or the given scripts) into a cluster of namespaces and check that
+    real probes are decided as the reference evaluator says."""
+    udp_only = any(p.do_not_track for p in res.policies)
+    with Cluster() as cluster:
+        topo = NftTopology.build(cluster, programs, externals=outsiders)
+        topo.load(scripts)
+        probes = _probes(topo, res, udp_only)
+        errors = run_and_compare(topo, probes, timeout=0.5)
+    assert not errors, f"{len(errors)} of {len(probes)} probes disagree:\n" + "\n".join(errors[:15])
+
+
 MERGED = {"runs": 0, "examples": 0}
 
 
@@ -162,18 +187,10 @@ MERGED = {"runs": 0, "examples": 0}
     outsiders=st.tuples(st.sampled_from(OUTSIDERS_V4), st.sampled_from(OUTSIDERS_V6)),
 )
 def test_merged_runs_match_evaluator(res: m.ResourceSet, outsiders: tuple[str, str]) -> None:
-    sink = DiagnosticSink()
-    nodes = sorted({e.node for e in res.endpoints} | {"node1"})
-    programs = {node: compile_program(res, node, sink) for node in nodes}
-    udp_only = any(p.do_not_track for p in res.policies)
+    programs = _programs(res)
     MERGED["examples"] += 1
     MERGED["runs"] += sum(render_program(p).script.count("one lookup)") for p in programs.values())
-    with Cluster() as cluster:
-        topo = NftTopology.build(cluster, programs, externals=outsiders)
-        topo.load()
-        probes = _probes(topo, res, udp_only)
-        errors = run_and_compare(topo, probes, timeout=0.5)
-    assert not errors, f"{len(errors)} of {len(probes)} probes disagree:\n" + "\n".join(errors[:15])
+    _assert_kernel_agrees(res, programs, outsiders)
 
 
 SEQUENCES = {"sequences": 0, "examples": 0}
@@ -191,20 +208,12 @@ SEQUENCES = {"sequences": 0, "examples": 0}
     outsiders=st.tuples(st.sampled_from(OUTSIDERS_V4), st.sampled_from(OUTSIDERS_V6)),
 )
 def test_policy_sequences_match_evaluator(res: m.ResourceSet, outsiders: tuple[str, str]) -> None:
-    sink = DiagnosticSink()
-    nodes = sorted({e.node for e in res.endpoints} | {"node1"})
-    programs = {node: compile_program(res, node, sink) for node in nodes}
-    udp_only = any(p.do_not_track for p in res.policies)
+    programs = _programs(res)
     SEQUENCES["examples"] += 1
     SEQUENCES["sequences"] += sum(
         render_program(p).script.count("\tchain seq-") for p in programs.values()
     )
-    with Cluster() as cluster:
-        topo = NftTopology.build(cluster, programs, externals=outsiders)
-        topo.load()
-        probes = _probes(topo, res, udp_only)
-        errors = run_and_compare(topo, probes, timeout=0.5)
-    assert not errors, f"{len(errors)} of {len(probes)} probes disagree:\n" + "\n".join(errors[:15])
+    _assert_kernel_agrees(res, programs, outsiders)
 
 
 NESTED = {"nested": 0, "examples": 0}
@@ -228,19 +237,11 @@ def test_nested_sequences_match_evaluator(res: m.ResourceSet, outsiders: tuple[s
         mock.patch.object(chains, "SEQUENCE_MIN", 2),
         mock.patch.object(chains, "CHUNK_MASK", 1),
     ):
-        sink = DiagnosticSink()
-        nodes = sorted({e.node for e in res.endpoints} | {"node1"})
-        programs = {node: compile_program(res, node, sink) for node in nodes}
+        programs = _programs(res)
         scripts = {node: render_program(p).script for node, p in programs.items()}
-    udp_only = any(p.do_not_track for p in res.policies)
     NESTED["examples"] += 1
     NESTED["nested"] += sum(s.count("\tchain seq2-") for s in scripts.values())
-    with Cluster() as cluster:
-        topo = NftTopology.build(cluster, programs, externals=outsiders)
-        topo.load(scripts)
-        probes = _probes(topo, res, udp_only)
-        errors = run_and_compare(topo, probes, timeout=0.5)
-    assert not errors, f"{len(errors)} of {len(probes)} probes disagree:\n" + "\n".join(errors[:15])
+    _assert_kernel_agrees(res, programs, outsiders, scripts)
 
 
 def test_examples_contained_nested_sequences() -> None:
