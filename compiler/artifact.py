@@ -11,15 +11,19 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from compiler import __version__
 
 MANIFEST = "manifest.json"
+#: The index of a multi-node output directory (``tortie compile --all-nodes``).
+INDEX = "nodes.json"
+_DIR_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,252}")
 
 
 def sha256(data: bytes) -> str:
@@ -55,27 +59,72 @@ def write_artifact(artifact: Artifact, out_dir: str | os.PathLike[str]) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        for name, data in sorted(artifact.files.items()):
-            if name.startswith("/") or ".." in Path(name).parts:
-                raise ValueError(f"artifact file name escapes the directory: {name!r}")
-            path = tmp / name
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(data)
-        (tmp / MANIFEST).write_bytes(artifact.manifest_bytes())
-        os.chmod(tmp, 0o755)
-        if out.exists():
-            old = out.with_name(f".{out.name}.old")
-            if old.exists():
-                shutil.rmtree(old)
-            out.rename(old)
-            tmp.rename(out)
-            shutil.rmtree(old)
-        else:
-            tmp.rename(out)
+        _write_files(artifact, tmp)
+        _swap_into_place(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
+
+
+def write_artifact_tree(
+    target: str, artifacts: Iterable[Artifact], out_dir: str | os.PathLike[str]
+) -> list[str]:
+    """Several nodes' artifacts under one directory, ``<node>/`` each, plus :data:`INDEX`;
+    atomic as a whole. ``artifacts`` may be a generator (one node's artifact in memory at a
+    time): if it raises, nothing is written and the exception goes on. Returns the nodes."""
+    out = Path(out_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    nodes: list[str] = []
+    try:
+        for artifact in artifacts:
+            if not is_safe_dir_name(artifact.node) or artifact.node in nodes:
+                raise ValueError(f"node name cannot be a directory name: {artifact.node!r}")
+            sub = tmp / artifact.node
+            sub.mkdir()
+            _write_files(artifact, sub)
+            nodes.append(artifact.node)
+        index = {
+            "format": 1,
+            "compiler": f"tortie {__version__}",
+            "target": target,
+            "nodes": sorted(nodes),
+        }
+        (tmp / INDEX).write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
+        _swap_into_place(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return sorted(nodes)
+
+
+def is_safe_dir_name(name: str) -> bool:
+    """A node name that is one plain path component (DNS-1123-like: no ``/``, no leading dot)."""
+    return bool(_DIR_NAME.fullmatch(name))
+
+
+def _write_files(artifact: Artifact, into: Path) -> None:
+    for name, data in sorted(artifact.files.items()):
+        if name.startswith("/") or ".." in Path(name).parts:
+            raise ValueError(f"artifact file name escapes the directory: {name!r}")
+        path = into / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    (into / MANIFEST).write_bytes(artifact.manifest_bytes())
+    os.chmod(into, 0o755)
+
+
+def _swap_into_place(tmp: Path, out: Path) -> None:
+    if out.exists():
+        old = out.with_name(f".{out.name}.old")
+        if old.exists():
+            shutil.rmtree(old)
+        out.rename(old)
+        tmp.rename(out)
+        shutil.rmtree(old)
+    else:
+        tmp.rename(out)
 
 
 def read_manifest(path: str | os.PathLike[str]) -> dict[str, object]:

@@ -9,7 +9,14 @@ import sys
 
 import click
 
-from compiler.artifact import MANIFEST, write_artifact
+from compiler.artifact import (
+    INDEX,
+    MANIFEST,
+    Artifact,
+    is_safe_dir_name,
+    write_artifact,
+    write_artifact_tree,
+)
 from compiler.cli.common import (
     EXIT_ERRORS,
     counts_line,
@@ -60,7 +67,7 @@ def _check_out_dir(out_dir: str) -> str:
             raise click.BadParameter(f"{out_dir}: {e.strerror}", param_hint="'-o'") from None
         if entries and not _is_artifact(out):
             raise click.BadParameter(
-                f"{out_dir} is not empty and holds no Tortie {MANIFEST}; it would be "
+                f"{out_dir} is not empty and holds no Tortie {MANIFEST} or {INDEX}; it would be "
                 "replaced as a whole, so choose a new or empty directory",
                 param_hint="'-o'",
             )
@@ -68,17 +75,38 @@ def _check_out_dir(out_dir: str) -> str:
 
 
 def _is_artifact(path: str) -> bool:
+    """An earlier output of ``tortie compile``: one node's artifact or a multi-node tree."""
+    return _is_format_1(os.path.join(path, MANIFEST)) or _is_format_1(os.path.join(path, INDEX))
+
+
+def _is_format_1(path: str) -> bool:
     try:
-        with open(os.path.join(path, MANIFEST), "rb") as f:
+        with open(path, "rb") as f:
             manifest = json.loads(f.read())
     except (OSError, ValueError):
         return False
     return isinstance(manifest, dict) and manifest.get("format") == 1
 
 
+class _NodeFailed(Exception):
+    """A node's compile reported errors (they are in the sink): nothing is written."""
+
+
 @click.command("compile")
 @file_option
-@click.option("--node", required=True, metavar="NODE", help="The node to compile for.")
+@click.option(
+    "--node",
+    "nodes",
+    multiple=True,
+    metavar="NODE",
+    help="The node to compile for; repeat it for several nodes (then -o holds NODE/ each).",
+)
+@click.option(
+    "--all-nodes",
+    is_flag=True,
+    help="Compile for every node in the input (Node resources and pods' nodeName); -o holds "
+    "one NODE/ artifact directory each plus nodes.json. The input is read once.",
+)
 @click.option(
     "--target",
     "target_name",
@@ -95,45 +123,100 @@ def _is_artifact(path: str) -> bool:
     type=click.Path(file_okay=False),
     help="Artifact directory to write (replaced atomically).",
 )
-def compile_cmd(files: tuple[str, ...], node: str, target_name: str, out_dir: str) -> None:
-    """Compile policy for one node into an artifact directory.
+def compile_cmd(
+    files: tuple[str, ...],
+    nodes: tuple[str, ...],
+    all_nodes: bool,
+    target_name: str,
+    out_dir: str,
+) -> None:
+    """Compile policy for one node (or several) into an artifact directory.
 
     The directory gets the target's files plus manifest.json (input hashes, node, target,
     compiler version, file hashes). It is written all at once: on any error nothing is written
     and an existing directory is left as it was. Diagnostics go to stderr; exit status 0 ok,
     1 errors in the input, 2 usage.
 
+    With several --node options or --all-nodes, DIR gets one artifact directory per node
+    (DIR/NODE/, each as above) and nodes.json listing them, again all at once; the input is
+    read and checked once, which is what a pipeline building every node wants.
+
     \b
-    Example:
+    Examples:
       tortie compile -f examples/demo/ --node node1 --target nftables -o out/node1
+      tortie compile -f examples/demo/ --all-nodes --target nftables -o out/
     """
+    if not nodes and not all_nodes:
+        raise click.UsageError("give --node NODE (repeatable) or --all-nodes")
+    if nodes and all_nodes:
+        raise click.UsageError("--node and --all-nodes cannot be combined")
     sink = DiagnosticSink()
     sources = HashingSources()
     loaded = load_inputs(files, sink, sources)
     if sink.has_errors:
         _fail(sink, sources)
     known = _known_nodes(loaded.resources)
-    if node not in known:
-        listed = ", ".join(sorted(known)) or "none"
-        click.echo(f"tortie: unknown node {node!r} (nodes in the input: {listed})", err=True)
-        sys.exit(EXIT_ERRORS)
-    # Only what this node's endpoints use: the same artifact, less work (ir/build.py).
-    program = compile_program(loaded.resources, node, sink, local_only=True)
+    if all_nodes:
+        chosen = sorted(known)
+        if not chosen:
+            click.echo("tortie: no nodes in the input; nothing written", err=True)
+            sys.exit(EXIT_ERRORS)
+    else:
+        chosen = list(dict.fromkeys(nodes))
+        unknown = [n for n in chosen if n not in known]
+        if unknown:
+            listed = ", ".join(sorted(known)) or "none"
+            click.echo(
+                f"tortie: unknown node {unknown[0]!r} (nodes in the input: {listed})", err=True
+            )
+            sys.exit(EXIT_ERRORS)
     target = get_target(target_name)
-    if not sink.has_errors:
-        target.check(program, sink)
-    if sink.has_errors:
-        _fail(sink, sources)
-    artifact = dataclasses.replace(
-        target.render(program), inputs=dict(sorted(sources.hashes.items()))
-    )
+    inputs = dict(sorted(sources.hashes.items()))
+
+    def artifact_for(node: str) -> Artifact:
+        # Only what this node's endpoints use: the same artifact, less work (ir/build.py).
+        program = compile_program(loaded.resources, node, sink, local_only=True)
+        if not sink.has_errors:
+            target.check(program, sink)
+        if sink.has_errors:
+            raise _NodeFailed(node)
+        return dataclasses.replace(target.render(program), inputs=inputs)
+
+    if len(nodes) == 1:  # one --node: DIR is the artifact itself
+        node = chosen[0]
+        try:
+            artifact = artifact_for(node)
+        except _NodeFailed:
+            _fail(sink, sources)
+        out_path = _check_out_dir(out_dir)
+        try:
+            write_artifact(artifact, out_path)
+        except OSError as e:
+            click.echo(
+                f"tortie: cannot write {out_dir}: {e.strerror or e}; nothing written", err=True
+            )
+            sys.exit(EXIT_ERRORS)
+        emit_diagnostics([d for d in sink.sorted() if d.level is not Level.ERROR], sources)
+        files_n = len(artifact.files) + 1
+        click.echo(f"wrote {out_dir}: {files_n} files ({target_name}, node {node})")
+        return
+    bad = [n for n in chosen if not is_safe_dir_name(n)]
+    if bad:
+        click.echo(
+            f"tortie: node {bad[0]!r} cannot name a directory under {out_dir} (letters, digits, "
+            "'.', '_' and '-' only, not starting with '.'); compile it alone with --node; "
+            "nothing written",
+            err=True,
+        )
+        sys.exit(EXIT_ERRORS)
     out_path = _check_out_dir(out_dir)
     try:
-        write_artifact(artifact, out_path)
+        written = write_artifact_tree(target_name, (artifact_for(n) for n in chosen), out_path)
+    except _NodeFailed as e:
+        click.echo(f"tortie: errors compiling for node {e.args[0]!r}", err=True)
+        _fail(sink, sources)
     except OSError as e:
         click.echo(f"tortie: cannot write {out_dir}: {e.strerror or e}; nothing written", err=True)
         sys.exit(EXIT_ERRORS)
-    path = out_dir
     emit_diagnostics([d for d in sink.sorted() if d.level is not Level.ERROR], sources)
-    files_n = len(artifact.files) + 1
-    click.echo(f"wrote {path}: {files_n} files ({target_name}, node {node})")
+    click.echo(f"wrote {out_dir}: {len(written)} nodes ({target_name}), one directory each")
