@@ -28,7 +28,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -94,6 +94,9 @@ class Record:
     kernel: Mapping[str, str | None]
     summary: Mapping[str, int] = field(default_factory=dict)
     format: int = RECORD_FORMAT
+    # The kernel's stamp when ``kernel`` was read (runtime/stamp.py; "" when none): while the
+    # stamp is unchanged, the kernel still holds exactly ``kernel``.
+    stamp: str = ""
     # Set only on a record read with its SetOverlay merged in (never stored): the program the
     # agent put in force with set-only updates on top of ``artifact``, and how many updates.
     overlay: str = ""
@@ -108,9 +111,18 @@ class Record:
         hand-edited or corrupted applied.json must not crash ``status`` or ``apply``)."""
         known = {f for f in cls.__dataclass_fields__}
         record = cls(**{k: v for k, v in data.items() if k in known})
-        strings = (record.target, record.node, record.artifact, record.source, record.compiler)
+        strings = (
+            record.target,
+            record.node,
+            record.artifact,
+            record.source,
+            record.compiler,
+            record.stamp,
+        )
         if not all(isinstance(v, str) for v in (*strings, record.mode)):
-            raise TypeError("target, node, artifact, source, compiler and mode must be strings")
+            raise TypeError(
+                "target, node, artifact, source, compiler, stamp and mode must be strings"
+            )
         if isinstance(record.applied_at, bool) or not isinstance(record.applied_at, int | float):
             raise TypeError("applied_at must be a number")
         for name, mapping, ok in (
@@ -224,7 +236,8 @@ class StateDir:
             return record  # stale: made on an earlier applied.json
         from runtime.nftables_fast import overlay_record  # nftables is the only user
 
-        return overlay_record(record, sets)
+        # The stamp was taken for the stored record, not for the updates on top of it.
+        return replace(overlay_record(record, sets), stamp="")
 
     def record_stat(self) -> tuple[int, int, int] | None:
         """(inode, size, mtime_ns) of ``applied.json``: changes whenever it is replaced."""

@@ -20,6 +20,7 @@ from typing import Any
 from runtime.apply import dataplane_for
 from runtime.lock import LockBusy, apply_lock
 from runtime.plan import Env, KernelState, unified_diff
+from runtime.stamp import kernel_stamp
 from runtime.state import Journal, Record
 
 __all__ = ["Status", "read_status", "render_text"]
@@ -37,6 +38,9 @@ class Status:
     busy: bool = False  # an apply held the lock while we read
     error: str = ""  # the kernel could not be read
     foreign: tuple[str, ...] = field(default=())  # targets with objects but no record
+    # How the kernel was checked: "full" (read back and compared) or "stamp" (its stamp is the
+    # one recorded at the apply, so it holds what was read then: runtime/stamp.py).
+    checked: str = "full"
 
     @property
     def in_sync(self) -> bool:
@@ -68,6 +72,7 @@ class Status:
             "apply_in_progress": self.busy,
             "error": self.error or None,
             "unrecorded_targets": list(self.foreign),
+            "checked": self.checked,
         }
 
 
@@ -75,28 +80,36 @@ def _iso(ts: float) -> str:
     return datetime.datetime.fromtimestamp(ts, datetime.UTC).isoformat(timespec="seconds")
 
 
-def read_status(env: Env, lock_wait: float = 2.0) -> Status:
-    """Read the record and the kernel; waits up to ``lock_wait`` s for a running apply."""
+def read_status(env: Env, lock_wait: float = 2.0, *, full: bool = False) -> Status:
+    """Read the record and the kernel; waits up to ``lock_wait`` s for a running apply.
+
+    The kernel is not read back when its stamp proves it unchanged since the apply
+    (runtime/stamp.py), unless ``full``."""
     if not env.state.root.is_dir():
         # Nothing was ever applied with this state dir; a status must not create it.
-        return _read(env, busy=False)
+        return _read(env, busy=False, full=full)
     try:
         with apply_lock(env.state.root, lock_wait):
-            return _read(env, busy=False)
+            return _read(env, busy=False, full=full)
     except LockBusy:
-        return _read(env, busy=True)
+        return _read(env, busy=True, full=full)
     except OSError as e:  # a state dir we cannot lock (read-only, not ours): read anyway
         logger.warning("cannot take the lock in %s: %s", env.state.root, e.strerror or e)
-        return _read(env, busy=False)
+        return _read(env, busy=False, full=full)
 
 
-def _read(env: Env, busy: bool) -> Status:
+def _read(env: Env, busy: bool, full: bool) -> Status:
     record = env.state.read_record()
     journal = env.state.read_journal()
     if record is None:
         return Status(None, None, (), "", journal, busy, foreign=_foreign(env))
+    trust_stamp = not (full or busy) and journal is None and record.stamp and not record.overlay
     try:
-        current = dataplane_for(record.target, env).read()
+        dp = dataplane_for(record.target, env)
+        if trust_stamp and kernel_stamp(dp) == record.stamp:
+            current = KernelState(dict(record.kernel), dict(record.counts))
+            return Status(record, current, (), "", None, False, checked="stamp")
+        current = dp.read()
     except Exception as e:  # noqa: BLE001 - a status must always answer
         return Status(record, None, (), "", journal, busy, error=f"cannot read the kernel: {e}")
     drift = tuple(current.differs(record.kernel))
@@ -167,5 +180,11 @@ def render_text(st: Status, max_diff_lines: int = 40) -> str:
                 f"... {len(diff) - max_diff_lines} more diff lines (use -o json or nft/iptables-save)"
             )
     elif rec is not None and not st.error:
-        lines.append("state:     in sync")
+        if st.checked == "stamp":
+            lines.append(
+                "state:     in sync (nothing committed to the kernel's tables since the apply: "
+                "same nf_tables generation; --full reads it back)"
+            )
+        else:
+            lines.append("state:     in sync")
     return "\n".join(lines)

@@ -14,9 +14,16 @@ __all__ = ["status_cmd"]
 
 @click.command("status")
 @output_option
+@click.option(
+    "--full",
+    is_flag=True,
+    help="Always read the kernel back and compare (by default an nftables ruleset whose "
+    "nf_tables generation is unchanged since the apply is not read again).",
+)
 @runtime_options
 def status_cmd(
     output: str,
+    full: bool,
     state_dir: str,
     bpffs: str,
     lock_timeout: float,
@@ -33,12 +40,13 @@ def status_cmd(
     Example:
       tortie status
       tortie status -o json
+      tortie status --full
     """
     from runtime.status import read_status, render_text
 
     setup_logging(verbose)
     env = make_env(state_dir, bpffs, lock_timeout, netns, iptables_backend)
-    st = read_status(env, lock_wait=min(lock_timeout, 2.0))
+    st = read_status(env, lock_wait=min(lock_timeout, 2.0), full=full)
     if output == "json":
         doc = st.as_json()
         doc["diff"] = st.diff
