@@ -76,6 +76,7 @@ def fast_documents(text: str, name: str) -> list[Node] | None:
 
 def _read(text: str, name: str) -> list[Node]:  # noqa: C901, PLR0912, PLR0915
     plain: dict[str, tuple[object, str]] = {}
+    good_keys: set[str] = set()
     resolvable = _RESOLVABLE_FIRST
     bad_first = _BAD_FIRST
     new_scalar = Scalar.__new__
@@ -228,20 +229,9 @@ def _read(text: str, name: str) -> list[Node]:  # noqa: C901, PLR0912, PLR0915
                 k = len(c) - 1
         # c[:k] is a key of the mapping ``top[2]``; the value starts after ": ".
         ktext = c[:k]
-        if not ktext or k > 1000 or ktext[-1] == " " or "#" in ktext:
-            raise _Bail  # libyaml: no simple key longer than 1024 characters
-        first = ktext[0]
-        if first in bad_first or first == '"' or first == "'":
-            raise _Bail
-        if (first == "-" or first == "?" or first == ":") and (len(ktext) == 1 or ktext[1] == " "):
-            raise _Bail
-        if first in resolvable:
-            hit = plain.get(ktext)
-            if hit is None:
-                hit = plain[ktext] = _resolve_plain(ktext)
-            if hit[1]:
-                raise _Bail  # a merge key, or a tag the event reader reports
-            # A key is its source text, even when it would resolve to something else ("on").
+        if ktext not in good_keys:  # keys repeat: each distinct one is checked once
+            _check_key(ktext, k, plain, resolvable, bad_first)
+            good_keys.add(ktext)
         mapping = top[2]
         index = mapping._index
         if ktext in index:
@@ -330,6 +320,30 @@ def _read(text: str, name: str) -> list[Node]:  # noqa: C901, PLR0912, PLR0915
     if root is not None:
         docs.append(root)
     return docs
+
+
+def _check_key(
+    ktext: str,
+    k: int,
+    plain: dict[str, tuple[object, str]],
+    resolvable: object,
+    bad_first: frozenset[str],
+) -> None:
+    """Bail unless ``ktext`` is a plain key the event reader reads as the same string."""
+    if not ktext or k > 1000 or ktext[-1] == " " or "#" in ktext:
+        raise _Bail  # libyaml: no simple key longer than 1024 characters
+    first = ktext[0]
+    if first in bad_first or first == '"' or first == "'":
+        raise _Bail
+    if (first == "-" or first == "?" or first == ":") and (len(ktext) == 1 or ktext[1] == " "):
+        raise _Bail
+    if first in resolvable:  # type: ignore[operator]
+        hit = plain.get(ktext)
+        if hit is None:
+            hit = plain[ktext] = _resolve_plain(ktext)
+        if hit[1]:
+            raise _Bail  # a merge key, or a tag the event reader reports
+        # A key is its source text, even when it would resolve to something else ("on").
 
 
 def _plain(
