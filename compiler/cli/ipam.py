@@ -196,6 +196,9 @@ def allocate(
 def release(state_path: str, handle: str | None, addresses: tuple[str, ...]) -> None:
     """Release ADDRESSES (and/or every address of --handle); print what was freed.
 
+    An address that is not allocated is an error (exit 1, nothing released); a handle that
+    holds no addresses is not (it may have been released already): a note on stderr, exit 0.
+
     \b
     Example:
       tortie ipam release --state ipam.json --handle default/web-1
@@ -215,12 +218,17 @@ def release(state_path: str, handle: str | None, addresses: tuple[str, ...]) -> 
             engine = IPAM(state, [], {})
             freed = [(a, engine.release(a).handle) for a in parsed]
             if handle is not None:
-                freed += [(a, handle) for a in engine.release_handle(handle)]
+                by_handle = engine.release_handle(handle)
+                freed += [(a, handle) for a in by_handle]
     except StateError as e:
         click.echo(f"tortie: {state_path}: {e}", err=True)
         sys.exit(EXIT_ERRORS)
     except IPAMError as e:
         click.echo(f"tortie: {e}", err=True)
         sys.exit(EXIT_ERRORS)
+    if handle is not None and not by_handle:
+        click.echo(
+            f"tortie: handle {handle!r} holds no addresses; nothing released for it", err=True
+        )
     for addr, owner in freed:
         click.echo(f"{addr} {owner}")
