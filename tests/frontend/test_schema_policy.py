@@ -289,3 +289,29 @@ def test_all_problems_are_reported_together() -> None:
         "24:29 E050",
     ]
     assert rs.policies == () and rs.endpoints == ()
+
+
+def test_order_with_an_exponent_is_a_number_as_kubectl_reads_it() -> None:
+    """YAML 1.1 floats need a dot, so PyYAML reads ``1e3`` as a string; go-yaml (kubectl,
+    calicoctl) reads it as 1000.0, and that is what the cluster would hold."""
+    for text, want in (("1e3", 1000.0), ("-5E+1", -50.0), ("2.5e2", 250.0)):
+        rs, sink = run(
+            f"""\
+            apiVersion: projectcalico.org/v3
+            kind: GlobalNetworkPolicy
+            metadata: {{name: p}}
+            spec: {{order: {text}}}
+            """
+        )
+        assert not sink.diagnostics, text
+        assert rs.policies[0].order == want
+    for quoted in ("'1e3'", '"1e3"', "e3", "1e"):
+        _, sink = run(
+            f"""\
+            apiVersion: projectcalico.org/v3
+            kind: GlobalNetworkPolicy
+            metadata: {{name: p}}
+            spec: {{order: {quoted}}}
+            """
+        )
+        assert codes(sink) == ["E021"], quoted

@@ -11,12 +11,16 @@ from __future__ import annotations
 
 import difflib
 import math
+import re
 from collections.abc import Collection, Iterable
 
 from compiler.diagnostics import DiagnosticSink, Span
 from compiler.frontend.yaml_loader import Mapping, Node, Scalar, Sequence, type_name
 
 __all__ = ["Fields", "did_you_mean", "expect_map", "expect_str"]
+
+# A plain scalar that go-yaml (kubectl, calicoctl) resolves to a float: exponents without a dot.
+_GO_FLOAT = re.compile(r"[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)[eE][-+]?[0-9]+")
 
 
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
@@ -169,6 +173,10 @@ class Fields:
         if node is None:
             return None
         v = node.value
+        if node.style == "" and isinstance(v, str) and _GO_FLOAT.fullmatch(v):
+            # "1e3" is a string to YAML 1.1 (its floats need a dot) but a number to kubectl
+            # and calicoctl (go-yaml), which is how the cluster would read it.
+            v = float(v)
         if isinstance(v, bool) or not isinstance(v, int | float):
             self.wrong(key, "a number", node)
             return None
