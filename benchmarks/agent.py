@@ -172,6 +172,7 @@ def run_size(
     kernel: bool,
     profile: Path | None = None,
     scenarios: tuple[str, ...] = SCENARIOS,
+    extras: bool = True,
 ) -> dict[str, dict[str, object]]:
     out: dict[str, dict[str, object]] = {}
     with tempfile.TemporaryDirectory(prefix="tortie-bench-agent-") as tmp:
@@ -213,6 +214,8 @@ def run_size(
             if any(r is not None for r in seen):
                 raise SystemExit(f"an idle tick reconciled: {seen}")
             out[IDLE] = _median_row(idles, "no reconcile")
+            if not extras:
+                return out
             # The status command with the set updates in force (lists the whole table).
             from runtime.status import read_status
 
@@ -317,6 +320,11 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="time only the first reconcile, the remote label change and what follows it",
     )
+    ap.add_argument(
+        "--no-extras",
+        action="store_true",
+        help="skip the status and deferred record rows (each lists the whole table: ~40 s)",
+    )
     args = ap.parse_args(argv)
     if args.compile_only:
         return _compile_only_table(args)
@@ -333,7 +341,12 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         print(f"# {n} policies: running ...", file=sys.stderr, flush=True)
         results[n] = run_size(
-            data, args.runs, kernel, args.profile, SCENARIOS[:1] if args.only_remote else SCENARIOS
+            data,
+            args.runs,
+            kernel,
+            args.profile,
+            SCENARIOS[:1] if args.only_remote else SCENARIOS,
+            extras=not args.no_extras,
         )
     apply_note = (
         "nft apply into a private network namespace"

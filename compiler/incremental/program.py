@@ -60,28 +60,100 @@ def _keys(sel: sel_ast.Selector) -> frozenset[str] | None:
     return frozenset(out) if out else None
 
 
+def _requirements(sel: sel_ast.Selector) -> list[tuple[str, frozenset[str]]]:
+    """(key, values) pairs the labels must meet for ``sel`` to match: the ``==``/``in`` operands
+    of its top-level conjunction (``key == v`` needs ``labels[key] == v``, ``key in {..}``
+    needs ``labels[key]`` among the values; both are false when the key is absent)."""
+    out = []
+    stack = [sel]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, sel_ast.And):
+            stack.extend(node.operands)
+        elif isinstance(node, sel_ast.Eq):
+            out.append((node.key, frozenset((node.value,))))
+        elif isinstance(node, sel_ast.In):
+            out.append((node.key, frozenset(node.values)))
+    return out
+
+
 @dataclass(frozen=True)
 class _Selectors:
-    """Every distinct selector of the program, parsed, with the label keys it reads."""
+    """Every distinct selector of the program, parsed, with the label keys it reads.
+
+    Most selectors need one label to hold one of a few values (an *anchor*: e.g. the namespace
+    label the builder ands into every namespaced selector). Such a selector cannot match labels
+    that miss its anchor, so :meth:`candidates` only tests the selectors whose anchor a changed
+    endpoint's old or new labels meet (an index lookup per label), plus the few without one.
+    """
 
     parsed: dict[str, sel_ast.Selector]
     by_key: dict[str, tuple[str, ...]]  # label key -> selectors reading it
     test: dict[str, Callable[[Mapping[str, str]], bool]]  # selector -> compiled predicate
+    keys: dict[str, frozenset[str]]  # selector -> label keys it reads
+    by_anchor: dict[tuple[str, str], tuple[str, ...]]  # (key, value) -> anchored selectors
+    unanchored: frozenset[str]  # selectors without an anchor
+    unanchored_by_key: dict[str, tuple[str, ...]]  # label key -> unanchored selectors reading it
 
     @classmethod
-    def of(cls, selectors: Iterable[str]) -> _Selectors:
+    def of(
+        cls, selectors: Iterable[str], counts: Mapping[tuple[str, str], int] | None = None
+    ) -> _Selectors:
+        """``counts``: how many items hold each (key, value) label, to anchor each selector on
+        its most selective requirement."""
+        counts = counts or {}
         parsed = {s: parse(s) for s in sorted(set(selectors))}
         by_key: dict[str, list[str]] = {}
+        keys: dict[str, frozenset[str]] = {}
+        by_anchor: dict[tuple[str, str], list[str]] = {}
+        unanchored = set()
         for s, ast in parsed.items():
-            for k in _keys(ast) or ():
+            keys[s] = _keys(ast) or frozenset()
+            for k in keys[s]:
                 by_key.setdefault(k, []).append(s)
+            reqs = _requirements(ast)
+            if not reqs:
+                unanchored.add(s)
+                continue
+            key, values = min(
+                reqs,
+                key=lambda r: (sum(counts.get((r[0], v), 0) for v in r[1]), r[0], sorted(r[1])),
+            )
+            for v in values:
+                by_anchor.setdefault((key, v), []).append(s)
         tests = {s: _compiled(ast) for s, ast in parsed.items()}
-        return cls(parsed, {k: tuple(v) for k, v in by_key.items()}, tests)
+        return cls(
+            parsed,
+            {k: tuple(v) for k, v in by_key.items()},
+            tests,
+            keys,
+            {k: tuple(v) for k, v in by_anchor.items()},
+            frozenset(unanchored),
+            {k: tuple(x for x in v if x in unanchored) for k, v in by_key.items()},
+        )
 
     def reading(self, keys: Iterable[str]) -> set[str]:
         out: set[str] = set()
         for k in keys:
             out.update(self.by_key.get(k, ()))
+        return out
+
+    def candidates(
+        self, labels: Iterable[Mapping[str, str]], changed: frozenset[str] | None
+    ) -> set[str]:
+        """The selectors that may match any of ``labels`` (a superset; every other one is
+        false for all of them) and, unless ``changed`` is None, read one of those keys."""
+        out = set()
+        for lab in labels:
+            for kv in lab.items():
+                out.update(self.by_anchor.get(kv, ()))
+        if changed is None:
+            out |= self.unanchored
+            return out
+        keys = self.keys
+        out = {s for s in out if not changed.isdisjoint(keys[s])}
+        for k in changed:
+            out.update(self.unanchored_by_key.get(k, ()))
         return out
 
 
@@ -135,8 +207,12 @@ def full_state(
     (with MEMBERSHIP_STABLE_PASSES)."""
     planner = _planner(program)
     policy_selectors = tuple(sorted(planner.filed))
-    set_sel = _Selectors.of(s.selector for s in program.sets.values())
-    pol_sel = _Selectors.of(policy_selectors)
+    counts: dict[tuple[str, str], int] = {}
+    for e in program.endpoints:
+        for kv in e.labels:
+            counts[kv] = counts.get(kv, 0) + 1
+    set_sel = _Selectors.of((s.selector for s in program.sets.values()), counts)
+    pol_sel = _Selectors.of(policy_selectors, counts)
     selectables = {s.id: s for s in program.selectables}
     set_index = LabelIndex({sid: dict(s.labels) for sid, s in selectables.items()})
     set_selected = {s: set_index.select(a) for s, a in set_sel.parsed.items()}
@@ -371,12 +447,15 @@ def update(
         for eid in rm_ids | add_ids:
             old_l = dict(old_sel[eid].labels) if eid in old_sel else None
             new_l = dict(new_labels[eid]) if eid in new_labels else None
+            changed = None
             if old_l is not None and new_l is not None:
-                keys = {k for k in old_l.keys() | new_l.keys() if old_l.get(k) != new_l.get(k)}
-                candidates = sels.reading(keys)
-            else:
-                candidates = sels.parsed.keys()
-            for s in candidates:
+                changed = frozenset(
+                    k for k in old_l.keys() | new_l.keys() if old_l.get(k) != new_l.get(k)
+                )
+            labels = [x for x in (old_l, new_l) if x is not None]
+            # Every other selector is false for both label sets, and so was and stays without
+            # ``eid`` (or reads no changed key).
+            for s in sels.candidates(labels, changed):
                 was = eid in out[s]
                 now = new_l is not None and sels.test[s](new_l)
                 if was != now:
@@ -494,13 +573,21 @@ def update(
     # -- endpoints -------------------------------------------------------------------------
     planner = state.planner
     new_eps: dict[str, ir.Endpoint] = {}
+    pol_sels = state.pol_selectors
     for e in added:
-        selectors = tuple(s for s in state.policy_selectors if e.id in pol_selected[s])
+        # The policy selectors selecting ``e`` (in the builder's sorted order): all of them
+        # match its labels, so they are among the candidates for those labels.
+        maybe = pol_sels.candidates([dict(new_labels[e.id])], None)
+        selectors = tuple(sorted(s for s in maybe if e.id in pol_selected[s]))
         new_eps[e.id] = endpoint_node(e, new_labels[e.id], planner.plans(selectors, e.is_host))
     endpoints = _replaced(program.endpoints, rm_ids | add_ids, new_eps.values(), _ep_key)
     if endpoints is None:
         return "endpoint ids are not unique"
-    old_eps = {x.id: x for x in program.endpoints if x.id in rm_ids}
+    old_eps = {}  # id -> the program's endpoint (ids are unique and sorted: binary searches)
+    for eid in rm_ids:
+        i = bisect.bisect_left(program.endpoints, eid, key=_ep_key)
+        if i < len(program.endpoints) and program.endpoints[i].id == eid:
+            old_eps[eid] = program.endpoints[i]
     local_changed = any(
         x.node == program.node for x in (*old_eps.values(), *new_eps.values())
     ) and any(old_eps.get(i) != new_eps.get(i) for i in rm_ids | add_ids)

@@ -5,8 +5,9 @@ not change:
 
 1. **Scan**: every input file as :func:`compiler.frontend.sources.discover` would list it (same
    walk, order and names), with ``(size, mtime_ns)``. Files whose size and mtime are unchanged
-   are not opened; the others are read and hashed, and a file whose bytes are unchanged is
-   treated as unchanged.
+   are not opened; the others are read and compared with their previous text (one memcmp),
+   and a file whose text is unchanged is treated as unchanged. The SHA-256 of a text (the
+   manifest's ``inputs``) is computed only when asked for (``LoadResult.hashes`` is lazy).
 2. **Splice** (the fast path): a changed file is compared with its previous text (common
    prefix and suffix, compared in C); the changed characters are mapped to the items of its
    ``kind: List`` (or, for a small file, to the whole file), and only those items are parsed,
@@ -30,8 +31,11 @@ from __future__ import annotations
 import bisect
 import dataclasses
 import hashlib
+import itertools
 import os
 from collections import Counter
+from collections.abc import Iterable, Iterator
+from collections.abc import Mapping as Mapping_
 from dataclasses import dataclass, field
 
 from compiler.diagnostics import Diagnostic, DiagnosticSink, Level, SourceRegistry
@@ -54,25 +58,36 @@ def _empty_resources() -> ResourceSet:
     return read_documents([], DiagnosticSink())
 
 
+_versions = itertools.count(1)
+
+
 @dataclass
 class _File:
     name: str
     size: int
     mtime: int
     text: str
-    sha: str
+    # Which text this is: a new number for every text read that differs from the previous one
+    # (two loads with the same versions read the same texts; :meth:`SourceCache.peek`).
+    version: int = field(default_factory=lambda: next(_versions))
     docs: list[Node] | None = None  # YAML trees of the current text (None: parse again)
     diags: list[Diagnostic] = field(default_factory=list)  # the YAML stage's, for ``docs``
-    # (character offset, 0-based line) of every item of the file's single ``v1 List``, then of
-    # where the items end; None when the file is not one such list.
-    units: list[tuple[int, int]] | None = None
+    # The items of the file's single ``v1 List`` (None when the file is not one such list).
+    units: _Units | None = None
+    _digest: str | None = None  # SHA-256 of ``text``, computed when first asked for
+
+    @property
+    def sha(self) -> str:
+        if self._digest is None:
+            self._digest = _sha(self.text)
+        return self._digest
 
 
 @dataclass(frozen=True)
 class LoadResult:
     resources: ResourceSet
     diagnostics: tuple[Diagnostic, ...]
-    hashes: dict[str, str]  # file name -> SHA-256 of its text (the manifest's ``inputs``)
+    hashes: Mapping_[str, str]  # file name -> SHA-256 of its text (the manifest's ``inputs``)
     path: str  # "unchanged" | "splice" | "full" | "load"
     changed: tuple[str, ...]  # names of the files that changed
     # Splice only: (old endpoints, new endpoints) that were swapped.
@@ -105,8 +120,19 @@ def _line_starts(text: str, lines: list[int]) -> list[int]:
     return out
 
 
-def _list_units(docs: list[Node], text: str) -> list[tuple[int, int]] | None:
-    """(character offset, 0-based line) of the start of every item, then of the end of the
+@dataclass(frozen=True)
+class _Units:
+    """Where the items of a file's ``v1 List`` start: their character offsets and 0-based
+    lines, each list ending with where the items end (so ``len - 1`` items). Never mutated:
+    a splice builds new lists (two lists of ints, not a list of tuples, so that shifting the
+    items after a change is a C-level map, not 10,000 tuples)."""
+
+    offsets: list[int]
+    lines: list[int]
+
+
+def _list_units(docs: list[Node], text: str) -> _Units | None:
+    """The offsets and 0-based lines of the start of every item, then of the end of the
     items, when the file is one ``apiVersion: v1, kind: List`` document whose items are
     block-sequence mappings (``- key: ...``) that are not lists themselves."""
     if len(docs) != 1 or not isinstance(docs[0], Mapping):
@@ -137,7 +163,7 @@ def _list_units(docs: list[Node], text: str) -> list[tuple[int, int]] | None:
     for (_, col), off in zip(starts, offsets, strict=False):
         if col < 2 or text[off : off + col].strip() != "-":
             return None  # not "<indent>- key: ..." (JSON, flow style, "- - ")
-    return [*zip(offsets[:-1], [x for x, _ in starts], strict=True), (offsets[-1], end)]
+    return _Units(offsets, [x for x, _ in starts] + [end])
 
 
 def _common_prefix(a: str, b: str) -> int:
@@ -237,19 +263,19 @@ class SourceCache:
             text = decode(data, name, DiagnosticSink())
             if text is None:
                 return out, changed, True
-            sha = _sha(text)
-            if prev is not None and prev.sha == sha:
+            if prev is not None and prev.text == text:  # one memcmp; no hash needed
                 out[name] = dataclasses.replace(prev, size=st.st_size, mtime=st.st_mtime_ns)
                 continue
-            out[name] = _File(name, st.st_size, st.st_mtime_ns, text, sha)
+            out[name] = _File(name, st.st_size, st.st_mtime_ns, text)
             changed.append(name)
         changed += [n for n in self.files if n not in out]  # removed files
         return out, changed, not names
 
-    def peek(self) -> tuple[tuple[str, str], ...] | None:
-        """(name, SHA-256) of every input file now (None: unreadable, a plain load will tell);
-        reads only the files whose size or mtime changed, and keeps what it read for the next
-        :meth:`load`."""
+    def peek(self) -> tuple[tuple[str, int], ...] | None:
+        """(name, text version) of every input file now (None: unreadable, a plain load will
+        tell): equal answers mean the same texts. Reads only the files whose size or mtime
+        changed (a file whose bytes did not change keeps its version), and keeps what it read
+        for the next :meth:`load`."""
         files, changed, plain = self._scan()
         self._peeked = (files, changed, plain)
         if plain:
@@ -257,7 +283,7 @@ class SourceCache:
         if not changed:
             self.files = files  # only stat information changed
             self._peeked = None
-        return tuple((f.name, f.sha) for f in files.values())
+        return tuple((f.name, f.version) for f in files.values())
 
     def changed(self) -> bool:
         """Cheap check (stat only): did any input file appear, go, or change size or mtime?"""
@@ -331,7 +357,7 @@ class SourceCache:
         result = LoadResult(
             rs,
             tuple(sink.diagnostics),
-            {f.name: f.sha for f in files.values()},
+            _Hashes(files.values()),
             "full",
             tuple(changed),
             reason=reason,
@@ -381,7 +407,7 @@ class SourceCache:
         result = LoadResult(
             resources,
             prev.diagnostics,
-            {f.name: f.sha for f in files.values()},
+            _Hashes(files.values()),
             "splice",
             tuple(changed),
             tuple(removed),
@@ -393,7 +419,7 @@ class SourceCache:
 
     def _chunks(
         self, old: _File | None, new: _File | None, prev: LoadResult
-    ) -> tuple[str, str, list[int] | None]:
+    ) -> tuple[str, str, _Units | None]:
         """The old and new text of the changed part of one file, padded with newlines to its
         line in the file, and the new file's list units."""
         if old is None or new is None or old.units is None:
@@ -412,18 +438,16 @@ class SourceCache:
         sfx = _common_suffix(a, b, min(len(a), len(b)) - p)
         q = len(a) - sfx  # old characters [p, q) became new characters [p, len(b) - sfx)
         delta = len(b) - len(a)
-        units = old.units
-        starts, end = units[:-1], units[-1]
-        if p < starts[0][0] or q > end[0]:
+        offs, lines = old.units.offsets, old.units.lines
+        n = len(offs) - 1  # items; offs[n], lines[n]: where they end
+        if p < offs[0] or q > offs[n]:
             raise _NoSplice(f"{old.name}: the change is outside the list's items")
-        offs = [o for o, _ in starts]
-        i = bisect.bisect_right(offs, p) - 1
-        bounds = [*offs[1:], end[0]]
-        j = max(i, bisect.bisect_left(bounds, q))
-        (lo, lo_line), hi = starts[i], bounds[j]
+        i = bisect.bisect_right(offs, p, 0, n) - 1  # the first changed item
+        j = max(i, bisect.bisect_left(offs, q, 1, n + 1) - 1)  # the last one
+        lo, lo_line, hi = offs[i], lines[i], offs[j + 1]
         old_chunk, new_chunk = a[lo:hi], b[lo : hi + delta]
         line_delta = new_chunk.count("\n") - old_chunk.count("\n")
-        if line_delta and j != len(starts) - 1:
+        if line_delta and j != n - 1:
             raise _NoSplice(f"{old.name}: lines moved under later items")
         if any(d.span.file == old.name for d in prev.diagnostics):
             raise _NoSplice(f"{old.name} has diagnostics")
@@ -432,20 +456,22 @@ class SourceCache:
                 raise _NoSplice(f"{old.name}: anchors, aliases, tabs or CRs in the changed items")
         old_text = _Chunk(old_chunk, lo_line)
         new_text = _Chunk(new_chunk, lo_line)
-        # New unit boundaries: the re-parsed items' lines, later ones shifted.
+        # New unit boundaries: the re-parsed items' lines, later ones shifted (only their
+        # offsets: lines move only when the change is in the last item).
         docs = new_text.items(old.name)
         mid_lines = [it.span.line - 1 - lo_line for it in docs]
         if any(m < 0 for m in mid_lines):
             raise _NoSplice(f"{old.name}: unexpected item lines")
-        mid = [
-            (lo + o, lo_line + m)
-            for o, m in zip(_line_starts(new_chunk, mid_lines), mid_lines, strict=True)
-        ]
-        later = [(o + delta, ln + line_delta) for o, ln in starts[j + 1 :]]
-        new_starts = [*starts[:i], *mid, *later]
-        if not new_starts:
+        mid_offs = [lo + o for o in _line_starts(new_chunk, mid_lines)]
+        later = offs[j + 1 :]
+        if delta:
+            later = list(map(delta.__add__, later))
+        new_offs = offs[:i] + mid_offs + later
+        new_lines = lines[:i] + [lo_line + m for m in mid_lines] + lines[j + 1 :]
+        new_lines[-1] += line_delta
+        if len(new_offs) == 1:  # no items left
             return old_text, new_text, None
-        return old_text, new_text, [*new_starts, (end[0] + delta, end[1] + line_delta)]
+        return old_text, new_text, _Units(new_offs, new_lines)
 
 
 def _shift(root: Node, lines: int) -> None:
@@ -569,6 +595,26 @@ def _swap(rs: ResourceSet, removed: list[Endpoint], added: list[Endpoint]) -> tu
 def _has_id(endpoints: list[Endpoint], kind: str, eid: str) -> bool:
     i = bisect.bisect_left(endpoints, (kind, eid), key=lambda e: (e.kind, e.id))
     return i < len(endpoints) and endpoints[i].kind == kind and endpoints[i].id == eid
+
+
+class _Hashes(Mapping_):
+    """file name -> SHA-256 of its text, each hashed when first asked for (the agent's fast
+    path never asks: hashing the pods file alone costs ~5 ms a change)."""
+
+    def __init__(self, files: Iterable[_File]) -> None:
+        self._files = {f.name: f for f in files}
+
+    def __getitem__(self, name: str) -> str:
+        return self._files[name].sha
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._files)
+
+    def __len__(self) -> int:
+        return len(self._files)
+
+    def __repr__(self) -> str:
+        return repr(dict(self))
 
 
 class _Hashing(SourceRegistry):

@@ -25,15 +25,23 @@ from benchmarks.gen import _dump, _strip_none, generate
 from compiler.diagnostics import DiagnosticSink, HashingSources
 from compiler.frontend import load
 from compiler.frontend.selector import evaluate
+from compiler.frontend.selector.canon import canon
 from compiler.incremental.driver import IncrementalCompiler
-from compiler.incremental.program import _compiled
+from compiler.incremental.program import _compiled, _Selectors
 from compiler.ir.dump import dump
 from compiler.ir.nodes import Program
 from compiler.ir.passes import MEMBERSHIP_STABLE_PASSES
 from compiler.pipeline import compile_program
 from compiler.targets.nftables import render_set_update
 from compiler.targets.nftables.script import render_program
-from tests.frontend.test_selector_props import _leaves, _trees
+from tests.frontend.test_selector_props import (
+    _leaves,
+    _trees,
+    label_sets,
+    small_keys,
+    small_selectors,
+    small_values,
+)
 
 NODE = "node-001"
 _TREES = _trees(_leaves(st.sampled_from(["app", "in", "k", "a.b/c"]), st.text(max_size=3)))
@@ -280,6 +288,53 @@ def test_fast_paths_are_taken(tmp_path: Path) -> None:
 def test_compiled_selectors_agree_with_evaluate(sel: object, labels: dict[str, str]) -> None:
     """The incremental compile tests selectors with closures; they are the evaluator."""
     assert _compiled(sel)(labels) == evaluate(sel, labels)  # type: ignore[arg-type]
+
+
+@settings(max_examples=300)
+@given(
+    st.lists(small_selectors, min_size=1, max_size=8),
+    label_sets,
+    label_sets,
+    st.dictionaries(st.tuples(small_keys, small_values), st.integers(0, 5)),
+)
+def test_selector_candidates_hold_every_possible_match(
+    sels: list, old: dict[str, str], new: dict[str, str], counts: dict
+) -> None:
+    """``_Selectors.candidates`` (the anchor index the incremental compile tests selectors
+    through) leaves out only selectors that match neither label set (or read no changed key),
+    whatever the anchors chosen."""
+    index = _Selectors.of([canon(s) for s in sels], counts)
+    changed = frozenset(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+    got = index.candidates([old, new], changed)
+    got_all = index.candidates([new], None)
+    for text, ast in index.parsed.items():
+        if index.keys[text] & changed and (evaluate(ast, old) or evaluate(ast, new)):
+            assert text in got, (text, old, new)
+        if evaluate(ast, new):
+            assert text in got_all, (text, new)
+
+
+def test_selector_candidates_by_anchor() -> None:
+    sels = [
+        'ns == "a" && app in {"x", "y"}',
+        'app in {"x", "y"} && ns == "b"',
+        '(ns == "a" && has(app)) && !(app == "z")',
+        'app == "x" || ns == "a"',
+        "all()",
+        'tier != "t"',
+    ]
+    counts = {("ns", "a"): 1, ("ns", "b"): 1, ("app", "x"): 9, ("app", "y"): 9}
+    index = _Selectors.of(sels, counts)
+    # Anchored on the rarer namespace label; the last three have no anchor.
+    assert index.by_anchor[("ns", "a")] == (sels[2], sels[0])
+    assert index.unanchored == {sels[3], sels[4], sels[5]}
+    app = frozenset({"app"})
+    got = index.candidates([{"ns": "a", "app": "x"}, {"ns": "a", "app": "y"}], app)
+    assert got == {sels[0], sels[2], sels[3]}
+    assert index.candidates([{"ns": "c", "app": "y"}], app) == {sels[3]}
+    assert index.candidates([{"ns": "b"}], None) == {sels[1], sels[3], sels[4], sels[5]}
+    by_values = _Selectors.of(['app in {"x", "y"}'])
+    assert by_values.candidates([{"app": "y"}], app) == {'app in {"x", "y"}'}
 
 
 def test_endpoint_sharing_an_id_with_a_network_set(tmp_path: Path) -> None:

@@ -122,3 +122,115 @@ def test_label_change_compiles_incrementally(tmp_path: Path, fake: type[FakeData
     assert 'tortie_compiles_total{path="incremental"} 1' in text
     assert 'tortie_compiles_total{path="full"} 2' in text
     assert re.search(r'^tortie_last_reconcile_stage_seconds\{stage="load"\} ', text, re.MULTILINE)
+
+
+def test_touch_without_a_byte_changed_does_not_reconcile(
+    tmp_path: Path, fake: type[FakeDataplane]
+) -> None:
+    """The scan sees a new mtime, the file is read again, but an unchanged text (compared, not
+    hashed) reconciles nothing; a change, and a change back, each reconcile."""
+    watch = tmp_path / "watch"
+    watch.mkdir()
+    path = watch / "c.yaml"
+    path.write_text(cluster_yaml(clients=("a",)))
+    agent = Agent(AgentConfig("n1", watch, Env(StateDir(tmp_path / "s")), "nftables", 0.01))
+    assert agent.tick() is not None
+    os.utime(path, ns=(1, 1))
+    path.write_text(cluster_yaml(clients=("a",)))  # same bytes, new mtime
+    assert agent.tick() is None
+    path.write_text(cluster_yaml(clients=("a", "c")))
+    res = agent.tick()
+    assert res is not None and res.result != "error"
+    path.write_text(cluster_yaml(clients=("a",)))
+    res = agent.tick()
+    assert res is not None and res.result != "error"
+    assert agent.tick() is None
+
+
+def test_target_check_skipped_only_when_no_local_endpoint_changed(
+    tmp_path: Path, fake: type[FakeDataplane], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The nftables check reads FelixConfig, node, policies and this node's endpoints: an
+    incremental compile that changed only another node's endpoint skips it; a change of a
+    local endpoint runs it."""
+    import yaml
+
+    import runtime.agent as agent_mod
+
+    checked: list[int] = []
+    real = agent_mod.get_target
+
+    def get_target(name: str) -> object:
+        target = real(name)
+
+        class Counting:
+            def check(self, program: object, sink: object) -> None:
+                checked.append(1)
+                target.check(program, sink)  # type: ignore[arg-type]
+
+            def __getattr__(self, name: str) -> object:
+                return getattr(target, name)
+
+        return Counting()
+
+    monkeypatch.setattr(agent_mod, "get_target", get_target)
+
+    def tree(remote_role: str, local_role: str) -> str:
+        docs = [d for d in yaml.safe_load_all(cluster_yaml(clients=("a",))) if d]
+        pods = [d for d in docs if d["kind"] == "Pod"]
+        local = next(p for p in pods if p["spec"].get("nodeName") == "n1")
+        local["metadata"]["labels"]["extra"] = local_role
+        remote = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "r", "namespace": "demo", "labels": {"role": remote_role}},
+            "spec": {"nodeName": "n2"},
+            "status": {"podIP": "10.65.9.9", "podIPs": [{"ip": "10.65.9.9"}]},
+        }
+        return yaml.safe_dump_all([*docs, remote], sort_keys=True)
+
+    watch = tmp_path / "watch"
+    watch.mkdir()
+    (watch / "c.yaml").write_text(tree("client", "x"))
+    agent = Agent(AgentConfig("n1", watch, Env(StateDir(tmp_path / "s")), "nftables", 0.01))
+    first = agent.tick()
+    assert first is not None and first.result != "error" and checked == [1]
+    (watch / "c.yaml").write_text(tree("none", "x"))
+    res = agent.tick()
+    assert res is not None and res.result != "error" and res.path == "incremental", res
+    assert "local" not in res.path_reason and checked == [1]
+    (watch / "c.yaml").write_text(tree("none", "y"))
+    res = agent.tick()
+    assert res is not None and res.result != "error" and res.path == "incremental", res
+    assert "a local endpoint changed" in res.path_reason and checked == [1, 1]
+
+
+def test_local_rule_change_renders_once(
+    tmp_path: Path, fake: type[FakeDataplane], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A local pod's label change that changes its policies is not set-only: the program is
+    rendered once (the artifact), and the set-update check reuses that rendering."""
+    from compiler.targets.nftables import script
+
+    renders: list[object] = []
+    real = script.ScriptRenderer.render
+
+    def counting(self: script.ScriptRenderer) -> object:
+        renders.append(self.program)
+        return real(self)
+
+    monkeypatch.setattr(script.ScriptRenderer, "render", counting)
+    watch = tmp_path / "watch"
+    watch.mkdir()
+    text = cluster_yaml(clients=("a",))
+    (watch / "c.yaml").write_text(text)
+    agent = Agent(AgentConfig("n1", watch, Env(StateDir(tmp_path / "s")), "nftables", 0.01))
+    assert agent.tick() is not None
+    renders.clear()
+    changed = text.replace("labels: {app: c}", "labels: {app: cz}")
+    assert changed != text
+    (watch / "c.yaml").write_text(changed)
+    res = agent.tick()
+    assert res is not None and res.result == "applied" and res.path == "incremental", res
+    assert "a local endpoint changed" in res.path_reason
+    assert len(renders) == 1, renders
