@@ -16,6 +16,7 @@ from compiler.ir import nodes as ir
 from compiler.ir.evaluate import evaluate
 from compiler.targets.nftables import render_program, render_set_update
 from compiler.tools import nft
+from runtime.nftables import json_counts, listing_counts
 from tests.support.compare import run_and_compare
 from tests.support.netns import Cluster
 from tests.support.topology import NftTopology
@@ -80,6 +81,20 @@ def test_load_readback_and_other_tables_survive(cluster: Cluster) -> None:
         assert len(elems) == len(decl.elements), decl.name
     rules = [x for x in nft.list_table_json("inet", "tortie", netns=node.name) if "rule" in x]
     assert len(rules) == rendered.summary["rules"]
+
+
+def test_listing_counts_match_nft_json(cluster: Cluster) -> None:
+    """The runtime counts objects from the text listing (runtime/nftables.py: the JSON listing
+    costs seconds at scale): the same numbers as nft's JSON, with maps, set elements, intervals
+    and named-port sets in the table."""
+    node = cluster.add_node("n1")
+    for program in (workloads_program(), host_program()):
+        nft.load(render_program(program).script, netns=node.name)
+        listing = nft.list_table("inet", "tortie", netns=node.name)
+        objects = nft.list_table_json("inet", "tortie", netns=node.name)
+        counts = listing_counts(listing)
+        assert counts == json_counts(objects)
+        assert counts is not None and counts["elements"] > 0 and counts["maps"] > 0
 
 
 def test_reload_is_idempotent(cluster: Cluster) -> None:

@@ -25,7 +25,15 @@ from compiler.targets.nftables import NftablesTarget, render_program, render_set
 from compiler.targets.nftables.chains import log_prefix
 from compiler.targets.nftables.marks import Marks
 from compiler.targets.nftables.names import ident, is_ifname, nft_string, sanitize, script_comment
-from compiler.targets.nftables.rules import lower_match, merge_nets, merge_ranges
+from compiler.targets.nftables.rules import (
+    addr_text,
+    lower_match,
+    merge_nets,
+    merge_ranges,
+    merged_keys,
+    merged_texts,
+    net_text,
+)
 from compiler.targets.nftables.sets import port_elements
 from compiler.tools import nft
 from tests.targets.test_nftables_programs import (
@@ -109,6 +117,47 @@ def test_merge_nets_and_ranges() -> None:
         (80, 90),
         (100, 200),
     ]
+
+
+_nets = st.one_of(
+    st.builds(
+        lambda a, p: ipaddress.ip_network((a >> (32 - p) << (32 - p), p)),
+        st.integers(0, 2**32 - 1),
+        st.integers(20, 32),
+    ),
+    st.builds(
+        lambda a, p: ipaddress.ip_network((a >> (128 - p) << (128 - p), p)),
+        st.sampled_from([0, 1, 2**128 - 1, 0xFD00 << 112, 0xFFFF << 32 | 0x0A000001])
+        | st.integers(0, 2**128 - 1),
+        st.integers(118, 128),
+    ),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_nets, max_size=40))
+def test_merge_nets_is_collapse_addresses(nets: list[ir.IPNet]) -> None:
+    """The integer merge (and its text) equals ipaddress's collapse, per family, v4 first."""
+    want = [
+        *ipaddress.collapse_addresses(x for x in nets if x.version == 4),
+        *ipaddress.collapse_addresses(x for x in nets if x.version == 6),
+    ]
+    assert merge_nets(nets) == want
+    assert merged_texts(nets) == [net_text(x) for x in want]
+    assert merged_keys(nets) == [(x.version, int(x.network_address), x.prefixlen) for x in want]
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.lists(st.sampled_from([0, 0, 0, 1, 0xFFFF, 0x100, 0xDB8]), min_size=8, max_size=8)
+    | st.lists(st.integers(0, 0xFFFF), min_size=8, max_size=8)
+)
+def test_addr_text_is_ipaddress_str(hextets: list[int]) -> None:
+    value = 0
+    for h in hextets:
+        value = value << 16 | h
+    assert addr_text(6, value) == str(ipaddress.IPv6Address(value))
+    assert addr_text(4, value >> 96) == str(ipaddress.IPv4Address(value >> 96))
 
 
 def test_port_elements_merge_per_port() -> None:

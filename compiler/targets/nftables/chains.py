@@ -106,6 +106,11 @@ class ChainBuilder:
     consts: ConstSets = field(default_factory=ConstSets)
     chains: dict[str, Chain] = field(default_factory=dict)
     _infos: dict[tuple[str, str, str, str], ChainInfo] = field(default_factory=dict)
+    _by_policy: dict[tuple[str, str], dict[str, ChainInfo]] = field(default_factory=dict)
+    _cuts: dict[str, bool] = field(default_factory=dict)  # chunk boundaries (see chunks())
+    # lower_match results by match (equal matches recur across policies: 3,700 distinct of
+    # 14,800 at 10,000 policies); the same builder means the same set names and constant sets
+    _lowered: dict[ir.Match, list[str]] = field(default_factory=dict)
 
     # -- verdict statements -------------------------------------------------------------------
 
@@ -144,7 +149,10 @@ class ChainBuilder:
                     self.used_sets.update(pm.named_sets)
             self.used_sets.update(m.sets)
             self.used_sets.update(m.not_sets)
-        alternatives = lower_match(rule.match, self.set_names, self.set_families, self.consts)
+        alternatives = self._lowered.get(rule.match)
+        if alternatives is None:
+            alternatives = lower_match(rule.match, self.set_names, self.set_families, self.consts)
+            self._lowered[rule.match] = alternatives
         if not alternatives:
             return [script_comment(f"{comment}: can never match (nets emptied for this family)")]
         out = []
@@ -221,7 +229,15 @@ class ChainBuilder:
         if rules:
             self.chains[name] = Chain(name, comment, tuple(lines))
         self._infos[key] = info
+        self._policy_infos(direction, flavour)[pid] = info
         return info
+
+    def _policy_infos(self, direction: str, flavour: str) -> dict[str, ChainInfo]:
+        """The policy chains built so far for this direction and flavour, by policy id."""
+        infos = self._by_policy.get((direction, flavour))
+        if infos is None:
+            infos = self._by_policy[(direction, flavour)] = {}
+        return infos
 
     def profile_chain(self, name: str, direction: str) -> ChainInfo:
         key = ("profile", name, direction, NORMAL)
@@ -306,11 +322,14 @@ class ChainBuilder:
         self, pids: tuple[str, ...], direction: str, flavour: str, allow_bit: int
     ) -> ChainInfo:
         """Level 1: a chunk of a tier's policies."""
+        key = "\n".join(pids)
+        prefix = f"seq-{direction}-{flavour}/"
+        have = self._infos.get(("sequence", key, prefix, ""))
+        if have is not None:
+            return have
         infos = [(pid, self.policy_chain(pid, direction, flavour)) for pid in pids]
         comment = f"{direction} policies {pids[0]} .. {pids[-1]} ({len(pids)})"
-        return self._sequence(
-            infos, "\n".join(pids), f"seq-{direction}-{flavour}/", comment, allow_bit
-        )
+        return self._sequence(infos, key, prefix, comment, allow_bit)
 
     def _chunked(
         self,
@@ -320,10 +339,11 @@ class ChainBuilder:
     ) -> list[tuple[str, ChainInfo]]:
         """``targets`` cut into content-defined chunks of their ``keys``; a chunk of more than
         one becomes the chain ``make`` returns for those indexes."""
-        index = {key: k for k, key in enumerate(keys)}
         out = []
-        for c in chunks(keys):
-            ks = [index[n] for n in c]
+        k = 0
+        for c in chunks(keys, self._cuts):
+            ks = list(range(k, k + len(c)))
+            k += len(c)
             if len(ks) == 1:
                 out.append(targets[ks[0]])
             else:
@@ -355,14 +375,18 @@ class ChainBuilder:
             if pass_pending:
                 lines.append(with_comment(m.clear(m.pass_), f"tier {plan.tier}: clear pass"))
             pass_pending = False
-            live: list[str] = []
+            infos = self._policy_infos(direction, flavour)
+            targets: list[tuple[str, ChainInfo]] = []
             for pid in plan.policies:
-                if self.policy_chain(pid, direction, flavour).empty:
+                info = infos.get(pid)
+                if info is None:
+                    info = self.policy_chain(pid, direction, flavour)
+                if info.empty:
                     lines.append(script_comment(f"policy {pid}: no {direction} rules"))
                 else:
-                    live.append(pid)
-            targets = [(pid, self.policy_chain(pid, direction, flavour)) for pid in live]
+                    targets.append((pid, info))
             if len(targets) > SEQUENCE_MIN:
+                live = [pid for pid, _ in targets]
                 targets = self._chunked(
                     targets,
                     live,
@@ -428,18 +452,21 @@ CHUNK_MASK = 7  # a chunk ends after a policy whose id hash has these bits clear
 CHUNK_MAX = 32
 
 
-def chunks(pids: list[str]) -> list[tuple[str, ...]]:
+def chunks(pids: list[str], cuts: dict[str, bool] | None = None) -> list[tuple[str, ...]]:
     """Content-defined chunks of a policy list: a chunk ends after a policy whose id hashes to
     0 mod 8 (or at CHUNK_MAX). Boundaries depend only on the ids, not on their positions, so two
-    endpoints whose lists share a stretch of policies get the same chunks for most of it."""
+    endpoints whose lists share a stretch of policies get the same chunks for most of it.
+    ``cuts`` caches "a chunk ends after this id" across calls."""
+    if cuts is None:
+        cuts = {}
     out: list[tuple[str, ...]] = []
     cur: list[str] = []
     for pid in pids:
         cur.append(pid)
-        if (
-            zlib.crc32(pid.encode("utf-8", "surrogatepass")) & CHUNK_MASK == 0
-            or len(cur) >= CHUNK_MAX
-        ):
+        cut = cuts.get(pid)
+        if cut is None:
+            cut = cuts[pid] = zlib.crc32(pid.encode("utf-8", "surrogatepass")) & CHUNK_MASK == 0
+        if cut or len(cur) >= CHUNK_MAX:
             out.append(tuple(cur))
             cur = []
     if cur:

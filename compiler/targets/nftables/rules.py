@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable, Mapping
+from functools import lru_cache
 
 from compiler.ir.nodes import IPNet, Match, PortMatch, Side
 from compiler.targets.nftables.consts import ConstSets
@@ -61,6 +62,48 @@ def _prefixes(lo: int, hi: int, bits: int) -> list[tuple[int, int]]:
     return out
 
 
+def _keys(nets: Iterable[IPNet]) -> tuple[dict[int, IPNet], dict[int, IPNet]]:
+    """Each network as the integer ``address << 8 | prefixlen`` (v4, v6), deduplicated. Sorted
+    keys order by address, then the larger network first.
+
+    Reads ``ipaddress``'s ``_ip``/``_prefixlen``/``_version`` slots: the public properties are
+    Python-level calls, and this runs for every member of every set (130,000 at 10,000
+    policies)."""
+    k4: dict[int, IPNet] = {}
+    k6: dict[int, IPNet] = {}
+    for n in nets:
+        (k4 if n._version == 4 else k6)[(n.network_address._ip << 8) | n._prefixlen] = n
+    return k4, k6
+
+
+def _collapse(keys: list[int], bits: int) -> list[int]:
+    """Sorted keys (see :func:`_keys`) collapsed to disjoint prefixes, still sorted: every run
+    of overlapping or adjacent networks becomes the minimal prefix cover of its range (the same
+    networks again when they were already collapsed)."""
+    out: list[int] = []
+    i, count = 0, len(keys)
+    while i < count:
+        key = keys[i]
+        lo = key >> 8
+        hi = lo + (1 << (bits - (key & 255))) - 1
+        j = i + 1
+        while j < count:
+            other = keys[j]
+            olo = other >> 8
+            if olo > hi + 1:
+                break
+            ohi = olo + (1 << (bits - (other & 255))) - 1
+            if ohi > hi:
+                hi = ohi
+            j += 1
+        if j == i + 1:
+            out.append(key)
+        else:
+            out.extend((addr << 8) | plen for addr, plen in _prefixes(lo, hi, bits))
+        i = j
+    return out
+
+
 def merge_nets(nets: Iterable[IPNet]) -> list[IPNet]:
     """Collapse to disjoint, sorted prefixes (an nft interval set may not hold overlaps).
 
@@ -68,40 +111,75 @@ def merge_nets(nets: Iterable[IPNet]) -> list[IPNet]:
     integers: members usually arrive already collapsed (the aggregate_cidrs pass), and then
     every original network object is returned as it is, only sorted."""
     out: list[IPNet] = []
-    by_version: dict[int, list[tuple[int, int, IPNet]]] = {4: [], 6: []}
-    for n in nets:
-        lo = int(n.network_address)
-        by_version[n.version].append((lo, lo + n.num_addresses - 1, n))
-    for version, cls in ((4, ipaddress.IPv4Network), (6, ipaddress.IPv6Network)):
-        items = by_version[version]
-        if not items:
-            continue
-        items.sort(key=lambda t: (t[0], -t[1]))
-        bits = 32 if version == 4 else 128
-        i, count = 0, len(items)
-        while i < count:
-            lo, hi, first = items[i]
-            j = i + 1
-            # Extend over every overlapping or adjacent network.
-            while j < count and items[j][0] <= hi + 1:
-                hi = max(hi, items[j][1])
-                j += 1
-            if j == i + 1:
-                out.append(first)
-            else:
-                group = {(t[0], t[2].prefixlen): t[2] for t in items[i:j]}
-                for addr, plen in _prefixes(lo, hi, bits):
-                    net = group.get((addr, plen))
-                    out.append(net if net is not None else cls((addr, plen)))
-            i = j
+    for (bits, cls), by_key in zip(
+        ((32, ipaddress.IPv4Network), (128, ipaddress.IPv6Network)), _keys(nets), strict=True
+    ):
+        for key in _collapse(sorted(by_key), bits):
+            net = by_key.get(key)
+            out.append(net if net is not None else cls((key >> 8, key & 255)))
     return out
+
+
+def addr_text(version: int, value: int) -> str:
+    """An address as ``str(ipaddress.ip_address(...))`` writes it (Python 3.11: RFC 5952
+    compression, no special form for IPv4-mapped addresses), computed directly."""
+    if version == 4:
+        return f"{value >> 24}.{(value >> 16) & 255}.{(value >> 8) & 255}.{value & 255}"
+    digits = f"{value:032x}"
+    hextets = [digits[i : i + 4].lstrip("0") or "0" for i in range(0, 32, 4)]
+    # The longest run of two or more zero hextets (the first of equal runs) becomes "::".
+    best_start, best_len, start = -1, 0, -1
+    for i, h in enumerate(hextets):
+        if h != "0":
+            start = -1
+            continue
+        if start < 0:
+            start = i
+        if i - start + 1 > best_len:
+            best_start, best_len = start, i - start + 1
+    if best_len < 2:
+        return ":".join(hextets)
+    head = ":".join(hextets[:best_start])
+    tail = ":".join(hextets[best_start + best_len :])
+    return f"{head}::{tail}"
+
+
+@lru_cache(maxsize=1 << 17)
+def _key_text(version: int, key: int) -> str:
+    """:func:`net_text` of a :func:`_keys` key (cached: the same endpoint addresses are members
+    of many sets)."""
+    plen = key & 255
+    if plen == (32 if version == 4 else 128):
+        return addr_text(version, key >> 8)
+    return f"{addr_text(version, key >> 8)}/{plen}"
+
+
+def merged_texts(nets: Iterable[IPNet]) -> list[str]:
+    """``[net_text(n) for n in merge_nets(nets)]``, without building network objects."""
+    k4, k6 = _keys(nets)
+    out = [_key_text(4, key) for key in _collapse(sorted(k4), 32)] if k4 else []
+    if k6:
+        out.extend([_key_text(6, key) for key in _collapse(sorted(k6), 128)])
+    return out
+
+
+def merged_keys(nets: Iterable[IPNet]) -> list[tuple[int, int, int]]:
+    """(version, address, prefixlen) of ``merge_nets(nets)``, in the same order."""
+    k4, k6 = _keys(nets)
+    out = [(4, key >> 8, key & 255) for key in _collapse(sorted(k4), 32)] if k4 else []
+    if k6:
+        out.extend((6, key >> 8, key & 255) for key in _collapse(sorted(k6), 128))
+    return out
+
+
+def key_text(version: int, address: int, prefixlen: int) -> str:
+    """:func:`net_text` of the network (version, address, prefixlen)."""
+    return _key_text(version, (address << 8) | prefixlen)
 
 
 def net_text(net: IPNet) -> str:
     """A host prefix prints as a bare address, like nft lists it."""
-    if net.prefixlen == net.max_prefixlen:
-        return str(net.network_address)
-    return str(net)
+    return key_text(net.version, int(net.network_address), net.prefixlen)
 
 
 def merge_ranges(ranges: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
@@ -196,13 +274,12 @@ def _side(
     net_type = f"ipv{family}_addr"
     net_prefix = f"c{family}-"
     if side.nets is not None:
-        nets = merge_nets(side.nets)
-        if not nets:
+        items = merged_texts(side.nets)
+        if not items:
             return None
-        items = [net_text(n) for n in nets]
         exprs.append(f"{addr} {_listed(items, net_type, net_prefix, consts, 'nets')}")
     if side.not_nets:
-        items = [net_text(n) for n in merge_nets(side.not_nets)]
+        items = merged_texts(side.not_nets)
         exprs.append(f"{addr} != {_listed(items, net_type, net_prefix, consts, 'nets')}")
     exprs.extend(f"{addr} @{set_names[sid]}" for sid in side.sets)
     exprs.extend(f"{addr} != @{set_names[sid]}" for sid in side.not_sets)

@@ -40,7 +40,7 @@ from itertools import product
 
 from compiler.ir import nodes as ir
 from compiler.targets.nftables.consts import ConstSets
-from compiler.targets.nftables.rules import _family_of, merge_nets, merge_ranges, proto
+from compiler.targets.nftables.rules import _family_of, merge_ranges, merged_keys, proto
 
 MAX_BOXES = 256  # per rule: larger products of nets x ports stay plain rules
 MAX_GROUPS = 64  # distinct "other dimensions" per run, bounds the overlap checks
@@ -68,11 +68,11 @@ def _full_addr(family: int | None) -> Interval:
 
 def _net_intervals(nets: Iterable[ir.IPNet], family: int) -> list[Interval] | None:
     out = []
-    for n in merge_nets(nets):
-        if n.version != family:
+    bits = 32 if family == 4 else 128
+    for version, lo, plen in merged_keys(nets):
+        if version != family:
             return None
-        lo = int(n.network_address)
-        out.append((lo, lo + n.num_addresses - 1))
+        out.append((lo, lo + (1 << (bits - plen)) - 1))
     return merge_ranges(out)
 
 

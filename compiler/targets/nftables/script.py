@@ -322,8 +322,7 @@ class ScriptRenderer:
 
     def render(self) -> Rendered:
         sets = tuple(collect(self.program.sets, self.b.used_sets, self.b.set_names))
-        script = self._text(sets, with_elements=True)
-        skeleton = self._text(sets, with_elements=False)
+        script, skeleton = self._texts(sets)
         chains = [*self.base, *self.b.chains.values()]
         summary = {
             "chains": len(chains),
@@ -339,7 +338,9 @@ class ScriptRenderer:
         )
         return Rendered(script, sets, skeleton, summary)
 
-    def _text(self, sets: tuple[SetDecl, ...], with_elements: bool) -> str:
+    def _texts(self, sets: tuple[SetDecl, ...]) -> tuple[str, str]:
+        """The script and its skeleton (the same without the IR sets' elements), from one list
+        of lines: the element lines are single entries, left out of the skeleton."""
         p = self.program
         m = self.marks
         out = [
@@ -356,8 +357,14 @@ class ScriptRenderer:
         if sets:
             out.append("")
             out.append("\t# Sets (selector and named-port sets), shared by every rule using them")
+        elements_at: set[int] = set()  # indexes in ``out`` of the IR sets' element lines
         for decl in sets:
-            out.extend(render_decl(decl, "\t", with_elements))
+            lines = render_decl(decl, "\t", with_elements=False)
+            out.extend(lines[:-1])
+            if decl.elements:
+                elements_at.add(len(out))
+                out.append("\n".join(render_elements(decl.elements, "\t\t")))
+            out.append(lines[-1])
         consts = self.b.consts.sorted()
         if consts:
             out.append("")
@@ -418,7 +425,8 @@ class ScriptRenderer:
         if emitted != len(self.b.chains):
             raise AssertionError("a chain belongs to none of the script's groups")
         out.append("}")
-        return "\n".join(out) + "\n"
+        skeleton = [line for i, line in enumerate(out) if i not in elements_at]
+        return "\n".join(out) + "\n", "\n".join(skeleton) + "\n"
 
 
 def _host_addrs(program: ir.Program, heps: list[ir.Endpoint]) -> list[ir.IPAddr]:

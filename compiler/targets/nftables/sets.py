@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from compiler.ir.nodes import AddrSet, IPNet
 from compiler.targets.nftables.names import nft_string, sanitize, script_comment, short_name
-from compiler.targets.nftables.rules import merge_nets, net_text, proto
+from compiler.targets.nftables.rules import key_text, merged_keys, merged_texts, proto
 
 ELEMENTS_PER_LINE = 4
 
@@ -66,19 +66,20 @@ def name_sets(sets: Iterable[AddrSet]) -> dict[str, str]:
 
 
 def addr_elements(members: Iterable[IPNet]) -> tuple[str, ...]:
-    return tuple(net_text(n) for n in merge_nets(members))
+    return tuple(merged_texts(members))
 
 
 def port_elements(members: Iterable[tuple[IPNet, int, int]]) -> tuple[str, ...]:
     by_key: dict[tuple[int, int], list[IPNet]] = defaultdict(list)
     for net, protocol, port in members:
         by_key[(protocol, port)].append(net)
-    rows = []
-    for (protocol, port), nets in by_key.items():
-        for net in merge_nets(nets):
-            rows.append(((net.version, net.network_address, net.prefixlen, protocol, port), net))
-    rows.sort(key=lambda r: r[0])
-    return tuple(f"{net_text(net)} . {proto(key[3])} . {key[4]}" for key, net in rows)
+    rows = [
+        (*net, protocol, port)
+        for (protocol, port), nets in by_key.items()
+        for net in merged_keys(nets)
+    ]
+    rows.sort()
+    return tuple(f"{key_text(v, a, p)} . {proto(pr)} . {port}" for v, a, p, pr, port in rows)
 
 
 def elements_of(s: AddrSet) -> tuple[str, ...]:
