@@ -185,6 +185,17 @@ class NftablesDataplane:
                 return None
             raise
 
+    def recorded(self, record: Record) -> KernelState | None:
+        """What :meth:`read` returned when ``record`` was taken, for a kernel whose stamp proves
+        it unchanged since (runtime/stamp.py), or None. A rollback reloads the recorded
+        listing: counters masked and blocks sorted, it is still valid ``nft -f`` input."""
+        if set(record.kernel) != {UNIT}:
+            return None
+        text = record.kernel[UNIT]
+        if text is None:
+            return KernelState({UNIT: None}, json_counts(()), {})
+        return KernelState({UNIT: text}, dict(record.counts), {UNIT: text})
+
     def read(self) -> KernelState:
         listing = self._list(json_out=False)
         if listing is None:

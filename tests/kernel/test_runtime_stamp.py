@@ -141,3 +141,26 @@ def test_a_record_with_set_updates_on_top_has_no_stamp(w: World, tmp_path: Path)
     w.env.state.write_overlay(SetOverlay(stored.artifact, list(st), "p", 1, 0.0, {}))
     merged = w.env.state.read_record()
     assert merged is not None and merged.overlay == "p" and merged.stamp == ""
+
+
+def test_a_new_artifact_is_planned_from_the_record_when_the_stamp_holds(
+    w: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only the read-back after the apply reads the kernel; the result is the same as with a
+    read before (the delta from the recorded artifact), and packets see the new ruleset."""
+    a = compile_dir(cluster_yaml(7000), tmp_path / "a")
+    b = compile_dir(cluster_yaml(7001), tmp_path / "b")
+    assert w.cli("apply", str(a), "--node", "n1").returncode == 0
+    reads = _count_reads(monkeypatch)
+    ran = w.cli("apply", str(b), "--node", "n1")
+    assert ran.returncode == 0 and ran.stdout.startswith("applied"), ran.stdout + ran.stderr
+    assert reads == [1]  # the read-back only
+    table = w.nft_table() or ""
+    assert "7001" in table and "7000" not in table
+    doc = _status(w, "--full")
+    assert doc["in_sync"] is True and doc["checked"] == "full"
+    # After a commit by someone else the kernel is read before the apply again.
+    nft.run(["add", "table", "ip", "someone-else"], netns=w.node.name)
+    reads.clear()
+    assert w.cli("apply", str(a), "--node", "n1").returncode == 0
+    assert reads == [1, 1]
