@@ -18,7 +18,6 @@ No pass runs here: sets come out unresolved (``members is None``) and families u
 from __future__ import annotations
 
 import dataclasses
-import ipaddress
 import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
@@ -26,8 +25,9 @@ from itertools import chain
 
 from compiler.frontend import model
 from compiler.frontend.labels import effective_labels
-from compiler.frontend.selector import LabelIndex, canon, make_unique_id, parse, rewrite, unique_id
+from compiler.frontend.selector import LabelIndex, canon, make_unique_id, parse, rewrite
 from compiler.ir import nodes as ir
+from compiler.ir._nets import host_net
 from compiler.perf import paused_gc
 
 BUILTIN_TIERS = (
@@ -66,31 +66,42 @@ class _SetTable:
     def __init__(self) -> None:
         self.sets: dict[str, ir.AddrSet] = {}
         self.entity_selectors: dict[tuple[object, ...], str | None] = {}
+        # Equal sides and matches are one object (thousands of rules share a few hundred):
+        # the passes then do their per-side and per-match work once per object.
+        self.sides: dict[ir.Side, ir.Side] = {}
+        self.matches: dict[ir.Match, ir.Match] = {}
         self._ids: dict[str, str] = {}
+        self._named_ids: dict[tuple[str | None, int | None, str], str] = {}
 
     def selector_set(self, selector: str, origin: model.Span) -> str:
         sid = self._ids.get(selector)
         if sid is None:
-            sel = parse(selector)
-            sid = self._ids[selector] = unique_id(sel)
+            text = canon(parse(selector))
+            sid = self._ids[selector] = make_unique_id("s", text)  # = unique_id(parse(selector))
             if sid not in self.sets:
-                self.sets[sid] = ir.AddrSet(id=sid, selector=canon(sel), origin=origin)
+                self.sets[sid] = ir.AddrSet(id=sid, selector=text, origin=origin)
         return sid
 
     def named_port_set(
         self, selector: str | None, protocol: int | None, name: str, origin: model.Span
     ) -> str:
-        sel = parse(selector or "all()")
-        proto = model.PROTOCOL_NAMES.get(protocol, str(protocol)) if protocol is not None else ""
-        sid = make_unique_id("n", f"{unique_id(sel)},{proto},{name}")
-        if sid not in self.sets:
-            self.sets[sid] = ir.AddrSet(
-                id=sid,
-                selector=canon(sel),
-                port_name=name,
-                port_protocol=protocol,
-                origin=origin,
+        key = (selector, protocol, name)
+        sid = self._named_ids.get(key)
+        if sid is None:
+            text = canon(parse(selector or "all()"))
+            proto = (
+                model.PROTOCOL_NAMES.get(protocol, str(protocol)) if protocol is not None else ""
             )
+            sel_id = make_unique_id("s", text)  # = unique_id(parse(...))
+            sid = self._named_ids[key] = make_unique_id("n", f"{sel_id},{proto},{name}")
+            if sid not in self.sets:
+                self.sets[sid] = ir.AddrSet(
+                    id=sid,
+                    selector=text,
+                    port_name=name,
+                    port_protocol=protocol,
+                    origin=origin,
+                )
         return sid
 
 
@@ -115,9 +126,8 @@ def _ports(
     return ir.PortMatch(ranges, named)
 
 
-def _side(
-    entity: model.EntityRule, policy_ns: str | None, protocol: int | None, sets: _SetTable
-) -> ir.Side:
+def _positive(entity: model.EntityRule, policy_ns: str | None, sets: _SetTable) -> str | None:
+    """The rewritten positive selector of a rule side (memoised: few distinct ones)."""
     key = (
         policy_ns,
         entity.selector,
@@ -126,9 +136,9 @@ def _side(
         entity.sa_names,
         entity.sa_selector,
     )
-    if key in sets.entity_selectors:
-        positive = sets.entity_selectors[key]
-    else:
+    try:
+        return sets.entity_selectors[key]
+    except KeyError:
         positive = sets.entity_selectors[key] = rewrite.entity_rule_selector(
             policy_namespace=policy_ns,
             selector=entity.selector,
@@ -137,13 +147,20 @@ def _side(
             sa_names=entity.sa_names,
             sa_selector=entity.sa_selector,
         )
+        return positive
+
+
+def _side(
+    entity: model.EntityRule, policy_ns: str | None, protocol: int | None, sets: _SetTable
+) -> ir.Side:
+    positive = _positive(entity, policy_ns, sets)
     pos_sets = (sets.selector_set(positive, entity.span),) if positive is not None else ()
     neg_sets = (
         (sets.selector_set(entity.not_selector, entity.span),)
         if entity.not_selector is not None
         else ()
     )
-    return ir.Side(
+    side = ir.Side(
         nets=tuple(entity.nets) if entity.nets else None,
         not_nets=tuple(entity.not_nets),
         sets=pos_sets,
@@ -151,6 +168,22 @@ def _side(
         ports=_ports(entity.ports, positive, protocol, sets),
         not_ports=_ports(entity.not_ports, positive, protocol, sets),
     )
+    return sets.sides.setdefault(side, side)
+
+
+def _register_side(
+    entity: model.EntityRule, policy_ns: str | None, protocol: int | None, sets: _SetTable
+) -> None:
+    """What :func:`_side` registers in ``sets``, in the same order, without building the side."""
+    positive = _positive(entity, policy_ns, sets)
+    if positive is not None:
+        sets.selector_set(positive, entity.span)
+    if entity.not_selector is not None:
+        sets.selector_set(entity.not_selector, entity.span)
+    for specs in (entity.ports, entity.not_ports):
+        for p in specs:
+            if p.name is not None:
+                sets.named_port_set(positive, protocol, p.name, p.span)
 
 
 _ACTIONS = {"Allow": ir.ALLOW, "Deny": ir.DENY, "Pass": ir.PASS, "Log": ir.LOG}
@@ -172,6 +205,7 @@ def _rules(
             src=_side(r.source, policy_ns, r.protocol, sets),
             dst=_side(r.destination, policy_ns, r.protocol, sets),
         )
+        match = sets.matches.setdefault(match, match)
         out.append(ir.Rule(_ACTIONS[r.action], match, index, r.span, r.has_http))
     return tuple(out)
 
@@ -181,18 +215,34 @@ def _collect_sets(rules: tuple[model.Rule, ...], policy_ns: str | None, sets: _S
     one-node compile keeps every set (deduplication picks the smallest id among equal sets,
     used or not, and a set's origin is the first rule naming it) but not unused policies."""
     for r in rules:
-        for entity in (r.source, r.destination):
-            _side(entity, policy_ns, r.protocol, sets)
+        _register_side(r.source, policy_ns, r.protocol, sets)
+        _register_side(r.destination, policy_ns, r.protocol, sets)
 
 
-def _policy_selector(p: model.Policy) -> str:
+def _policy_selector(p: model.Policy, memo: dict[tuple, str] | None = None) -> str:
+    """The rewritten selector of a policy; ``memo`` (one build's) keeps the few thousand
+    distinct results of ten thousand policies."""
     if p.kind in NAMESPACED_KINDS:
         assert p.namespace is not None
-        return rewrite.np_policy_selector(p.selector, p.namespace, p.service_account_selector)
-    return rewrite.gnp_policy_selector(p.selector, p.namespace_selector, p.service_account_selector)
+        key: tuple = (True, p.selector, p.namespace, p.service_account_selector)
+    else:
+        key = (False, p.selector, p.namespace_selector, p.service_account_selector)
+    if memo is not None:
+        got = memo.get(key)
+        if got is not None:
+            return got
+    if key[0]:
+        out = rewrite.np_policy_selector(key[1], key[2], key[3])
+    else:
+        out = rewrite.gnp_policy_selector(key[1], key[2], key[3])
+    if memo is not None:
+        memo[key] = out
+    return out
 
 
-def _policy(p: model.Policy, sets: _SetTable | None) -> ir.Policy:
+def _policy(
+    p: model.Policy, sets: _SetTable | None, selectors: dict[tuple, str] | None = None
+) -> ir.Policy:
     """The IR policy; with ``sets`` None, without its rules (what planning needs)."""
     ns = p.namespace if p.kind in NAMESPACED_KINDS else None
     types = tuple(t.lower() for t in p.types) or ir.DIRECTIONS
@@ -203,7 +253,7 @@ def _policy(p: model.Policy, sets: _SetTable | None) -> ir.Policy:
         kind=p.kind,
         tier=p.tier,
         order=p.order,
-        selector=_policy_selector(p),
+        selector=_policy_selector(p, selectors),
         types=types,
         ingress=_rules(p.ingress, ns, sets) if sets is not None else (),
         egress=_rules(p.egress, ns, sets) if sets is not None else (),
@@ -215,18 +265,6 @@ def _policy(p: model.Policy, sets: _SetTable | None) -> ir.Policy:
         staged_action=p.staged_action,
         origin=p.span,
     )
-
-
-def _hook_filter(hook: str, is_host: bool):  # noqa: ANN202 - small local predicate factory
-    if hook == ir.NORMAL:
-        return lambda p: not p.pre_dnat and not p.do_not_track
-    if not is_host:
-        return None
-    if hook == ir.FORWARD:
-        return lambda p: p.apply_on_forward and not p.pre_dnat and not p.do_not_track
-    if hook == ir.PRE_DNAT:
-        return lambda p: p.pre_dnat
-    return lambda p: p.do_not_track
 
 
 class Planner:
@@ -245,10 +283,18 @@ class Planner:
         self.filed: dict[str, dict[tuple[str, str, str], list[int]]] = defaultdict(dict)
         for pos, p in enumerate(ordered):
             buckets = self.filed[p.selector]
-            for hook in ir.HOOKS:
-                keep = _hook_filter(hook, True)
-                if keep is None or not keep(p):
-                    continue
+            # Its hooks, in HOOKS order: NORMAL for policy that is neither preDNAT nor
+            # doNotTrack, FORWARD for such policy with applyOnForward as well; PRE_DNAT and
+            # UNTRACKED for preDNAT and doNotTrack policy.
+            if not p.pre_dnat and not p.do_not_track:
+                hooks: tuple[str, ...] = (
+                    (ir.NORMAL, ir.FORWARD) if p.apply_on_forward else (ir.NORMAL,)
+                )
+            else:
+                hooks = ((ir.PRE_DNAT,) if p.pre_dnat else ()) + (
+                    (ir.UNTRACKED,) if p.do_not_track else ()
+                )
+            for hook in hooks:
                 for direction in ir.DIRECTIONS:
                     if direction not in p.types or (hook == ir.PRE_DNAT and direction == ir.EGRESS):
                         continue
@@ -351,12 +397,7 @@ def _local_rules(
 
 def _host_nets(ips: Iterable[ir.IPAddr]) -> tuple[ir.IPNet, ...]:
     # From the integer: ip_network(address) would print the address and parse it back.
-    return tuple(
-        ipaddress.IPv4Network((int(ip), 32))
-        if ip.version == 4
-        else ipaddress.IPv6Network((int(ip), 128))
-        for ip in ips
-    )
+    return tuple(map(host_net, ips))
 
 
 def build(
@@ -387,10 +428,11 @@ def _build(resources: model.ResourceSet, node: str | None, local_only: bool) -> 
         tiers[t.name] = ir.Tier(t.name, order, default, t.span)
     tier_list = sorted(tiers.values(), key=lambda t: (t.order is None, order_key(t.order), t.name))
 
+    selectors: dict[tuple, str] = {}
     if local_only:
-        policies = [_policy(p, None) for p in resources.policies]  # rules after planning
+        policies = [_policy(p, None, selectors) for p in resources.policies]  # rules later
     else:
-        policies = [_policy(p, sets) for p in resources.policies]
+        policies = [_policy(p, sets, selectors) for p in resources.policies]
     by_tier: dict[str, list[ir.Policy]] = defaultdict(list)
     for p in policies:
         if not p.staged:

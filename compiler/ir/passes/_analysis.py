@@ -22,6 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from compiler.ir.nodes import AddrSet, Match, PortMatch, Program, Rule, Side
+from compiler.ir.passes._rules import side_set_ids
 from compiler.ir.passes._space import (
     PORT_MAX,
     AddrSpace,
@@ -70,6 +71,39 @@ class Analysis:
             self._by_members.clear()
         self._named: dict[tuple, list[tuple[int, int]]] = {}
         self._sides: dict[tuple, SideFacts] = {}
+        # id(side), IP version, protocol -> facts: most lookups, without hashing the side
+        # (a frozen dataclass hashes every field, networks in Python, on every call). Each entry
+        # holds its side, so the id stays that side's while the entry exists.
+        self._by_id: dict[tuple[int, int | None, int | None], tuple[Side, SideFacts]] = {}
+        if isinstance(cache, dict):
+            self._share(cache)
+
+    def _share(self, cache: dict) -> None:
+        """Take over the memos of the previous analysis of this run (``fold_empty`` then
+        ``shadowed_rules``) when the sets are the same objects, which is when facts cannot differ.
+
+        A pass that only drops rules keeps every set object and removes the sets no rule uses
+        any more; facts of sides naming a removed set are dropped (a missing set is unknown)."""
+        prev = cache.get("analysis")
+        cache["analysis"] = (self.program.sets, self)
+        if prev is None:
+            return
+        old_sets, old = prev
+        new_sets = self.program.sets
+        if old_sets is new_sets:
+            removed: set[str] = set()
+        else:
+            if any(old_sets.get(sid) is not s for sid, s in new_sets.items()):
+                return
+            removed = set(old_sets) - set(new_sets)
+        self._named = {k: v for k, v in old._named.items() if k[0] not in removed}
+        self._spaces = {k: v for k, v in old._spaces.items() if k not in removed}
+
+        def keep(side: Side) -> bool:
+            return not removed or removed.isdisjoint(side_set_ids(side))
+
+        self._sides = {k: v for k, v in old._sides.items() if keep(k[0])}
+        self._by_id = {k: v for k, v in old._by_id.items() if keep(v[0])}
 
     def set_of(self, sid: str) -> AddrSet | None:
         return self.program.sets.get(sid)
@@ -98,10 +132,15 @@ class Analysis:
     def _side(self, side: Side, match: Match) -> SideFacts:
         # Only the side, the IP version and the protocol (named ports) matter: memoise, since
         # the same sides recur across rules and policies.
+        fast = (id(side), match.ip_version, match.protocol)
+        hit = self._by_id.get(fast)
+        if hit is not None:
+            return hit[1]
         key = (side, match.ip_version, match.protocol)
         facts = self._sides.get(key)
         if facts is None:
             facts = self._sides[key] = self._side_uncached(side, match)
+        self._by_id[fast] = (side, facts)
         return facts
 
     def _side_uncached(self, side: Side, match: Match) -> SideFacts:

@@ -73,10 +73,12 @@ def side_set_ids(side: Side) -> set[str]:
 
 
 def referenced_sets(program: Program) -> set[str]:
+    # Rules share their match objects (and matches their sides): look at each once.
+    matches = {id(r.match): r.match for _, _, rules in all_rules(program) for r in rules}
+    sides = {id(s): s for m in matches.values() for s in (m.src, m.dst)}
     out: set[str] = set()
-    for _, _, rules in all_rules(program):
-        for r in rules:
-            out |= side_set_ids(r.match.src) | side_set_ids(r.match.dst)
+    for side in sides.values():
+        out |= side_set_ids(side)
     return out
 
 
@@ -115,6 +117,22 @@ def map_side_sets(side: Side, fn: Callable[[str], str]) -> Side:
     ):
         return side
     return Side(side.nets, side.not_nets, sets, not_sets, p, np_)
+
+
+def match_with(m: Match, ip_version: int | None, src: Side, dst: Side) -> Match:
+    """``m`` with another IP version and sides (``dataclasses.replace`` without its cost: the
+    passes make thousands)."""
+    return Match(
+        ip_version,
+        m.protocol,
+        m.not_protocol,
+        m.icmp_type,
+        m.icmp_code,
+        m.not_icmp_type,
+        m.not_icmp_code,
+        src,
+        dst,
+    )
 
 
 def map_match_sides(match: Match, fn: Callable[[Side], Side]) -> Match:

@@ -67,6 +67,8 @@ def intersect(a: Intervals, b: Intervals) -> Intervals:
 
 
 def minus(a: Intervals, b: Intervals) -> Intervals:
+    if not b or not a:
+        return a
     out = []
     j = 0
     for lo, hi in a:

@@ -22,12 +22,11 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import ipaddress
 
-from compiler.ir.nodes import IPNet, Program, Rule, Side, replace_program
-from compiler.ir.passes._rules import map_rule_lists
-
-_NETWORK = {4: (ipaddress.IPv4Network, 32), 6: (ipaddress.IPv6Network, 128)}
+from compiler.ir._nets import make_net
+from compiler.ir.nodes import IPNet, Match, Program, Rule, Side, replace_program
+from compiler.ir.passes._rules import RuleListFn, map_rule_lists, match_with
+from compiler.ir.passes._space import AddrSpace
 
 
 def collapse(nets, memo: dict | None = None) -> tuple[IPNet, ...]:  # noqa: ANN001 - any iterable of networks
@@ -39,13 +38,29 @@ def collapse(nets, memo: dict | None = None) -> tuple[IPNet, ...]:  # noqa: ANN0
     that really merge several prefixes are turned back into networks. ``memo`` (one run's) keeps
     the networks of merged intervals, which many sets share.
     """
-    # The networks' own fields, not their properties: this is the pass's inner loop (and
-    # IPv4Network/IPv6Network are the only IPNet classes).
-    spans = sorted(
-        (n._version, lo, lo + (1 << (n._max_prefixlen - n._prefixlen)) - 1, n)
-        for n in nets
-        for lo in (n.network_address._ip,)
+    return _collapse(_spans(nets), memo, None)
+
+
+def _spans(nets) -> list[tuple[int, int, int, IPNet]]:  # noqa: ANN001 - any iterable of networks
+    """``(version, first, last, network)`` per network, sorted. The networks' own fields, not
+    their properties: this is the pass's inner loop (and IPv4Network/IPv6Network are the only
+    IPNet classes)."""
+    return sorted(
+        [
+            (n._version, lo, lo + (1 << (n._max_prefixlen - n._prefixlen)) - 1, n)
+            for n in nets
+            for lo in (n.network_address._ip,)
+        ]
     )
+
+
+def _collapse(
+    spans: list[tuple[int, int, int, IPNet]],
+    memo: dict | None,
+    intervals: dict[int, list[tuple[int, int]]] | None,
+) -> tuple[IPNet, ...]:
+    """:func:`collapse` of sorted :func:`_spans`; ``intervals``, when given, receives the
+    maximal intervals per family (what ``AddrSpace`` holds)."""
     out: list[IPNet] = []
     i = 0
     n_spans = len(spans)
@@ -56,6 +71,8 @@ def collapse(nets, memo: dict | None = None) -> tuple[IPNet, ...]:  # noqa: ANN0
             if spans[j][2] > hi:
                 hi = spans[j][2]
             j += 1
+        if intervals is not None:
+            intervals[version].append((lo, hi))
         if j == i + 1 or spans[i][2] == hi:
             out.append(first)  # nothing merged into it (duplicates and subnets only)
         elif memo is None:
@@ -72,13 +89,13 @@ def collapse(nets, memo: dict | None = None) -> tuple[IPNet, ...]:  # noqa: ANN0
 
 def _summarize(version: int, lo: int, hi: int) -> tuple[IPNet, ...]:
     """``ipaddress.summarize_address_range`` on integers: the aligned blocks of [lo, hi]."""
-    make, bits = _NETWORK[version]
+    bits = 32 if version == 4 else 128
     out = []
     while lo <= hi:
         size = (hi - lo + 1).bit_length() - 1
         if lo:
             size = min(size, (lo & -lo).bit_length() - 1)
-        out.append(make((lo, bits - size)))
+        out.append(make_net(version, lo, bits - size))
         lo += 1 << size
     return tuple(out)
 
@@ -97,15 +114,33 @@ def _side(side: Side) -> Side:
     return dataclasses.replace(side, nets=nets, not_nets=not_nets)
 
 
-def _rules(owner: str, direction: str, rules: tuple[Rule, ...]) -> tuple[Rule, ...]:
-    out = []
-    for r in rules:
-        src, dst = _side(r.match.src), _side(r.match.dst)
-        if src is r.match.src and dst is r.match.dst:
-            out.append(r)
-        else:
-            out.append(dataclasses.replace(r, match=dataclasses.replace(r.match, src=src, dst=dst)))
-    return tuple(out)
+def _match(m: Match) -> Match:
+    src, dst = _side(m.src), _side(m.dst)
+    if src is m.src and dst is m.dst:
+        return m
+    return match_with(m, m.ip_version, src, dst)
+
+
+def _rule_lists() -> RuleListFn:
+    """The rule-list function of one run: each match object is looked at once (the builder and
+    the family split share equal matches)."""
+    done: dict[int, tuple[Match, Match]] = {}  # id(old) -> (old, new); holds old: ids stay
+
+    def rules(owner: str, direction: str, rs: tuple[Rule, ...]) -> tuple[Rule, ...]:
+        out = []
+        changed = False
+        for r in rs:
+            hit = done.get(id(r.match))
+            if hit is None:
+                hit = done[id(r.match)] = (r.match, _match(r.match))
+            if hit[1] is r.match:
+                out.append(r)
+            else:
+                changed = True
+                out.append(Rule(r.action, hit[1], r.index, r.origin, r.http_ignored))
+        return tuple(out) if changed else rs
+
+    return rules
 
 
 def run(program: Program, ctx: object) -> Program:
@@ -114,17 +149,24 @@ def run(program: Program, ctx: object) -> Program:
     # membership once. A frozenset's hash is cached, so the lookup is cheap.
     done: dict[frozenset, frozenset] = {}
     memo: dict[tuple[int, int, int], tuple[IPNet, ...]] = {}
+    # The collapse finds each membership's maximal intervals, which is all the analysis
+    # passes want of it (``Analysis.addr_space``): hand them over through the run's cache.
+    cache = getattr(ctx, "cache", None)
+    spaces: dict | None = cache.setdefault("addr_spaces", {}) if isinstance(cache, dict) else None
     for sid, s in program.sets.items():
         if s.is_named_port or s.members is None:
             sets[sid] = s
             continue
         members = done.get(s.members)
         if members is None:
-            out = collapse(s.members, memo)
+            intervals: dict[int, list[tuple[int, int]]] = {4: [], 6: []}
+            out = _collapse(_spans(s.members), memo, intervals)
             # Same size: already minimal, and the minimal prefix cover is unique, so it is the
             # same set; keep it (building a frozenset of networks hashes each in Python).
             members = s.members if len(out) == len(s.members) else frozenset(out)
             done[s.members] = members
+            if spaces is not None:
+                spaces[members] = AddrSpace(tuple(intervals[4]), tuple(intervals[6]))
         sets[sid] = s if members is s.members else dataclasses.replace(s, members=members)
-    policies, profiles = map_rule_lists(program, _rules)
+    policies, profiles = map_rule_lists(program, _rule_lists())
     return replace_program(program, sets=sets, policies=policies, profiles=profiles)

@@ -31,11 +31,16 @@ now one refers to it once. Sets that no rule refers to any more are removed.
 
 from __future__ import annotations
 
-import dataclasses
 from collections import defaultdict
 
-from compiler.ir.nodes import AddrSet, Program, Rule, Side, replace_program
-from compiler.ir.passes._rules import map_match_sides, map_rule_lists, map_side_sets, prune_sets
+from compiler.ir.nodes import AddrSet, Match, Program, Rule, Side, replace_program
+from compiler.ir.passes._rules import (
+    map_rule_lists,
+    map_side_sets,
+    match_with,
+    prune_sets,
+    side_set_ids,
+)
 
 
 def _key(s: AddrSet) -> tuple | None:
@@ -63,25 +68,54 @@ def canonical_ids(program: Program) -> dict[str, str]:
 
 def run(program: Program, ctx: object) -> Program:
     canon = canonical_ids(program)
-    if all(k == v for k, v in canon.items()):
+    renamed = frozenset(sid for sid, keep in canon.items() if sid != keep)
+    if not renamed:
         pruned = prune_sets(program)
         return (
             program if len(pruned) == len(program.sets) else replace_program(program, sets=pruned)
         )
     rename = canon.__getitem__
+    used: set[str] = set()
+    # Only sides naming a merged-away set change; the others (most) are kept as they are, and
+    # only the set ids they name are noted (for the pruning below, in the same walk).
+    done: dict[int, Side] = {}  # id(old side) -> new side; old sides live in ``program``
 
     def side(s: Side) -> Side:
-        return map_side_sets(s, rename)
+        got = done.get(id(s))
+        if got is not None:
+            return got
+        ids = side_set_ids(s)
+        new = s if renamed.isdisjoint(ids) else map_side_sets(s, rename)
+        used.update(ids if new is s else side_set_ids(new))
+        done[id(s)] = new
+        return new
+
+    matches: dict[int, tuple[Match, Match]] = {}  # id(old) -> (old, new), as ``done``
+
+    def match_of(m: Match) -> Match:
+        hit = matches.get(id(m))
+        if hit is not None:
+            return hit[1]
+        src, dst = side(m.src), side(m.dst)
+        new = m
+        if src is not m.src or dst is not m.dst:
+            new = match_with(m, m.ip_version, src, dst)
+        matches[id(m)] = (m, new)
+        return new
 
     def rules(owner: str, direction: str, rs: tuple[Rule, ...]) -> tuple[Rule, ...]:
         out = []
+        changed = False
         for r in rs:
-            match = map_match_sides(r.match, side)
-            out.append(r if match is r.match else dataclasses.replace(r, match=match))
+            match = match_of(r.match)
+            if match is r.match:
+                out.append(r)
+                continue
+            changed = True
+            out.append(Rule(r.action, match, r.index, r.origin, r.http_ignored))
         # Unchanged rules are the same objects: keep the tuple, so the policy is kept too.
-        return rs if all(a is b for a, b in zip(out, rs, strict=True)) else tuple(out)
+        return tuple(out) if changed else rs
 
     policies, profiles = map_rule_lists(program, rules)
-    sets = {sid: s for sid, s in program.sets.items() if canon[sid] == sid}
-    out = replace_program(program, policies=policies, profiles=profiles, sets=sets)
-    return replace_program(out, sets=prune_sets(out))
+    sets = {sid: s for sid, s in program.sets.items() if canon[sid] == sid and sid in used}
+    return replace_program(program, policies=policies, profiles=profiles, sets=sets)

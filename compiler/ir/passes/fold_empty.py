@@ -32,7 +32,7 @@ sets that only the dropped rules used are removed.
 
 from __future__ import annotations
 
-from compiler.ir.nodes import Program, Rule
+from compiler.ir.nodes import Match, Program, Rule
 from compiler.ir.passes._analysis import Analysis
 from compiler.ir.passes._rules import drop_rules, dropped_entries
 
@@ -41,8 +41,16 @@ def run(program: Program, ctx: object) -> Program:
     analysis = Analysis(program, ctx)
     dropped: set[tuple[str, int, str]] = set()
 
+    never: dict[int, tuple[Match, bool]] = {}  # id(match) -> (match, verdict); holds the match
+
+    def dead(r: Rule) -> bool:
+        hit = never.get(id(r.match))
+        if hit is None:
+            hit = never[id(r.match)] = (r.match, analysis.never_matches(analysis.facts(r)))
+        return hit[1]
+
     def rules(owner: str, direction: str, rs: tuple[Rule, ...]) -> tuple[Rule, ...]:
-        kept = tuple(r for r in rs if not analysis.never_matches(analysis.facts(r)))
+        kept = tuple(r for r in rs if not dead(r))
         if len(kept) != len(rs):
             dropped.update(dropped_entries(owner, direction, rs, kept))
         return kept

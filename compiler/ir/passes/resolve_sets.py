@@ -19,50 +19,107 @@ One index query per set, with set algebra inside the index — never selector ×
 from __future__ import annotations
 
 import dataclasses
+from ipaddress import IPv4Network
 
 from compiler.frontend.selector import LabelIndex, parse
-from compiler.ir.nodes import Program, replace_program
+from compiler.ir.nodes import Program, Selectable, replace_program
+
+
+def family_parts(ctx: object, *, take: bool = False) -> dict[int, tuple[frozenset, dict]]:
+    """The run's ``id(members) -> (members, {4: v4 part, 6: v6 part})`` table: this pass builds
+    each membership from per-family parts, so ``split_families`` can take them instead of
+    partitioning (and rehashing) the members. An entry holds ``members`` itself, so the id
+    cannot be reused while the entry exists."""
+    return _shared(ctx, "family_parts", take)
+
+
+def _shared(ctx: object, name: str, take: bool) -> dict:
+    """A table in ``ctx.cache`` (a fresh dict without one); ``take``: removed from the cache
+    (by its one reader, so that it is freed)."""
+    cache = getattr(ctx, "cache", None)
+    if not isinstance(cache, dict):
+        return {}
+    return cache.pop(name, {}) if take else cache.setdefault(name, {})
+
+
+def _ports_by_name(
+    order: list[str], by_id: dict[str, Selectable]
+) -> dict[str, list[tuple[int, int, int, tuple]]]:
+    """Port name -> (position in ``order``, protocol, port, nets) of every selectable's
+    declaration of it, in ``order``: a named-port set then looks only at its own name."""
+    out: dict[str, list[tuple[int, int, int, tuple]]] = {}
+    for i, cid in enumerate(order):
+        sel = by_id[cid]
+        for port in sel.ports:
+            out.setdefault(port.name, []).append((i, port.protocol, port.port, sel.nets))
+    return out
 
 
 def run(program: Program, ctx: object) -> Program:
     by_id = {s.id: s for s in program.selectables}
     index = LabelIndex({s.id: dict(s.labels) for s in program.selectables})
     out = {}
+    parts = family_parts(ctx)
     # Different selectors often select the same endpoints: build each distinct member set once
     # (a frozenset of networks hashes every member in Python), and share it, which also lets
-    # the later passes' per-membership memos hit by identity.
-    members: dict[tuple[tuple[str, ...], int | None], frozenset] = {}
-    own: dict[str, frozenset] = {}
+    # the later passes' per-membership memos hit by identity. Members are unions of
+    # per-selectable, per-family frozensets, which reuse their stored hashes: each network is
+    # hashed (in Python) once per run, not once per set.
+    members: dict[tuple[frozenset[str], int | None], frozenset] = {}
+    empty: frozenset = frozenset()
+    # Per selectable, by its position in ``program.selectables`` (sorted): unions are made in
+    # that order, so the result does not depend on how a set of strings iterates.
+    order = list(by_id)
+    position = {cid: i for i, cid in enumerate(order)}
+    own4: list[frozenset] = []
+    own6: list[frozenset] = []
+    for cid in order:
+        nets = by_id[cid].nets
+        v4 = [n for n in nets if n.__class__ is IPv4Network]
+        if len(v4) == len(nets):
+            own4.append(frozenset(nets))
+            own6.append(empty)
+        elif not v4:
+            own4.append(empty)
+            own6.append(frozenset(nets))
+        else:
+            own4.append(frozenset(v4))
+            own6.append(frozenset([n for n in nets if n.__class__ is not IPv4Network]))
 
-    def own_nets(cid: str) -> frozenset:
-        got = own.get(cid)
-        if got is None:
-            got = own[cid] = frozenset(by_id[cid].nets)
-        return got
-
+    ports_by_name: dict[str, list[tuple[int, int, int, tuple]]] | None = None
     for sid, s in program.sets.items():
-        chosen = sorted(index.select(parse(s.selector)))
-        fam_ok = (lambda n: True) if s.family is None else (lambda n, f=s.family: n.version == f)
+        chosen = index.select(parse(s.selector))
+        fam = s.family
         if s.is_named_port:
-            triples = frozenset(
-                (net, port.protocol, port.port)
-                for cid in chosen
-                for port in by_id[cid].ports
-                if port.name == s.port_name and s.port_protocol in (None, port.protocol)
-                for net in by_id[cid].nets
-                if fam_ok(net)
-            )
+            if ports_by_name is None:
+                ports_by_name = _ports_by_name(order, by_id)
+            by_fam: dict[int, list] = {4: [], 6: []}
+            picked = set(map(position.__getitem__, chosen))
+            for i, protocol, port, nets in ports_by_name.get(s.port_name, ()):
+                if i in picked and s.port_protocol in (None, protocol):
+                    for net in nets:
+                        by_fam[4 if net.__class__ is IPv4Network else 6].append(
+                            (net, protocol, port)
+                        )
+            if fam is not None:
+                triples = frozenset(by_fam[fam])
+            else:
+                four, six = frozenset(by_fam[4]), frozenset(by_fam[6])
+                triples = four | six if four and six else (four or six)
+                parts[id(triples)] = (triples, {4: four, 6: six})
             out[sid] = dataclasses.replace(s, port_members=triples)
         else:
-            key = (tuple(chosen), s.family)
+            key = (chosen, fam)
             nets = members.get(key)
             if nets is None:
-                if s.family is None:
-                    # A union of per-selectable frozensets reuses their stored hashes: each
-                    # network is hashed (in Python) once per run, not once per set.
-                    nets = frozenset().union(*(own_nets(cid) for cid in chosen))
+                at = sorted(map(position.__getitem__, chosen))
+                if fam is None:
+                    four = empty.union(*map(own4.__getitem__, at))
+                    six = empty.union(*map(own6.__getitem__, at))
+                    nets = four.union(six) if four and six else (four or six)
+                    parts[id(nets)] = (nets, {4: four, 6: six})
                 else:
-                    nets = frozenset(n for cid in chosen for n in by_id[cid].nets if fam_ok(n))
+                    nets = empty.union(*map((own4 if fam == 4 else own6).__getitem__, at))
                 members[key] = nets
             out[sid] = dataclasses.replace(s, members=nets)
     return replace_program(program, sets=out)

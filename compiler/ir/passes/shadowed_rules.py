@@ -95,6 +95,17 @@ def run(program: Program, ctx: object) -> Program:
     analysis = Analysis(program, ctx)
     sink: DiagnosticSink | None = getattr(ctx, "sink", None)
     dropped: set[tuple[str, int, str]] = set()
+    # (id(earlier match), id(later match)) -> verdict: a proof depends on the two matches only,
+    # and the same pairs recur across policies (equal matches are shared objects). The matches
+    # live in ``program`` for the whole run, so their ids stay theirs.
+    proofs: dict[tuple[int, int], bool] = {}
+
+    def covers(earlier: RuleFacts, later: RuleFacts) -> bool:
+        key = (id(earlier.rule.match), id(later.rule.match))
+        got = proofs.get(key)
+        if got is None:
+            got = proofs[key] = analysis.covers(earlier, later)
+        return got
 
     def rules(owner: str, direction: str, rs: tuple[Rule, ...]) -> tuple[Rule, ...]:
         kept: list[Rule] = []
@@ -102,7 +113,7 @@ def run(program: Program, ctx: object) -> Program:
         shadowed: list[tuple[Rule, Rule]] = []
         for r in rs:
             facts = analysis.facts(r)
-            by = next((e for e in shadowers if analysis.covers(e, facts)), None)
+            by = next((e for e in shadowers if covers(e, facts)), None)
             if by is not None:
                 shadowed.append((r, by.rule))
                 continue

@@ -30,7 +30,8 @@ from compiler.ir.nodes import (
     Side,
     replace_program,
 )
-from compiler.ir.passes._rules import all_rules, dropped_entries, map_rule_lists
+from compiler.ir.passes._rules import all_rules, dropped_entries, map_rule_lists, match_with
+from compiler.ir.passes.resolve_sets import family_parts
 
 FAMILIES = (4, 6)
 
@@ -77,30 +78,34 @@ def _side(side: Side, family: int) -> Side | None:
     )
 
 
-def _split_rule(rule: Rule) -> list[Rule]:
-    m = rule.match
+def _split_match(m: Match, memo: dict[int, tuple[Match, tuple[Match, ...]]] | None) -> tuple:
+    """The per-family copies of a match; ``memo`` (one run's, ``id(match) -> (match, copies)``)
+    makes them once per match object (the builder shares equal matches)."""
+    if memo is not None:
+        hit = memo.get(id(m))
+        if hit is not None:
+            return hit[1]
     out = []
     for family in (m.ip_version,) if m.ip_version else FAMILIES:
         src, dst = _side(m.src, family), _side(m.dst, family)
         if src is None or dst is None:
             continue
-        match = Match(
-            family,
-            m.protocol,
-            m.not_protocol,
-            m.icmp_type,
-            m.icmp_code,
-            m.not_icmp_type,
-            m.not_icmp_code,
-            src,
-            dst,
-        )
-        out.append(Rule(rule.action, match, rule.index, rule.origin, rule.http_ignored))
-    return out
+        out.append(match_with(m, family, src, dst))
+    copies = tuple(out)
+    if memo is not None:
+        memo[id(m)] = (m, copies)  # holds m: the id stays its own
+    return copies
 
 
-def _split_rules(rules: tuple[Rule, ...]) -> tuple[Rule, ...]:
-    return tuple(x for r in rules for x in _split_rule(r))
+def _split_rule(rule: Rule, memo: dict | None = None) -> list[Rule]:
+    return [
+        Rule(rule.action, match, rule.index, rule.origin, rule.http_ignored)
+        for match in _split_match(rule.match, memo)
+    ]
+
+
+def _split_rules(rules: tuple[Rule, ...], memo: dict | None = None) -> tuple[Rule, ...]:
+    return tuple(x for r in rules for x in _split_rule(r, memo))
 
 
 def _partition(items: frozenset, is_v4: Callable[[Any], bool]) -> dict[int, frozenset | None]:
@@ -119,16 +124,18 @@ def _partition(items: frozenset, is_v4: Callable[[Any], bool]) -> dict[int, froz
     return {4: items - six, 6: six}
 
 
-def _split_set(s: AddrSet, memo: dict[frozenset, dict[int, frozenset | None]]) -> list[AddrSet]:
+def _split_set(
+    s: AddrSet,
+    memo: dict[frozenset, dict[int, frozenset | None]],
+    parts: dict[int, tuple[frozenset, dict[int, frozenset]]],
+) -> list[AddrSet]:
     # One pass over the members, by class (``version`` is a Python-level property).
     members: dict[int, frozenset | None] = {4: None, 6: None}
     port_members: dict[int, frozenset | None] = {4: None, 6: None}
     if s.members is not None:
-        members = memo.get(s.members)  # sets often share their members (resolve_sets)
-        if members is None:
-            members = memo[s.members] = _partition(s.members, lambda n: n.__class__ is IPv4Network)
+        members = _parts(s.members, parts, memo, lambda n: n.__class__ is IPv4Network)
     if s.port_members is not None:
-        port_members = _partition(s.port_members, lambda t: t[0].__class__ is IPv4Network)
+        port_members = _parts(s.port_members, parts, memo, lambda t: t[0].__class__ is IPv4Network)
     return [
         AddrSet(
             _fam_id(s.id, family),
@@ -144,21 +151,40 @@ def _split_set(s: AddrSet, memo: dict[frozenset, dict[int, frozenset | None]]) -
     ]
 
 
+def _parts(
+    items: frozenset,
+    parts: dict[int, tuple[frozenset, dict[int, frozenset]]],
+    memo: dict[frozenset, dict[int, frozenset | None]],
+    is_v4: Callable[[Any], bool],
+) -> dict[int, frozenset | None]:
+    """The family parts of ``items``: those ``resolve_sets`` built it from when it did (same
+    run), else partitioned once per distinct set (sets often share their members)."""
+    known = parts.get(id(items))
+    if known is not None and known[0] is items:
+        return known[1]  # type: ignore[return-value]
+    got = memo.get(items)
+    if got is None:
+        got = memo[items] = _partition(items, is_v4)
+    return got
+
+
 def run(program: Program, ctx: object) -> Program:
     if all(s.family is not None for s in program.sets.values()) and all(
         r.match.ip_version for _, _, rules in all_rules(program) for r in rules
     ):
         return program  # already split (profiles' rules count too)
     dropped: set[tuple[str, int, str]] = set()
+    matches: dict[int, tuple[Match, tuple[Match, ...]]] = {}
 
     def rules(owner: str, direction: str, rs: tuple[Rule, ...]) -> tuple[Rule, ...]:
-        out = _split_rules(rs)
+        out = _split_rules(rs, matches)
         dropped.update(dropped_entries(owner, direction, rs, out))
         return out
 
     policies, profiles = map_rule_lists(program, rules)
     memo: dict[frozenset, dict[int, frozenset | None]] = {}
-    sets = {x.id: x for s in program.sets.values() for x in _split_set(s, memo)}
+    parts = family_parts(ctx, take=True)
+    sets = {x.id: x for s in program.sets.values() for x in _split_set(s, memo, parts)}
     return replace_program(
         program,
         policies=policies,
