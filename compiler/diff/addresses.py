@@ -29,6 +29,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 
 from compiler.ir import nodes as ir
 
@@ -153,5 +154,11 @@ def collect(
 
 
 def summarize(lo: int, hi: int, family: int) -> list[ir.IPNet]:
+    return list(_summary(lo, hi, family))
+
+
+@lru_cache(maxsize=1 << 16)
+def _summary(lo: int, hi: int, family: int) -> tuple[ir.IPNet, ...]:
+    """The report names an external class once per group it is in: summarize once."""
     cls = ipaddress.IPv4Address if family == 4 else ipaddress.IPv6Address
-    return list(ipaddress.summarize_address_range(cls(lo), cls(hi)))
+    return tuple(ipaddress.summarize_address_range(cls(lo), cls(hi)))

@@ -106,6 +106,7 @@ class _Context:
         ]
         self._peer_index: dict[int, dict] = {}
         self._compatible: dict[tuple[int, int], list[tuple[int, int, Piece]]] = {}
+        self._special_by_dst: dict[int, set[int]] | None = None
 
     def group(self, direction: str, views: tuple[View, View]) -> int:
         key = (direction, views)
@@ -156,6 +157,14 @@ class _Context:
             out.append((wx is not None and wx == oy) or (hx is not None and hx == wy))
         return out[0], out[1]
 
+    def special_sources(self) -> dict[int, set[int]]:
+        """Destination -> the sources it forms a special pair with (``special``, either tree)."""
+        if self._special_by_dst is None:
+            self._special_by_dst = defaultdict(set)
+            for x, y in _special_pairs(self):
+                self._special_by_dst[y].add(x)
+        return self._special_by_dst
+
     def may_be_special(self, i: int, as_source: bool) -> bool:
         if as_source:
             return any(self.wep_node[s][i] or self.host_node[s][i] for s in (0, 1))
@@ -170,12 +179,12 @@ def _split_special(
     if not sx:
         yield xs, ys
         return
+    by_dst, xset = ctx.special_sources(), set(sx)
+    none: frozenset[int] = frozenset()
     by_excluded: dict[frozenset[int], list[int]] = defaultdict(list)
     for y in ys:
-        if not ctx.may_be_special(y, False):
-            by_excluded[frozenset()].append(y)
-        else:
-            by_excluded[frozenset(x for x in sx if any(ctx.special(x, y)))].append(y)
+        theirs = by_dst.get(y)
+        by_excluded[frozenset(theirs & xset) if theirs else none].append(y)
     for excluded, dsts in by_excluded.items():
         srcs = [x for x in xs if x not in excluded] if excluded else xs
         if srcs:

@@ -218,6 +218,15 @@ def _run_tiers(
     return None
 
 
+def forward_step(program: ir.Program, via: ir.Endpoint, direction: str, flow: Flow) -> Step | None:
+    """The forward step of a flow through host endpoint ``via``: its ``applyOnForward`` tiers of
+    ``direction`` (egress: the flow leaves the node through ``via``; ingress: it enters through
+    it), as :func:`evaluate` runs them once the flow's ordinary verdict allowed it. Returns the
+    deciding step (a rule, or an end-of-tier deny), or None when no tier decides (the hook
+    allows). Callers that need the whole flow use :func:`evaluate` with ``via=``."""
+    return _run_tiers(program, via, direction, ir.FORWARD, flow, [], True)
+
+
 def _run_profiles(
     program: ir.Program, ep: ir.Endpoint, direction: str, flow: Flow, events: list[Step]
 ) -> Step:

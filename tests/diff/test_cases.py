@@ -7,6 +7,7 @@ Each case is two trees over the same small cluster (``cluster.py``); a group is 
 from __future__ import annotations
 
 from compiler.diff import semantic_diff
+from compiler.diff.report import ChangeGroup
 from compiler.frontend.model import ResourceSet
 from tests.diff.cluster import CLUSTER, load
 
@@ -45,17 +46,19 @@ def groups(
 ) -> list[tuple[str, tuple[str, ...], tuple[str, ...], str, str, str]]:
     d = semantic_diff(base, head)
     assert not d.endpoints
-    return [
-        (
-            "allowed" if g.now_allowed else "denied",
-            g.sources.names,
-            g.destinations.names,
-            g.services.text(),
-            g.before.short(),
-            g.after.short(),
-        )
-        for g in d.groups
-    ]
+    return [summary(g) for g in d.groups]
+
+
+def summary(g: ChangeGroup) -> tuple[str, tuple[str, ...], tuple[str, ...], str, str, str]:
+    """(change, sources, destinations, services, decided before, decided after)."""
+    return (
+        "allowed" if g.now_allowed else "denied",
+        g.sources.names,
+        g.destinations.names,
+        g.services.text(),
+        g.before.short(),
+        g.after.short(),
+    )
 
 
 def test_namespace_label_change() -> None:
@@ -372,18 +375,7 @@ def forwarded(
     services, before, after))."""
     d = semantic_diff(base, head)
     assert not d.endpoints
-    return len(d.groups), [
-        (
-            f.via,
-            "allowed" if f.group.now_allowed else "denied",
-            f.group.sources.names,
-            f.group.destinations.names,
-            f.group.services.text(),
-            f.group.before.short(),
-            f.group.after.short(),
-        )
-        for f in d.forward
-    ]
+    return len(d.groups), [(f.via, *summary(f.group)) for f in d.forward]
 
 
 def _leaving_node1(change: str, before: str, after: str) -> list[tuple]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import os
+from collections.abc import Callable, Iterator
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -104,6 +105,26 @@ def _subject(fd: FamilyDiff, ip: m.IPAddr) -> int | None:
     return None
 
 
+def _compared(
+    fd: FamilyDiff, pool: list[str]
+) -> Iterator[tuple[str, str, int, int, list[tuple[m.IPAddr, m.IPAddr]]]]:
+    """Every (source, destination) of ``pool`` the diff compares, with their subjects and the
+    flow's ends in base and head: an endpoint is compared with its own address in each tree,
+    an external class with the pool's address."""
+    for src in pool:
+        si = _subject(fd, ipaddress.ip_address(src))
+        for dst in pool:
+            di = _subject(fd, ipaddress.ip_address(dst))
+            if si is None or di is None:
+                continue
+            ends = [(fd.subjects[si].ips[t], fd.subjects[di].ips[t]) for t in (0, 1)]
+            if fd.subjects[si].kind == EXTERNAL:
+                ends = [(ipaddress.ip_address(src), e[1]) for e in ends]
+            if fd.subjects[di].kind == EXTERNAL:
+                ends = [(e[0], ipaddress.ip_address(dst)) for e in ends]
+            yield src, dst, si, di, ends
+
+
 def _covers(row: Row, src: int, dst: int, flow: Flow) -> bool:
     p = row.piece
     if src not in row.sources or dst not in row.destinations or flow.protocol not in p.protocols:
@@ -143,29 +164,16 @@ def test_diff_agrees_with_the_naive_comparison(trees: tuple[m.ResourceSet, m.Res
     d = semantic_diff(base, head)
     assert {c.name for c in d.endpoints if c.change != "addresses"} == _one_sided(base, head)
     for fd in d.families:
-        pool = addresses(base, fd.family)
-        for src in pool:
-            si = _subject(fd, ipaddress.ip_address(src))
-            for dst in pool:
-                di = _subject(fd, ipaddress.ip_address(dst))
-                if si is None or di is None:
-                    continue
-                # An endpoint is compared with its own address in each tree.
-                ends = [(fd.subjects[si].ips[t], fd.subjects[di].ips[t]) for t in (0, 1)]
-                if fd.subjects[si].kind == EXTERNAL:
-                    ends = [(ipaddress.ip_address(src), e[1]) for e in ends]
-                if fd.subjects[di].kind == EXTERNAL:
-                    ends = [(e[0], ipaddress.ip_address(dst)) for e in ends]
-                for proto, port in PROBES:
-                    flows = [_flow(*ends[t], proto, port) for t in (0, 1)]
-                    before, after = (evaluate(programs[t], flows[t]).allowed for t in (0, 1))
-                    flow = flows[0]
-                    rows = [r for r in fd.rows if _covers(r, si, di, flow)]
-                    if before == after:
-                        assert rows == [], (src, dst, proto, port)
-                    else:
-                        assert len(rows) == 1, (src, dst, proto, port, rows)
-                        assert (rows[0].before.allowed, rows[0].after.allowed) == (before, after)
+        for src, dst, si, di, ends in _compared(fd, addresses(base, fd.family)):
+            for proto, port in PROBES:
+                flows = [_flow(*ends[t], proto, port) for t in (0, 1)]
+                before, after = (evaluate(programs[t], flows[t]).allowed for t in (0, 1))
+                rows = [r for r in fd.rows if _covers(r, si, di, flows[0])]
+                if before == after:
+                    assert rows == [], (src, dst, proto, port)
+                else:
+                    assert len(rows) == 1, (src, dst, proto, port, rows)
+                    assert (rows[0].before.allowed, rows[0].after.allowed) == (before, after)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -253,6 +261,14 @@ def test_forwarded_flows_agree_with_the_naive_comparison(
     row (with the right verdicts) iff its forwarded verdict changed while its ordinary one did
     not — the ordinary change is in the ordinary rows (checked above)."""
     base, head = trees
+    check_forwarded(base, head, lambda family: addresses(base, family))
+
+
+def check_forwarded(
+    base: m.ResourceSet, head: m.ResourceSet, pool: Callable[[int], list[str]]
+) -> None:
+    """The forwarded rows of ``semantic_diff(base, head)`` against the evaluator (``via=``),
+    for every pair of ``pool(family)`` through every host endpoint of both trees."""
     programs = prepare(base), prepare(head)
     d = semantic_diff(base, head)
     heps = sorted(
@@ -261,27 +277,33 @@ def test_forwarded_flows_agree_with_the_naive_comparison(
     )
     assert {h for fd in d.families for h in fd.forward} <= set(heps)
     for fd in d.families:
-        pool = addresses(base, fd.family)
+        pairs_ = list(_compared(fd, pool(fd.family)))
         for via in heps:
             listed = fd.forward.get(via, [])
-            for src in pool:
-                si = _subject(fd, ipaddress.ip_address(src))
-                for dst in pool:
-                    di = _subject(fd, ipaddress.ip_address(dst))
-                    if si is None or di is None:
-                        continue
-                    ends = [(fd.subjects[si].ips[t], fd.subjects[di].ips[t]) for t in (0, 1)]
-                    if fd.subjects[si].kind == EXTERNAL:
-                        ends = [(ipaddress.ip_address(src), e[1]) for e in ends]
-                    if fd.subjects[di].kind == EXTERNAL:
-                        ends = [(e[0], ipaddress.ip_address(dst)) for e in ends]
-                    for proto, port in FORWARD_PROBES:
-                        flows = [_flow(*ends[t], proto, port) for t in (0, 1)]
-                        plain = [evaluate(programs[t], flows[t]).allowed for t in (0, 1)]
-                        fwd = [evaluate(programs[t], flows[t], via=via).allowed for t in (0, 1)]
-                        rows = [r for r in listed if _covers(r, si, di, flows[0])]
-                        if fwd[0] == fwd[1] or plain[0] != plain[1]:
-                            assert rows == [], (via, src, dst, proto, port)
-                        else:
-                            assert len(rows) == 1, (via, src, dst, proto, port, rows)
-                            assert (rows[0].before.allowed, rows[0].after.allowed) == tuple(fwd)
+            for src, dst, si, di, ends in pairs_:
+                for proto, port in FORWARD_PROBES:
+                    flows = [_flow(*ends[t], proto, port) for t in (0, 1)]
+                    plain = [evaluate(programs[t], flows[t]).allowed for t in (0, 1)]
+                    fwd = [evaluate(programs[t], flows[t], via=via).allowed for t in (0, 1)]
+                    rows = [r for r in listed if _covers(r, si, di, flows[0])]
+                    if fwd[0] == fwd[1] or plain[0] != plain[1]:
+                        assert rows == [], (via, src, dst, proto, port)
+                    else:
+                        assert len(rows) == 1, (via, src, dst, proto, port, rows)
+                        assert (rows[0].before.allowed, rows[0].after.allowed) == tuple(fwd)
+
+
+def test_forwarded_flows_through_several_host_endpoints() -> None:
+    """A new applyOnForward deny selecting a host endpoint on each node (the shape whose cost
+    ``forward.py`` shares between endpoints): every forwarded flow through either, exactly."""
+    from tests.diff.cluster import load
+    from tests.diff.test_cases import API, DB, FWD, FWD_IN, HEP
+
+    heps = HEP % "gw" + "---\n" + (HEP % "gw").replace("node1", "node2").replace(".1.1]", ".1.2]")
+    base = load(heps, API, DB % "")
+    head = load(heps, API, DB % "", FWD % "true", FWD_IN)
+    d = semantic_diff(base, head)
+    assert sorted({f.via for f in d.forward}) == ["node1-eth0", "node2-eth0"]
+    pods = [str(ip) for e in base.endpoints for ip in e.ips]
+    outside = ["172.16.0.1", "8.8.8.8", "10.0.2.200"]
+    check_forwarded(base, head, lambda family: pods + outside if family == 4 else [])
