@@ -6,7 +6,7 @@
 #define TORTIE_VERDICT_H
 
 /* Membership of (addr, proto, port) in IP set (hi, lo): one full-length LPM lookup in the set
- * map of the packet's bank (p->bank, see tortie_entry). Selector sets are stored with
+ * map of the packet's bank (p->bank, see tortie_prepare). Selector sets are stored with
  * proto = port = 0, named-port sets with the member's protocol and port (proto_port is
  * proto << 16 | port: BPF functions take at most five arguments).
  * Not inlined: a BPF-to-BPF call keeps each lookup site at a few instructions, which keeps
@@ -111,9 +111,12 @@ TORTIE_INLINE int tortie_allow(struct __sk_buff *skb, struct tortie_pkt *p)
 	return TC_ACT_OK;
 }
 
-/* The entry program: parse, then fragments and conntrack; a new flow tail-calls chunk 0 of the
- * policy. A failed tail call (never expected) drops: fail closed. */
-TORTIE_INLINE int tortie_entry(struct __sk_buff *skb, void *jump_map)
+/* tortie_prepare's "no verdict yet": not a TC_ACT_* value. */
+#define TORTIE_RUN_POLICY 0x7f00
+
+/* The entry program's work before the policy: parse, then fragments and conntrack. Returns the
+ * verdict, or TORTIE_RUN_POLICY for a new flow (the caller tail-calls chunk 0 of the policy). */
+TORTIE_INLINE int tortie_prepare(struct __sk_buff *skb)
 {
 	__u32 zero = 0;
 	struct tortie_pkt *p = bpf_map_lookup_elem(&tortie_state, &zero);
@@ -145,8 +148,20 @@ TORTIE_INLINE int tortie_entry(struct __sk_buff *skb, void *jump_map)
 	 * endpoint policy); approve it so the workload's replies pass its egress hook. */
 	if (TORTIE_PROG_HOST_TO_WORKLOAD && tortie_is_host_ip(p, p->src, cfg))
 		return tortie_allow(skb, p);
-	bpf_tail_call(skb, jump_map, 0);
-	return TC_ACT_SHOT;
+	return TORTIE_RUN_POLICY;
 }
+
+/* The entry program: tortie_prepare, then a new flow tail-calls chunk 0 of the policy. A failed
+ * tail call (never expected) drops: fail closed. `prepare` is tortie_prepare itself (inlined)
+ * or, in an object built with TORTIE_LINKED_ENTRY, the global function tortie_prepare_linked
+ * compiled once per kind of program (entry_tc.bpf.c.j2) and linked in. */
+#define TORTIE_ENTRY(prepare, skb, jump_map)                       \
+	do {                                                       \
+		int t_rc = prepare(skb);                           \
+		if (t_rc != TORTIE_RUN_POLICY)                     \
+			return t_rc;                               \
+		bpf_tail_call((skb), (jump_map), 0);               \
+		return TC_ACT_SHOT;                                \
+	} while (0)
 
 #endif /* TORTIE_VERDICT_H */

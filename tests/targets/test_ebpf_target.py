@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+import tempfile
 
 import pytest
 
@@ -57,6 +58,8 @@ def test_generated_code_is_only_macros_with_numbers_and_labels() -> None:
     for line in body.strip().splitlines():
         line = line.strip()
         if line.startswith("/*") or line in ("}", "T_PROLOGUE();", "T_EXITS();"):
+            continue
+        if re.fullmatch(r"#line [0-9]+", line):  # render.anchor_lines
             continue
         assert re.fullmatch(r"T_[A-Z0-9_]+\(([A-Za-z0-9_]+(, )?)*\);", line), line
 
@@ -200,3 +203,49 @@ def test_render_is_byte_identical_across_processes_and_hash_seeds() -> None:
             env=env, capture_output=True, text=True, check=True, cwd="/",
         )  # fmt: skip
         assert out.stdout == here
+
+
+def test_anchor_lines_give_ops_their_rule_line_and_keep_every_other_line() -> None:
+    """After render.anchor_lines, the preprocessor's line numbers (what clang puts in BTF line
+    info) are the file's own for every line but the ops of a rule, which get the line of the
+    comment above them: a verifier log names a line of the source file, and its text."""
+    text = _c_of(_prog(), budget=40)  # several chunks
+    lines = text.split("\n")
+    presumed, moved = 1, 0
+    for physical, line in enumerate(lines, start=1):
+        if line.startswith("#line "):
+            presumed = int(line.split()[1])
+            continue
+        if presumed != physical:
+            moved += 1
+            assert line.startswith("\tT_"), line
+            assert lines[presumed - 1].startswith("\t/* "), (physical, presumed)
+            assert presumed < physical
+        presumed += 1
+    assert moved > 10
+
+
+@needs_clang
+@pytest.mark.skipif(not build.can_link(), reason="bpftool is not installed")
+def test_linked_entry_builds_the_same_programs_as_the_whole_source() -> None:
+    """With bpftool, an object is its policy part (-DTORTIE_LINKED_ENTRY) linked with the entry
+    object of its kind, which is compiled once for all objects of that kind; without, the whole
+    source. Both hold the same programs; the linked one calls tortie_prepare_linked."""
+    from compiler.tools import bpftool
+
+    art = EbpfTarget().render(_prog())
+    objs = {k: v for k, v in art.files.items() if k.startswith("obj/p-")}
+    entries = {k for k in art.files if k.startswith("src/e-")}
+    assert objs and entries  # the entry sources are in the artifact too
+    name = next(iter(objs))[len("obj/") : -len(".bpf.o")]
+    src = art.files[f"src/{name}.bpf.c"].decode()
+    whole = build.build_all({"p-whole": src}, render.headers())["p-whole"]
+    kinds = {}
+    for data, label in ((objs[f"obj/{name}.bpf.o"], "linked"), (whole, "whole")):
+        with tempfile.NamedTemporaryFile(suffix=".o") as f:
+            f.write(data)
+            f.flush()
+            funcs = {t["name"] for t in bpftool.btf_dump(f.name) if t.get("kind") == "FUNC"}
+        kinds[label] = funcs
+    assert {"tortie_main", "tortie_c0"} <= kinds["whole"]
+    assert kinds["linked"] == kinds["whole"] | {"tortie_prepare_linked"}

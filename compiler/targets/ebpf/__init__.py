@@ -17,6 +17,12 @@ Program and map design
   :mod:`.layout`), so changing members never rebuilds an object. The programs reach the tries
   through two arrays of maps (``tortie_setbank_v4|v6``, one trie per bank, the bank from the
   dispatcher, else 0), so a runtime can switch all sets at once with the programs.
+* The entry program's work (parse, fragments, conntrack: ``tortie_prepare``) depends only on
+  the kind of program (hook, workload or host endpoint), yet was most of a small object's clang
+  time. It is compiled once per kind (``e-<hash>``, ``bpf_templates/entry_tc.bpf.c.j2``) and
+  linked into each object as the global function ``tortie_prepare_linked`` (``bpftool gen
+  object``, :mod:`.build`); ``src/p-*.bpf.c`` built without ``-DTORTIE_LINKED_ENTRY`` is the
+  same program with it inlined (the fallback when bpftool is missing).
 * One **dispatcher** object ``d-<hash>`` (``bpf_templates/dispatch_tc.bpf.c.j2``), the same
   for every artifact of a Tortie version: a runtime attaches its two programs to every policed
   interface once, and they tail-call the entry program of the object the bank in force names
@@ -179,6 +185,7 @@ class EbpfTarget:
     def render(self, program: ir.Program) -> Artifact:
         headers = render.headers()
         sources: dict[str, str] = {}
+        entries: dict[str, tuple[str, str]] = {}  # policy object -> its entry program (name, C)
         objects: dict[str, dict[str, object]] = {}
         endpoints: list[dict[str, object]] = []
         used_sets: set[str] = set()
@@ -192,9 +199,14 @@ class EbpfTarget:
                 if len(low.chunks) > self.LIMITS["max_chunks"]:
                     raise ValueError(f"{ep.id}: {direction} policy needs {len(low.chunks)} chunks")
                 hook = tc_hook(ep, direction)
-                src = render.render_program(_source(ep, direction, low))
-                name = render.object_name(src, headers)
+                prog = _source(ep, direction, low)
+                src = render.render_program(prog)
+                entry_src = render.render_entry(
+                    prog.summary.split(",")[0], prog.hook, prog.check_e2h, prog.host_to_workload
+                )
+                name = render.object_name(src, headers, linked=entry_src)
                 sources[name] = src
+                entries[name] = (render.object_name(entry_src, headers, prefix="e-"), entry_src)
                 objects[name] = {"hook": hook, "rules": low.rules, "chunks": len(low.chunks)}
                 entry[hook] = f"{name}.bpf.o"
                 used_sets |= low.set_ids
@@ -214,7 +226,7 @@ class EbpfTarget:
         dispatch_headers = {n: headers[n] for n in render.DISPATCH_INCLUDES}
         dispatch = render.object_name(dispatch_src, dispatch_headers, prefix="d-")
         sources[dispatch] = dispatch_src
-        built = build.build_all(sources, headers)
+        built = build.build_all(sources, headers, entries=entries)
         files: dict[str, bytes] = {
             "maps.json": data.maps_json(
                 felix=program.felix,
@@ -227,7 +239,7 @@ class EbpfTarget:
         }
         for name, hdr in headers.items():
             files[f"src/include/{name}"] = hdr
-        for name, src in sources.items():
+        for name, src in [*sources.items(), *entries.values()]:
             files[f"src/{name}.bpf.c"] = src.encode()
         for name, obj in built.items():
             files[f"obj/{name}.bpf.o"] = obj
