@@ -14,6 +14,7 @@ state and tail-calls that chunk, which starts with ``T_RESUME`` lines for its la
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import ipaddress
 import re
@@ -240,17 +241,87 @@ class _RuleLowerer:
         return ops
 
 
+def _without_nets(m: ir.Match, side: str) -> ir.Match | None:
+    """``m`` with ``side``'s positive nets cleared (None when that side has none to merge)."""
+    s = m.src if side == "src" else m.dst
+    if s.nets is None:
+        return None
+    cleared = dataclasses.replace(s, nets=None)
+    return (
+        dataclasses.replace(m, src=cleared)
+        if side == "src"
+        else dataclasses.replace(m, dst=cleared)
+    )
+
+
+def merge_net_runs(rules: Sequence[ir.Rule]) -> list[tuple[ir.Rule, int]]:
+    """Consecutive rules with one action (not Log) that differ only in the positive CIDRs of one
+    side, as one rule with the union of those CIDRs; each with the index of its last rule.
+
+    First match among rules of one action is that action whenever any of them matches, and the
+    union is exactly "in one of the lists", so the verdict of every packet is the same. A run of
+    /32 rules (10,000 rules allowing one address each) is then one LPM set lookup instead of
+    10,000 compares (``_net_set``): the per-packet cost no longer grows with the rule count.
+    """
+    out: list[tuple[ir.Rule, int]] = []
+    run: list[ir.Rule] = []
+    side = ""
+
+    def flush() -> None:
+        if len(run) == 1:
+            out.append((run[0], run[0].index))
+        elif run:
+            first = run[0]
+            nets = tuple(dict.fromkeys(n for r in run for n in (getattr(r.match, side).nets or ())))
+            merged_side = dataclasses.replace(getattr(first.match, side), nets=nets)
+            match = dataclasses.replace(first.match, **{side: merged_side})
+            out.append((dataclasses.replace(first, match=match), run[-1].index))
+        run.clear()
+
+    for rule in rules:
+        if run and rule.action == run[0].action:
+            sides = (side,) if side else ("src", "dst")
+            joined = next(
+                (
+                    s
+                    for s in sides
+                    if (k := _without_nets(rule.match, s)) is not None
+                    and k == _without_nets(run[0].match, s)
+                ),
+                "",
+            )
+            if joined:
+                side = joined
+                run.append(rule)
+                continue
+        flush()
+        side = ""
+        if rule.action != ir.LOG and not rule.http_ignored:
+            run.append(rule)
+        else:
+            out.append((rule, rule.index))
+    flush()
+    return out
+
+
 def log_rule_id(owner: str, direction: str, index: int) -> int:
     return stable_id64(f"log:{owner}:{direction}:{index}")
 
 
 def _rule_item(
-    low: _RuleLowerer, rule: ir.Rule, owner: str, direction: str, allow_to: str | None = None
+    low: _RuleLowerer,
+    rule: ir.Rule,
+    owner: str,
+    direction: str,
+    allow_to: str | None = None,
+    last: int | None = None,
 ) -> tuple[_Item, LogRule | None]:
-    """One rule. Pass goes to the next segment; ``allow_to`` turns Allow into a jump to that
-    segment (pre-DNAT policy: an Allow only ends the pre-DNAT stage)."""
+    """One rule (rules ``rule.index``..``last`` merged by :func:`merge_net_runs`). Pass goes to
+    the next segment; ``allow_to`` turns Allow into a jump to that segment (pre-DNAT policy: an
+    Allow only ends the pre-DNAT stage)."""
     miss = low.label("next")
-    ops = [Op(comment=f"rule {rule.index}: {rule.action}")]
+    which = f"rule {rule.index}" if last in (None, rule.index) else f"rules {rule.index}-{last}"
+    ops = [Op(comment=f"{which}: {rule.action}")]
     ops += low.match(rule.match, miss)
     log = None
     item = _Item(ops, 0)
@@ -294,8 +365,10 @@ class _Builder:
     def segment(self, key: str, comment: str) -> None:
         self.items.append(_Item([Op(comment=comment)], 0, "segment", key))
 
-    def rule(self, rule: ir.Rule, owner: str, allow_to: str | None = None) -> None:
-        item, log = _rule_item(self.low, rule, owner, self.direction, allow_to)
+    def rule(
+        self, rule: ir.Rule, owner: str, allow_to: str | None = None, last: int | None = None
+    ) -> None:
+        item, log = _rule_item(self.low, rule, owner, self.direction, allow_to, last)
         self.items.append(item)
         self.rules += 1
         if log:
@@ -320,8 +393,8 @@ class _Builder:
                 rules = self.program.policies[pid].rules(self.direction)
                 self.description.append(f"  policy {sanitize(pid)}: {len(rules)} rules")
                 self.items.append(_Item([Op(comment=f"policy {sanitize(pid)}")], 0, "note"))
-                for rule in rules:
-                    self.rule(rule, pid, allow_to)
+                for rule, last in merge_net_runs(rules):
+                    self.rule(rule, pid, allow_to, last)
             if end_of_tier_deny and plan.default_action == ir.DENY:
                 self.exit("T_DENY", "end of tier")
 
