@@ -75,23 +75,20 @@ def _logged(rules: list[ir.Rule], flow: Flow) -> list[int]:
     return out
 
 
-@settings(max_examples=500, deadline=None)
-@given(
-    rs=rules(),
-    flows=st.lists(
-        st.builds(
-            Flow,
-            st.sampled_from(ADDRS),
-            st.sampled_from(ADDRS),
-            st.sampled_from([6, 17]),
-            st.just(1234),
-            st.sampled_from([80, 81]),
-        ),
-        min_size=1,
-        max_size=20,
-    ),
-)
-def test_merged_rules_give_the_same_first_match(rs: list[ir.Rule], flows: list[Flow]) -> None:
+# Every flow of the small address/protocol/port space, for every rule list.
+ALL_FLOWS = [
+    Flow(src, dst, proto, 1234, port)
+    for src in ADDRS
+    for dst in ADDRS
+    for proto in (6, 17)
+    for port in (80, 81)
+]
+
+
+@settings(max_examples=400, deadline=None)
+@given(rs=rules())
+def test_merged_rules_give_the_same_first_match(rs: list[ir.Rule]) -> None:
+    flows = ALL_FLOWS
     merged = merge_net_runs(rs)
     out = [r for r, _ in merged]
     assert len(out) <= len(rs)
@@ -143,3 +140,12 @@ def test_rules_that_differ_in_more_than_one_sides_cidrs_stay_apart() -> None:
     flow = Flow(ipaddress.ip_address("10.0.1.7"), ipaddress.ip_address("10.9.0.1"), 6, 1, 80)
     rs = cases[0]
     assert _first(rs, flow) == ir.ALLOW  # rule 1 allows what rule 0 excludes
+
+
+def test_a_destination_run_keeps_any_source() -> None:
+    rs = [
+        ir.Rule(ir.ALLOW, ir.Match(ip_version=4, dst=ir.Side(nets=(N(f"10.0.{i}.0/24"),))), i)
+        for i in range(3)
+    ]
+    ((rule, last),) = merge_net_runs(rs)
+    assert last == 2 and rule.match.src == ir.Side() and len(rule.match.dst.nets or ()) == 3

@@ -254,30 +254,20 @@ def _without_nets(m: ir.Match, side: str) -> ir.Match | None:
     )
 
 
-def merge_net_runs(rules: Sequence[ir.Rule]) -> list[tuple[ir.Rule, int]]:
-    """Consecutive rules with one action (not Log) that differ only in the positive CIDRs of one
-    side, as one rule with the union of those CIDRs; each with the index of its last rule.
+def net_runs(rules: Sequence[ir.Rule]) -> list[list[ir.Rule]]:
+    """``rules`` cut into runs to merge (:func:`merged`): consecutive rules with one action (not
+    Log) that differ only in the positive CIDRs of one side; every other rule alone.
 
     First match among rules of one action is that action whenever any of them matches, and the
-    union is exactly "in one of the lists", so the verdict of every packet is the same. A run of
-    /32 rules (10,000 rules allowing one address each) is then one LPM set lookup instead of
-    10,000 compares (``_net_set``): the per-packet cost no longer grows with the rule count.
+    union of their CIDRs is exactly "in one of the lists", so the verdict of every packet is the
+    same. A run of /32 rules (10,000 rules allowing one address each) is then one LPM set lookup
+    instead of 10,000 compares (``_net_set``): the per-packet cost no longer grows with the rule
+    count. The rules of a tier's policies are one sequence for this (a policy without a match
+    goes on to the next one), so a run may cross policies.
     """
-    out: list[tuple[ir.Rule, int]] = []
+    out: list[list[ir.Rule]] = []
     run: list[ir.Rule] = []
     side = ""
-
-    def flush() -> None:
-        if len(run) == 1:
-            out.append((run[0], run[0].index))
-        elif run:
-            first = run[0]
-            nets = tuple(dict.fromkeys(n for r in run for n in (getattr(r.match, side).nets or ())))
-            merged_side = dataclasses.replace(getattr(first.match, side), nets=nets)
-            match = dataclasses.replace(first.match, **{side: merged_side})
-            out.append((dataclasses.replace(first, match=match), run[-1].index))
-        run.clear()
-
     for rule in rules:
         if run and rule.action == run[0].action:
             sides = (side,) if side else ("src", "dst")
@@ -294,14 +284,39 @@ def merge_net_runs(rules: Sequence[ir.Rule]) -> list[tuple[ir.Rule, int]]:
                 side = joined
                 run.append(rule)
                 continue
-        flush()
+        if run:
+            out.append(run)
         side = ""
         if rule.action != ir.LOG and not rule.http_ignored:
-            run.append(rule)
+            run = [rule]
         else:
-            out.append((rule, rule.index))
-    flush()
+            out.append([rule])
+            run = []
+    if run:
+        out.append(run)
     return out
+
+
+def merged(run: Sequence[ir.Rule]) -> ir.Rule:
+    """One rule for a run of :func:`net_runs`: the first, with the union of the run's CIDRs on
+    the side where they differ."""
+    first = run[0]
+    if len(run) == 1:
+        return first
+    side = next(
+        s
+        for s in ("src", "dst")
+        if (k := _without_nets(first.match, s)) is not None
+        and all(_without_nets(r.match, s) == k for r in run)
+    )
+    nets = tuple(dict.fromkeys(n for r in run for n in (getattr(r.match, side).nets or ())))
+    merged_side = dataclasses.replace(getattr(first.match, side), nets=nets)
+    return dataclasses.replace(first, match=dataclasses.replace(first.match, **{side: merged_side}))
+
+
+def merge_net_runs(rules: Sequence[ir.Rule]) -> list[tuple[ir.Rule, int]]:
+    """:func:`net_runs` merged: each rule with the index of the last rule it stands for."""
+    return [(merged(run), run[-1].index) for run in net_runs(rules)]
 
 
 def log_rule_id(owner: str, direction: str, index: int) -> int:
@@ -314,14 +329,13 @@ def _rule_item(
     owner: str,
     direction: str,
     allow_to: str | None = None,
-    last: int | None = None,
+    which: str | None = None,
 ) -> tuple[_Item, LogRule | None]:
-    """One rule (rules ``rule.index``..``last`` merged by :func:`merge_net_runs`). Pass goes to
-    the next segment; ``allow_to`` turns Allow into a jump to that segment (pre-DNAT policy: an
-    Allow only ends the pre-DNAT stage)."""
+    """One rule (``which`` names the rules it stands for when :func:`net_runs` merged several).
+    Pass goes to the next segment; ``allow_to`` turns Allow into a jump to that segment
+    (pre-DNAT policy: an Allow only ends the pre-DNAT stage)."""
     miss = low.label("next")
-    which = f"rule {rule.index}" if last in (None, rule.index) else f"rules {rule.index}-{last}"
-    ops = [Op(comment=f"{which}: {rule.action}")]
+    ops = [Op(comment=f"{which or f'rule {rule.index}'}: {rule.action}")]
     ops += low.match(rule.match, miss)
     log = None
     item = _Item(ops, 0)
@@ -366,9 +380,9 @@ class _Builder:
         self.items.append(_Item([Op(comment=comment)], 0, "segment", key))
 
     def rule(
-        self, rule: ir.Rule, owner: str, allow_to: str | None = None, last: int | None = None
+        self, rule: ir.Rule, owner: str, allow_to: str | None = None, which: str | None = None
     ) -> None:
-        item, log = _rule_item(self.low, rule, owner, self.direction, allow_to, last)
+        item, log = _rule_item(self.low, rule, owner, self.direction, allow_to, which)
         self.items.append(item)
         self.rules += 1
         if log:
@@ -389,12 +403,24 @@ class _Builder:
             name = sanitize(plan.tier)
             self.segment(f"{key}{hook}:tier:{i}", f"{hook} tier {name}")
             self.description.append(f"{hook} tier {name} (end: {plan.default_action})")
+            seq: list[tuple[str, ir.Rule]] = []
             for pid in plan.policies:
                 rules = self.program.policies[pid].rules(self.direction)
                 self.description.append(f"  policy {sanitize(pid)}: {len(rules)} rules")
-                self.items.append(_Item([Op(comment=f"policy {sanitize(pid)}")], 0, "note"))
-                for rule, last in merge_net_runs(rules):
-                    self.rule(rule, pid, allow_to, last)
+                seq += [(pid, r) for r in rules]
+            pos, noted = 0, None
+            for run in net_runs([r for _, r in seq]):
+                pid, last_pid = seq[pos][0], seq[pos + len(run) - 1][0]
+                pos += len(run)
+                if pid != noted:
+                    self.items.append(_Item([Op(comment=f"policy {sanitize(pid)}")], 0, "note"))
+                which = None
+                if len(run) > 1:
+                    which = f"rules {run[0].index}-{run[-1].index}"
+                    if last_pid != pid:
+                        which = f"rules {run[0].index}.. to rule {run[-1].index} of policy {sanitize(last_pid)}"
+                self.rule(merged(run), pid, allow_to, which)
+                noted = last_pid
             if end_of_tier_deny and plan.default_action == ir.DENY:
                 self.exit("T_DENY", "end of tier")
 
