@@ -42,7 +42,7 @@ from runtime.plan import (
     Plan,
     Step,
 )
-from runtime.stamp import kernel_stamp, read_stamped
+from runtime.stamp import read_stamped, unchanged_since
 from runtime.state import Record
 
 __all__ = ["DATAPLANES", "Outcome", "apply_artifact", "dataplane_for", "load_dir"]
@@ -190,21 +190,13 @@ def apply_artifact(
         # Nothing committed to the kernel since the trusted record was read back (its stamp is
         # the kernel's now): the record says what the kernel holds, no need to read it again
         # (seconds at 10,000 policies).
-        recorded = None
-        if (
-            trusted is not None
-            and not trusted.overlay
-            and trusted.stamp
-            and hasattr(dp, "recorded")
-            and kernel_stamp(dp) == trusted.stamp
-        ):
-            recorded = dp.recorded(trusted)
-        if recorded is not None and trusted is not None and trusted.artifact == artifact.hash:
-            why = "already applied (kernel unchanged since: same nf_tables generation)"
-            plan = Plan(artifact.target, artifact.hash, "none", why, (), recorded)
-            logger.info("artifact %s: %s; nothing to do", artifact.hash[:12], why)
-            return Outcome(plan, False, recorded, time.monotonic() - start, False)
+        recorded = unchanged_since(dp, trusted) if trusted is not None else None
         if recorded is not None and trusted is not None:
+            if trusted.artifact == artifact.hash:
+                why = "already applied (kernel unchanged since: same nf_tables generation)"
+                plan = Plan(artifact.target, artifact.hash, "none", why, (), recorded)
+                logger.info("artifact %s: %s; nothing to do", artifact.hash[:12], why)
+                return Outcome(plan, False, recorded, time.monotonic() - start, False)
             current, current_stamp = recorded, trusted.stamp
         else:
             current, current_stamp = read_stamped(dp, dp.read)

@@ -24,9 +24,10 @@ import os
 from collections.abc import Callable
 from typing import TypeVar
 
-from runtime.plan import Env
+from runtime.plan import Env, KernelState
+from runtime.state import Record
 
-__all__ = ["kernel_stamp", "read_stamped"]
+__all__ = ["kernel_stamp", "read_stamped", "unchanged_since"]
 
 logger = logging.getLogger(__name__)
 
@@ -66,3 +67,16 @@ def read_stamped(dp: object, read: Callable[[], T]) -> tuple[T, str]:
     value = read()
     after = kernel_stamp(dp) if before else ""
     return value, before if before and before == after else ""
+
+
+def unchanged_since(dp: object, record: Record) -> KernelState | None:
+    """What ``dp``'s kernel holds if it provably still holds what ``record`` read back: the
+    dataplane's ``recorded`` state while the kernel's stamp is the record's; None otherwise (no
+    stamp, set updates recorded on top of it, or a dataplane without stamps)."""
+    recorded = getattr(dp, "recorded", None)
+    if not record.stamp or record.overlay or recorded is None:
+        return None
+    if kernel_stamp(dp) != record.stamp:
+        return None
+    state: KernelState | None = recorded(record)
+    return state

@@ -20,7 +20,7 @@ from typing import Any
 from runtime.apply import dataplane_for
 from runtime.lock import LockBusy, apply_lock
 from runtime.plan import Env, KernelState, unified_diff
-from runtime.stamp import kernel_stamp
+from runtime.stamp import unchanged_since
 from runtime.state import Journal, Record
 
 __all__ = ["Status", "read_status", "render_text"]
@@ -103,12 +103,11 @@ def _read(env: Env, busy: bool, full: bool) -> Status:
     journal = env.state.read_journal()
     if record is None:
         return Status(None, None, (), "", journal, busy, foreign=_foreign(env))
-    trust_stamp = not (full or busy) and journal is None and record.stamp and not record.overlay
     try:
         dp = dataplane_for(record.target, env)
-        if trust_stamp and kernel_stamp(dp) == record.stamp:
-            current = KernelState(dict(record.kernel), dict(record.counts))
-            return Status(record, current, (), "", None, False, checked="stamp")
+        unchanged = None if full or busy or journal is not None else unchanged_since(dp, record)
+        if unchanged is not None:
+            return Status(record, unchanged, (), "", None, False, checked="stamp")
         current = dp.read()
     except Exception as e:  # noqa: BLE001 - a status must always answer
         return Status(record, None, (), "", journal, busy, error=f"cannot read the kernel: {e}")
