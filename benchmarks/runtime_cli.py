@@ -13,6 +13,7 @@ children (``nft``), median of ``--runs``. Prints one table.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import resource
 import statistics
@@ -36,7 +37,7 @@ def _run(argv: list[str], env: dict[str, str]) -> tuple[float, float, int]:
     wall = time.monotonic() - t0
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    if proc.returncode not in (0,):
+    if proc.returncode != 0:
         sys.stderr.write(proc.stdout + proc.stderr)
     return wall, cpu, proc.returncode
 
@@ -68,8 +69,6 @@ def main() -> None:
     ap.add_argument("--artifact", type=Path, required=True, help="an nftables artifact directory")
     ap.add_argument("--runs", type=int, default=3)
     args = ap.parse_args()
-    import json
-
     manifest = json.loads((args.artifact / "manifest.json").read_text())
     if manifest.get("target") != "nftables":
         raise SystemExit("give an nftables artifact")

@@ -294,8 +294,9 @@ def test_all_problems_are_reported_together() -> None:
 def test_order_with_an_exponent_is_a_number_as_kubectl_reads_it() -> None:
     """YAML 1.1 floats need a dot, so PyYAML reads ``1e3`` as a string; go-yaml (kubectl,
     calicoctl) reads it as 1000.0, and that is what the cluster would hold."""
-    for text, want in (("1e3", 1000.0), ("-5E+1", -50.0), ("2.5e2", 250.0)):
-        rs, sink = run(
+
+    def with_order(text: str) -> tuple[ResourceSet, DiagnosticSink]:
+        return run(
             f"""\
             apiVersion: projectcalico.org/v3
             kind: GlobalNetworkPolicy
@@ -303,15 +304,11 @@ def test_order_with_an_exponent_is_a_number_as_kubectl_reads_it() -> None:
             spec: {{order: {text}}}
             """
         )
+
+    for text, want in (("1e3", 1000.0), ("-5E+1", -50.0), ("2.5e2", 250.0)):
+        rs, sink = with_order(text)
         assert not sink.diagnostics, text
         assert rs.policies[0].order == want
     for quoted in ("'1e3'", '"1e3"', "e3", "1e"):
-        _, sink = run(
-            f"""\
-            apiVersion: projectcalico.org/v3
-            kind: GlobalNetworkPolicy
-            metadata: {{name: p}}
-            spec: {{order: {quoted}}}
-            """
-        )
+        _, sink = with_order(quoted)
         assert codes(sink) == ["E021"], quoted
