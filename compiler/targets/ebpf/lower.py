@@ -254,9 +254,10 @@ def _without_nets(m: ir.Match, side: str) -> ir.Match | None:
     )
 
 
-def net_runs(rules: Sequence[ir.Rule]) -> list[list[ir.Rule]]:
-    """``rules`` cut into runs to merge (:func:`merged`): consecutive rules with one action (not
-    Log) that differ only in the positive CIDRs of one side; every other rule alone.
+def net_runs(rules: Sequence[ir.Rule]) -> list[tuple[list[ir.Rule], str]]:
+    """``rules`` cut into runs to merge (:func:`merged`), each with the side whose CIDRs differ
+    ("" for a rule alone): consecutive rules with one action (not Log) that differ only in the
+    positive CIDRs of one side; every other rule alone.
 
     First match among rules of one action is that action whenever any of them matches, and the
     union of their CIDRs is exactly "in one of the lists", so the verdict of every packet is the
@@ -265,9 +266,10 @@ def net_runs(rules: Sequence[ir.Rule]) -> list[list[ir.Rule]]:
     count. The rules of a tier's policies are one sequence for this (a policy without a match
     goes on to the next one), so a run may cross policies.
     """
-    out: list[list[ir.Rule]] = []
+    out: list[tuple[list[ir.Rule], str]] = []
     run: list[ir.Rule] = []
     side = ""
+    keys: dict[str, ir.Match | None] = {}  # the run's match without each side's CIDRs
     for rule in rules:
         if run and rule.action == run[0].action:
             sides = (side,) if side else ("src", "dst")
@@ -275,8 +277,7 @@ def net_runs(rules: Sequence[ir.Rule]) -> list[list[ir.Rule]]:
                 (
                     s
                     for s in sides
-                    if (k := _without_nets(rule.match, s)) is not None
-                    and k == _without_nets(run[0].match, s)
+                    if keys[s] is not None and _without_nets(rule.match, s) == keys[s]
                 ),
                 "",
             )
@@ -285,30 +286,25 @@ def net_runs(rules: Sequence[ir.Rule]) -> list[list[ir.Rule]]:
                 run.append(rule)
                 continue
         if run:
-            out.append(run)
+            out.append((run, side))
         side = ""
         if rule.action != ir.LOG and not rule.http_ignored:
             run = [rule]
+            keys = {s: _without_nets(rule.match, s) for s in ("src", "dst")}
         else:
-            out.append([rule])
+            out.append(([rule], ""))
             run = []
     if run:
-        out.append(run)
+        out.append((run, side))
     return out
 
 
-def merged(run: Sequence[ir.Rule]) -> ir.Rule:
+def merged(run: Sequence[ir.Rule], side: str) -> ir.Rule:
     """One rule for a run of :func:`net_runs`: the first, with the union of the run's CIDRs on
-    the side where they differ."""
+    ``side``."""
     first = run[0]
     if len(run) == 1:
         return first
-    side = next(
-        s
-        for s in ("src", "dst")
-        if (k := _without_nets(first.match, s)) is not None
-        and all(_without_nets(r.match, s) == k for r in run)
-    )
     nets = tuple(dict.fromkeys(n for r in run for n in (getattr(r.match, side).nets or ())))
     merged_side = dataclasses.replace(getattr(first.match, side), nets=nets)
     return dataclasses.replace(first, match=dataclasses.replace(first.match, **{side: merged_side}))
@@ -316,7 +312,7 @@ def merged(run: Sequence[ir.Rule]) -> ir.Rule:
 
 def merge_net_runs(rules: Sequence[ir.Rule]) -> list[tuple[ir.Rule, int]]:
     """:func:`net_runs` merged: each rule with the index of the last rule it stands for."""
-    return [(merged(run), run[-1].index) for run in net_runs(rules)]
+    return [(merged(run, side), run[-1].index) for run, side in net_runs(rules)]
 
 
 def log_rule_id(owner: str, direction: str, index: int) -> int:
@@ -409,7 +405,7 @@ class _Builder:
                 self.description.append(f"  policy {sanitize(pid)}: {len(rules)} rules")
                 seq += [(pid, r) for r in rules]
             pos, noted = 0, None
-            for run in net_runs([r for _, r in seq]):
+            for run, side in net_runs([r for _, r in seq]):
                 pid, last_pid = seq[pos][0], seq[pos + len(run) - 1][0]
                 pos += len(run)
                 if pid != noted:
@@ -419,7 +415,7 @@ class _Builder:
                     which = f"rules {run[0].index}-{run[-1].index}"
                     if last_pid != pid:
                         which = f"rules {run[0].index}.. to rule {run[-1].index} of policy {sanitize(last_pid)}"
-                self.rule(merged(run), pid, allow_to, which)
+                self.rule(merged(run, side), pid, allow_to, which)
                 noted = last_pid
             if end_of_tier_deny and plan.default_action == ir.DENY:
                 self.exit("T_DENY", "end of tier")
