@@ -13,9 +13,16 @@ file instead (and reports whatever is wrong with it). It never reports anything 
 
 ``tests/frontend/test_yaml_fast.py`` checks it against the libyaml path node by node, on every
 YAML file of the repository and on generated documents.
+
+The same reader exists in C (``_yaml_lines.c``, built by ``setup.py`` when a compiler is there,
+about four times faster): :func:`_read` below is its specification, and the tests run every check
+on both and compare the two with each other. :data:`IMPLEMENTATION` says which one is in use;
+``TORTIE_PURE_PYTHON=1`` in the environment selects the Python reader.
 """
 
 from __future__ import annotations
+
+import os
 
 from compiler.frontend.yaml_loader import (
     _RESOLVABLE_FIRST,
@@ -27,7 +34,15 @@ from compiler.frontend.yaml_loader import (
     _resolve_plain,
 )
 
-__all__ = ["fast_documents"]
+__all__ = ["IMPLEMENTATION", "fast_documents"]
+
+try:
+    if os.environ.get("TORTIE_PURE_PYTHON"):
+        raise ImportError("TORTIE_PURE_PYTHON is set")
+    from compiler.frontend import _yaml_lines  # type: ignore[attr-defined]
+except ImportError:  # not built (no C compiler at install time): the Python reader
+    _yaml_lines = None
+IMPLEMENTATION = "python" if _yaml_lines is None else "c"
 
 # A plain scalar cannot start with these (YAML's c-indicators; '-', '?' and ':' only when a
 # space or the end follows, checked separately; quotes are read as quoted scalars).
@@ -68,6 +83,18 @@ def fast_documents(text: str, name: str) -> list[Node] | None:
     is outside the subset this reader knows (then nothing is returned, not even a prefix)."""
     if not text.isascii() or "\t" in text or "\r" in text:
         return None
+    if _yaml_lines is not None:
+        return _yaml_lines.read(
+            text,
+            name,
+            Scalar,
+            Mapping,
+            Sequence,
+            _resolve_plain,
+            _RESOLVABLE_FIRST,
+            _BAD_FIRST,
+            MAX_DEPTH,
+        )
     try:
         return _read(text, name)
     except (_Bail, RecursionError):

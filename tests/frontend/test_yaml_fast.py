@@ -4,6 +4,9 @@ Whenever the fast reader accepts a text, its documents must be the event reader'
 same types, values (and value types), styles, ``raw`` text, lines, columns, key order and index;
 and the event reader must find nothing wrong with the text. Everything else it must refuse
 (None), so that the event reader reads it and reports.
+
+Every test runs on both readers, the C one (``_yaml_lines.c``) and the Python one (``_read``);
+``test_yaml_lines_c.py`` compares the two with each other.
 """
 
 from __future__ import annotations
@@ -18,10 +21,21 @@ import pytest
 import yaml
 
 from compiler.diagnostics import DiagnosticSink
+from compiler.frontend import yaml_fast
 from compiler.frontend.yaml_fast import fast_documents
 from compiler.frontend.yaml_loader import Mapping, Node, Scalar, _event_documents, load_documents
 
 ROOT = Path(__file__).resolve().parents[2]
+_C_READER = yaml_fast._yaml_lines
+
+
+@pytest.fixture(autouse=True, params=["c", "python"])
+def reader(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run the test on the C reader, then on the Python one."""
+    if request.param == "c" and _C_READER is None:
+        pytest.skip("the C reader is not built (see setup.py)")
+    monkeypatch.setattr(yaml_fast, "_yaml_lines", _C_READER if request.param == "c" else None)
+    return request.param
 
 
 def _diff(a: Node, b: Node, path: str = "$") -> str | None:
