@@ -3,7 +3,9 @@ set-only updates and the ``tortie compile`` command."""
 
 from __future__ import annotations
 
+import base64
 import dataclasses
+import hashlib
 import ipaddress
 import json
 import os
@@ -24,7 +26,15 @@ from compiler.targets.common import expand_log_prefix
 from compiler.targets.nftables import NftablesTarget, render_program, render_set_update
 from compiler.targets.nftables.chains import log_prefix
 from compiler.targets.nftables.marks import Marks
-from compiler.targets.nftables.names import ident, is_ifname, nft_string, sanitize, script_comment
+from compiler.targets.nftables.names import (
+    _SAFE_CHARS,
+    ident,
+    is_ifname,
+    nft_string,
+    sanitize,
+    script_comment,
+    stable_hash,
+)
 from compiler.targets.nftables.rules import (
     addr_text,
     lower_match,
@@ -33,6 +43,7 @@ from compiler.targets.nftables.rules import (
     merged_keys,
     merged_texts,
     net_text,
+    proto,
 )
 from compiler.targets.nftables.sets import port_elements
 from compiler.tools import nft
@@ -66,6 +77,22 @@ def test_nft_string_hostile(text: str) -> None:
     quoted = nft_string(text)
     assert quoted.count('"') == 2 and SAFE.fullmatch(quoted)
     assert "$" not in quoted and "\\" not in quoted
+
+
+@given(st.text(), st.none() | st.integers(0, 40))
+def test_sanitize_is_the_regex_replacement(text: str, limit: int | None) -> None:
+    """The fast path for clean text changes nothing: always the regex's result."""
+    want = _SAFE_CHARS.sub("?", text.replace('"', "'"))
+    if limit is not None and len(want) > limit:
+        want = want[: max(limit - 3, 0)] + "..."
+    assert sanitize(text, limit) == want
+
+
+@given(st.text(), st.integers(0, 60))
+def test_stable_hash_is_base32_of_sha256(text: str, length: int) -> None:
+    digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()
+    want = base64.b32encode(digest).decode("ascii").lower()[:length]
+    assert stable_hash(text, length) == want
 
 
 def test_sanitize_limit() -> None:
@@ -163,6 +190,29 @@ def test_addr_text_is_ipaddress_str(hextets: list[int]) -> None:
 def test_port_elements_merge_per_port() -> None:
     members = [(n("10.0.0.0/25"), 6, 80), (n("10.0.0.128/25"), 6, 80), (n("10.0.0.1/32"), 17, 80)]
     assert port_elements(members) == ("10.0.0.0/24 . tcp . 80", "10.0.0.1 . udp . 80")
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(_nets, st.sampled_from([6, 17, 132, 200]), st.sampled_from([0, 80, 443, 65535])),
+        max_size=30,
+    )
+)
+def test_port_elements_are_collapsed_per_port_and_sorted(
+    members: list[tuple[ir.IPNet, int, int]],
+) -> None:
+    """Per (protocol, port) the collapsed nets; all sorted by (family, address, prefix
+    length, protocol, port)."""
+    rows = []
+    for protocol, port in {(pr, po) for _, pr, po in members}:
+        nets = [net for net, pr, po in members if (pr, po) == (protocol, port)]
+        for v in (4, 6):
+            for net in ipaddress.collapse_addresses(x for x in nets if x.version == v):
+                rows.append((v, int(net.network_address), net.prefixlen, protocol, port, net))
+    rows.sort(key=lambda r: r[:5])
+    want = tuple(f"{net_text(r[5])} . {proto(r[3])} . {r[4]}" for r in rows)
+    assert port_elements(members) == want
 
 
 def test_lower_match_basic() -> None:

@@ -31,6 +31,7 @@ import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
+from compiler.diagnostics import Span
 from compiler.frontend.model import FelixConfig
 from compiler.ir import nodes as ir
 from compiler.targets.common import parse_rate, policy_log_prefix, profile_log_prefix, span_text
@@ -108,9 +109,21 @@ class ChainBuilder:
     _infos: dict[tuple[str, str, str, str], ChainInfo] = field(default_factory=dict)
     _by_policy: dict[tuple[str, str], dict[str, ChainInfo]] = field(default_factory=dict)
     _cuts: dict[str, bool] = field(default_factory=dict)  # chunk boundaries (see chunks())
+    _guards: dict[int, str] = field(default_factory=dict)  # "mark bits clear" text, by mask
+    _files: dict[str, str] = field(default_factory=dict)  # source file -> its name in comments
     # lower_match results by match (equal matches recur across policies: 3,700 distinct of
     # 14,800 at 10,000 policies); the same builder means the same set names and constant sets
     _lowered: dict[ir.Match, list[str]] = field(default_factory=dict)
+
+    def where(self, span: Span) -> str:
+        """``span_text(span)``, the file's part worked out once per file (it runs for every
+        rule; most share a few files)."""
+        if span.line <= 0:
+            return ""
+        name = self._files.get(span.file)
+        if name is None:
+            name = self._files[span.file] = span_text(Span(span.file, 1, 1)).removesuffix(":1")
+        return f"{name}:{span.line}"
 
     # -- verdict statements -------------------------------------------------------------------
 
@@ -139,18 +152,19 @@ class ChainBuilder:
         label: str,
         action: Callable[[ir.Rule, str, str], list[str]],
     ) -> list[str]:
-        where = span_text(rule.origin)
+        where = self.where(rule.origin)
         comment = f"{label} rule {rule.index}" + (f" {where}" if where else "")
         if rule.http_ignored:
             comment += " (http match not enforced at L3/L4)"
-        for m in (rule.match.src, rule.match.dst):
-            for pm in (m.ports, m.not_ports):
-                if pm is not None:
-                    self.used_sets.update(pm.named_sets)
-            self.used_sets.update(m.sets)
-            self.used_sets.update(m.not_sets)
         alternatives = self._lowered.get(rule.match)
         if alternatives is None:
+            # (an equal match seen before has the same sets: they are in used_sets already)
+            for m in (rule.match.src, rule.match.dst):
+                for pm in (m.ports, m.not_ports):
+                    if pm is not None:
+                        self.used_sets.update(pm.named_sets)
+                self.used_sets.update(m.sets)
+                self.used_sets.update(m.not_sets)
             alternatives = lower_match(rule.match, self.set_names, self.set_families, self.consts)
             self._lowered[rule.match] = alternatives
         if not alternatives:
@@ -173,7 +187,7 @@ class ChainBuilder:
                 lines.extend(self._rule_lines(item, label, action))
                 continue
             first, last = item.rules[0], item.rules[-1]
-            where = span_text(first.origin)
+            where = self.where(first.origin)
             comment = (
                 f"{label} rules {first.index}-{last.index} ({len(item.rules)} rules, one lookup)"
             )
@@ -195,8 +209,12 @@ class ChainBuilder:
             UNTRACKED: f"pol-untracked-{direction}/",
         }[flavour]
         name = ident(prefix, pid)
-        prefix_str = log_prefix(policy_log_prefix(self.program.felix.log_prefix, policy))
         rules = policy.rules(direction)
+        prefix_str = (
+            log_prefix(policy_log_prefix(self.program.felix.log_prefix, policy))
+            if any(r.action == ir.LOG for r in rules)
+            else ""  # no Log rule: never written
+        )
         tracked = flavour == NORMAL
         m = self.marks
 
@@ -214,7 +232,7 @@ class ChainBuilder:
             return [with_comment(f"{pre}{rate}log prefix {prefix_str} level info", comment)]
 
         lines = self._body(rules, f"{pid} {direction}", action)
-        where = span_text(policy.origin)
+        where = self.where(policy.origin)
         comment = f"{policy.kind_short} {policy.qualified_name} tier {policy.tier} {direction}"
         if flavour != NORMAL:
             comment += f" ({flavour})"
@@ -260,7 +278,7 @@ class ChainBuilder:
             return [with_comment(f"{pre}{rate}log prefix {prefix_str} level info", comment)]
 
         lines = self._body(profile.rules(direction), f"profile {name} {direction}", action)
-        where = span_text(profile.origin)
+        where = self.where(profile.origin)
         comment = f"profile {name} {direction}" + (f" {where}" if where else "")
         rules = profile.rules(direction)
         if rules:
@@ -281,11 +299,14 @@ class ChainBuilder:
         ``return`` after every jump would be two. Also says whether the pass bit may be set
         afterwards."""
         m = self.marks
+        guards = self._guards
         lines: list[str] = []
         allowing: list[str] = []  # the targets that may set the allow bit, so far
         for what, info in infos:
             mask = (allow_bit if allowing else 0) | (m.pass_ if pass_pending else 0)
-            guard = f"{m.is_clear(mask)} " if mask else ""
+            guard = guards.get(mask)
+            if guard is None:
+                guard = guards[mask] = f"{m.is_clear(mask)} " if mask else ""
             lines.append(with_comment(f"{guard}jump {info.name}", f"policy {what}"))
             if info.can_allow:
                 allowing.append(what)
@@ -335,19 +356,19 @@ class ChainBuilder:
         self,
         targets: list[tuple[str, ChainInfo]],
         keys: list[str],
-        make: Callable[[list[int]], ChainInfo],
+        make: Callable[[list[tuple[str, ChainInfo]]], ChainInfo],
     ) -> list[tuple[str, ChainInfo]]:
         """``targets`` cut into content-defined chunks of their ``keys``; a chunk of more than
-        one becomes the chain ``make`` returns for those indexes."""
+        one becomes the chain ``make`` returns for that part of ``targets``."""
         out = []
-        k = 0
-        for c in chunks(keys, self._cuts):
-            ks = list(range(k, k + len(c)))
-            k += len(c)
-            if len(ks) == 1:
-                out.append(targets[ks[0]])
+        start = 0
+        for stop in chunk_ends(keys, self._cuts):
+            if stop - start == 1:
+                out.append(targets[start])
             else:
-                out.append((_span(targets[ks[0]][0], targets[ks[-1]][0]), make(ks)))
+                part = targets[start:stop]
+                out.append((_span(part[0][0], part[-1][0]), make(part)))
+            start = stop
         return out
 
     def tier_lines(
@@ -390,8 +411,8 @@ class ChainBuilder:
                 targets = self._chunked(
                     targets,
                     live,
-                    lambda ks, t=targets: self._policy_sequence(
-                        tuple(t[k][0] for k in ks), direction, flavour, allow_bit
+                    lambda part: self._policy_sequence(
+                        tuple([pid for pid, _ in part]), direction, flavour, allow_bit
                     ),
                 )
             if len(targets) > SEQUENCE_MIN:
@@ -402,12 +423,12 @@ class ChainBuilder:
                     # salted: not the same boundaries as level 1's (a policy that ends a
                     # level-1 chunk would end a level-2 chunk as well)
                     ["2/" + info.name for _, info in targets],
-                    lambda ks, t=targets: self._sequence(
-                        [t[k] for k in ks],
-                        "\n".join(t[k][1].name for k in ks),
+                    lambda part: self._sequence(
+                        part,
+                        "\n".join([info.name for _, info in part]),
                         f"seq2-{direction}-{flavour}/",
-                        f"{direction} policies {_span(t[ks[0]][0], t[ks[-1]][0])} "
-                        f"({len(ks)} chains)",
+                        f"{direction} policies {_span(part[0][0], part[-1][0])} "
+                        f"({len(part)} chains)",
                         allow_bit,
                     ),
                 )
@@ -457,21 +478,29 @@ def chunks(pids: list[str], cuts: dict[str, bool] | None = None) -> list[tuple[s
     0 mod 8 (or at CHUNK_MAX). Boundaries depend only on the ids, not on their positions, so two
     endpoints whose lists share a stretch of policies get the same chunks for most of it.
     ``cuts`` caches "a chunk ends after this id" across calls."""
-    if cuts is None:
-        cuts = {}
     out: list[tuple[str, ...]] = []
-    cur: list[str] = []
-    for pid in pids:
-        cur.append(pid)
+    start = 0
+    for stop in chunk_ends(pids, {} if cuts is None else cuts):
+        out.append(tuple(pids[start:stop]))
+        start = stop
+    return out
+
+
+def chunk_ends(pids: list[str], cuts: dict[str, bool]) -> list[int]:
+    """Where the :func:`chunks` of ``pids`` end, as indexes past each chunk's last id."""
+    ends: list[int] = []
+    size = 0  # of the current chunk
+    for i, pid in enumerate(pids, 1):
         cut = cuts.get(pid)
         if cut is None:
             cut = cuts[pid] = zlib.crc32(pid.encode("utf-8", "surrogatepass")) & CHUNK_MASK == 0
-        if cut or len(cur) >= CHUNK_MAX:
-            out.append(tuple(cur))
-            cur = []
-    if cur:
-        out.append(tuple(cur))
-    return out
+        size += 1
+        if cut or size >= CHUNK_MAX:
+            ends.append(i)
+            size = 0
+    if size:
+        ends.append(len(pids))
+    return ends
 
 
 def _span(first: str, last: str) -> str:

@@ -43,17 +43,32 @@ _IFNAME = re.compile(r"[A-Za-z0-9_.-]{1,15}")
 _CLEAN_IDENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]*")
 
 
+_B32 = "abcdefghijklmnopqrstuvwxyz234567"  # RFC 4648 base32, lower case
+_B32_MAX = 51  # characters that hold only digest bits (256 // 5)
+
+
 def stable_hash(text: str, length: int = 12) -> str:
     """A short, seed-independent hash of ``text`` (base32 of SHA-256, lower case)."""
     digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()
-    return base64.b32encode(digest).decode("ascii").lower()[:length]
+    if length > _B32_MAX:  # the encoding's "=" padding included
+        return base64.b32encode(digest).decode("ascii").lower()[:length]
+    # Base32 is 5 bits per character from the start of the digest, written here from an
+    # integer (``base64.b32encode`` is Python code that encodes the whole digest).
+    bits = (length * 5 + 7) // 8 * 8
+    value = int.from_bytes(digest[: bits // 8], "big")
+    return "".join(
+        [_B32[(value >> shift) & 31] for shift in range(bits - 5, bits - 5 * length - 1, -5)]
+    )
 
 
 def sanitize(text: str, limit: int | None = None) -> str:
     """``text`` with every character nft strings cannot hold safely replaced by ``'`` (for
     ``"``) or ``?``; cut to ``limit`` characters (ASCII, so also bytes) with a ``...`` marker."""
     text = text.replace('"', "'")
-    text = _SAFE_CHARS.sub("?", text)
+    # Printable ASCII without '$' or a backslash (most text) needs no regex scan: this runs for
+    # every comment of the script.
+    if not (text.isascii() and text.isprintable()) or "$" in text or "\\" in text:
+        text = _SAFE_CHARS.sub("?", text)
     if limit is not None and len(text) > limit:
         text = text[: max(limit - 3, 0)] + "..."
     return text

@@ -45,6 +45,7 @@ from compiler.targets.nftables.rules import net_text
 from compiler.targets.nftables.sets import (
     SetDecl,
     collect,
+    elements_text,
     name_sets,
     render_decl,
     render_elements,
@@ -316,7 +317,9 @@ class ScriptRenderer:
         if chain.hook:
             out.append(f"\t\t{chain.hook}")
         out.append(f"\t\tcomment {nft_string(chain.comment)}")
-        out.extend(f"\t\t{line}" for line in chain.lines)
+        if chain.lines:
+            # The rules as one entry of several lines (joined in C, not line by line).
+            out.append("\t\t" + "\n\t\t".join(chain.lines))
         out.append("\t}")
         return out
 
@@ -363,7 +366,7 @@ class ScriptRenderer:
             out.extend(lines[:-1])
             if decl.elements:
                 elements_at.add(len(out))
-                out.append("\n".join(render_elements(decl.elements, "\t\t")))
+                out.append(elements_text(decl.elements, "\t\t"))
             out.append(lines[-1])
         consts = self.b.consts.sorted()
         if consts:
@@ -414,8 +417,9 @@ class ScriptRenderer:
             ("Endpoint chains", ("wl-", "hep-")),
         )
         emitted = 0
+        chains = sorted_chains(self.b.chains)
         for title, prefixes in groups:
-            chosen = [c for c in sorted_chains(self.b.chains) if c.name.startswith(prefixes)]
+            chosen = [c for c in chains if c.name.startswith(prefixes)]
             if chosen:
                 out.append("")
                 out.append(f"\t# {title}")

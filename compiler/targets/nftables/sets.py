@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from compiler.ir.nodes import AddrSet, IPNet
 from compiler.targets.nftables.names import nft_string, sanitize, script_comment, short_name
-from compiler.targets.nftables.rules import key_text, merged_keys, merged_texts, proto
+from compiler.targets.nftables.rules import key_texts, merged_family_keys, merged_texts, proto
 
 ELEMENTS_PER_LINE = 4
 
@@ -70,16 +70,30 @@ def addr_elements(members: Iterable[IPNet]) -> tuple[str, ...]:
 
 
 def port_elements(members: Iterable[tuple[IPNet, int, int]]) -> tuple[str, ...]:
-    by_key: dict[tuple[int, int], list[IPNet]] = defaultdict(list)
+    """``addr . proto . port`` elements: the addresses merged per (protocol, port), sorted by
+    family, address, protocol and port."""
+    groups: dict[tuple[int, int], list[IPNet]] = defaultdict(list)
     for net, protocol, port in members:
-        by_key[(protocol, port)].append(net)
-    rows = [
-        (*net, protocol, port)
-        for (protocol, port), nets in by_key.items()
-        for net in merged_keys(nets)
+        groups[(protocol, port)].append(net)
+    merged = [
+        (protocol, port, f" . {proto(protocol)} . {port}", merged_family_keys(nets))
+        for (protocol, port), nets in groups.items()
     ]
-    rows.sort()
-    return tuple(f"{key_text(v, a, p)} . {proto(pr)} . {port}" for v, a, p, pr, port in rows)
+    out: list[str] = []
+    for family, version in enumerate((4, 6)):
+        texts = key_texts(version)
+        if len(merged) == 1:  # one (protocol, port), the usual case: the keys are in order
+            _, _, tail, keys = merged[0]
+            out.extend([texts[key] + tail for key in keys[family]])
+            continue
+        rows = [
+            (key, protocol, port, tail)
+            for protocol, port, tail, keys in merged
+            for key in keys[family]
+        ]
+        rows.sort()  # (key, protocol, port) is unique: the text is never compared
+        out.extend([texts[key] + tail for key, _, _, tail in rows])
+    return tuple(out)
 
 
 def elements_of(s: AddrSet) -> tuple[str, ...]:
@@ -114,13 +128,19 @@ def render_elements(elements: tuple[str, ...], indent: str) -> list[str]:
     """``elements = { a, b, … }`` wrapped a few per line."""
     if not elements:
         return []
-    rows = [elements[i : i + ELEMENTS_PER_LINE] for i in range(0, len(elements), ELEMENTS_PER_LINE)]
-    out = []
-    for i, row in enumerate(rows):
-        head = f"{indent}elements = {{ " if i == 0 else f"{indent}             "
-        tail = " }" if i == len(rows) - 1 else ","
-        out.append(head + ", ".join(row) + tail)
-    return out
+    rows = [
+        ", ".join(elements[i : i + ELEMENTS_PER_LINE])
+        for i in range(0, len(elements), ELEMENTS_PER_LINE)
+    ]
+    lines = [f"{indent}             {row}," for row in rows]
+    lines[0] = f"{indent}elements = {{ {rows[0]},"
+    lines[-1] = lines[-1][:-1] + " }"
+    return lines
+
+
+def elements_text(elements: tuple[str, ...], indent: str) -> str:
+    """The lines of :func:`render_elements` as one text."""
+    return "\n".join(render_elements(elements, indent))
 
 
 def render_decl(d: SetDecl, indent: str = "\t", with_elements: bool = True) -> list[str]:
