@@ -17,7 +17,6 @@ No pass runs here: sets come out unresolved (``members is None``) and families u
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
@@ -28,6 +27,7 @@ from compiler.frontend.labels import effective_labels
 from compiler.frontend.selector import LabelIndex, canon, make_unique_id, parse, rewrite
 from compiler.ir import nodes as ir
 from compiler.ir._nets import host_net
+from compiler.ir.nodes import replacer
 from compiler.perf import paused_gc
 
 BUILTIN_TIERS = (
@@ -358,6 +358,9 @@ def endpoint_node(
     )
 
 
+_with_rules = replacer(ir.Policy)
+
+
 def _local_rules(
     resources: model.ResourceSet,
     headers: list[ir.Policy],
@@ -374,7 +377,7 @@ def _local_rules(
         ns = p.namespace if p.kind in NAMESPACED_KINDS else None
         if header.id in used:
             ingress, egress = _rules(p.ingress, ns, sets), _rules(p.egress, ns, sets)
-            policies.append(dataclasses.replace(header, ingress=ingress, egress=egress))
+            policies.append(_with_rules(header, ingress=ingress, egress=egress))
         else:
             _collect_sets(p.ingress, ns, sets)
             _collect_sets(p.egress, ns, sets)

@@ -20,13 +20,18 @@ Directions are from the endpoint's point of view: ``ingress`` = traffic to it, `
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
-from collections.abc import Mapping
+import operator
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import Any, TypeVar
 
 from compiler.diagnostics import NO_SPAN, Span
 from compiler.frontend.model import FelixConfig, NamedPort
+
+_T = TypeVar("_T")
 
 IPNet = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddr = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -260,6 +265,26 @@ class Program:
     dropped_rules: tuple[tuple[str, int, str], ...] = ()  # (policy id, rule index, direction)
 
 
+def _sorted_mapping(items: Mapping | tuple, key: str) -> Mapping:
+    pairs = items.items() if isinstance(items, Mapping) else ((getattr(x, key), x) for x in items)
+    return MappingProxyType(dict(sorted(pairs)))
+
+
+#: Program field -> what puts a value of it in the Program's deterministic order (the other
+#: fields are kept as given).
+_ORDER: dict[str, Callable[[Any], Any]] = {
+    "tiers": lambda v: _sorted_mapping(v, "name"),
+    "policies": lambda v: _sorted_mapping(v, "id"),
+    "profiles": lambda v: _sorted_mapping(v, "name"),
+    "sets": lambda v: _sorted_mapping(v, "id"),
+    "endpoints": lambda v: tuple(sorted(v, key=lambda e: e.id)),
+    "selectables": lambda v: tuple(sorted(v, key=lambda s: (s.kind, s.id))),
+    "host_ips": lambda v: MappingProxyType(dict(sorted(v.items()))),
+    "dropped_rules": lambda v: tuple(sorted(v)),
+}
+_PROGRAM_FIELDS = tuple(f.name for f in dataclasses.fields(Program))
+
+
 def make_program(
     *,
     node: str | None,
@@ -274,41 +299,59 @@ def make_program(
     dropped_rules: tuple[tuple[str, int, str], ...] = (),
 ) -> Program:
     """Build a Program with every mapping sorted by key, so iteration order is deterministic."""
-
-    def frozen(items: Mapping | tuple, key: str) -> Mapping:
-        if isinstance(items, Mapping):
-            pairs = items.items()
-        else:
-            pairs = ((getattr(x, key), x) for x in items)
-        return MappingProxyType(dict(sorted(pairs)))
-
-    return Program(
-        node=node,
-        tiers=frozen(tiers, "name"),
-        policies=frozen(policies, "id"),
-        profiles=frozen(profiles, "name"),
-        sets=frozen(sets, "id"),
-        endpoints=tuple(sorted(endpoints, key=lambda e: e.id)),
-        selectables=tuple(sorted(selectables, key=lambda s: (s.kind, s.id))),
-        felix=felix,
-        host_ips=MappingProxyType(dict(sorted(host_ips.items()))),
-        dropped_rules=tuple(sorted(dropped_rules)),
-    )
+    given = {
+        "node": node,
+        "tiers": tiers,
+        "policies": policies,
+        "profiles": profiles,
+        "sets": sets,
+        "endpoints": endpoints,
+        "selectables": selectables,
+        "felix": felix,
+        "host_ips": host_ips,
+        "dropped_rules": dropped_rules,
+    }
+    return Program(**{k: _ORDER[k](v) if k in _ORDER else v for k, v in given.items()})
 
 
 def replace_program(prog: Program, **changes: object) -> Program:
-    """``dataclasses.replace`` that keeps the sorted-mapping invariant."""
-    fields = {
-        "node": prog.node,
-        "tiers": prog.tiers,
-        "policies": prog.policies,
-        "profiles": prog.profiles,
-        "sets": prog.sets,
-        "endpoints": prog.endpoints,
-        "selectables": prog.selectables,
-        "felix": prog.felix,
-        "host_ips": prog.host_ips,
-        "dropped_rules": prog.dropped_rules,
-    }
-    fields.update(changes)
-    return make_program(**fields)  # type: ignore[arg-type]
+    """``dataclasses.replace`` that keeps the sorted-mapping invariant.
+
+    Only the changed fields are put in order: the others are in order already (and are shared,
+    being read-only), so a pass that changes the rules does not sort ten thousand selectables
+    again."""
+    fields = {name: getattr(prog, name) for name in _PROGRAM_FIELDS}
+    for name, value in changes.items():
+        if name not in fields:
+            raise TypeError(f"Program has no field {name!r}")
+        fields[name] = _ORDER[name](value) if name in _ORDER else value
+    return Program(**fields)  # type: ignore[arg-type]
+
+
+def replacer(cls: type[_T]) -> Callable[..., _T]:
+    """A ``dataclasses.replace`` for one class of node, about twice as fast: the builder and the
+    passes copy thousands of policies and sets with one or two fields changed, and the generic
+    function looks every field up again on each call. All fields are ``__init__`` parameters,
+    in declaration order, so the copy is made positionally.
+
+    >>> with_order = replacer(Tier)
+    >>> with_order(Tier("t", 1.0, DENY), order=2.0) == Tier("t", 2.0, DENY)
+    True
+    """
+    fields = dataclasses.fields(cls)  # type: ignore[arg-type]
+    assert all(f.init for f in fields), cls
+    names = tuple(f.name for f in fields)
+    position = {name: i for i, name in enumerate(names)}
+    values_of = operator.attrgetter(*names)
+
+    def replace(obj: _T, **changes: Any) -> _T:
+        values = list(values_of(obj))
+        for name, value in changes.items():
+            at = position.get(name)
+            if at is None:
+                raise TypeError(f"{cls.__name__} has no field {name!r}")
+            values[at] = value
+        return cls(*values)
+
+    replace.__name__ = replace.__qualname__ = f"replace_{cls.__name__}"
+    return replace

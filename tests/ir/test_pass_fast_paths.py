@@ -8,6 +8,7 @@ context (no sharing).
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import random
 
@@ -24,9 +25,11 @@ from compiler.ir.nodes import (
     Selectable,
     Side,
     make_program,
+    replace_program,
+    replacer,
 )
 from compiler.ir.passes import DEFAULT_PASSES, aggregate_cidrs, resolve_sets, split_families
-from compiler.ir.passes._space import AddrSpace
+from compiler.ir.passes._space import AddrSpace, minus, normalise
 from compiler.pipeline import PassContext
 
 
@@ -65,8 +68,11 @@ def _collapsed(members: frozenset) -> frozenset:
     return frozenset(out)
 
 
+@pytest.mark.parametrize("from_selectables", [False, True])
 @pytest.mark.parametrize("overlapping", [False, True])
-def test_aggregate_matches_collapse_addresses(overlapping: bool) -> None:
+def test_aggregate_matches_collapse_addresses(overlapping: bool, from_selectables: bool) -> None:
+    """``from_selectables``: the members are the selectables' own networks (as after
+    ``resolve_sets``, found by id), except one set's equal copy of one (the plain way)."""
     rnd = random.Random(11 + overlapping)
     # Runs of adjacent pod addresses and of /24s, in both families, with gaps.
     universe = [ipaddress.ip_network(f"10.0.{i // 200}.{i % 200}/32") for i in range(400)]
@@ -81,9 +87,16 @@ def test_aggregate_matches_collapse_addresses(overlapping: bool) -> None:
             start = rnd.randint(0, 300)
             picked = universe[start : start + rnd.randint(1, 90)]
         sets.append(AddrSet(f"s:{k:02d}", "all()", members=frozenset(picked)))
+    copy = ipaddress.ip_network(str(universe[1]))
+    sets.append(AddrSet("s:copy", "all()", members=frozenset([universe[0], copy, universe[2]])))
     sets.append(AddrSet("n:x", "all()", port_name="p", port_members=frozenset()))
+    owners = ()
+    if from_selectables:
+        owners = tuple(
+            Selectable(f"ns/p{i}", "WorkloadEndpoint", (), (n,)) for i, n in enumerate(universe)
+        )
     ctx = PassContext()
-    out = aggregate_cidrs.run(_program(sets), ctx)
+    out = aggregate_cidrs.run(_program(sets, owners), ctx)
     spaces = ctx.cache["addr_spaces"]
     for s in sets[:-1]:
         got = out.sets[s.id].members
@@ -91,6 +104,38 @@ def test_aggregate_matches_collapse_addresses(overlapping: bool) -> None:
         assert spaces[got] == AddrSpace.of(got)
     assert out.sets["n:x"] is sets[-1]
     assert aggregate_cidrs.run(_program(sets), None).sets == out.sets
+
+
+def test_minus_of_a_covering_interval() -> None:
+    """``minus`` of one interval that covers ``b`` (its fast path) is the set difference."""
+    rnd = random.Random(5)
+    for _ in range(3000):
+        b = normalise((x, x + rnd.randint(0, 3)) for x in rnd.sample(range(40), rnd.randint(1, 8)))
+        lo = rnd.randint(0, b[0][0])
+        hi = rnd.randint(b[-1][1], 50)
+        expected = set(range(lo, hi + 1)) - {x for x0, x1 in b for x in range(x0, x1 + 1)}
+        got = minus(((lo, hi),), b)
+        assert {x for x0, x1 in got for x in range(x0, x1 + 1)} == expected
+        assert got == normalise(got) and all(x0 <= x1 for x0, x1 in got)
+
+
+def test_replace_program_orders_what_changed_and_shares_the_rest() -> None:
+    prog = _rules_program()
+    sets = dict(reversed(list(prog.sets.items())))
+    new = replace_program(prog, sets=sets)
+    assert list(new.sets) == sorted(sets) and new.sets == prog.sets
+    assert new.policies is prog.policies and new.selectables is prog.selectables
+    with pytest.raises(TypeError):
+        replace_program(prog, nodes=())
+
+
+def test_replacer_is_dataclasses_replace() -> None:
+    pol = _rules_program().policies["gnp/p"]
+    fast = replacer(Policy)
+    assert fast(pol, egress=(), staged=True) == dataclasses.replace(pol, egress=(), staged=True)
+    assert fast(pol) == pol
+    with pytest.raises(TypeError):
+        fast(pol, rules=())
 
 
 def _selectables() -> tuple[Selectable, ...]:

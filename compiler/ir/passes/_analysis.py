@@ -70,6 +70,7 @@ class Analysis:
         if len(self._by_members) > 100_000:  # a context used for many runs: stay bounded
             self._by_members.clear()
         self._named: dict[tuple, list[tuple[int, int]]] = {}
+        self._ports: dict[tuple[str, int | None], list[tuple[int, list]] | None] = {}
         self._sides: dict[tuple, SideFacts] = {}
         # id(side), IP version, protocol -> facts: most lookups, without hashing the side
         # (a frozen dataclass hashes every field, networks in Python, on every call). Each entry
@@ -97,6 +98,7 @@ class Analysis:
                 return
             removed = set(old_sets) - set(new_sets)
         self._named = {k: v for k, v in old._named.items() if k[0] not in removed}
+        self._ports = {k: v for k, v in old._ports.items() if k[0] not in removed}
         self._spaces = {k: v for k, v in old._spaces.items() if k not in removed}
 
         def keep(side: Side) -> bool:
@@ -172,20 +174,33 @@ class Analysis:
         """Ports of the set's triples whose address and protocol the rule can still accept."""
         key = (sid, addrs, match.protocol)
         if key not in self._named:
-            triples = self.triples(sid)
-            if triples is None:
+            by_port = self._ports_of(sid, match.protocol)
+            if by_port is None:
                 self._named[key] = [(0, PORT_MAX)]
             else:
-                by_port: dict[int, list] = {}
-                for net, proto, port in triples:
-                    if match.protocol is None or proto == match.protocol:
-                        by_port.setdefault(port, []).append(net.network_address)
                 self._named[key] = [
                     (port, port)
-                    for port, ips in sorted(by_port.items())
+                    for port, ips in by_port
                     if any(addrs.contains_ip(ip) for ip in ips)
                 ]
         return self._named[key]
+
+    def _ports_of(self, sid: str, protocol: int | None) -> list[tuple[int, list]] | None:
+        """The set's triples with ``protocol`` (any when None) as ``(port, addresses)``, by
+        port; None when the set is unknown. Made once per set and protocol: the sides naming a
+        set ask with many different address spaces."""
+        key = (sid, protocol)
+        if key not in self._ports:
+            triples = self.triples(sid)
+            if triples is None:
+                self._ports[key] = None
+            else:
+                by_port: dict[int, list] = {}
+                for net, proto, port in triples:
+                    if protocol is None or proto == protocol:
+                        by_port.setdefault(port, []).append(net.network_address)
+                self._ports[key] = sorted(by_port.items())
+        return self._ports[key]
 
     def facts(self, rule: Rule) -> RuleFacts:
         return RuleFacts(

@@ -9,29 +9,46 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from typing import TypeVar
 
+from compiler.ir import nodes
 from compiler.ir.nodes import DIRECTIONS, Match, PortMatch, Program, Rule, Side, replace_program
 
 RuleListFn = Callable[[str, str, tuple[Rule, ...]], tuple[Rule, ...]]
+_Owner = TypeVar("_Owner", nodes.Policy, nodes.Profile)
 
 
 def map_rule_lists(program: Program, fn: RuleListFn) -> tuple[dict, dict]:
-    """Apply ``fn(owner, direction, rules)`` to every policy's and profile's rule lists.
+    """Apply ``fn(owner, direction, rules)`` to every policy's and profile's rule lists
+    (ingress, then egress).
 
     ``owner`` is the policy id or the profile name. Returns the new ``policies`` and
     ``profiles`` mappings (unchanged objects are reused).
     """
-    policies = {}
-    for pid, p in program.policies.items():
-        new = {d: fn(pid, d, p.rules(d)) for d in DIRECTIONS}
-        changed = any(new[d] is not p.rules(d) and new[d] != p.rules(d) for d in DIRECTIONS)
-        policies[pid] = dataclasses.replace(p, **new) if changed else p
-    profiles = {}
-    for name, prof in program.profiles.items():
-        new = {d: fn(name, d, prof.rules(d)) for d in DIRECTIONS}
-        changed = any(new[d] is not prof.rules(d) and new[d] != prof.rules(d) for d in DIRECTIONS)
-        profiles[name] = dataclasses.replace(prof, **new) if changed else prof
+    policies = {
+        pid: _map_owner(pid, p, fn, _with_policy_rules) for pid, p in program.policies.items()
+    }
+    profiles = {
+        name: _map_owner(name, prof, fn, _with_profile_rules)
+        for name, prof in program.profiles.items()
+    }
     return policies, profiles
+
+
+_with_policy_rules = nodes.replacer(nodes.Policy)
+_with_profile_rules = nodes.replacer(nodes.Profile)
+
+
+def _map_owner(owner: str, obj: _Owner, fn: RuleListFn, replace: Callable[..., _Owner]) -> _Owner:
+    ingress = fn(owner, nodes.INGRESS, obj.ingress)
+    egress = fn(owner, nodes.EGRESS, obj.egress)
+    if _same(ingress, obj.ingress) and _same(egress, obj.egress):
+        return obj
+    return replace(obj, ingress=ingress, egress=egress)
+
+
+def _same(new: tuple[Rule, ...], old: tuple[Rule, ...]) -> bool:
+    return new is old or new == old
 
 
 def drop_rules(program: Program, fn: RuleListFn, dropped: set[tuple[str, int, str]]) -> Program:

@@ -69,6 +69,8 @@ def intersect(a: Intervals, b: Intervals) -> Intervals:
 def minus(a: Intervals, b: Intervals) -> Intervals:
     if not b or not a:
         return a
+    if len(a) == 1 and a[0][0] <= b[0][0] and b[-1][1] <= a[0][1]:
+        return _complement(a[0], b)
     out = []
     j = 0
     for lo, hi in a:
@@ -84,6 +86,18 @@ def minus(a: Intervals, b: Intervals) -> Intervals:
         if cur <= hi:
             out.append((cur, hi))
     return tuple(out)
+
+
+def _complement(whole: Interval, b: Intervals) -> Intervals:
+    """``minus((whole,), b)`` for ``b`` inside ``whole``: the gaps of ``b`` and its two ends.
+    The most common difference by far (every address of a family minus a negated set of
+    thousands), and ``b`` being normalised, every gap between two of its intervals is
+    non-empty."""
+    lo, hi = whole
+    gaps = [(x[1] + 1, y[0] - 1) for x, y in zip(b, b[1:], strict=False)]
+    head = [(lo, b[0][0] - 1)] if lo < b[0][0] else []
+    tail = [(b[-1][1] + 1, hi)] if b[-1][1] < hi else []
+    return tuple(head + gaps + tail)
 
 
 def subset(a: Intervals, b: Intervals) -> bool:

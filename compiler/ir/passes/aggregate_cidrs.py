@@ -24,7 +24,16 @@ import dataclasses
 import functools
 
 from compiler.ir._nets import make_net
-from compiler.ir.nodes import IPNet, Match, Program, Rule, Side, replace_program
+from compiler.ir.nodes import (
+    AddrSet,
+    IPNet,
+    Match,
+    Program,
+    Rule,
+    Side,
+    replace_program,
+    replacer,
+)
 from compiler.ir.passes._rules import RuleListFn, map_rule_lists, match_with
 from compiler.ir.passes._space import AddrSpace
 
@@ -42,16 +51,39 @@ def collapse(nets, memo: dict | None = None) -> tuple[IPNet, ...]:  # noqa: ANN0
 
 
 def _spans(nets) -> list[tuple[int, int, int, IPNet]]:  # noqa: ANN001 - any iterable of networks
-    """``(version, first, last, network)`` per network, sorted. The networks' own fields, not
-    their properties: this is the pass's inner loop (and IPv4Network/IPv6Network are the only
-    IPNet classes)."""
-    return sorted(
-        [
-            (n._version, lo, lo + (1 << (n._max_prefixlen - n._prefixlen)) - 1, n)
-            for n in nets
-            for lo in (n.network_address._ip,)
-        ]
-    )
+    """``(version, first, last, network)`` per network, sorted."""
+    return sorted(_span_tuples(nets))
+
+
+def _span_tuples(nets) -> list[tuple[int, int, int, IPNet]]:  # noqa: ANN001 - any iterable
+    """``(version, first, last, network)`` per network. The networks' own fields, not their
+    properties: this is the pass's inner loop (and IPv4Network/IPv6Network are the only IPNet
+    classes)."""
+    return [
+        (n._version, lo, lo + (1 << (n._max_prefixlen - n._prefixlen)) - 1, n)
+        for n in nets
+        for lo in (n.network_address._ip,)
+    ]
+
+
+class _Spans:
+    """:func:`_spans` of member sets, with each network's tuple made once per run.
+
+    Resolved members are unions of the selectables' own network objects, so the tuples of all
+    of those are made up front (ten thousand, where the member sets hold a few hundred
+    thousand) and a set's tuples are found by ``id`` (hashing a network runs Python code).
+    Each tuple holds its network, so an id in the table is that network's for the table's
+    life; a set holding any other network is done the plain way."""
+
+    def __init__(self, program: Program) -> None:
+        nets = [n for sel in program.selectables for n in sel.nets]
+        self._by_id = {id(t[3]): t for t in _span_tuples(nets)}
+
+    def __call__(self, members: frozenset) -> list[tuple[int, int, int, IPNet]]:
+        try:
+            return sorted(map(self._by_id.__getitem__, map(id, members)))
+        except KeyError:
+            return _spans(members)
 
 
 def _collapse(
@@ -85,6 +117,9 @@ def _collapse(
             out.extend(got)
         i = j
     return tuple(out)
+
+
+_with_members = replacer(AddrSet)
 
 
 def _summarize(version: int, lo: int, hi: int) -> tuple[IPNet, ...]:
@@ -153,20 +188,23 @@ def run(program: Program, ctx: object) -> Program:
     # passes want of it (``Analysis.addr_space``): hand them over through the run's cache.
     cache = getattr(ctx, "cache", None)
     spaces: dict | None = cache.setdefault("addr_spaces", {}) if isinstance(cache, dict) else None
+    spans: _Spans | None = None
     for sid, s in program.sets.items():
         if s.is_named_port or s.members is None:
             sets[sid] = s
             continue
         members = done.get(s.members)
         if members is None:
+            if spans is None:
+                spans = _Spans(program)
             intervals: dict[int, list[tuple[int, int]]] = {4: [], 6: []}
-            out = _collapse(_spans(s.members), memo, intervals)
+            out = _collapse(spans(s.members), memo, intervals)
             # Same size: already minimal, and the minimal prefix cover is unique, so it is the
             # same set; keep it (building a frozenset of networks hashes each in Python).
             members = s.members if len(out) == len(s.members) else frozenset(out)
             done[s.members] = members
             if spaces is not None:
                 spaces[members] = AddrSpace(tuple(intervals[4]), tuple(intervals[6]))
-        sets[sid] = s if members is s.members else dataclasses.replace(s, members=members)
+        sets[sid] = s if members is s.members else _with_members(s, members=members)
     policies, profiles = map_rule_lists(program, _rule_lists())
     return replace_program(program, sets=sets, policies=policies, profiles=profiles)

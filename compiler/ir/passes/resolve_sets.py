@@ -18,11 +18,12 @@ One index query per set, with set algebra inside the index — never selector ×
 
 from __future__ import annotations
 
-import dataclasses
 from ipaddress import IPv4Network
 
 from compiler.frontend.selector import LabelIndex, parse
-from compiler.ir.nodes import Program, Selectable, replace_program
+from compiler.ir.nodes import AddrSet, Program, Selectable, replace_program, replacer
+
+_resolved = replacer(AddrSet)
 
 
 def family_parts(ctx: object, *, take: bool = False) -> dict[int, tuple[frozenset, dict]]:
@@ -44,14 +45,19 @@ def _shared(ctx: object, name: str, take: bool) -> dict:
 
 def _ports_by_name(
     order: list[str], by_id: dict[str, Selectable]
-) -> dict[str, list[tuple[int, int, int, tuple]]]:
-    """Port name -> (position in ``order``, protocol, port, nets) of every selectable's
-    declaration of it, in ``order``: a named-port set then looks only at its own name."""
-    out: dict[str, list[tuple[int, int, int, tuple]]] = {}
-    for i, cid in enumerate(order):
+) -> dict[str, list[tuple[str, int, int, tuple, tuple]]]:
+    """Port name -> (selectable id, protocol, port, v4 nets, v6 nets) of every selectable's
+    declaration of it, in ``order``: a named-port set then looks only at its own name, and the
+    nets are split by family once, not once per set."""
+    out: dict[str, list[tuple[str, int, int, tuple, tuple]]] = {}
+    for cid in order:
         sel = by_id[cid]
+        if not sel.ports:
+            continue
+        v4 = tuple(n for n in sel.nets if n.__class__ is IPv4Network)
+        v6 = tuple(n for n in sel.nets if n.__class__ is not IPv4Network)
         for port in sel.ports:
-            out.setdefault(port.name, []).append((i, port.protocol, port.port, sel.nets))
+            out.setdefault(port.name, []).append((cid, port.protocol, port.port, v4, v6))
     return out
 
 
@@ -86,7 +92,7 @@ def run(program: Program, ctx: object) -> Program:
             own4.append(frozenset(v4))
             own6.append(frozenset([n for n in nets if n.__class__ is not IPv4Network]))
 
-    ports_by_name: dict[str, list[tuple[int, int, int, tuple]]] | None = None
+    ports_by_name: dict[str, list[tuple[str, int, int, tuple, tuple]]] | None = None
     for sid, s in program.sets.items():
         chosen = index.select(parse(s.selector))
         fam = s.family
@@ -94,20 +100,17 @@ def run(program: Program, ctx: object) -> Program:
             if ports_by_name is None:
                 ports_by_name = _ports_by_name(order, by_id)
             by_fam: dict[int, list] = {4: [], 6: []}
-            picked = set(map(position.__getitem__, chosen))
-            for i, protocol, port, nets in ports_by_name.get(s.port_name, ()):
-                if i in picked and s.port_protocol in (None, protocol):
-                    for net in nets:
-                        by_fam[4 if net.__class__ is IPv4Network else 6].append(
-                            (net, protocol, port)
-                        )
+            for cid, protocol, port, v4, v6 in ports_by_name.get(s.port_name, ()):
+                if cid in chosen and s.port_protocol in (None, protocol):
+                    by_fam[4] += [(net, protocol, port) for net in v4]
+                    by_fam[6] += [(net, protocol, port) for net in v6]
             if fam is not None:
                 triples = frozenset(by_fam[fam])
             else:
                 four, six = frozenset(by_fam[4]), frozenset(by_fam[6])
                 triples = four | six if four and six else (four or six)
                 parts[id(triples)] = (triples, {4: four, 6: six})
-            out[sid] = dataclasses.replace(s, port_members=triples)
+            out[sid] = _resolved(s, port_members=triples)
         else:
             key = (chosen, fam)
             nets = members.get(key)
@@ -121,5 +124,5 @@ def run(program: Program, ctx: object) -> Program:
                 else:
                     nets = empty.union(*map((own4 if fam == 4 else own6).__getitem__, at))
                 members[key] = nets
-            out[sid] = dataclasses.replace(s, members=nets)
+            out[sid] = _resolved(s, members=nets)
     return replace_program(program, sets=out)
