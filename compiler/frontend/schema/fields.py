@@ -55,6 +55,24 @@ def expect_str(sink: DiagnosticSink, node: Node | None, what: str) -> Scalar | N
     return node
 
 
+_ACCEPTED: dict[tuple[Collection[str], Collection[str]], frozenset[str]] = {}
+
+
+def _accepted(known: Collection[str], ignored: Collection[str]) -> frozenset[str]:
+    """``known`` and ``ignored`` as one set; readers pass the same few constant tuples each
+    time, so the set is made once per pair."""
+    try:
+        return _ACCEPTED[known, ignored]
+    except KeyError:
+        pass
+    except TypeError:  # an unhashable collection (a list): no caching
+        return frozenset(known) | frozenset(ignored)
+    if len(_ACCEPTED) >= 1024:  # callers that build their tuples on the fly
+        _ACCEPTED.clear()
+    accepted = _ACCEPTED[known, ignored] = frozenset(known) | frozenset(ignored)
+    return accepted
+
+
 class Fields:
     """One mapping being read. ``where`` names it in messages ("NetworkPolicy spec").
 
@@ -76,7 +94,12 @@ class Fields:
         self.sink = sink
         self.node = node
         self.where = where
-        if strict:
+        # The keys written, null values included. A getter asked for a key not in here returns
+        # None and reports nothing (unless the key is required), so hot readers test this dict
+        # first and skip the absent fields without a call.
+        self.present = node._index
+        # The index holds every key's text: when all are accepted there is nothing to report.
+        if strict and not _accepted(known, ignored).issuperset(self.present):
             for key, _ in node.items:
                 name = str(key.value)
                 if name not in known and name not in ignored:
@@ -86,7 +109,7 @@ class Fields:
     # -- raw access --------------------------------------------------------------------------
     def get(self, key: str) -> Node | None:
         """The node for ``key``; None when absent or null."""
-        i = self.node._index.get(key)  # Mapping.get inlined: readers call this a million times
+        i = self.present.get(key)  # Mapping.get inlined: readers call this a million times
         if i is None:
             return None
         node = self.node.items[i][1]
@@ -125,6 +148,13 @@ class Fields:
         return node
 
     def str_node(self, key: str, *, required: bool = False) -> Scalar | None:
+        i = self.present.get(key)  # the common cases inlined: absent, or a string
+        if i is None and not required:
+            return None
+        if i is not None:
+            found = self.node.items[i][1]
+            if found.__class__ is Scalar and found.value.__class__ is str:  # type: ignore[union-attr]
+                return found  # type: ignore[return-value]
         node = self.scalar(key, required=required)
         if node is None:
             return None

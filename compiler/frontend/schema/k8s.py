@@ -46,6 +46,8 @@ ORCHESTRATOR_TERM = "projectcalico.org/orchestrator == 'k8s'"
 K8S_POLICY_ORDER = 1000.0
 _OPS = ("In", "NotIn", "Exists", "DoesNotExist")
 K8S_PROTOCOLS = ("TCP", "UDP", "SCTP")
+_PORT_NAME = re.compile(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?")
+_LETTER = re.compile("[a-z]")
 
 
 @dataclass(slots=True)
@@ -65,7 +67,7 @@ def read_label_selector(sink: DiagnosticSink, node: Node | None, what: str) -> L
         return None
     f = Fields(sink, m, what, ("matchLabels", "matchExpressions"))
     sel = LabelSelector()
-    ml = f.map("matchLabels")
+    ml = f.map("matchLabels") if "matchLabels" in f.present else None
     for key, value in ml.items if ml is not None else ():
         k = str(key.value)
         reason = check_label_key(k)
@@ -84,7 +86,7 @@ def read_label_selector(sink: DiagnosticSink, node: Node | None, what: str) -> L
             )
             continue
         sel.match_labels[k] = value.value
-    for item in f.seq("matchExpressions"):
+    for item in f.seq("matchExpressions") if "matchExpressions" in f.present else ():
         em = expect_map(sink, item, "a matchExpressions item")
         if em is None:
             continue
@@ -235,12 +237,7 @@ def _port(sink: DiagnosticSink, node: Node) -> tuple[str, PortSpec | None] | Non
             return None
         return proto, PortSpec(v, end if end is not None else v, None, port_node.span)
     if isinstance(v, str):
-        if not (
-            len(v) <= 15
-            and re.fullmatch(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?", v)
-            and re.search("[a-z]", v)
-            and "--" not in v
-        ):
+        if not (len(v) <= 15 and _PORT_NAME.fullmatch(v) and _LETTER.search(v) and "--" not in v):
             sink.error(
                 "E050",
                 f"invalid named port {v!r}: at most 15 lower-case letters, digits and '-', with at least one letter",
@@ -277,38 +274,34 @@ def _convert_rule(sink: DiagnosticSink, node: Node, ingress: bool) -> list[Rule]
         elif proto not in proto_ports or proto_ports[proto]:
             proto_ports.setdefault(proto, []).append(port)  # type: ignore[union-attr]
     rules = []
+    span = m.span
     for proto in sorted(proto_ports):
         ports = simplify_ports(proto_ports[proto] or [])
         number = PROTOCOLS[proto] if proto else None
-        for peer in peers:
-            ent = EntityRule(
-                nets=peer.nets if peer else (),
-                not_nets=peer.not_nets if peer else (),
-                selector=peer.selector if peer else None,
-                namespace_selector=peer.namespace_selector if peer else None,
-                span=peer.span if peer and peer.span else m.span,
-            )
-            if ingress:
-                rules.append(
-                    Rule(
-                        "Allow",
-                        protocol=number,
-                        source=ent,
-                        destination=EntityRule(ports=ports, span=m.span),
-                        span=m.span,
-                    )
-                )
-            else:
-                dst = EntityRule(
-                    nets=ent.nets,
-                    not_nets=ent.not_nets,
-                    selector=ent.selector,
-                    namespace_selector=ent.namespace_selector,
-                    ports=ports,
-                    span=ent.span,
-                )
-                rules.append(Rule("Allow", protocol=number, destination=dst, span=m.span))
+        if ingress:  # the peers are sources; the ports are the destination's
+            dst = EntityRule(ports=ports, span=span)
+            for peer in peers:
+                src = _peer_entity(peer, (), span)
+                rules.append(Rule("Allow", protocol=number, source=src, destination=dst, span=span))
+        else:  # the peers are destinations, with the ports
+            for peer in peers:
+                dst = _peer_entity(peer, ports, span)
+                rules.append(Rule("Allow", protocol=number, destination=dst, span=span))
     return rules
+
+
+def _peer_entity(peer: _Peer | None, ports: tuple[PortSpec, ...], rule_span: Span) -> EntityRule:
+    """A peer (None: every peer) as an EntityRule, at the peer's span or else the rule's."""
+    if peer is None:
+        return EntityRule(ports=ports, span=rule_span)
+    return EntityRule(
+        nets=peer.nets,
+        not_nets=peer.not_nets,
+        selector=peer.selector,
+        namespace_selector=peer.namespace_selector,
+        ports=ports,
+        span=peer.span or rule_span,
+    )
 
 
 def _rules(f: Fields, key: str) -> tuple[Rule, ...]:

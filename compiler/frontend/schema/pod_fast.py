@@ -154,16 +154,18 @@ def _ips(status: Mapping | None) -> tuple[IPAddr, ...]:
     if status is None:
         return ()
     ips: list[IPAddr] = []
+    texts: list[str] = []
     for item in _seq(status, "podIPs"):
         m = _map(item)
         if m is not None:
             text = _str(m, "ip")
             if text is not None:
+                texts.append(text)
                 ip = _ip(text)
                 if ip not in ips:
                     ips.append(ip)
     single = _str(status, "podIP")
-    if single:
+    if single and single not in texts:  # podIP normally repeats podIPs[0]: already in ips
         ip = _ip(single)
         if ip not in ips:
             ips.append(ip)

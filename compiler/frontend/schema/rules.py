@@ -60,6 +60,7 @@ SERVICE_EXCLUDES = (
     "serviceAccounts",
 )
 MAX_RULES = 1024
+_NO_ENTITY = EntityRule()  # a side not given (immutable, so one serves every rule)
 
 
 NetSpans = list[tuple[str, IPNet, Span]]
@@ -95,41 +96,51 @@ def read_entity(
     checks that look at both sides of the rule."""
     m = expect_map(sink, node, side)
     if m is None:
-        return EntityRule()
+        return _NO_ENTITY
     f = Fields(sink, m, f"rule {side}", ENTITY_FIELDS)
+    present = f.present  # most fields are absent: skip them with one dict lookup each
     sa_names: tuple[str, ...] = ()
-    sa_selector = None
-    sa = f.map("serviceAccounts")
-    if sa is not None:
-        fs = Fields(sink, sa, "serviceAccounts", ("names", "selector"))
-        sa_names = tuple(
-            str(n.value)
-            for n in fs.str_list("names")
-            if check_name(sink, n, "service account name")
-        )
-        sa_selector = selector_field(fs, "selector", "serviceAccounts selector")
-    services = None
-    svc = f.map("services")
-    if svc is not None:
-        services = _services(f, svc, side, policy_ns)
-    present = m._index  # most fields are absent: skip them with one dict lookup each
+    sa_selector: str | None = None
+    services: ServiceRef | None = None
+    if "serviceAccounts" in present:
+        sa_names, sa_selector = _service_accounts(f)
+    if "services" in present:
+        svc = f.map("services")
+        services = _services(f, svc, side, policy_ns) if svc is not None else None
     spans = tuple((k, f.span(k)) for k in ENTITY_FIELDS if k in present and f.has(k))
     return EntityRule(
-        nets=_nets(f, "nets", nets),
-        not_nets=_nets(f, "notNets", nets),
-        selector=selector_field(f, "selector", f"{side} selector"),
-        not_selector=selector_field(f, "notSelector", f"{side} notSelector"),
-        namespace_selector=selector_field(
-            f, "namespaceSelector", f"{side} namespaceSelector", global_ok=True
-        ),
+        nets=_nets(f, "nets", nets) if "nets" in present else (),
+        not_nets=_nets(f, "notNets", nets) if "notNets" in present else (),
+        selector=_selector(f, "selector", side),
+        not_selector=_selector(f, "notSelector", side),
+        namespace_selector=_selector(f, "namespaceSelector", side, global_ok=True),
         sa_names=sa_names,
         sa_selector=sa_selector,
         services=services,
-        ports=_ports(f, "ports"),
-        not_ports=_ports(f, "notPorts"),
+        ports=_ports(f, "ports") if "ports" in present else (),
+        not_ports=_ports(f, "notPorts") if "notPorts" in present else (),
         span=m.span,
         field_spans=spans,
     )
+
+
+def _selector(f: Fields, key: str, side: str, *, global_ok: bool = False) -> str | None:
+    if key not in f.present:
+        return None
+    return selector_field(f, key, f"{side} {key}", global_ok=global_ok)
+
+
+def _service_accounts(f: Fields) -> tuple[tuple[str, ...], str | None]:
+    """``serviceAccounts``: (names, selector)."""
+    sa = f.map("serviceAccounts")
+    if sa is None:
+        return (), None
+    sink = f.sink
+    fs = Fields(sink, sa, "serviceAccounts", ("names", "selector"))
+    names = tuple(
+        str(n.value) for n in fs.str_list("names") if check_name(sink, n, "service account name")
+    )
+    return names, selector_field(fs, "selector", "serviceAccounts selector")
 
 
 def _services(f: Fields, svc: Mapping, side: str, policy_ns: str | None) -> ServiceRef | None:
@@ -272,6 +283,14 @@ def _check_ports(
     return ok
 
 
+def _ip_version(f: Fields) -> int | None:
+    ip_version = f.int("ipVersion")
+    if ip_version is not None and ip_version not in (4, 6):
+        f.sink.error("E023", f'"ipVersion" must be 4 or 6, not {ip_version}', f.span("ipVersion"))
+        return None
+    return ip_version
+
+
 def read_rule(sink: DiagnosticSink, node: Node, policy_ns: str | None) -> Rule | None:
     m = expect_map(sink, node, "a rule")
     if m is None:
@@ -297,15 +316,14 @@ def read_rule(sink: DiagnosticSink, node: Node, policy_ns: str | None) -> Rule |
                 f"invalid action {text!r}: use Allow, Deny, Log or Pass{did_you_mean(text, ACTIONS)}",
                 a.span,
             )
-    ip_version = f.int("ipVersion")
-    if ip_version is not None and ip_version not in (4, 6):
-        sink.error("E023", f'"ipVersion" must be 4 or 6, not {ip_version}', f.span("ipVersion"))
-        ip_version = None
+    present = f.present  # most fields are absent: skip them with one dict lookup each
+    ip_version = _ip_version(f) if "ipVersion" in present else None
     protocol = parse_protocol(sink, f.get("protocol")) if f.has("protocol") else None
     not_protocol = (
         parse_protocol(sink, f.get("notProtocol"), "notProtocol") if f.has("notProtocol") else None
     )
-    icmp, not_icmp = _icmp(f, "icmp"), _icmp(f, "notICMP")
+    icmp = _icmp(f, "icmp") if "icmp" in present else None
+    not_icmp = _icmp(f, "notICMP") if "notICMP" in present else None
     for key, spec in (("icmp", icmp), ("notICMP", not_icmp)):
         if spec is not None and protocol not in ICMP_PROTOCOLS:
             sink.error("E053", f"{key} needs protocol ICMP or ICMPv6", f.key_span(key))
@@ -331,8 +349,8 @@ def read_rule(sink: DiagnosticSink, node: Node, policy_ns: str | None) -> Rule |
     ]
     _check_families(sink, ip_version, labelled)
     _check_ports(sink, protocol, ents)
-    has_http = _http(f, action, protocol)
-    annotations = _annotations(f)
+    has_http = _http(f, action, protocol) if "http" in present else False
+    annotations = _annotations(f) if "metadata" in present else ()
     if action is None or len(sink.errors) > before:
         return None
     return Rule(

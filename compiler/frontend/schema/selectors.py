@@ -9,7 +9,7 @@ only resource validation can make: the 1024-character limit and where ``global()
 from __future__ import annotations
 
 from compiler.diagnostics import DiagnosticSink
-from compiler.frontend.selector import SelectorError, canon, parse, validate_no_global
+from compiler.frontend.selector import Selector, SelectorError, canon, parse, validate_no_global
 from compiler.frontend.yaml_loader import Scalar
 
 from .fields import Fields
@@ -17,6 +17,10 @@ from .fields import Fields
 __all__ = ["MAX_SELECTOR_LEN", "check_selector", "selector_field"]
 
 MAX_SELECTOR_LEN = 1024
+# Texts known to be valid selectors without global(): such a text passes every check below,
+# whatever the field, and the same few selectors recur across thousands of policies.
+_CLEAN: set[str] = set()
+_MAX_CLEAN = 65536
 
 
 def check_selector(
@@ -28,6 +32,8 @@ def check_selector(
     only as the entire selector.
     """
     text = str(node.value)
+    if text in _CLEAN:
+        return text
     if len(text) > MAX_SELECTOR_LEN:
         sink.error(
             "E032",
@@ -44,21 +50,34 @@ def check_selector(
         sink.error("E030", f"invalid {what}: nested too deeply", node.span)
         return None
     if not validate_no_global(sel):
-        if not global_ok:
-            sink.error(
-                "E031",
-                f"global() is not allowed in {what}: it is valid only as the whole namespaceSelector "
-                "of a rule's source or destination",
-                node.span_at(text.find("global(")),
-            )
-            return None
-        if canon(sel) != "global()":
-            sink.error(
-                "E031",
-                f"global() must be the entire {what}, not combined with other expressions",
-                node.span_at(text.find("global(")),
-            )
-            return None
+        return _global_selector(sink, node, sel, what, global_ok=global_ok)
+    if len(_CLEAN) >= _MAX_CLEAN:
+        _CLEAN.clear()
+    _CLEAN.add(text)
+    return text
+
+
+def _global_selector(
+    sink: DiagnosticSink, node: Scalar, sel: Selector, what: str, *, global_ok: bool
+) -> str | None:
+    """A valid selector that contains ``global()``: allowed only as the whole selector of a
+    field that takes it."""
+    text = str(node.value)
+    if not global_ok:
+        sink.error(
+            "E031",
+            f"global() is not allowed in {what}: it is valid only as the whole namespaceSelector "
+            "of a rule's source or destination",
+            node.span_at(text.find("global(")),
+        )
+        return None
+    if canon(sel) != "global()":
+        sink.error(
+            "E031",
+            f"global() must be the entire {what}, not combined with other expressions",
+            node.span_at(text.find("global(")),
+        )
+        return None
     return text
 
 

@@ -40,6 +40,9 @@ _DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]
 _LABEL_NAME = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?\Z")
 _IFACE = re.compile(r"[A-Za-z0-9_.:-]{1,15}\Z")
 _NAMED_PORT = re.compile(r"[a-zA-Z0-9_.-]{1,128}\Z")
+_PORT_NUMBER = re.compile(r"-?[0-9]{1,9}")
+_OCTET = "(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"  # 0-255 without leading zeros
+_DOTTED_QUAD = re.compile(r"\.".join([_OCTET] * 4))
 _PROTOCOL_ALIASES = {name: num for name, num in PROTOCOLS.items()} | {
     name.lower(): num for name, num in PROTOCOLS.items()
 }
@@ -152,18 +155,11 @@ def check_labels(sink: DiagnosticSink, node: Node | None, what: str = "labels") 
 def _dotted_quad(text: str) -> int | None:
     """The integer of ``a.b.c.d`` exactly as :mod:`ipaddress` accepts it (ASCII digits, no
     leading zeros, each at most 255), or None for anything else (then ipaddress decides)."""
-    parts = text.split(".")
-    if len(parts) != 4:
+    m = _DOTTED_QUAD.fullmatch(text)
+    if m is None:
         return None
-    n = 0
-    for p in parts:
-        if not (p.isascii() and p.isdigit()) or len(p) > 3 or (p[0] == "0" and p != "0"):
-            return None
-        v = int(p)
-        if v > 255:
-            return None
-        n = n << 8 | v
-    return n
+    a, b, c, d = m.groups()
+    return int(a) << 24 | int(b) << 16 | int(c) << 8 | int(d)
 
 
 def ip_address(text: str) -> IPAddr:
@@ -252,7 +248,7 @@ def parse_protocol(sink: DiagnosticSink, node: Node, what: str = "protocol") -> 
 
 def _port_number(text: str) -> int | None:
     """The integer in ``text`` (sign allowed, so "-1" is "out of range", not a named port)."""
-    return int(text) if re.fullmatch(r"-?[0-9]{1,9}", text) else None
+    return int(text) if _PORT_NUMBER.fullmatch(text) else None
 
 
 def parse_port(
