@@ -1,5 +1,5 @@
 """``python -m compiler.cli`` runs the ``tortie`` command."""
 
-from compiler.cli import main
+from compiler.cli import run
 
-main()
+run()

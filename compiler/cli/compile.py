@@ -9,6 +9,7 @@ import sys
 
 import click
 
+from compiler import perf
 from compiler.artifact import (
     INDEX,
     MANIFEST,
@@ -153,6 +154,7 @@ def compile_cmd(
     sink = DiagnosticSink()
     sources = HashingSources()
     loaded = load_inputs(files, sink, sources)
+    perf.keep_until_exit(loaded)  # freed with the process, not object by object (perf.py)
     if sink.has_errors:
         _fail(sink, sources)
     known = _known_nodes(loaded.resources)
@@ -176,6 +178,8 @@ def compile_cmd(
     def artifact_for(node: str) -> Artifact:
         # Only what this node's endpoints use: the same artifact, less work (ir/build.py).
         program = compile_program(loaded.resources, node, sink, local_only=True)
+        if len(chosen) == 1:
+            perf.keep_until_exit(program)
         if not sink.has_errors:
             target.check(program, sink)
         if sink.has_errors:
