@@ -32,7 +32,7 @@ from compiler.frontend.selector import (
     prefix_keys,
     unique_id,
 )
-from compiler.frontend.selector.parse import _PARSER
+from compiler.frontend.selector.parse import _parser
 
 # TORTIE_SELECTOR_EXAMPLES=5000 for a long run; the default keeps the suite quick.
 EXAMPLES = int(os.environ.get("TORTIE_SELECTOR_EXAMPLES", "200"))
@@ -122,9 +122,9 @@ _EXPLICIT = {
 }
 # Tokens glued without spaces can fuse (a label straight after another token such as "in"), so
 # this strategy only checks "AST or SelectorError"; the padded one below must always parse.
-grammar_text = from_lark(_PARSER, explicit=_EXPLICIT)
+grammar_text = from_lark(_parser(), explicit=_EXPLICIT)
 padded_grammar_text = from_lark(
-    _PARSER, explicit={name: s.map(lambda t: " " + t + " ") for name, s in _EXPLICIT.items()}
+    _parser(), explicit={name: s.map(lambda t: " " + t + " ") for name, s in _EXPLICIT.items()}
 )
 
 

@@ -117,14 +117,19 @@ class _ToAst(Transformer[Token, Selector]):
         return tuple(str(v) for v in values)
 
 
-_PARSER = Lark.open(
-    "selector.lark",
-    rel_to=__file__,
-    parser="lalr",
-    lexer=_StreamLexer,
-    propagate_positions=True,
-    transformer=_ToAst(),
-)
+@lru_cache(maxsize=1)
+def _parser() -> Lark:
+    """The LALR parser, built on first use (~35 ms): the descent parser reads most selectors,
+    and a compile that meets no other kind never needs it."""
+    return Lark.open(
+        "selector.lark",
+        rel_to=__file__,
+        parser="lalr",
+        lexer=_StreamLexer,
+        propagate_positions=True,
+        transformer=_ToAst(),
+    )
+
 
 #: How each terminal is named in messages, in the order they are listed.
 _SHOWN: dict[str, str] = {
@@ -339,7 +344,7 @@ def _parse_cached(text: str) -> Selector:
 def _lalr(text: str) -> Selector:
     stream = TokenStream(text)
     try:
-        result: Selector = _PARSER.parse(stream)  # type: ignore[arg-type]
+        result: Selector = _parser().parse(stream)  # type: ignore[arg-type]
     except UnexpectedToken as err:
         offset = len(text) if err.token.type == "$END" else err.token.start_pos
         raise SelectorError(_message(err, stream), offset) from None
