@@ -80,6 +80,9 @@ class DiagnosticSink:
     """Collects diagnostics; stages add to it and keep going."""
 
     diagnostics: list[Diagnostic] = field(default_factory=list)
+    # Errors among diagnostics[:_scanned] (see error_count); not part of the value.
+    _scanned: int = field(default=0, repr=False, compare=False)
+    _error_count: int = field(default=0, repr=False, compare=False)
 
     def add(self, diag: Diagnostic) -> None:
         self.diagnostics.append(diag)
@@ -91,8 +94,22 @@ class DiagnosticSink:
         self.add(Diagnostic(code, Level.WARNING, message, span, tuple(notes)))
 
     @property
+    def error_count(self) -> int:
+        """How many of the diagnostics are errors. Readers ask before and after each document
+        and rule; only diagnostics added since the last question are looked at, so an input
+        with tens of thousands of warnings is not quadratic. (``diagnostics`` is a plain list
+        that callers may extend directly: it only grows, or is emptied, which restarts.)"""
+        diags = self.diagnostics
+        if len(diags) < self._scanned:
+            self._scanned = self._error_count = 0
+        if len(diags) > self._scanned:
+            self._error_count += sum(1 for d in diags[self._scanned :] if d.level is Level.ERROR)
+            self._scanned = len(diags)
+        return self._error_count
+
+    @property
     def has_errors(self) -> bool:
-        return any(d.level is Level.ERROR for d in self.diagnostics)
+        return self.error_count > 0
 
     @property
     def errors(self) -> list[Diagnostic]:

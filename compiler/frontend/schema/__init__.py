@@ -181,7 +181,7 @@ def _dispatch(
     group = a.rpartition("/")[0]
     if reader is not None:
         col.kind_counts[doc.label] += 1
-        col.doc_start = len(sink.errors)
+        col.doc_start = sink.error_count
         if (a, k) not in LENIENT:
             Fields(sink, node, k, TOP_FIELDS, ("status",))
         reader(doc, col)

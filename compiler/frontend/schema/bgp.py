@@ -147,7 +147,7 @@ def read_bgp_configuration(doc: Doc, col: Collector) -> None:
     ]
     m = expect_map(sink, doc.node.get("spec"), '"spec"')
     f = Fields(sink, m if m is not None else Mapping([], doc.span), "BGPConfiguration spec", known)
-    before = len(sink.errors)
+    before = sink.error_count
     communities = []
     for item in f.seq("communities", max_items=MAX_COMMUNITIES):
         cm = expect_map(sink, item, "a community")
@@ -228,7 +228,7 @@ def read_bgp_configuration(doc: Doc, col: Collector) -> None:
             meta.name_span,
         )
         return
-    if len(sink.errors) == before and col.claim(
+    if sink.error_count == before and col.claim(
         "BGPConfiguration", None, meta.name, meta.name_span, "BGPConfiguration"
     ):
         col.bgp_configurations.append(cfg)
@@ -285,7 +285,7 @@ def read_bgp_peer(doc: Doc, col: Collector) -> None:
     ]
     m = expect_map(sink, doc.node.get("spec"), '"spec"')
     f = Fields(sink, m if m is not None else Mapping([], doc.span), "BGPPeer spec", known)
-    before = len(sink.errors)
+    before = sink.error_count
     node = f.str_node("node")
     if node is not None:
         check_name(sink, node, "node name")
@@ -327,7 +327,7 @@ def read_bgp_peer(doc: Doc, col: Collector) -> None:
         local_workload_selector=selector_field(f, "localWorkloadSelector"),
         span=doc.span,
     )
-    if len(sink.errors) == before and col.claim(
+    if sink.error_count == before and col.claim(
         "BGPPeer", None, meta.name, meta.name_span, "BGPPeer"
     ):
         col.bgp_peers.append(peer)

@@ -166,7 +166,7 @@ def _rule(sink: DiagnosticSink, node: Node, egress: bool) -> list[Rule]:
         return []
     peers_key = "to" if egress else "from"
     f = Fields(sink, m, "ClusterNetworkPolicy rule", ("name", "action", peers_key, "protocols"))
-    before = len(sink.errors)
+    before = sink.error_count
     name = f.str_node("name")
     if name is not None and check_safe(sink, name, "rule name") and len(str(name.value)) > 100:
         sink.error("E023", "a rule name may have at most 100 characters", name.span)
@@ -176,7 +176,7 @@ def _rule(sink: DiagnosticSink, node: Node, egress: bool) -> list[Rule]:
         sink.error("E022", f'"{peers_key}" needs at least one peer', f.span(peers_key))
     protocols = _protocols(sink, f)
     annotations = (("name", str(name.value)),) if name is not None and name.value else ()
-    if len(sink.errors) > before or action is None:
+    if sink.error_count > before or action is None:
         return [Rule("Deny", annotations=annotations, span=m.span)]  # fail closed
     rules = []
     for proto in sorted(protocols):
@@ -227,11 +227,11 @@ def read_cluster_network_policy(doc: Doc, col: Collector) -> None:
         "ClusterNetworkPolicy spec",
         ("tier", "priority", "subject", "ingress", "egress"),
     )
-    before = len(sink.errors)
+    before = sink.error_count
     tier = f.enum("tier", tuple(TIERS), required=True)
     priority = f.int("priority", 0, 1000, required=True)
     subject = _subject(sink, f)
-    head_ok = len(sink.errors) == before
+    head_ok = sink.error_count == before
     ingress = [
         r for item in f.seq("ingress", max_items=MAX_RULES) for r in _rule(sink, item, False)
     ]

@@ -66,7 +66,7 @@ class Collector:
     @property
     def clean(self) -> bool:
         """No error since the current document started."""
-        return len(self.sink.errors) == self.doc_start
+        return self.sink.error_count == self.doc_start
 
     # -- registration --------------------------------------------------------------------------
     def claim(

@@ -103,7 +103,7 @@ def _ports(f: Fields, *, wep: bool) -> tuple[NamedPort, ...]:
 def read_host_endpoint(doc: Doc, col: Collector) -> None:
     sink = doc.sink
     meta = read_meta(doc, namespaced=False)
-    before = len(sink.errors)
+    before = sink.error_count
     f = _spec(doc, HEP_FIELDS)
     node = f.str_node("node", required=True)
     if node is not None:
@@ -125,7 +125,7 @@ def read_host_endpoint(doc: Doc, col: Collector) -> None:
         )
     profiles = _profiles(f)
     ports = _ports(f, wep=False)
-    if len(sink.errors) > before or node is None:
+    if sink.error_count > before or node is None:
         return
     ep = Endpoint(
         kind="HostEndpoint",
@@ -162,7 +162,7 @@ def _host_prefixes(sink: DiagnosticSink, f: Fields, key: str) -> list[IPAddr]:
 def read_workload_endpoint(doc: Doc, col: Collector) -> None:
     sink = doc.sink
     meta = read_meta(doc, namespaced=True)
-    before = len(sink.errors)
+    before = sink.error_count
     f = _spec(doc, WEP_FIELDS, WEP_IGNORED)
     node = f.str_node("node", required=True)
     if node is not None:
@@ -221,7 +221,7 @@ def read_workload_endpoint(doc: Doc, col: Collector) -> None:
             )
     profiles = _profiles(f)
     ports = _ports(f, wep=True)
-    if len(sink.errors) > before or node is None or iface is None:
+    if sink.error_count > before or node is None or iface is None:
         return
     labels = {k: v for k, v in meta.labels.items() if not k.startswith(_STRIPPED)}
     labels[NS_LABEL] = str(meta.namespace)
@@ -253,14 +253,14 @@ def read_network_set(doc: Doc, col: Collector) -> None:
     sink = doc.sink
     namespaced = doc.kind == "NetworkSet"
     meta = read_meta(doc, namespaced=namespaced)
-    before = len(sink.errors)
+    before = sink.error_count
     f = _spec(doc, ("nets",))
     nets: set[IPNet] = set()  # a set: feeds list thousands of CIDRs long are common
     for item in f.str_list("nets"):
         net = parse_cidr(sink, item, "CIDR in nets")
         if net is not None:
             nets.add(net)
-    if len(sink.errors) > before:
+    if sink.error_count > before:
         return
     labels = dict(meta.labels)
     profiles: tuple[str, ...] = ()

@@ -321,9 +321,9 @@ def read_felix(doc: Doc, col: Collector) -> None:
         FELIX_READ,
         FELIX_IGNORED,
     )
-    before = len(sink.errors)
+    before = sink.error_count
     values = _read_values(f)
-    if len(sink.errors) > before:
+    if sink.error_count > before:
         return
     if meta.name != "default" and not meta.name.startswith("node."):
         sink.warning(

@@ -41,7 +41,7 @@ def read_ip_pool(doc: Doc, col: Collector) -> None:
     meta = read_meta(doc, namespaced=False)
     m = expect_map(sink, doc.node.get("spec"), '"spec"')
     f = Fields(sink, m if m is not None else Mapping([], doc.span), "IPPool spec", POOL_FIELDS)
-    before = len(sink.errors)
+    before = sink.error_count
     cidr_node = f.str_node("cidr", required=True)
     cidr = parse_cidr(sink, cidr_node, "pool CIDR") if cidr_node is not None else None
     ipip = f.enum("ipipMode", MODES) or "Never"
@@ -95,6 +95,6 @@ def read_ip_pool(doc: Doc, col: Collector) -> None:
         namespace_selector=selector_field(f, "namespaceSelector") or "",
         span=doc.span,
     )
-    valid = len(sink.errors) == before and cidr is not None and block is not None
+    valid = sink.error_count == before and cidr is not None and block is not None
     if valid and col.claim("IPPool", None, meta.name, meta.name_span, "IPPool"):
         col.ip_pools.append(pool)

@@ -260,11 +260,11 @@ def _convert_rule(sink: DiagnosticSink, node: Node, ingress: bool) -> list[Rule]
     f = Fields(
         sink, m, f"NetworkPolicy {'ingress' if ingress else 'egress'} rule", (peers_key, "ports")
     )
-    before = len(sink.errors)
+    before = sink.error_count
     peers: list[_Peer | None] = [_peer(sink, p) for p in f.seq(peers_key)] or [None]
     proto_ports: dict[str, list[PortSpec] | None] = {}
     port_items = [_port(sink, p) for p in f.seq("ports")]
-    if len(sink.errors) > before:
+    if sink.error_count > before:
         return None  # Calico drops a rule that fails to convert; the run fails on the error
     if not port_items:
         proto_ports = {"": None}

@@ -130,7 +130,7 @@ def read_pod(doc: Doc, col: Collector) -> None:
         return
     sink = doc.sink
     meta = read_meta(doc, namespaced=True, strict=False)
-    before = len(sink.errors)
+    before = sink.error_count
     spec = _lenient(doc, "spec", "Pod spec")
     status = _lenient(doc, "status", "Pod status")
     if spec is None:
@@ -145,7 +145,7 @@ def read_pod(doc: Doc, col: Collector) -> None:
     ports = _container_ports(doc, spec)
     ips = _pod_ips(doc, status)
     phase = status.str("phase") if status is not None else None
-    if len(sink.errors) > before:
+    if sink.error_count > before:
         return
     add_pod(doc, col, meta, bool(host_network), node, sa, ports, ips, phase)
 

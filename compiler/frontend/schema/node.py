@@ -53,7 +53,7 @@ def read_calico_node(doc: Doc, col: Collector) -> None:
     ]
     m = expect_map(sink, doc.node.get("spec"), '"spec"')
     f = Fields(sink, m if m is not None else Mapping([], doc.span), "Node spec", known)
-    before = len(sink.errors)
+    before = sink.error_count
     ipv4 = ipv6 = None
     asn = None
     rr = None
@@ -90,7 +90,7 @@ def read_calico_node(doc: Doc, col: Collector) -> None:
         if vx_node is not None and vx_node.value
         else None
     )
-    if len(sink.errors) == before and col.claim(
+    if sink.error_count == before and col.claim(
         "CalicoNode", None, meta.name, meta.name_span, "Node"
     ):
         col.calico_nodes[meta.name] = Node(

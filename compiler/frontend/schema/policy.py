@@ -98,7 +98,7 @@ def read_calico_policy(doc: Doc, col: Collector) -> None:
     # A policy without a spec selects all() and has no rules: read it as an empty mapping.
     known = NP_FIELDS + GNP_ONLY + (("stagedAction",) if staged else ())
     f = Fields(sink, spec if spec is not None else Mapping([], doc.span), f"{doc.kind} spec", known)
-    before = len(sink.errors)
+    before = sink.error_count
     ns = meta.namespace
     if namespaced:
         for key in GNP_ONLY:
@@ -154,7 +154,7 @@ def read_calico_policy(doc: Doc, col: Collector) -> None:
         staged_action=(f.enum("stagedAction", STAGED_ACTIONS) or "Set") if staged else "Set",
         span=doc.span,
     )
-    if len(sink.errors) == before:
+    if sink.error_count == before:
         col.add_policy(policy, meta.name_span)
 
 
@@ -191,14 +191,14 @@ def read_profile(doc: Doc, col: Collector) -> None:
     sink = doc.sink
     meta = read_meta(doc, namespaced=False)
     spec = expect_map(sink, doc.node.get("spec"), '"spec"')
-    before = len(sink.errors)
+    before = sink.error_count
     ingress, egress, labels = (), (), {}
     if spec is not None:
         f = Fields(sink, spec, "Profile spec", ("ingress", "egress", "labelsToApply"))
         ingress = read_rules(f, "ingress", None)
         egress = read_rules(f, "egress", None)
         labels = check_labels(sink, f.get("labelsToApply"), "labelsToApply")
-    if len(sink.errors) == before:
+    if sink.error_count == before:
         col.add_profile(
             Profile(meta.name, labels_of(labels), ingress, egress, doc.span),
             meta.name_span,

@@ -295,7 +295,7 @@ def read_rule(sink: DiagnosticSink, node: Node, policy_ns: str | None) -> Rule |
     m = expect_map(sink, node, "a rule")
     if m is None:
         return None
-    before = len(sink.errors)
+    before = sink.error_count
     f = Fields(sink, m, "rule", RULE_FIELDS)
     action = None
     a = f.str_node("action", required=True)
@@ -351,7 +351,7 @@ def read_rule(sink: DiagnosticSink, node: Node, policy_ns: str | None) -> Rule |
     _check_ports(sink, protocol, ents)
     has_http = _http(f, action, protocol) if "http" in present else False
     annotations = _annotations(f) if "metadata" in present else ()
-    if action is None or len(sink.errors) > before:
+    if action is None or sink.error_count > before:
         return None
     return Rule(
         action=action,
