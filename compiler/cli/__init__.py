@@ -22,7 +22,7 @@ from compiler.cli.common import EXIT_ERRORS, EXIT_INTERNAL
 
 __all__ = ["COMMANDS", "main", "run"]
 
-#: command name -> (module, attribute) of its click command, in the order of ``tortie --help``.
+#: command name -> (module, attribute) of its click command (``tortie --help`` lists them sorted).
 COMMANDS: dict[str, tuple[str, str]] = {
     "check": ("compiler.cli.check", "check"),
     "select": ("compiler.cli.select", "select"),

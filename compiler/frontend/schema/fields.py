@@ -13,6 +13,7 @@ import difflib
 import math
 import re
 from collections.abc import Collection, Iterable
+from functools import lru_cache
 
 from compiler.diagnostics import DiagnosticSink, Span
 from compiler.frontend.yaml_loader import Mapping, Node, Scalar, Sequence, type_name
@@ -55,22 +56,18 @@ def expect_str(sink: DiagnosticSink, node: Node | None, what: str) -> Scalar | N
     return node
 
 
-_ACCEPTED: dict[tuple[Collection[str], Collection[str]], frozenset[str]] = {}
+@lru_cache(maxsize=1024)
+def _accepted_pair(known: Collection[str], ignored: Collection[str]) -> frozenset[str]:
+    return frozenset(known) | frozenset(ignored)
 
 
 def _accepted(known: Collection[str], ignored: Collection[str]) -> frozenset[str]:
     """``known`` and ``ignored`` as one set; readers pass the same few constant tuples each
     time, so the set is made once per pair."""
     try:
-        return _ACCEPTED[known, ignored]
-    except KeyError:
-        pass
+        return _accepted_pair(known, ignored)
     except TypeError:  # an unhashable collection (a list): no caching
         return frozenset(known) | frozenset(ignored)
-    if len(_ACCEPTED) >= 1024:  # callers that build their tuples on the fly
-        _ACCEPTED.clear()
-    accepted = _ACCEPTED[known, ignored] = frozenset(known) | frozenset(ignored)
-    return accepted
 
 
 class Fields:
