@@ -6,7 +6,10 @@ never a mix and never nothing; a killed ``nft`` commits nothing, the batch goes 
 
 * **full** — the artifact's ``nftables.nft`` as is: create ``table inet tortie`` if missing,
   delete it, add it anew. Used when the kernel state is not known to match the last apply
-  (first apply, drift, an interrupted apply) or the change needs it.
+  (first apply, drift, an interrupted apply) or the change needs it. When the artifact has
+  ``nftables.batch`` (``tortie compile --nft-batch``) encoding exactly this script for this
+  machine's byte order, that batch is sent instead (``nftables_netlink.send_batch``): the same
+  transaction without nft's userspace (~0.7 s instead of ~2 s at 10,000 policies).
 * **update** — when the kernel holds exactly the last applied script: only the chains, sets and
   elements that differ (``runtime/nftables_delta.py``, which explains why: a set re-created in a
   transaction can answer "no match" for a moment, unchanged sets never do).
@@ -57,6 +60,7 @@ __all__ = ["SCRIPT", "UNIT", "NftablesDataplane", "normalise"]
 logger = logging.getLogger(__name__)
 
 SCRIPT = "nftables.nft"
+BATCH = "nftables.batch"  # the script as one netlink batch (compile --nft-batch), optional
 # The table the nftables target renders (compiler/targets/nftables/script.py; a test checks they
 # agree). Not imported: that would pull the whole compiler into every apply and status.
 FAMILY = "inet"
@@ -173,6 +177,8 @@ class NftablesDataplane:
 
     def __init__(self, env: Env) -> None:
         self.env = env
+        # The artifact's batch for a full replacement, by the script it encodes (see plan()).
+        self._batches: dict[str, bytes] = {}
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -262,6 +268,14 @@ class NftablesDataplane:
                 )
             why = "the ruleset changed in a way only a full replacement can express"
         step = Step("nft", f"replace table {FAMILY} {TABLE} (one transaction)", script)
+        data = artifact.files.get(BATCH)
+        if data is not None:
+            batch = nftables_netlink.read_batch(data, script)
+            if batch is not None:
+                self._batches[script] = batch
+                step = Step("nft", f"replace table {FAMILY} {TABLE} (one netlink batch)", script)
+            else:
+                logger.info("%s does not encode this %s for this machine: nft -f", BATCH, SCRIPT)
         return Plan(self.TARGET, artifact.hash, "full", why, (step,), current, diff, script)
 
     def check(self, plan: Plan) -> None:
@@ -287,6 +301,15 @@ class NftablesDataplane:
             try:
                 nftables_netlink.apply(step.payload, netns=self.env.netns)
             except OSError as e:  # NetlinkError (refused: nothing committed) or no socket
+                raise nft.NftError(["netlink", "nf_tables batch"], 1, str(e)) from e
+            return
+        batch = self._batches.get(step.payload) if "netlink batch" in step.what else None
+        if batch is not None:
+            # The same transaction as `nft -f` of the script (compiler/targets/nftables/batch.py)
+            logger.debug("netlink batch: %s (%d bytes)", step.what, len(batch))
+            try:
+                nftables_netlink.send_batch(batch, netns=self.env.netns)
+            except (OSError, ValueError) as e:  # refused (nothing committed), or no socket
                 raise nft.NftError(["netlink", "nf_tables batch"], 1, str(e)) from e
             return
         logger.debug("nft -f: %s (%d bytes)", step.what, len(step.payload))

@@ -507,3 +507,144 @@ def elements_text(elements: list[str], width: int) -> str:
         parts.append(e)
     parts.append(" }\n")
     return "".join(parts)
+
+
+# -- whole-table batches (compiler/targets/nftables/batch.py) -----------------------------------
+
+BATCH_MAGIC = b"tortie-nft-batch 1\n"
+
+
+def read_batch(data: bytes, script: str) -> bytes | None:
+    """The netlink batch of an ``nftables.batch`` file if it encodes exactly ``script`` (the
+    SHA-256 in its header) for this machine's byte order; else None (use ``nft -f``). The
+    format is written by ``compiler.targets.nftables.batch.with_header``."""
+    import hashlib
+    import json
+    import sys
+
+    if not data.startswith(BATCH_MAGIC):
+        return None
+    end = data.find(b"\n", len(BATCH_MAGIC))
+    if end < 0:
+        return None
+    try:
+        meta = json.loads(data[len(BATCH_MAGIC) : end])
+    except ValueError:
+        return None
+    body = data[end + 1 :]
+    if (
+        not isinstance(meta, dict)
+        or meta.get("bytes") != len(body)
+        or meta.get("byteorder") != sys.byteorder
+        or meta.get("script_sha256") != hashlib.sha256(script.encode()).hexdigest()
+    ):
+        return None
+    return body
+
+
+def _batch_messages(data: bytes) -> tuple[int, int, int]:
+    """(number of messages, first seq, last seq) of a batch; ValueError if it is malformed:
+    it must be BATCH_BEGIN, nf_tables messages, BATCH_END, back to back."""
+    off = count = 0
+    first = last = -1
+    kinds: list[int] = []
+    while off < len(data):
+        if off + 16 > len(data):
+            raise ValueError("truncated netlink message")
+        length, kind, _flags, seq, _pid = struct.unpack_from("=IHHII", data, off)
+        if length < 16 or off + length > len(data):
+            raise ValueError("bad netlink message length")
+        if first < 0:
+            first = seq
+        last = seq
+        kinds.append(kind)
+        count += 1
+        off += (length + 3) & ~3
+    if count < 2 or kinds[0] != NFNL_MSG_BATCH_BEGIN or kinds[-1] != NFNL_MSG_BATCH_END:
+        raise ValueError("not a BATCH_BEGIN ... BATCH_END batch")
+    if any(k >> 8 != NFNL_SUBSYS_NFTABLES for k in kinds[1:-1]):
+        raise ValueError("a message of another subsystem in the batch")
+    return count, first, last
+
+
+_KINDS = {0: "table", 2: "table deletion", 3: "chain", 6: "rule", 9: "set", 12: "set elements"}
+
+
+def _describe(data: bytes, seq: int) -> str:
+    """What the batch message ``seq`` is (``rule in chain X``, ``set Y``), for error messages."""
+    off = 0
+    while off + 16 <= len(data):
+        length, kind, _flags, mseq, _pid = struct.unpack_from("=IHHII", data, off)
+        if length < 16:
+            break
+        if mseq == seq:
+            if kind >> 8 != NFNL_SUBSYS_NFTABLES:
+                return "the batch"
+            what = _KINDS.get(kind & 0xFF, f"message type {kind & 0xFF}")
+            a = _attrs(data, off + 20, off + length)
+            # NEWRULE: 2 = chain; NEWCHAIN: 3 = name; NEWSET/NEWSETELEM: 2 = set name
+            name = a.get(3 if kind & 0xFF == 3 else 2, b"").rstrip(b"\0")
+            text = name.decode(errors="replace")
+            if kind & 0xFF == 6:
+                return f"a rule in chain {text}"
+            return f"{what} {text}".rstrip()
+        off += (length + 3) & ~3
+    return f"message {seq}"
+
+
+def send_batch(
+    data: bytes,
+    netns: str | None = None,
+    timeout: float = 60.0,
+    sock: socket.socket | None = None,
+) -> None:
+    """Send a whole nf_tables batch (``BATCH_BEGIN`` … ``BATCH_END``) in one ``sendmsg``.
+
+    The kernel handles the batch inside the ``sendmsg`` call: every message, then the commit,
+    or, if anything failed, the abort of all of it. Its answers are queued on the socket by
+    the time the call returns: an error for each message that failed (and one for the batch if
+    the commit failed), and the acknowledgement the encoder asks for on the last message.
+    Raises NetlinkError (nothing committed) if there is any error; OSError if the batch could
+    not be sent at all (nothing committed either)."""
+    count, first, last = _batch_messages(data)
+    if sock is None:
+        with open_socket(netns, timeout) as own:
+            return send_batch(data, netns, timeout, own)
+    force = getattr(socket, "SO_SNDBUFFORCE", 32)
+    sock.setsockopt(socket.SOL_SOCKET, force, len(data) + 65536)
+    rcvforce = getattr(socket, "SO_RCVBUFFORCE", 33)
+    sock.setsockopt(socket.SOL_SOCKET, rcvforce, 1 << 22)
+    sock.settimeout(timeout)
+    sent = sock.send(data)
+    if sent != len(data):
+        raise NetlinkError(f"nf_tables batch sent in part ({sent} of {len(data)} bytes)")
+    errors: list[str] = []
+    acked = False
+    sock.setblocking(False)
+    try:
+        while True:
+            try:
+                buf = sock.recv(1 << 20)
+            except BlockingIOError:
+                if acked or errors:
+                    break
+                # Not expected (the answers are queued before send returns); wait for them.
+                sock.settimeout(timeout)
+                buf = sock.recv(1 << 20)
+                sock.setblocking(False)
+            off = 0
+            while off + 16 <= len(buf):
+                length, kind, _flags, seq, _pid = struct.unpack_from("=IHHII", buf, off)
+                if length < 16:
+                    break
+                if kind == NLMSG_ERROR and first <= seq <= last:
+                    (code,) = struct.unpack_from("=i", buf, off + 16)
+                    if code != 0:
+                        errors.append(f"{_describe(data, seq)}: {os.strerror(-code)}")
+                    elif seq == last - 1:
+                        acked = True
+                off += (length + 3) & ~3
+    except OSError as e:  # e.g. ENOBUFS: more answers than the socket holds
+        errors.append(f"reading the kernel's answers: {e}")
+    if errors:
+        raise NetlinkError("nf_tables batch refused, nothing committed: " + "; ".join(errors[:5]))

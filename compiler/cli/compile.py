@@ -124,12 +124,21 @@ class _NodeFailed(Exception):
     type=click.Path(file_okay=False),
     help="Artifact directory to write (replaced atomically).",
 )
+@click.option(
+    "--nft-batch",
+    is_flag=True,
+    help="With --target nftables: also write nftables.batch, the script encoded as one netlink "
+    "batch that the runtime loads without nft (at 10,000 policies ~0.7 s instead of ~2 s for "
+    "nft -f; costs compile time). A script the encoder cannot reproduce gets no batch (a note "
+    "on stderr says why); the runtime then uses nft -f.",
+)
 def compile_cmd(
     files: tuple[str, ...],
     nodes: tuple[str, ...],
     all_nodes: bool,
     target_name: str,
     out_dir: str,
+    nft_batch: bool,
 ) -> None:
     """Compile policy for one node (or several) into an artifact directory.
 
@@ -151,6 +160,8 @@ def compile_cmd(
         raise click.UsageError("give --node NODE (repeatable) or --all-nodes")
     if nodes and all_nodes:
         raise click.UsageError("--node and --all-nodes cannot be combined")
+    if nft_batch and target_name != "nftables":
+        raise click.UsageError("--nft-batch is for --target nftables")
     sink = DiagnosticSink()
     sources = HashingSources()
     loaded = load_inputs(files, sink, sources)
@@ -184,7 +195,18 @@ def compile_cmd(
             target.check(program, sink)
         if sink.has_errors:
             raise _NodeFailed(node)
-        return dataclasses.replace(target.render(program), inputs=inputs)
+        artifact = dataclasses.replace(target.render(program), inputs=inputs)
+        if nft_batch:
+            from compiler.targets.nftables import with_batch
+
+            artifact, why = with_batch(artifact)
+            if why is not None:
+                click.echo(
+                    f"tortie: node {node}: no nftables.batch ({why}); the runtime will load "
+                    "the script with nft -f",
+                    err=True,
+                )
+        return artifact
 
     if len(nodes) == 1:  # one --node: DIR is the artifact itself
         node = chosen[0]

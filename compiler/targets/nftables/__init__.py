@@ -37,6 +37,7 @@ workloads on one interface), W812-W815.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import ClassVar
@@ -52,9 +53,10 @@ from compiler.targets.nftables.marks import MARK_BITS_NEEDED, Marks
 from compiler.targets.nftables.names import LOG_PREFIX_MAX, is_ifname
 from compiler.targets.nftables.script import Rendered, render_program
 
-__all__ = ["NftablesTarget", "Rendered", "render_program", "render_set_update"]
+__all__ = ["NftablesTarget", "Rendered", "render_program", "render_set_update", "with_batch"]
 
 SCRIPT = "nftables.nft"
+BATCH = "nftables.batch"
 
 
 class NftablesTarget:
@@ -165,3 +167,18 @@ class NftablesTarget:
             files={SCRIPT: rendered.script.encode()},
             summary=dict(rendered.summary),
         )
+
+
+def with_batch(artifact: Artifact) -> tuple[Artifact, str | None]:
+    """The artifact plus ``nftables.batch`` (:mod:`.batch`: the script as one netlink batch the
+    runtime loads without ``nft``), or the artifact unchanged and why the script could not be
+    encoded (then the runtime loads the script with ``nft -f``, as without a batch)."""
+    from compiler.targets.nftables import batch
+
+    script = artifact.files[SCRIPT].decode()
+    try:
+        data = batch.encode(script)
+    except batch.Unencodable as e:
+        return artifact, str(e)
+    files = {**artifact.files, BATCH: batch.with_header(script, data)}
+    return dataclasses.replace(artifact, files=files), None
