@@ -104,6 +104,9 @@ class ChainBuilder:
     set_names: Mapping[str, str]
     set_families: Mapping[str, int]
     used_sets: set[str] = field(default_factory=set)
+    # how many rules look each IR set up: the script declares the most used sets first, since
+    # the kernel finds a rule's set by name walking the table's sets in declaration order
+    set_refs: dict[str, int] = field(default_factory=dict)
     consts: ConstSets = field(default_factory=ConstSets)
     chains: dict[str, Chain] = field(default_factory=dict)
     _infos: dict[tuple[str, str, str, str], ChainInfo] = field(default_factory=dict)
@@ -169,6 +172,14 @@ class ChainBuilder:
             self._lowered[rule.match] = alternatives
         if not alternatives:
             return [script_comment(f"{comment}: can never match (nets emptied for this family)")]
+        refs = self.set_refs
+        for side in (rule.match.src, rule.match.dst):
+            for sid in (*side.sets, *side.not_sets):
+                refs[sid] = refs.get(sid, 0) + len(alternatives)
+            for pm in (side.ports, side.not_ports):
+                if pm is not None:
+                    for sid in pm.named_sets:
+                        refs[sid] = refs.get(sid, 0) + len(alternatives)
         out = []
         for alt in alternatives:
             out.extend(action(rule, alt, comment))

@@ -324,7 +324,9 @@ class ScriptRenderer:
         return out
 
     def render(self) -> Rendered:
-        sets = tuple(collect(self.program.sets, self.b.used_sets, self.b.set_names))
+        sets = tuple(
+            collect(self.program.sets, self.b.used_sets, self.b.set_names, self.b.set_refs)
+        )
         script, skeleton = self._texts(sets)
         chains = [*self.base, *self.b.chains.values()]
         summary = {
@@ -357,17 +359,8 @@ class ScriptRenderer:
             f"table {FAMILY} {TABLE} {{",
             f"\tcomment {nft_string('managed by tortie: do not edit')}",
         ]
-        if sets:
-            out.append("")
-            out.append("\t# Sets (selector and named-port sets), shared by every rule using them")
-        elements_at: set[int] = set()  # indexes in ``out`` of the IR sets' element lines
-        for decl in sets:
-            lines = render_decl(decl, "\t", with_elements=False)
-            out.extend(lines[:-1])
-            if decl.elements:
-                elements_at.add(len(out))
-                out.append(elements_text(decl.elements, "\t\t"))
-            out.append(lines[-1])
+        # Constant sets first, then the IR sets, most used first (sets.collect): rules find
+        # their sets by name in declaration order.
         consts = self.b.consts.sorted()
         if consts:
             out.append("")
@@ -382,6 +375,17 @@ class ScriptRenderer:
             out.append(f"\t\tcomment {nft_string(sanitize(c.comment))}")
             out.extend(render_elements(c.elements, "\t\t"))
             out.append("\t}")
+        if sets:
+            out.append("")
+            out.append("\t# Sets (selector and named-port sets), shared by every rule using them")
+        elements_at: set[int] = set()  # indexes in ``out`` of the IR sets' element lines
+        for decl in sets:
+            lines = render_decl(decl, "\t", with_elements=False)
+            out.extend(lines[:-1])
+            if decl.elements:
+                elements_at.add(len(out))
+                out.append(elements_text(decl.elements, "\t\t"))
+            out.append(lines[-1])
         if self.extra_sets:
             out.append("")
             out.append(
