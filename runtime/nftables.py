@@ -45,7 +45,7 @@ import logging
 import os
 import re
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import ClassVar
 
 from compiler.tools import nft
@@ -242,19 +242,17 @@ class NftablesDataplane:
             why = "no trusted record of the kernel state" + (
                 "" if current.empty else f" ({UNIT} exists)"
             )
-            diff = plan_diff(kernel_now, _strip(script), "kernel", f"new/{SCRIPT}")
+            diff = _lazy(kernel_now, script, "kernel", f"new/{SCRIPT}", strip=(False, True))
         elif not in_sync:
             why = f"the kernel drifted from the last apply ({', '.join(current.differs(record.kernel))})"
             # What the apply puts back, in listing form, then what the new artifact changes.
-            diff = plan_diff(kernel_now, record.kernel.get(UNIT) or "", "kernel", "applied")
-            if not same:
-                diff += plan_diff(
-                    _strip(old_script), _strip(script), f"applied/{SCRIPT}", f"new/{SCRIPT}"
-                )
-        else:
-            diff = plan_diff(
-                _strip(old_script), _strip(script), f"applied/{SCRIPT}", f"new/{SCRIPT}"
+            diff = _lazy(
+                kernel_now, record.kernel.get(UNIT) or "", "kernel", "applied", strip=(False, False)
             )
+            if not same:
+                diff = _lazy(old_script, script, f"applied/{SCRIPT}", f"new/{SCRIPT}", diff)
+        else:
+            diff = _lazy(_strip(old_script), _strip(script), f"applied/{SCRIPT}", f"new/{SCRIPT}")
             update = delta(old_script, script) if old_script else None
             if update == "":
                 why = "same ruleset (only the artifact's metadata changed)"
@@ -334,6 +332,26 @@ class NftablesDataplane:
 
     def remove(self) -> None:
         self._nft_file(f"table {FAMILY} {TABLE} {{}}\ndelete table {FAMILY} {TABLE}\n")
+
+
+def _lazy(
+    old: str,
+    new: str,
+    old_name: str,
+    new_name: str,
+    before: Callable[[], str] | None = None,
+    strip: tuple[bool, bool] = (True, True),
+) -> Callable[[], str]:
+    """:func:`plan_diff` of ``old`` and ``new`` (scripts :func:`_strip`-ed where ``strip``
+    says so) when it is asked for, after ``before``'s text if given."""
+
+    def text() -> str:
+        head = before() if before is not None else ""
+        a = _strip(old) if strip[0] else old
+        b = _strip(new) if strip[1] else new
+        return head + plan_diff(a, b, old_name, new_name)
+
+    return text
 
 
 def _encodable(script: str) -> bool:

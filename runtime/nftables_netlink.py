@@ -548,22 +548,27 @@ def _batch_messages(data: bytes) -> tuple[int, int, int]:
     off = count = 0
     first = last = -1
     kinds: list[int] = []
+    flags: list[int] = []
     while off < len(data):
         if off + 16 > len(data):
             raise ValueError("truncated netlink message")
-        length, kind, _flags, seq, _pid = struct.unpack_from("=IHHII", data, off)
+        length, kind, mflags, seq, _pid = struct.unpack_from("=IHHII", data, off)
         if length < 16 or off + length > len(data):
             raise ValueError("bad netlink message length")
         if first < 0:
             first = seq
         last = seq
         kinds.append(kind)
+        flags.append(mflags)
         count += 1
         off += (length + 3) & ~3
     if count < 2 or kinds[0] != NFNL_MSG_BATCH_BEGIN or kinds[-1] != NFNL_MSG_BATCH_END:
         raise ValueError("not a BATCH_BEGIN ... BATCH_END batch")
     if any(k >> 8 != NFNL_SUBSYS_NFTABLES for k in kinds[1:-1]):
         raise ValueError("a message of another subsystem in the batch")
+    if count < 3 or not flags[-2] & NLM_F_ACK or last - first != count - 1:
+        # send_batch waits for the acknowledgement of the last message, by sequence number
+        raise ValueError("the batch's last message asks for no acknowledgement")
     return count, first, last
 
 
@@ -606,10 +611,16 @@ def send_batch(
     the commit failed), and the acknowledgement the encoder asks for on the last message.
     Raises NetlinkError (nothing committed) if there is any error; OSError if the batch could
     not be sent at all (nothing committed either)."""
-    count, first, last = _batch_messages(data)
+    count, first, last = _batch_messages(data)  # refuse a malformed batch before sending
     if sock is None:
         with open_socket(netns, timeout) as own:
-            return send_batch(data, netns, timeout, own)
+            return _send(own, data, timeout, count, first, last)
+    return _send(sock, data, timeout, count, first, last)
+
+
+def _send(
+    sock: socket.socket, data: bytes, timeout: float, count: int, first: int, last: int
+) -> None:
     force = getattr(socket, "SO_SNDBUFFORCE", 32)
     sock.setsockopt(socket.SOL_SOCKET, force, len(data) + 65536)
     rcvforce = getattr(socket, "SO_RCVBUFFORCE", 33)

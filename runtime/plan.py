@@ -20,7 +20,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
@@ -121,8 +121,13 @@ class Plan:
     reason: str
     steps: tuple[Step, ...]
     current: KernelState
-    diff: str = ""
+    # For people (--dry-run, -o json): text, or a function making it when it is asked for
+    # (nftables at 10,000 policies: ~0.8 s that a plain apply does not need).
+    diff: str | Callable[[], str] = ""
     desired: str = ""  # the complete desired configuration, for verify() (dataplane-specific)
+
+    def diff_text(self) -> str:
+        return self.diff() if callable(self.diff) else self.diff
 
     @property
     def changes(self) -> bool:

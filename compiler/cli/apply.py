@@ -175,7 +175,7 @@ def apply_cmd(
                 "mode": plan.mode,
                 "reason": plan.reason,
                 "steps": [s.what for s in plan.steps],
-                "diff": plan.diff,
+                "diff": plan.diff_text(),
                 "seconds": round(outcome.seconds, 4),
                 "counts": dict(outcome.after.counts) if outcome.after else None,
             }
@@ -191,7 +191,7 @@ def apply_cmd(
         click.echo(f"would apply {plan.target} artifact {short} ({plan.mode}: {plan.reason}):")
         for step in plan.steps:
             click.echo(f"  - {step.what}")
-        click.echo(plan.diff.rstrip("\n") or "(no textual difference)")
+        click.echo(plan.diff_text().rstrip("\n") or "(no textual difference)")
         return
     counts = ", ".join(
         f"{v} {k}"
