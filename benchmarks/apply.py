@@ -14,6 +14,8 @@ from __future__ import annotations
 import resource
 import secrets
 import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -84,6 +86,9 @@ def nft_times(ns: str, artifact: Path, updates: Mapping[str, Path]) -> dict[str,
         wall, cpu = timed_cpu(ns, ["nft", "-f", script])
         out[label] = wall
         out[f"{label}, CPU"] = cpu
+    # The same transaction as one precompiled netlink batch (compile --nft-batch; encoded here
+    # if the artifact has none), sent by a fresh Python process as tortie apply would.
+    out.update(batch_times(ns, artifact))
     for name, path in updates.items():
         timed(ns, ["nft", "-f", script])
         wall, cpu = timed_cpu(ns, ["nft", "-f", str(path)])
@@ -97,6 +102,33 @@ def nft_times(ns: str, artifact: Path, updates: Mapping[str, Path]) -> dict[str,
         out[f"update: {name} (netlink batch)"] = time.perf_counter() - t0
         out[f"update: {name} (netlink batch), CPU"] = time.process_time() - c0
     timed(ns, ["nft", "delete", "table", "inet", "tortie"])
+    return out
+
+
+def batch_times(ns: str, artifact: Path) -> dict[str, float]:
+    """Wall and CPU of ``python -m benchmarks.send_batch`` into an empty table and replacing
+    it (the process's start included), and the CPU time of encoding the batch."""
+    from compiler.targets.nftables import batch
+
+    out: dict[str, float] = {}
+    script = (artifact / "nftables.nft").read_text()
+    c0 = time.process_time()
+    data = batch.with_header(script, batch.encode(script))
+    out["batch encode (compile --nft-batch), CPU"] = time.process_time() - c0
+    with tempfile.TemporaryDirectory(prefix="tortie-bench-batch-") as tmp:
+        d = Path(tmp)
+        (d / "nftables.nft").write_text(script)
+        (d / "nftables.batch").write_bytes(data)
+        subprocess.run(
+            ["ip", "netns", "exec", ns, "nft", "delete", "table", "inet", "tortie"],
+            capture_output=True,
+            check=False,
+        )
+        argv = [sys.executable, "-m", "benchmarks.send_batch", str(d)]
+        for label in ("full via netlink batch (empty kernel)", "full via netlink batch (replace)"):
+            wall, cpu = timed_cpu(ns, argv)
+            out[label] = wall
+            out[f"{label}, CPU"] = cpu
     return out
 
 
