@@ -120,6 +120,7 @@ def test_a_known_rule_encodes() -> None:
         "meta nfproto ipv4 ip saddr 0.0.0.0/0 accept",
         "meta nfproto ipv5 accept",
         "th dport 70000 accept",
+        "th dport 010 accept",  # leading zero: nft's reading of it is not ours to guess
         "ip saddr @nosuchset accept",
         "jump",
         "meta mark set 1",
