@@ -544,30 +544,33 @@ def read_batch(data: bytes, script: str) -> bytes | None:
 
 def _batch_messages(data: bytes) -> tuple[int, int, int]:
     """(number of messages, first seq, last seq) of a batch; ValueError if it is malformed:
-    it must be BATCH_BEGIN, nf_tables messages, BATCH_END, back to back."""
+    BATCH_BEGIN, nf_tables messages, BATCH_END, back to back, sequence numbers counting up by
+    one, the last nf_tables message asking for an acknowledgement (send_batch waits for it).
+    One pass over the message headers (~50,000 at 10,000 policies)."""
+    n = len(data)
+    head = struct.Struct("=IH").unpack_from
     off = count = 0
-    first = last = -1
-    kinds: list[int] = []
-    flags: list[int] = []
-    while off < len(data):
-        if off + 16 > len(data):
+    prev = before = -1  # offsets of the last two messages
+    while off < n:
+        if off + 16 > n:
             raise ValueError("truncated netlink message")
-        length, kind, mflags, seq, _pid = struct.unpack_from("=IHHII", data, off)
-        if length < 16 or off + length > len(data):
+        length, kind = head(data, off)
+        if length < 16 or off + length > n:
             raise ValueError("bad netlink message length")
-        if first < 0:
-            first = seq
-        last = seq
-        kinds.append(kind)
-        flags.append(mflags)
+        if kind >> 8 != NFNL_SUBSYS_NFTABLES and count and off + length < n:
+            raise ValueError("a message of another subsystem in the batch")
         count += 1
-        off += (length + 3) & ~3
-    if count < 2 or kinds[0] != NFNL_MSG_BATCH_BEGIN or kinds[-1] != NFNL_MSG_BATCH_END:
+        before, prev, off = prev, off, off + ((length + 3) & ~3)
+    if count < 3:
         raise ValueError("not a BATCH_BEGIN ... BATCH_END batch")
-    if any(k >> 8 != NFNL_SUBSYS_NFTABLES for k in kinds[1:-1]):
-        raise ValueError("a message of another subsystem in the batch")
-    if count < 3 or not flags[-2] & NLM_F_ACK or last - first != count - 1:
-        # send_batch waits for the acknowledgement of the last message, by sequence number
+    first_kind, first = struct.unpack_from("=4xH2xI", data, 0)
+    last_kind, last = struct.unpack_from("=4xH2xI", data, prev)
+    if first_kind != NFNL_MSG_BATCH_BEGIN or last_kind != NFNL_MSG_BATCH_END:
+        raise ValueError("not a BATCH_BEGIN ... BATCH_END batch")
+    if last - first != count - 1:
+        raise ValueError("the batch's sequence numbers do not count up by one")
+    (flags,) = struct.unpack_from("=6xH", data, before)  # the message before BATCH_END
+    if not flags & NLM_F_ACK:
         raise ValueError("the batch's last message asks for no acknowledgement")
     return count, first, last
 

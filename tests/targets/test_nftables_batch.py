@@ -217,6 +217,20 @@ def test_send_batch_checks_the_framing_before_sending() -> None:
     data = nb.encode(script)
     with pytest.raises(ValueError):
         nftables_netlink.send_batch(data[:-20], netns="no-such-netns-tortie")
+    msgs = messages(data)
+    offsets = [0]
+    for _k, _f, _s, p in msgs:
+        offsets.append(offsets[-1] + ((20 + len(p) + 3) & ~3))
+    last = offsets[-3]  # the message before BATCH_END
+    no_ack = bytearray(data)
+    struct.pack_into("=H", no_ack, last + 6, msgs[-2][1] & ~nb.NLM_F_ACK)
+    foreign = bytearray(data)
+    struct.pack_into("=H", foreign, offsets[1] + 4, (1 << 8) | 0)  # another subsystem
+    gap = bytearray(data)
+    struct.pack_into("=I", gap, offsets[-2] + 8, len(msgs) + 5)  # BATCH_END's seq
+    for bad in (no_ack, foreign, gap):
+        with pytest.raises(ValueError):
+            nftables_netlink.send_batch(bytes(bad), netns="no-such-netns-tortie")
 
 
 def test_with_batch_adds_the_file() -> None:
