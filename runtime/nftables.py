@@ -9,7 +9,8 @@ never a mix and never nothing; a killed ``nft`` commits nothing, the batch goes 
   (first apply, drift, an interrupted apply) or the change needs it. When the artifact has
   ``nftables.batch`` (``tortie compile --nft-batch``) encoding exactly this script for this
   machine's byte order, that batch is sent instead (``nftables_netlink.send_batch``): the same
-  transaction without nft's userspace (~0.7 s instead of ~2 s at 10,000 policies).
+  transaction without nft's userspace (~0.7 s instead of ~2 s at 10,000 policies). If the
+  kernel refuses the batch (nothing committed), the script goes to ``nft -f`` after all.
 * **update** — when the kernel holds exactly the last applied script: only the chains, sets and
   elements that differ (``runtime/nftables_delta.py``, which explains why: a set re-created in a
   transaction can answer "no match" for a moment, unchanged sets never do).
@@ -307,9 +308,13 @@ class NftablesDataplane:
             logger.debug("netlink batch: %s (%d bytes)", step.what, len(batch))
             try:
                 nftables_netlink.send_batch(batch, netns=self.env.netns)
-            except (OSError, ValueError) as e:  # refused (nothing committed), or no socket
+                return
+            except nftables_netlink.NetlinkError as e:
+                # Refused, nothing committed. The script is the artifact's truth: let nft load
+                # it (if the kernel refuses that too, nft's message says why, with the line).
+                logger.warning("%s; loading %s with nft -f instead", e, SCRIPT)
+            except (OSError, ValueError) as e:  # no socket, a malformed batch, no answer
                 raise nft.NftError(["netlink", "nf_tables batch"], 1, str(e)) from e
-            return
         logger.debug("nft -f: %s (%d bytes)", step.what, len(step.payload))
         self._nft_file(step.payload)
 

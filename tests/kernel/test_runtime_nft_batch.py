@@ -73,23 +73,55 @@ def test_apply_sends_the_batch_and_the_kernel_holds_the_script(w: World, tmp_pat
     assert w.cli("status").returncode == 0
 
 
-def test_a_refused_batch_keeps_the_old_table(w: World, tmp_path: Path) -> None:
+def _drifted(w: World, tmp_path: Path) -> str:
+    """A table applied, then a chain added by hand (drift, so the next apply must replace the
+    whole table); the table with handles."""
     good = write_artifact(_artifact(), tmp_path / "good")
     assert w.cli("apply", str(good), "--node", "n1").returncode == 0
-    # Drift (a chain added by hand), so that the next apply must replace the whole table.
     nft.run(["add", "chain", "inet", "tortie", "by-hand"], netns=w.node.name)
-    handles = nft.run(["-a", "list", "table", "inet", "tortie"], netns=w.node.name).stdout
-    # A changed script (so the apply is a full replacement) whose batch the kernel refuses:
-    # the batch jumps to a chain that does not exist. The header binds it to the script.
+    return nft.run(["-a", "list", "table", "inet", "tortie"], netns=w.node.name).stdout
+
+
+def _with_broken_batch(script: str, batch_script: str, out: Path) -> Path:
+    """An artifact of ``script`` whose batch encodes ``batch_script`` (the header still names
+    ``script``, so the runtime uses it)."""
+    files = {
+        "nftables.nft": script.encode(),
+        BATCH: nb.with_header(script, nb.encode(batch_script)),
+    }
+    return write_artifact(Artifact("nftables", "n1", files), out)
+
+
+def test_a_refused_batch_falls_back_to_nft(w: World, tmp_path: Path) -> None:
+    """The kernel refuses the batch (it jumps to a chain that does not exist): nothing is
+    committed, the runtime loads the script with nft -f, and the apply succeeds."""
+    _drifted(w, tmp_path)
     _, changed = compile_yaml(cluster_yaml(7001), "nftables")
     assert changed is not None
     script = changed.files["nftables.nft"].decode()
-    broken = nb.encode(script.replace("jump wl-ingress/", "jump no-such-chain-", 1))
-    files = {**changed.files, BATCH: nb.with_header(script, broken)}
-    bad = write_artifact(Artifact("nftables", "n1", files), tmp_path / "bad")
-    res = w.cli("apply", str(bad), "--node", "n1", "-vv")
-    assert res.returncode == 1, res.stdout
+    broken = script.replace("jump wl-ingress/", "jump no-such-chain-", 1)
+    art = _with_broken_batch(script, broken, tmp_path / "bad-batch")
+    res = w.cli("apply", str(art), "--node", "n1", "-vv")
+    assert res.returncode == 0, res.stderr
     assert "one netlink batch" in res.stderr
+    # which message the kernel refused: here the map element that jumps to the missing chain
+    assert "refused, nothing committed: set elements wl-ingress" in res.stderr
+    assert "loading nftables.nft with nft -f instead" in res.stderr
+    assert "7001" in _table(w) and "by-hand" not in _table(w)
+
+
+def test_a_refused_batch_and_script_keep_the_old_table(w: World, tmp_path: Path) -> None:
+    handles = _drifted(w, tmp_path)
+    _, changed = compile_yaml(cluster_yaml(7001), "nftables")
+    assert changed is not None
+    broken = (
+        changed.files["nftables.nft"].decode().replace("jump wl-ingress/", "jump no-such-chain-", 1)
+    )
+    art = _with_broken_batch(broken, broken, tmp_path / "bad")
+    res = w.cli("apply", str(art), "--node", "n1", "-vv")
+    assert res.returncode == 1, res.stdout
+    assert "refused, nothing committed" in res.stderr  # the batch ...
+    assert "no-such-chain" in res.stderr  # ... and nft's own message for the script
     assert "previous state is in force" in res.stderr
     assert nft.run(["-a", "list", "table", "inet", "tortie"], netns=w.node.name).stdout == handles
 
