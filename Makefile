@@ -35,7 +35,8 @@ demo: setup
 	$(TORTIE) check -f $(EXAMPLE)
 	@for t in nftables iptables ebpf; do \
 	  echo "== tortie compile --target $$t --node node1"; \
-	  $(TORTIE) compile -f $(EXAMPLE) --node node1 --target $$t -o $(OUT)/node1-$$t || exit 1; \
+	  extra=""; [ $$t = nftables ] && extra=--nft-batch; \
+	  $(TORTIE) compile -f $(EXAMPLE) --node node1 --target $$t $$extra -o $(OUT)/node1-$$t || exit 1; \
 	done
 	@echo "== tortie matrix (TCP 8080)"
 	$(TORTIE) matrix -f $(EXAMPLE) --protocol TCP --port 8080
