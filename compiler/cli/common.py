@@ -124,7 +124,10 @@ def _stdin_text(sink: DiagnosticSink) -> io.StringIO:
     """Standard input read as bytes and decoded like a file, so that bad bytes get the same
     located E003 error (``<stdin>:LINE:COL``) instead of a decoding failure of the stream."""
     try:
-        data = click.get_binary_stream("stdin").read()
+        stream = sys.stdin.buffer if hasattr(sys.stdin, "buffer") else sys.stdin
+        data = stream.read()
+        if isinstance(data, str):  # a text-only stdin (replaced by a caller): as UTF-8 bytes
+            data = data.encode("utf-8", "surrogateescape")
     except OSError as e:
         sink.error("E002", f"cannot read standard input: {e.strerror or e}", Span(STDIN_NAME, 0, 0))
         data = b""
