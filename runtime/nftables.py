@@ -62,6 +62,7 @@ logger = logging.getLogger(__name__)
 
 SCRIPT = "nftables.nft"
 BATCH = "nftables.batch"  # the script as one netlink batch (compile --nft-batch), optional
+BATCH_STEP = "nft-batch"  # Step.kind of a full replacement sent as that batch
 # The table the nftables target renders (compiler/targets/nftables/script.py; a test checks they
 # agree). Not imported: that would pull the whole compiler into every apply and status.
 FAMILY = "inet"
@@ -253,7 +254,7 @@ class NftablesDataplane:
             if not same:
                 diff = _lazy(old_script, script, f"applied/{SCRIPT}", f"new/{SCRIPT}", diff)
         else:
-            diff = _lazy(_strip(old_script), _strip(script), f"applied/{SCRIPT}", f"new/{SCRIPT}")
+            diff = _lazy(old_script, script, f"applied/{SCRIPT}", f"new/{SCRIPT}")
             update = delta(old_script, script) if old_script else None
             if update == "":
                 why = "same ruleset (only the artifact's metadata changed)"
@@ -272,7 +273,8 @@ class NftablesDataplane:
             batch = nftables_netlink.read_batch(data, script)
             if batch is not None:
                 self._batches[script] = batch
-                step = Step("nft", f"replace table {FAMILY} {TABLE} (one netlink batch)", script)
+                what = f"replace table {FAMILY} {TABLE} (one netlink batch)"
+                step = Step(BATCH_STEP, what, script)
             else:
                 logger.info("%s does not encode this %s for this machine: nft -f", BATCH, SCRIPT)
         return Plan(self.TARGET, artifact.hash, "full", why, (step,), current, diff, script)
@@ -302,7 +304,7 @@ class NftablesDataplane:
             except OSError as e:  # NetlinkError (refused: nothing committed) or no socket
                 raise nft.NftError(["netlink", "nf_tables batch"], 1, str(e)) from e
             return
-        batch = self._batches.get(step.payload) if "netlink batch" in step.what else None
+        batch = self._batches.get(step.payload) if step.kind == BATCH_STEP else None
         if batch is not None:
             # The same transaction as `nft -f` of the script (compiler/targets/nftables/batch.py)
             logger.debug("netlink batch: %s (%d bytes)", step.what, len(batch))

@@ -40,7 +40,7 @@ from operator import add, itemgetter, mod, sub
 
 from compiler.perf import paused_gc
 
-__all__ = ["MAGIC", "Unencodable", "encode", "header", "parse_header", "with_header"]
+__all__ = ["MAGIC", "Unencodable", "encode", "header", "with_header"]
 
 
 class Unencodable(ValueError):
@@ -151,18 +151,13 @@ def _data(kind: int, value: bytes) -> bytes:
     return _nest(kind, _attr(1, value))  # NFTA_DATA_VALUE
 
 
-def _udata_comment(text: str) -> bytes:
+def _udata_comment(text: str, kind: int = 0) -> bytes:
+    """A comment as a userdata TLV: ``kind`` 0 for tables, chains and rules
+    (NFTNL_UDATA_*_COMMENT), 7 for sets (NFTNL_UDATA_SET_COMMENT)."""
     raw = text.encode() + b"\0"
     if len(raw) > 255:
         raise Unencodable(f"comment longer than 254 bytes: {text[:40]!r}")
-    return bytes((0, len(raw))) + raw  # NFTNL_UDATA_*_COMMENT = 0 for tables, chains, rules
-
-
-def _set_udata_comment(text: str) -> bytes:
-    raw = text.encode() + b"\0"
-    if len(raw) > 255:
-        raise Unencodable(f"comment longer than 254 bytes: {text[:40]!r}")
-    return bytes((7, len(raw))) + raw  # NFTNL_UDATA_SET_COMMENT
+    return bytes((kind, len(raw))) + raw
 
 
 def _expr(name: str, *attrs: bytes) -> bytes:
@@ -693,7 +688,7 @@ class _Batch:
         items = _split_elements(elements) if elements is not None else []
         set_id = self.new_id()
         head = self.table_attr + _str(2, name)
-        udata_comment = _set_udata_comment(comment) if comment is not None else b""
+        udata_comment = _udata_comment(comment, 7) if comment is not None else b""
         width = 0  # of an interval set's keys (its elements come in ranges)
         if kind == "map":
             key, sep, data = typ.partition(" : ")
@@ -1440,15 +1435,3 @@ def header(script: str, batch: bytes) -> bytes:
 
 def with_header(script: str, batch: bytes) -> bytes:
     return header(script, batch) + batch
-
-
-def parse_header(data: bytes) -> tuple[dict[str, object], bytes]:
-    """(header fields, batch) of a batch file; ValueError if it is not one."""
-    if not data.startswith(MAGIC):
-        raise ValueError("not a tortie nft batch file")
-    end = data.index(b"\n", len(MAGIC))
-    meta = json.loads(data[len(MAGIC) : end])
-    body = data[end + 1 :]
-    if not isinstance(meta, dict) or meta.get("bytes") != len(body):
-        raise ValueError("batch file truncated or damaged")
-    return meta, body

@@ -91,6 +91,19 @@ def log_prefix(text: str) -> str:
     return nft_string(text + ": ", LOG_PREFIX_MAX)
 
 
+def _set_ids(m: ir.Match) -> list[str]:
+    """The IR sets a match looks up (address sets and named-port sets, both sides), once for
+    each lookup."""
+    out: list[str] = []
+    for side in (m.src, m.dst):
+        out += side.sets
+        out += side.not_sets
+        for pm in (side.ports, side.not_ports):
+            if pm is not None:
+                out += pm.named_sets
+    return out
+
+
 @dataclass
 class ChainBuilder:
     """Builds policy/profile chains on demand (each once) and the endpoint chains that use them.
@@ -160,26 +173,17 @@ class ChainBuilder:
         if rule.http_ignored:
             comment += " (http match not enforced at L3/L4)"
         alternatives = self._lowered.get(rule.match)
+        set_ids = _set_ids(rule.match)
         if alternatives is None:
             # (an equal match seen before has the same sets: they are in used_sets already)
-            for m in (rule.match.src, rule.match.dst):
-                for pm in (m.ports, m.not_ports):
-                    if pm is not None:
-                        self.used_sets.update(pm.named_sets)
-                self.used_sets.update(m.sets)
-                self.used_sets.update(m.not_sets)
+            self.used_sets.update(set_ids)
             alternatives = lower_match(rule.match, self.set_names, self.set_families, self.consts)
             self._lowered[rule.match] = alternatives
         if not alternatives:
             return [script_comment(f"{comment}: can never match (nets emptied for this family)")]
         refs = self.set_refs
-        for side in (rule.match.src, rule.match.dst):
-            for sid in (*side.sets, *side.not_sets):
-                refs[sid] = refs.get(sid, 0) + len(alternatives)
-            for pm in (side.ports, side.not_ports):
-                if pm is not None:
-                    for sid in pm.named_sets:
-                        refs[sid] = refs.get(sid, 0) + len(alternatives)
+        for sid in set_ids:
+            refs[sid] = refs.get(sid, 0) + len(alternatives)
         out = []
         for alt in alternatives:
             out.extend(action(rule, alt, comment))
