@@ -109,6 +109,21 @@ class NftablesTarget:
                 "N/second|minute|hour|day; Log rules are not rate limited",
                 felix.span,
             )
+        self.check_endpoints(program, sink)
+        for policy in program.policies.values():
+            if any(r.action == ir.LOG for d in ir.DIRECTIONS for r in policy.rules(d)):
+                prefix = log_prefix(policy_log_prefix(felix.log_prefix, policy))
+                if prefix.endswith('..."'):
+                    sink.warning(
+                        "W814",
+                        f"nftables target: the log prefix of {policy.id} is cut to "
+                        f"{LOG_PREFIX_MAX} bytes",
+                        policy.origin,
+                    )
+
+    def check_endpoints(self, program: ir.Program, sink: DiagnosticSink) -> None:
+        """The part of :meth:`check` about this node's endpoints (all the agent checks again
+        when only endpoints changed: the rest reads objects it already checked)."""
         seen: dict[str, str] = {}
         for ep in local_endpoints(program):
             self._check_endpoint(program, ep, sink)
@@ -122,16 +137,6 @@ class NftablesTarget:
                     ep.origin,
                 )
             seen.setdefault(ep.interface, ep.id)
-        for policy in program.policies.values():
-            if any(r.action == ir.LOG for d in ir.DIRECTIONS for r in policy.rules(d)):
-                prefix = log_prefix(policy_log_prefix(felix.log_prefix, policy))
-                if prefix.endswith('..."'):
-                    sink.warning(
-                        "W814",
-                        f"nftables target: the log prefix of {policy.id} is cut to "
-                        f"{LOG_PREFIX_MAX} bytes",
-                        policy.origin,
-                    )
 
     @staticmethod
     def _check_endpoint(program: ir.Program, ep: ir.Endpoint, sink: DiagnosticSink) -> None:

@@ -130,6 +130,18 @@ class ChainBuilder:
     # lower_match results by match (equal matches recur across policies: 3,700 distinct of
     # 14,800 at 10,000 policies); the same builder means the same set names and constant sets
     _lowered: dict[ir.Match, list[str]] = field(default_factory=dict)
+    # chain name -> the ``_infos`` key of the policy, profile or sequence chain it is (endpoint
+    # chains have none): what a chain update (:mod:`.chain_update`) forgets with a chain
+    owners: dict[str, tuple[str, str, str, str]] = field(default_factory=dict)
+    # when a list: the name of every chain built from now on, in order (:mod:`.chain_update`)
+    log: list[str] | None = None
+
+    def put(self, chain: Chain, owner: tuple[str, str, str, str] | None = None) -> None:
+        self.chains[chain.name] = chain
+        if owner is not None:
+            self.owners[chain.name] = owner
+        if self.log is not None:
+            self.log.append(chain.name)
 
     def where(self, span: Span) -> str:
         """``span_text(span)``, the file's part worked out once per file (it runs for every
@@ -175,10 +187,18 @@ class ChainBuilder:
         alternatives = self._lowered.get(rule.match)
         set_ids = _set_ids(rule.match)
         if alternatives is None:
-            # (an equal match seen before has the same sets: they are in used_sets already)
-            self.used_sets.update(set_ids)
+            consts = self.consts.sets
+            known = len(consts)
             alternatives = lower_match(rule.match, self.set_names, self.set_families, self.consts)
             self._lowered[rule.match] = alternatives
+            if alternatives:
+                # (an equal match seen before has the same sets: they are in used_sets already)
+                self.used_sets.update(set_ids)
+            elif len(consts) > known:
+                # Only what a rule refers to is declared: forget the constant sets made for a
+                # side of a match that the other side then emptied.
+                for name in list(consts)[known:]:
+                    del consts[name]
         if not alternatives:
             return [script_comment(f"{comment}: can never match (nets emptied for this family)")]
         refs = self.set_refs
@@ -260,7 +280,7 @@ class ChainBuilder:
             empty=not rules,
         )
         if rules:
-            self.chains[name] = Chain(name, comment, tuple(lines))
+            self.put(Chain(name, comment, tuple(lines)), key)
         self._infos[key] = info
         self._policy_infos(direction, flavour)[pid] = info
         return info
@@ -297,7 +317,7 @@ class ChainBuilder:
         comment = f"profile {name} {direction}" + (f" {where}" if where else "")
         rules = profile.rules(direction)
         if rules:
-            self.chains[chain_name] = Chain(chain_name, comment, tuple(lines))
+            self.put(Chain(chain_name, comment, tuple(lines)), key)
         info = ChainInfo(chain_name, any(r.action == ir.ALLOW for r in rules), False, not rules)
         self._infos[key] = info
         return info
@@ -345,7 +365,7 @@ class ChainBuilder:
             return self._infos[cache_key]
         name = short_name(prefix, key)
         lines, _ = self._jumps(targets, allow_bit, False, True)
-        self.chains[name] = Chain(name, comment, tuple(lines))
+        self.put(Chain(name, comment, tuple(lines)), cache_key)
         info = ChainInfo(
             name,
             can_allow=any(i.can_allow for _, i in targets),
@@ -479,7 +499,7 @@ class ChainBuilder:
     def add(self, chain: Chain) -> str:
         if chain.name in self.chains:
             raise ValueError(f"duplicate nft chain name {chain.name}")
-        self.chains[chain.name] = chain
+        self.put(chain)
         return chain.name
 
 

@@ -111,6 +111,20 @@ def star_hep(heps: list[ir.Endpoint]) -> ir.Endpoint | None:
     return next((h for h in heps if h.interface == "*"), None)
 
 
+def workload_chain(b: ChainBuilder, ep: ir.Endpoint, direction: str) -> str:
+    """Adds the chain of a workload's ``direction`` (``wl-ingress|egress/<iface>``) to ``b``
+    (and the policy, profile and sequence chains it needs that ``b`` does not have yet)."""
+    m = b.marks
+    name = ident(f"wl-{direction}/", ep.interface)
+    lines = [with_comment(m.clear(m.accept | m.pass_), "clear accept and pass")]
+    tiers, final = b.tier_lines(ep.plan(direction), direction, NORMAL, True)
+    lines += tiers
+    if not final:
+        lines += b.profile_lines(ep, direction)
+    to_from = "to" if direction == ir.INGRESS else "from"
+    return b.add(Chain(name, f"{direction} ({to_from}) {_describe(ep)}", tuple(lines)))
+
+
 class EndpointRenderer:
     """Builds every endpoint chain of the node and the dispatch map contents."""
 
@@ -126,21 +140,11 @@ class EndpointRenderer:
 
     # -- workloads ------------------------------------------------------------------------------
 
-    def _workload(self, ep: ir.Endpoint, direction: str) -> str:
-        name = ident(f"wl-{direction}/", ep.interface)
-        lines = [with_comment(self.m.clear(self.m.accept | self.m.pass_), "clear accept and pass")]
-        tiers, final = self.b.tier_lines(ep.plan(direction), direction, NORMAL, True)
-        lines += tiers
-        if not final:
-            lines += self.b.profile_lines(ep, direction)
-        to_from = "to" if direction == ir.INGRESS else "from"
-        return self.b.add(Chain(name, f"{direction} ({to_from}) {_describe(ep)}", tuple(lines)))
-
     def workloads_(self) -> None:
         for ep in sorted(self.workloads, key=lambda e: e.interface):
             key = ep.interface
-            self.dispatch.add("wl-ingress", key, self._workload(ep, ir.INGRESS))
-            self.dispatch.add("wl-egress", key, self._workload(ep, ir.EGRESS))
+            self.dispatch.add("wl-ingress", key, workload_chain(self.b, ep, ir.INGRESS))
+            self.dispatch.add("wl-egress", key, workload_chain(self.b, ep, ir.EGRESS))
 
     # -- host endpoints -------------------------------------------------------------------------
 

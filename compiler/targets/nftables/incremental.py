@@ -67,15 +67,32 @@ def _same_declaration(a: AddrSet, b: AddrSet) -> bool:
     )
 
 
-def _same_skeleton(old: Program, new: Program) -> bool:
-    """True only when the two scripts' skeletons are certainly equal (see the module doc)."""
+def same_but_endpoints(old: Program, new: Program) -> bool:
+    """The node, FelixConfiguration, host addresses and every policy and profile object are
+    the same in both programs (the sets are compared by the callers)."""
     if old.node != new.node or not (old.felix is new.felix or old.felix == new.felix):
         return False
     if old.host_ips != new.host_ips:
         return False
-    if not _same_objects(old.policies, new.policies):
+    return _same_objects(old.policies, new.policies) and _same_objects(old.profiles, new.profiles)
+
+
+def same_set_declarations(old: Program, new: Program) -> bool:
+    """Every set of ``old`` is in ``new`` and declared the same (members may differ)."""
+    if old.sets is new.sets:
+        return True
+    if old.sets.keys() != new.sets.keys():
         return False
-    if not _same_objects(old.profiles, new.profiles):
+    for sid, a in old.sets.items():
+        b = new.sets[sid]
+        if a is not b and not _same_declaration(a, b):
+            return False
+    return True
+
+
+def _same_skeleton(old: Program, new: Program) -> bool:
+    """True only when the two scripts' skeletons are certainly equal (see the module doc)."""
+    if not same_but_endpoints(old, new):
         return False
     # Only this node's endpoints are rendered (targets.base.local_endpoints); another node's
     # endpoint shows only through set members, which are diffed below.
@@ -89,15 +106,7 @@ def _same_skeleton(old: Program, new: Program) -> bool:
         theirs = [e for e in new.endpoints if e.node == node]
         if len(mine) != len(theirs) or any(a is not b for a, b in zip(mine, theirs, strict=True)):
             return False
-    if old.sets is new.sets:
-        return True
-    if old.sets.keys() != new.sets.keys():
-        return False
-    for sid, a in old.sets.items():
-        b = new.sets[sid]
-        if a is not b and not _same_declaration(a, b):
-            return False
-    return True
+    return same_set_declarations(old, new)
 
 
 def _script(deletes: list[str], adds: list[str]) -> str:
@@ -133,7 +142,7 @@ def _fast(old: Program, new: Program, info: RenderInfo) -> str:
 
 def _info(program: Program) -> RenderInfo:
     info = RENDERED.get(program)
-    if info is None:
+    if info is None or info.skeleton_sha256 is None:
         render_program(program)  # records it
         info = RENDERED[program]
     return info

@@ -30,14 +30,16 @@ chains see every packet, as untracked policy must.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import ipaddress
 import weakref
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 from compiler.ir import nodes as ir
 from compiler.targets.nftables.chains import Chain, ChainBuilder, sorted_chains, with_comment
+from compiler.targets.nftables.consts import ConstSet
 from compiler.targets.nftables.endpoints import EndpointRenderer, star_hep
 from compiler.targets.nftables.marks import Marks, hexmark
 from compiler.targets.nftables.names import nft_string, sanitize, script_comment
@@ -63,11 +65,27 @@ UsedSet = tuple[str, str, ir.AddrSet, tuple[str, ...]]
 
 @dataclass(frozen=True, slots=True)
 class RenderInfo:
-    skeleton_sha256: bytes
+    skeleton_sha256: bytes | None  # None: not known (a chain update made it; render to find out)
     sets: tuple[UsedSet, ...]
 
 
 RENDERED: weakref.WeakKeyDictionary[ir.Program, RenderInfo] = weakref.WeakKeyDictionary()
+
+# The renderer of each program rendered inside :func:`keeping_renderers` (the agent's renders):
+# its chains and caches are what a chain update (:mod:`.chain_update`) starts from.
+RENDERERS: weakref.WeakKeyDictionary[ir.Program, ScriptRenderer] = weakref.WeakKeyDictionary()
+_keep = [False]
+
+
+@contextlib.contextmanager
+def keeping_renderers() -> Iterator[None]:
+    """Renders inside this block keep their renderer in :data:`RENDERERS`."""
+    old, _keep[0] = _keep[0], True
+    try:
+        yield
+    finally:
+        _keep[0] = old
+
 
 # ICMPv6 a pod needs to reach its host for IPv6 to work at all (MLD 130-132, router solicitation
 # 133, neighbour solicitation/advertisement 135/136); Felix accepts them before workload policy.
@@ -312,7 +330,7 @@ class ScriptRenderer:
         return out
 
     @staticmethod
-    def _chain_lines(chain: Chain) -> list[str]:
+    def chain_lines(chain: Chain) -> list[str]:
         out = [f"\tchain {chain.name} {{"]
         if chain.hook:
             out.append(f"\t\t{chain.hook}")
@@ -341,6 +359,8 @@ class ScriptRenderer:
             hashlib.sha256(skeleton.encode()).digest(),
             tuple((d.set_id, d.name, self.program.sets[d.set_id], d.elements) for d in sets),
         )
+        if _keep[0]:
+            RENDERERS[self.program] = self
         return Rendered(script, sets, skeleton, summary)
 
     def _texts(self, sets: tuple[SetDecl, ...]) -> tuple[str, str]:
@@ -369,12 +389,7 @@ class ScriptRenderer:
                 "named by content)"
             )
         for c in consts:
-            out.append(f"\tset {c.name} {{")
-            out.append(f"\t\ttype {c.type}")
-            out.append("\t\tflags interval")
-            out.append(f"\t\tcomment {nft_string(sanitize(c.comment))}")
-            out.extend(render_elements(c.elements, "\t\t"))
-            out.append("\t}")
+            out.extend(const_lines(c))
         if sets:
             out.append("")
             out.append("\t# Sets (selector and named-port sets), shared by every rule using them")
@@ -410,7 +425,7 @@ class ScriptRenderer:
         out.append("")
         out.append("\t# Base chains")
         for chain in self.base:
-            out.extend(self._chain_lines(chain))
+            out.extend(self.chain_lines(chain))
         # Policy and profile chains (the rules that look sets up) before the chains that jump
         # to them: the kernel walks the whole transaction for every set a rule binds, so set
         # lookups are cheapest early in the transaction.
@@ -428,13 +443,27 @@ class ScriptRenderer:
                 out.append("")
                 out.append(f"\t# {title}")
             for chain in chosen:
-                out.extend(self._chain_lines(chain))
+                out.extend(self.chain_lines(chain))
             emitted += len(chosen)
         if emitted != len(self.b.chains):
             raise AssertionError("a chain belongs to none of the script's groups")
         out.append("}")
         skeleton = [line for i, line in enumerate(out) if i not in elements_at]
         return "\n".join(out) + "\n", "\n".join(skeleton) + "\n"
+
+
+def const_lines(c: ConstSet, with_elements: bool = True) -> list[str]:
+    """The block of a constant set (:mod:`.consts`)."""
+    out = [
+        f"\tset {c.name} {{",
+        f"\t\ttype {c.type}",
+        "\t\tflags interval",
+        f"\t\tcomment {nft_string(sanitize(c.comment))}",
+    ]
+    if with_elements:
+        out.extend(render_elements(c.elements, "\t\t"))
+    out.append("\t}")
+    return out
 
 
 def _host_addrs(program: ir.Program, heps: list[ir.Endpoint]) -> list[ir.IPAddr]:

@@ -102,7 +102,7 @@ def elements_of(s: AddrSet) -> tuple[str, ...]:
     return addr_elements(s.members or ())
 
 
-def declare(s: AddrSet, name: str) -> SetDecl:
+def declare(s: AddrSet, name: str, with_elements: bool = True) -> SetDecl:
     family = set_family(s)
     addr = "ipv4_addr" if family == 4 else "ipv6_addr"
     if s.is_named_port:
@@ -113,7 +113,7 @@ def declare(s: AddrSet, name: str) -> SetDecl:
         typ = addr
         what = s.selector
     header = (script_comment(f"{s.id}: {what}"),)
-    return SetDecl(name, s.id, typ, s.id, header, elements_of(s))
+    return SetDecl(name, s.id, typ, s.id, header, elements_of(s) if with_elements else ())
 
 
 def collect(
