@@ -57,7 +57,8 @@ from compiler.incremental.sources import SourceCache, registry
 from compiler.ir.nodes import Endpoint, Program
 from compiler.perf import paused_gc
 from compiler.targets import BUILTIN, get_target
-from compiler.targets.nftables.script import RENDERED
+from compiler.targets.nftables.incremental import _same_objects
+from compiler.targets.nftables.script import RENDERED, keeping_renderers
 from runtime.apply import Outcome, apply_artifact, dataplane_for
 from runtime.metrics import Metrics
 from runtime.nftables import UNIT, NftablesDataplane
@@ -264,17 +265,22 @@ class Agent:
             program, inputs = self._compile(timings, path)
             set_update = None
             loaded: LoadedArtifact | None = None
+            fast = None
             if not force_full and self._set_update is not None and self._program is not None:
                 if self._skeleton_same is False and self._rules_changed:
-                    # Not set-only, almost surely, and the nftables set-update check would
-                    # render ``program`` to find out (its identity shortcut does not hold):
-                    # render the artifact first; the check reuses that rendering
-                    # (script.RENDERED) instead of a second one (~1.5 s at 10,000 policies).
-                    loaded = self._render(program, inputs, timings)
-                t0 = time.monotonic()
-                set_update = self._set_update(self._program, program)
-                timings["diff"] = time.monotonic() - t0
-            fast = None
+                    # A local workload's policies changed: only its chains (and what they
+                    # need) as one small batch, when that applies (runtime/nftables_chains.py).
+                    fast = self._try_chains(program, timings)
+                    if fast is None:
+                        # Not set-only, almost surely, and the nftables set-update check would
+                        # render ``program`` to find out (its identity shortcut does not hold):
+                        # render the artifact first; the check reuses that rendering
+                        # (script.RENDERED) instead of a second one (~1.5 s at 10,000 policies).
+                        loaded = self._render(program, inputs, timings)
+                if fast is None:
+                    t0 = time.monotonic()
+                    set_update = self._set_update(self._program, program)
+                    timings["diff"] = time.monotonic() - t0
             if set_update is not None:
                 fast = self._try_fast(program, set_update, timings)
             if fast is not None:
@@ -307,6 +313,13 @@ class Agent:
             )
         self._program, self._inputs = program, inputs
         self._compiler.commit()
+        if self._fast and mode not in ("sets", "chains"):
+            # After a render: the state the next chain update starts from, made now.
+            from compiler.targets.nftables.chain_update import prepare
+
+            t0 = time.monotonic()
+            if prepare(program):
+                timings["prepare"] = time.monotonic() - t0
         seconds = time.monotonic() - start
         timings["total"] = seconds
         self.metrics.observe_reconcile(result, seconds, counts, mode=mode)
@@ -376,6 +389,77 @@ class Agent:
         self._pending = True
         self._last_change = time.monotonic()
         return ("applied", "sets", f"{res.reason} ({', '.join(res.sets)})", None)
+
+    def _try_chains(
+        self, program: Program, timings: dict[str, float]
+    ) -> tuple[str, str, str, dict[str, int] | None] | None:
+        """The chain-update fast path (runtime/nftables_chains.py): (result, mode, reason,
+        counts), or None when the general path must run."""
+        if not self._fast or self._artifact is None or self._program is None:
+            return None
+        from compiler.targets.nftables.batch import Unencodable
+        from compiler.targets.nftables.batch_delta import encode_delta
+        from compiler.targets.nftables.chain_update import chain_update
+        from runtime.nftables_chains import apply_chains
+
+        t0 = time.monotonic()
+        update = chain_update(self._program, program)
+        if update is None:
+            timings["diff"] = time.monotonic() - t0
+            return None
+        try:
+            data = encode_delta(update.script, update.declarations, update.empty)
+        except Unencodable as e:
+            logger.info("chain update not encoded (%s): the general path applies it", e)
+            data = None
+        timings["diff"] = time.monotonic() - t0
+        if data is None:
+            return None
+        if not update.script:
+            self._pending = True
+            self._last_change = time.monotonic()
+            return ("unchanged", "none", "the local workload's chains are the same", None)
+        overlay_name = hashlib.sha256(
+            f"{self._overlay_name}\0{self._artifact}\0{update.script}".encode()
+        ).hexdigest()[:16]
+        t0 = time.monotonic()
+        try:
+            res = apply_chains(
+                self.config.env,
+                data,
+                chains=[*update.created_chains, *update.flushed_chains],
+                deleted_chains=update.deleted_chains,
+                created_sets=update.created_sets,
+                deleted_sets=update.deleted_sets,
+                element_sets=update.element_sets,
+                want=update.elements,
+                rules=update.rules,
+                set_elements={n: len(update.elements[n]) for n in update.created_sets},
+                base=self._artifact,
+                overlay=self._overlay,
+                known_generation=self._gen,
+                known_record=self._record_stat,
+                program=overlay_name,
+                heads=self._heads,
+            )
+        except Declined as e:
+            logger.info("chain update fast path not taken: %s", e)
+            return None
+        except ApplyFailed as e:
+            logger.error("chain update failed: %s; applying in full", e)
+            self._gen = self._record_stat = None
+            return None
+        finally:
+            timings["apply"] = time.monotonic() - t0
+        self._overlay, self._gen = res.overlay, res.generation
+        self._pending = True
+        self._last_change = time.monotonic()
+        what = (
+            f"{len(update.flushed_chains)} chain(s) changed, {len(update.created_chains)} "
+            f"added, {len(update.deleted_chains)} deleted; {len(update.created_sets)} set(s) "
+            f"added, {len(update.deleted_sets)} deleted, {len(update.element_sets)} changed"
+        )
+        return ("applied", "chains", f"{res.reason} ({what})", None)
 
     def _apply(self, loaded: LoadedArtifact, set_update: str | None) -> Outcome:
         """The general path: ``apply_artifact``, then note what the kernel and record are."""
@@ -475,7 +559,24 @@ class Agent:
         if not same:
             self._skeleton_same = self._check_unchanged(program)
             if not self._skeleton_same:
-                get_target(cfg.target).check(program, sink)
+                target = get_target(cfg.target)
+                old = self._program
+                if (
+                    cfg.target == "nftables"
+                    and compiled.update is not None
+                    and old is not None
+                    and base is not None
+                    and base.program is old
+                    and old.felix is program.felix
+                    and old.node == program.node
+                    and _same_objects(old.policies, program.policies)
+                ):
+                    # Only endpoints changed since the program in force (checked then):
+                    # check what the target checks of them (~1 ms, not ~15 ms at 10,000
+                    # policies).
+                    target.check_endpoints(program, sink)  # type: ignore[attr-defined]
+                else:
+                    target.check(program, sink)
         timings["compile"] = timings.get("compile", 0.0) + time.monotonic() - t0
         _raise_errors(sink.diagnostics, self._compiler.sources)
         warnings = sorted({*compiled.diagnostics, *sink.diagnostics}, key=_order)
@@ -502,7 +603,9 @@ class Agent:
     ) -> LoadedArtifact:
         t0 = time.monotonic()
         target = get_target(self.config.target)
-        artifact = dataclasses.replace(target.render(program), inputs=dict(sorted(inputs.items())))
+        with keeping_renderers():  # the chain updates start from this render
+            rendered = target.render(program)
+        artifact = dataclasses.replace(rendered, inputs=dict(sorted(inputs.items())))
         timings["render"] = timings.get("render", 0.0) + time.monotonic() - t0
         return LoadedArtifact.from_artifact(artifact, f"agent:{self.config.watch}")
 

@@ -269,7 +269,7 @@ def _record(artifact: LoadedArtifact, plan: Plan, after: KernelState, stamp: str
         applied_at=time.time(),
         mode=plan.mode,
         counts=dict(after.counts),
-        kernel=dict(after.units),
+        kernel=dict(after.recordable if after.recordable is not None else after.units),
         summary=artifact.summary,
         stamp=stamp,
     )

@@ -212,7 +212,17 @@ class NftablesDataplane:
         if counts is None:  # not the shape Tortie writes: let nft count (JSON listing)
             doc = self._list(json_out=True)
             counts = json_counts(json.loads(doc)["nftables"] if doc else [])
-        return KernelState({UNIT: normalise(listing)}, counts, {UNIT: listing})
+        text = normalise(listing)
+        overlay = self.env.state.masked_overlay()
+        if overlay is None:
+            return KernelState({UNIT: text}, counts, {UNIT: listing})
+        # Chain updates of the agent are in force: their objects are compared by netlink
+        # digest, as the overlay records them (runtime/nftables_chains.py); a record stores
+        # the listing.
+        from runtime.nftables_fast import mask
+
+        masked = mask(text, overlay.masked, self.env.netns)
+        return KernelState({UNIT: masked}, counts, {UNIT: listing}, {UNIT: text})
 
     # -- planning -----------------------------------------------------------------------------
 

@@ -287,6 +287,31 @@ def record_stat(env: Env) -> tuple[int, int, int] | None:
     return env.state.record_stat()
 
 
+def preflight(
+    env: Env,
+    stack: contextlib.ExitStack,
+    overlay: SetOverlay | None,
+    known_generation: int | None,
+    known_record: tuple[int, int, int] | None,
+) -> tuple[socket.socket, int]:
+    """(a netlink socket closed with ``stack``, the generation id) once the kernel and the
+    state dir are what the caller last saw (called with the state dir's lock held); raises
+    :class:`Declined` otherwise."""
+    if env.state.read_journal() is not None:
+        raise Declined("an earlier apply did not finish")
+    if known_generation is None or known_record is None:
+        raise Declined("the kernel state is not known to match the record")
+    if record_stat(env) != known_record:
+        raise Declined("the record was replaced by another apply")
+    if env.state.read_overlay() != overlay:
+        raise Declined("the set overlay is not the one this agent wrote")
+    sock = stack.enter_context(nftables_netlink.open_socket(env.netns))
+    gen0 = generation(env.netns, sock)
+    if gen0 != known_generation:
+        raise Declined("the nf_tables generation changed (someone committed a transaction)")
+    return sock, gen0
+
+
 def apply_sets(
     env: Env,
     script: str,
@@ -314,20 +339,8 @@ def apply_sets(
 
     names = touched_sets(script)
     with apply_lock(env.state.root, env.lock_timeout), contextlib.ExitStack() as stack:
-        if env.state.read_journal() is not None:
-            raise Declined("an earlier apply did not finish")
-        if known_generation is None or known_record is None:
-            raise Declined("the kernel state is not known to match the record")
-        if record_stat(env) != known_record:
-            raise Declined("the record was replaced by another apply")
-        current_overlay = env.state.read_overlay()
-        if current_overlay != overlay:
-            raise Declined("the set overlay is not the one this agent wrote")
         # One netlink socket for the generation reads and the read-back.
-        sock = stack.enter_context(nftables_netlink.open_socket(env.netns))
-        gen0 = generation(env.netns, sock)
-        if gen0 != known_generation:
-            raise Declined("the nf_tables generation changed (someone committed a transaction)")
+        sock, gen0 = preflight(env, stack, overlay, known_generation, known_record)
         # Not fsynced (journal and overlay): they describe only the kernel's volatile state
         # (see runtime.state.atomic_write).
         env.state.begin("nftables", f"sets:{program}", base, durable=False)
@@ -370,9 +383,76 @@ def apply_sets(
     )
 
 
+def _general_overlay(record: Record, overlay: SetOverlay) -> Record:
+    """:func:`overlay_record` for an overlay with chain updates (``runtime/nftables_chains.py``):
+    blocks removed, replaced or added (stand-ins for what nft would list), the blocks sorted
+    again, counted again (stand-ins: with the counts the overlay keeps for them)."""
+    from runtime.nftables import listing_counts
+    from runtime.nftables_delta import sort_blocks
+
+    text = record.kernel.get(UNIT)
+    if text is None:
+        return record
+    for name in sorted({*overlay.removed, *overlay.sets}):
+        text = _drop_block(text, name)
+    end = text.rstrip().rfind("\n}")
+    if end < 0:
+        logger.warning("the record's table has no end: ignoring the set overlay")
+        return record
+    added = "".join(overlay.sets[n] for n in sorted(overlay.sets))
+    text = sort_blocks(text[: end + 1] + added + text[end + 1 :])
+    counts = listing_counts(text)
+    if counts is None:
+        counts = dict(record.counts)
+    else:
+        for kind, n in overlay.masked.values():
+            counts["rules" if kind == "chain" else "elements"] += n
+    return dataclasses.replace(
+        record,
+        kernel={**record.kernel, UNIT: text},
+        counts=counts,
+        mode="sets",
+        applied_at=overlay.applied_at,
+        overlay=overlay.program,
+        overlay_updates=overlay.updates,
+    )
+
+
+def _drop_block(text: str, name: str) -> str:
+    """``text`` without the block of the set, map or chain ``name`` (unchanged if none)."""
+    for kind in ("chain", "set", "map"):
+        head = f"\t{kind} {name} {{\n"
+        start = text.find(head)
+        if start >= 0 and (start == 0 or text[start - 1] == "\n"):
+            end = text.find("\n\t}\n", start)
+            if end >= 0:
+                return text[:start] + text[end + len("\n\t}\n") :]
+    return text
+
+
+def mask(normalised: str, masked: Mapping[str, list], netns: str | None) -> str:
+    """A normalised listing with the blocks of the ``masked`` objects replaced by their
+    stand-ins made from the kernel's dump now (``runtime/nftables_chains.py``)."""
+    from runtime.nftables_chains import stand_ins
+
+    blocks = stand_ins(masked, netns)
+    text = normalised
+    for name in masked:
+        text = _drop_block(text, name)
+    end = text.rstrip().rfind("\n}")
+    if end < 0:
+        return normalised
+    added = "".join(blocks[n] for n in sorted(blocks))
+    from runtime.nftables_delta import sort_blocks
+
+    return sort_blocks(text[: end + 1] + added + text[end + 1 :])
+
+
 def overlay_record(record: Record, overlay: SetOverlay) -> Record:
     """``record`` as in force after the overlay's set updates: kernel snapshot spliced, element
     count adjusted, mode "sets" (see :meth:`runtime.state.StateDir.read_record`)."""
+    if overlay.masked or overlay.removed:
+        return _general_overlay(record, overlay)
     text = record.kernel.get(UNIT)
     if text is None:
         return record

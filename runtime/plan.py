@@ -86,6 +86,10 @@ class KernelState:
     units: Mapping[str, str | None]  # unit -> normalised text, None when absent
     counts: Mapping[str, int]
     raw: Mapping[str, str] = field(default_factory=dict)  # restorable dumps (for rollback)
+    # What a record of this state stores, when not ``units``: nftables compares objects an
+    # agent's chain update made by netlink digest (stand-ins in ``units``) while that update's
+    # overlay is in force, but a record holds nft's listing (runtime/nftables_chains.py).
+    recordable: Mapping[str, str | None] | None = None
 
     @property
     def fingerprint(self) -> str:

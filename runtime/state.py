@@ -143,7 +143,12 @@ class SetOverlay:
 
     Valid only for the record it was made on: ``base`` (its artifact) and ``base_record``
     ((inode, size, mtime_ns) of that ``applied.json``); a record written later makes it stale.
-    ``sets``: set name -> the set's block as ``nft list table`` prints it, now.
+    ``sets``: block name -> the block as ``nft list table`` prints it, now; or, for the names in
+    ``masked`` (chains and sets a chain update made: ``runtime/nftables_chains.py``), a
+    stand-in holding the SHA-256 of the object as the kernel's netlink dump returns it (nft's
+    listing costs ~0.5 s at 10,000 policies, even for one chain). ``removed``: blocks of the
+    base that updates deleted. ``counts``: what the updates changed of the record's counts
+    (besides set elements, which are counted from ``sets``).
     """
 
     base: str
@@ -152,6 +157,9 @@ class SetOverlay:
     updates: int
     applied_at: float
     sets: Mapping[str, str]
+    masked: Mapping[str, str] = field(default_factory=dict)  # name -> "chain" | "set"
+    removed: list[str] = field(default_factory=list)
+    counts: Mapping[str, int] = field(default_factory=dict)
 
     def to_json(self) -> bytes:
         return (json.dumps(asdict(self), indent=1, sort_keys=True) + "\n").encode()
@@ -239,6 +247,16 @@ class StateDir:
         # The stamp was taken for the stored record, not for the updates on top of it.
         return replace(overlay_record(record, sets), stamp="")
 
+    def masked_overlay(self) -> SetOverlay | None:
+        """The overlay in force when it has netlink stand-ins (``masked``), else None: what
+        reading the kernel needs to know (``runtime.nftables.NftablesDataplane.read``)."""
+        overlay = self.read_overlay() if self.overlay_path.exists() else None
+        if overlay is None or not overlay.masked:
+            return None
+        if list(overlay.base_record) != list(self.record_stat() or ()):
+            return None  # stale: made on an earlier applied.json
+        return overlay
+
     def record_stat(self) -> tuple[int, int, int] | None:
         """(inode, size, mtime_ns) of ``applied.json``: changes whenever it is replaced."""
         try:
@@ -267,7 +285,14 @@ class StateDir:
             logger.warning("ignoring unreadable %s: %s", self.overlay_path, e)
             return None
         try:
-            return SetOverlay(**{k: data[k] for k in SetOverlay.__dataclass_fields__})
+            optional = ("masked", "removed", "counts")  # not in overlays of older versions
+            return SetOverlay(
+                **{
+                    k: data[k]
+                    for k in SetOverlay.__dataclass_fields__
+                    if k in data or k not in optional
+                }
+            )
         except (KeyError, TypeError) as e:
             logger.warning("ignoring %s: %s", self.overlay_path, e)
             return None

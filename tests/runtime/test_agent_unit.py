@@ -152,7 +152,8 @@ def test_target_check_skipped_only_when_no_local_endpoint_changed(
 ) -> None:
     """The nftables check reads FelixConfig, node, policies and this node's endpoints: an
     incremental compile that changed only another node's endpoint skips it; a change of a
-    local endpoint runs it."""
+    local endpoint runs its endpoint part (policies and FelixConfig are the objects checked
+    before)."""
     import yaml
 
     import runtime.agent as agent_mod
@@ -167,6 +168,10 @@ def test_target_check_skipped_only_when_no_local_endpoint_changed(
             def check(self, program: object, sink: object) -> None:
                 checked.append(1)
                 target.check(program, sink)  # type: ignore[arg-type]
+
+            def check_endpoints(self, program: object, sink: object) -> None:
+                checked.append(2)
+                target.check_endpoints(program, sink)  # type: ignore[attr-defined]
 
             def __getattr__(self, name: str) -> object:
                 return getattr(target, name)
@@ -202,7 +207,7 @@ def test_target_check_skipped_only_when_no_local_endpoint_changed(
     (watch / "c.yaml").write_text(tree("none", "y"))
     res = agent.tick()
     assert res is not None and res.result != "error" and res.path == "incremental", res
-    assert "a local endpoint changed" in res.path_reason and checked == [1, 1]
+    assert "a local endpoint changed" in res.path_reason and checked == [1, 2]
 
 
 def test_local_rule_change_renders_once(
