@@ -20,7 +20,8 @@ transaction that, in this order:
 3. adds new sets, maps and chains (whole blocks) and the new rules of the changed chains, in a
    ``table inet tortie { ... }`` block (adds to the existing table);
 4. adds new elements;
-5. deletes the chains, sets and maps that are gone.
+5. deletes the sets, maps and chains that are gone (in that order: a map that goes away may
+   still hold jumps to chains that go away).
 
 Anything this cannot express (a base chain's hook or policy changed, a set's type or flags
 changed, a chain's comment changed, the table's own lines changed, or a script that does not
@@ -180,12 +181,15 @@ def delta(old_text: str, new_text: str) -> str | None:
         block.extend(new.blocks[name].text)
     for name in changed:
         block += [f"\tchain {name} {{", *(f"\t\t{rule}" for rule in new.blocks[name].body), "\t}"]
-    removals = [f"delete chain {FAMILY} {TABLE} {n}" for n in gone_chains]
-    removals += [
+    # Sets and maps before chains: a verdict map that goes away still holds jumps to chains
+    # that go away with it (the kernel refuses to delete a chain something refers to), and
+    # no rule refers to a set that goes away any more (its chains were flushed above).
+    removals = [
         f"delete {old.blocks[n].kind} {FAMILY} {TABLE} {n}"
         for n in gone
         if old.blocks[n].kind != "chain"
     ]
+    removals += [f"delete chain {FAMILY} {TABLE} {n}" for n in gone_chains]
     if not (flush or deletes or block or adds or removals):
         return ""
     out = [

@@ -120,6 +120,30 @@ def test_removed_endpoint_and_added_set() -> None:
     assert positions == sorted(positions), out
 
 
+def test_vanishing_map_is_deleted_before_the_chains_it_jumps_to() -> None:
+    """The kernel refuses to delete a chain a map element still jumps to (EBUSY): a map that
+    goes away with its chains is deleted first (the base chain's rule using it is flushed)."""
+    start = OLD.index("\tmap wl-egress {")
+    end = OLD.index("\tchain forward {")
+    new = OLD[:start] + OLD[end:]
+    new = new.replace("\t\tiifname vmap @wl-egress\n", "")
+    for iface in ("cali1", "cali2"):
+        head = f"\tchain wl-egress/{iface} {{"
+        i = new.index(head)
+        new = new[:i] + new[new.index("\t}\n", i) + 3 :]
+    out = delta(OLD, new)
+    assert out is not None
+    lines = out.splitlines()
+    order = [
+        "flush chain inet tortie forward",
+        "delete map inet tortie wl-egress",
+        "delete chain inet tortie wl-egress/cali1",
+        "delete chain inet tortie wl-egress/cali2",
+    ]
+    positions = [lines.index(x) for x in order]
+    assert positions == sorted(positions), out
+
+
 @pytest.mark.parametrize(
     "change",
     [
