@@ -64,7 +64,7 @@ def stand_ins(
     sets = sorted(n for n, (kind, _) in masked.items() if kind == "set")
     out: dict[str, str] = {}
     for name, dump in nftables_readback.dump_chains(chains, TABLE, netns, sock).items():
-        out[name] = _stand_in("chain", name, nftables_readback.digest({name: dump}))
+        out[name] = _stand_in("chain", name, nftables_readback.dump_digest({name: dump}))
     decls = nftables_readback.dump_set_decls(sets, TABLE, netns, sock, elements=True)
     for name, decl in decls.items():
         out[name] = _stand_in("set", name, nftables_readback.digest({}, {name: decl}))
@@ -199,7 +199,7 @@ def _check(
     problems += [f"set {n}: still in the kernel" for n in deleted_sets if n in sets]
     if problems:
         raise ReadBackWrong("; ".join(problems[:5]))
-    masked = {n: _stand_in("chain", n, rb.digest({n: dumped[n]})) for n in chains}
+    masked = {n: _stand_in("chain", n, rb.dump_digest({n: dumped[n]})) for n in chains}
     masked.update((n, _stand_in("set", n, rb.digest({}, {n: sets[n]}))) for n in created_sets)
     # Existing sets whose elements changed: as the set-only path reads them. A set a chain
     # update created earlier is a stand-in: its elements are checked, its digest taken again.

@@ -136,6 +136,7 @@ NFTA_IMMEDIATE_DATA, NFTA_DATA_VERDICT, NFTA_VERDICT_CHAIN, NFTA_VERDICT_CHAIN_I
 NFT_DATA_VERDICT = 0xFFFFFF00
 NFT_VERDICT_DATA_LEN = 16  # sizeof(struct nft_verdict) on 64-bit kernels
 ANON_PREFIX = "__set"
+_ANON_BYTES = ANON_PREFIX.encode()
 
 # Which attributes are nests, by where they are: "data" is struct nft_data (NFTA_DATA_VALUE
 # bytes, NFTA_DATA_VERDICT a nest of code and chain). The kernel dumps nests without
@@ -488,6 +489,8 @@ def _get_set(sock: socket.socket, table: str, name: str, elements: bool) -> SetD
 
 
 def _anon_names(expressions: bytes) -> list[str]:
+    if _ANON_BYTES not in expressions:  # no lookup of an anonymous set (its name would be)
+        return []
     names = []
     for _, elem in _attrs(expressions):
         e = _attrs(elem)
@@ -824,6 +827,28 @@ def compare_sets(
         if a != b:
             problems.append(f"set {name}: differs:\n  sent   {_short(a)}\n  kernel {_short(b)}")
     return problems
+
+
+def dump_digest(dumped: Mapping[str, ChainDump]) -> str:
+    """SHA-256 of dumped chains as the kernel returned them (rules' expressions and userdata
+    as bytes; the chain's header in canonical form, without its handle and use count): equal
+    for two dumps of the same chains in one namespace, and ~10x cheaper than :func:`digest`.
+    Not comparable across namespaces or with a batch (the kernel's attribute layout and the
+    names it gave anonymous sets are in it): for "has anyone changed these since", not for
+    "are these what was sent"."""
+    h = hashlib.sha256()
+    for name in sorted(dumped):
+        chain = dumped[name]
+        h.update(f"chain {name}\n{_chain_attrs(chain.attrs, False)}\n".encode())
+        for r in chain.rules:
+            h.update(len(r.expressions).to_bytes(4, "big") + r.expressions)
+            data = r.userdata if r.userdata is not None else b""
+            h.update((len(data) if r.userdata is not None else -1).to_bytes(4, "big", signed=True))
+            h.update(data)
+            for t, v in sorted(r.other):
+                h.update(t.to_bytes(2, "big") + len(v).to_bytes(4, "big") + v)
+            h.update(b"\0")
+    return h.hexdigest()
 
 
 def digest(dumped: Mapping[str, ChainDump], sets: Mapping[str, SetDecl] | None = None) -> str:

@@ -144,7 +144,12 @@ def loaded(spaces: tuple[str, str, str]) -> tuple[str, str, bytes, str]:
     send_batch(data, netns=spaces[0])
     problems, digest = _check(spaces[0], data)
     assert not problems
+    RAW[spaces[0]] = _raw_digest(spaces[0], data)
+    assert _raw_digest(spaces[0], data) == RAW[spaces[0]]  # stable across dumps
     return spaces[0], script, data, digest
+
+
+RAW: dict[str, str] = {}  # netns -> dump_digest right after the load
 
 
 def _handle(ns: str, chain: str, index: int) -> int:
@@ -153,10 +158,16 @@ def _handle(ns: str, chain: str, index: int) -> int:
     return handle
 
 
+def _raw_digest(ns: str, data: bytes) -> str:
+    """``dump_digest`` of the chains ``data`` made (the agent's stand-ins use it)."""
+    return rb.dump_digest(rb.dump_chains(rb.expected_chains(data), netns=ns))
+
+
 def _assert_caught(ns: str, data: bytes, digest: str, chain: str) -> None:
     problems, after = _check(ns, data)
     assert problems and all(f"chain {chain}:" in p for p in problems), problems
     assert after != digest
+    assert _raw_digest(ns, data) != RAW[ns]
 
 
 def test_added_rule_is_caught(loaded: tuple[str, str, bytes, str]) -> None:
@@ -185,6 +196,7 @@ def test_identical_replace_changes_nothing(loaded: tuple[str, str, bytes, str]) 
     _replace(ns, chain, i, line)
     problems, after = _check(ns, data)
     assert not problems and after == digest
+    assert _raw_digest(ns, data) == RAW[ns]
 
 
 def test_changed_comment_is_caught(loaded: tuple[str, str, bytes, str]) -> None:
