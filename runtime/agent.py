@@ -57,11 +57,15 @@ from compiler.incremental.sources import SourceCache, registry
 from compiler.ir.nodes import Endpoint, Program
 from compiler.perf import paused_gc
 from compiler.targets import BUILTIN, get_target
+from compiler.targets.nftables.batch import Unencodable
+from compiler.targets.nftables.batch_delta import encode_delta
+from compiler.targets.nftables.chain_update import chain_update, prepare
 from compiler.targets.nftables.incremental import _same_objects
 from compiler.targets.nftables.script import RENDERED, keeping_renderers
 from runtime.apply import Outcome, apply_artifact, dataplane_for
 from runtime.metrics import Metrics
 from runtime.nftables import UNIT, NftablesDataplane
+from runtime.nftables_chains import apply_chains
 from runtime.nftables_fast import Declined, apply_sets, block_heads, generation, touched_sets
 from runtime.plan import ApplyFailed, Env, LoadedArtifact
 from runtime.state import SetOverlay
@@ -315,8 +319,6 @@ class Agent:
         self._compiler.commit()
         if self._fast and mode not in ("sets", "chains"):
             # After a render: the state the next chain update starts from, made now.
-            from compiler.targets.nftables.chain_update import prepare
-
             t0 = time.monotonic()
             if prepare(program):
                 timings["prepare"] = time.monotonic() - t0
@@ -397,11 +399,6 @@ class Agent:
         counts), or None when the general path must run."""
         if not self._fast or self._artifact is None or self._program is None:
             return None
-        from compiler.targets.nftables.batch import Unencodable
-        from compiler.targets.nftables.batch_delta import encode_delta
-        from compiler.targets.nftables.chain_update import chain_update
-        from runtime.nftables_chains import apply_chains
-
         t0 = time.monotonic()
         update = chain_update(self._program, program)
         if update is None:
