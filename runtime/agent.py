@@ -431,6 +431,7 @@ class Agent:
                 element_sets=update.element_sets,
                 want=update.elements,
                 rules=update.rules,
+                dispatch=update.dispatch,
                 set_elements={n: len(update.elements[n]) for n in update.created_sets},
                 base=self._artifact,
                 overlay=self._overlay,

@@ -61,13 +61,14 @@ def stand_ins(
         with nftables_netlink.open_socket(netns) as own:
             return stand_ins(masked, netns, own)
     chains = sorted(n for n, (kind, _) in masked.items() if kind == "chain")
-    sets = sorted(n for n, (kind, _) in masked.items() if kind == "set")
+    sets = sorted(n for n, (kind, _) in masked.items() if kind != "chain")
     out: dict[str, str] = {}
     for name, dump in nftables_readback.dump_chains(chains, TABLE, netns, sock).items():
         out[name] = _stand_in("chain", name, nftables_readback.dump_digest({name: dump}))
     decls = nftables_readback.dump_set_decls(sets, TABLE, netns, sock, elements=True)
     for name, decl in decls.items():
-        out[name] = _stand_in("set", name, nftables_readback.digest({}, {name: decl}))
+        digest = nftables_readback.digest({}, {name: decl})
+        out[name] = _stand_in(masked[name][0], name, digest)
     return out
 
 
@@ -82,6 +83,7 @@ def apply_chains(
     element_sets: Iterable[str],
     want: Mapping[str, Iterable[str]],
     rules: Mapping[str, int],
+    dispatch: Mapping[str, str],
     set_elements: Mapping[str, int],
     base: str,
     overlay: SetOverlay | None,
@@ -94,7 +96,9 @@ def apply_chains(
     last saw, check it over netlink and record it in the overlay.
 
     ``chains``: the chains the batch creates or flushes; ``element_sets``: existing sets and
-    maps whose elements it changes, ``want`` their elements afterwards (as rendered);
+    maps whose elements it changes, ``want`` their elements afterwards (as rendered), and of
+    them ``dispatch``: those keyed by interface name (name -> "map" or "set"), recorded as
+    stand-ins;
     ``rules``: rules of each of ``chains`` and ``set_elements``: elements of each created set
     (for the record's counts). Raises :class:`Declined` before changing anything, and
     ``ApplyFailed`` when the kernel refused the batch (nothing changed) or the read-back is
@@ -122,7 +126,7 @@ def apply_chains(
         try:
             blocks, masked = _check(
                 env, sock, chains, rules, deleted_chains, created_sets, deleted_sets,
-                element_sets, want, heads, overlay,
+                element_sets, want, dispatch, heads, overlay,
             )  # fmt: skip
         except ReadBackWrong as e:
             raise ApplyFailed(f"read-back after the chain update is wrong: {e}", False) from e
@@ -138,6 +142,7 @@ def apply_chains(
             **{n: ["chain", rules[n]] for n in chains},
             **{n: ["set", set_elements[n]] for n in created_sets},
             **{n: ["set", len(set(want.get(n, ())))] for n in element_sets if n in old_masked},
+            **{n: [kind, len(set(want.get(n, ())))] for n, kind in dispatch.items()},
         }
         all_masked = {**kept, **counts}
         for name in all_masked:
@@ -174,6 +179,7 @@ def _check(
     deleted_sets: list[str],
     element_sets: list[str],
     want: Mapping[str, Iterable[str]],
+    dispatch: Mapping[str, str],
     heads: Mapping[str, str] | None,
     overlay: SetOverlay | None,
 ) -> tuple[dict[str, str], dict[str, str]]:
@@ -203,16 +209,19 @@ def _check(
     masked.update((n, _stand_in("set", n, rb.digest({}, {n: sets[n]}))) for n in created_sets)
     # Existing sets whose elements changed: as the set-only path reads them. A set a chain
     # update created earlier is a stand-in: its elements are checked, its digest taken again.
+    # The dispatch maps and wl-ifaces (interface names, verdicts) are stand-ins too.
     old_masked = overlay.masked if overlay is not None else {}
-    listed = [n for n in element_sets if n not in old_masked]
-    again = [n for n in element_sets if n in old_masked]
+    listed = [n for n in element_sets if n not in old_masked and n not in dispatch]
+    again = [n for n in element_sets if n in old_masked or n in dispatch]
     if again:
         raw = nftables_netlink.dump_sets(again, TABLE, env.netns, sock=sock)
         decls = rb.dump_set_decls(again, TABLE, env.netns, sock, True)
         for n in again:
-            got = nftables_netlink.decode(raw[n])
+            decode = nftables_netlink.decode_names if n in dispatch else nftables_netlink.decode
+            got = decode(raw[n])
             if n not in decls or set(got) != set(want.get(n, ())) or len(set(got)) != len(got):
                 raise ReadBackWrong(f"set {n}: not the elements the update should leave")
-            masked[n] = _stand_in("set", n, rb.digest({}, {n: decls[n]}))
+            kind = dispatch.get(n) or old_masked[n][0]
+            masked[n] = _stand_in(kind, n, rb.digest({}, {n: decls[n]}))
     blocks = _read_back(listed, want, env.netns, heads, overlay, sock) if listed else {}
     return blocks, masked

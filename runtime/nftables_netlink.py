@@ -52,6 +52,7 @@ NFTA_SET_ELEM_LIST_SET = 2
 NFTA_SET_ELEM_LIST_ELEMENTS = 3
 NFTA_LIST_ELEM = 1
 NFTA_SET_ELEM_KEY = 1
+NFTA_SET_ELEM_DATA = 2
 NFTA_SET_ELEM_FLAGS = 3
 NFTA_SET_ELEM_KEY_END = 10
 NFTA_DATA_VALUE = 1
@@ -308,6 +309,7 @@ class RawElement:
     key: bytes
     key_end: bytes | None
     flags: int
+    data: bytes | None = None  # NFTA_SET_ELEM_DATA's payload (a map's value), nested
 
 
 def _attrs(buf: bytes, off: int, end: int) -> dict[int, bytes]:
@@ -340,6 +342,7 @@ def _elements(payload: bytes) -> list[RawElement]:
                     key.get(NFTA_DATA_VALUE, b""),
                     key_end,
                     struct.unpack(">I", flags[:4])[0] if flags and len(flags) >= 4 else 0,
+                    a.get(NFTA_SET_ELEM_DATA),
                 )
             )
         off += (alen + 3) & ~3
@@ -492,6 +495,32 @@ def decode(raw: list[RawElement]) -> list[str]:
             out.append(f"{_range_text(e.key[:n], e.key_end[:n])} . {name} . {port}")
         return out
     raise ValueError(f"set key of {width} bytes not handled")
+
+
+_VERDICTS = {0xFFFFFFFD: "jump", 0xFFFFFFFC: "goto"}  # NFT_JUMP, NFT_GOTO (negative codes)
+
+
+def decode_names(raw: list[RawElement]) -> list[str]:
+    """The elements of an ``ifname`` set or an ``ifname : verdict`` map (Tortie's ``wl-ifaces``
+    and dispatch maps) as the nftables target writes them: ``"cali1"``, ``"cali1" : jump
+    CHAIN``. Raises ValueError for another shape."""
+    out = []
+    for e in raw:
+        if len(e.key) != 16 or e.key_end is not None:
+            raise ValueError("not an ifname key")
+        key = '"' + e.key.rstrip(bytes(1)).decode("ascii") + '"'
+        if e.data is None:
+            out.append(key)
+            continue
+        nested = _attrs(e.data, 0, len(e.data)).get(2, b"")  # NFTA_DATA_VERDICT
+        verdict = _attrs(nested, 0, len(nested))
+        code = struct.unpack(">I", verdict.get(1, bytes(4))[:4])[0]  # NFTA_VERDICT_CODE
+        chain = verdict.get(2)  # NFTA_VERDICT_CHAIN
+        if code not in _VERDICTS or chain is None:
+            raise ValueError(f"verdict {code:#x} not handled")
+        target = chain.rstrip(bytes(1)).decode("ascii")
+        out.append(f"{key} : {_VERDICTS[code]} {target}")
+    return out
 
 
 def elements_text(elements: list[str], width: int) -> str:

@@ -28,11 +28,22 @@ LOCKED = {
 }
 
 
-def _write(watch: Path, locked: bool) -> None:
+def _write(watch: Path, locked: bool, extra: bool = False) -> None:
     """The demo cluster (a is a client of b) plus a policy denying all egress of pods
-    labelled ``lock: yes``; a carries that label or ``lock: no`` (the same number of lines)."""
+    labelled ``lock: yes``; a carries that label or ``lock: no`` (the same number of lines).
+    ``extra``: one more local pod, d (last in the list: no other pod's lines move)."""
     docs = [d for d in yaml.safe_load_all(cluster_yaml(clients=("a",))) if d]
     pods = [d for d in docs if d["kind"] == "Pod"]
+    if extra:
+        pods.append(
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": "d", "namespace": "demo", "labels": {"app": "d"}},
+                "spec": {"nodeName": NODE},
+                "status": {"podIP": "10.65.0.44", "podIPs": [{"ip": "10.65.0.44"}]},
+            }
+        )
     for pod in pods:
         name = pod["metadata"]["name"]
         pod["metadata"]["labels"]["lock"] = "yes" if locked and name == "a" else "no"
@@ -104,3 +115,40 @@ def test_local_policy_change_is_a_chain_update(tmp_path: Path) -> None:
         assert st.in_sync and st.record is not None and not st.record.overlay
         assert st.current is not None and st.record.counts == st.current.counts
         assert _agree(w, watch)
+
+
+def test_local_pod_added_and_removed_is_a_chain_update(tmp_path: Path) -> None:
+    """A pod scheduled on (and gone from) this node: its chains, the dispatch maps and
+    wl-ifaces change in one chain update; status stays in sync; the record written later
+    lists the kernel as nft sees it."""
+    watch = tmp_path / "watch"
+    watch.mkdir()
+    _write(watch, False)
+    with world(tmp_path) as w:
+        agent = _agent(w, watch)
+        assert agent.tick().mode == "full"  # type: ignore[union-attr]
+        for extra in (True, False, True):
+            _write(watch, True, extra)
+            res = agent.tick()
+            assert res is not None and (res.result, res.mode) == ("applied", "chains"), res
+            assert "render" not in res.timings
+            assert not _agree(w, watch)  # a is locked in every step
+            st = read_status(w.env)
+            assert st.in_sync, st.diff
+            assert st.current is not None and st.record is not None
+            assert st.record.counts == st.current.counts
+            overlay = w.env.state.read_overlay()
+            assert overlay is not None
+            assert {"wl-ingress", "wl-egress", "wl-ifaces"} <= set(overlay.masked)
+            listing = nft.list_table("inet", "tortie", netns=w.node.name)
+            assert ('"cali' in listing) and (listing.count("chain wl-ingress/") == 3 + extra)
+        # Someone deletes a dispatch map element: found by digest.
+        iface = next(n.split("/", 1)[1] for n in overlay.masked if n.startswith("wl-ingress/"))
+        nft.run(
+            ["delete", "element", "inet", "tortie", "wl-ingress", f'{{ "{iface}" }}'],
+            netns=w.node.name,
+        )
+        assert not read_status(w.env).in_sync
+        res = agent.tick()
+        assert res is not None and res.mode == "full", res
+        assert read_status(w.env).in_sync

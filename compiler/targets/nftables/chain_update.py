@@ -14,7 +14,8 @@ and works the rest out by reference counting:
   chains built (new policy/sequence chains and constant sets come with them; references taken);
 * what nothing refers to any more is deleted, recursively; what became referenced is declared
   (selector sets with the new program's elements);
-* selector sets that stay declared get their element changes.
+* selector sets that stay declared get their element changes; the dispatch maps and
+  ``wl-ifaces`` the workloads that came or went.
 
 The result is one transaction in the grammar of ``runtime/nftables_delta.py`` (flush chains,
 delete elements, add blocks and rules, add elements, delete chains and sets), and the table it
@@ -24,8 +25,8 @@ compare both listings).
 Preconditions (else None: the caller renders the whole program): the previous program was
 rendered inside :func:`.script.keeping_renderers` or made by a chain update; only endpoints
 changed (same node, FelixConfiguration, host addresses, policy and profile objects, set
-declarations); no host endpoint changed; the same interfaces have local workloads before and
-after (a workload that came or went changes the dispatch maps); no endpoint chain's comment changed (a delta cannot change a
+declarations); no host endpoint changed; there are local workloads before and after (the base
+chains depend on there being any); no endpoint chain's comment changed (a delta cannot change a
 chain's comment). The previous program's state moves to the new program: a chain update is made
 at most once from a program.
 """
@@ -45,7 +46,7 @@ from compiler.targets.nftables.incremental import (
     same_but_endpoints,
     same_set_declarations,
 )
-from compiler.targets.nftables.names import ident, is_ifname
+from compiler.targets.nftables.names import ident, is_ifname, nft_string, sanitize
 from compiler.targets.nftables.script import (
     FAMILY,
     RENDERED,
@@ -151,6 +152,9 @@ class ChainUpdate:
     rules: dict[str, int] = field(default_factory=dict)  # of each created or flushed chain
     # the elements of each created set and each set whose elements change, afterwards
     elements: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    # of ``element_sets``: the dispatch maps and wl-ifaces (keyed by interface name) -> "map"
+    # or "set"
+    dispatch: dict[str, str] = field(default_factory=dict)
 
     @property
     def set_only(self) -> bool:
@@ -221,10 +225,6 @@ def chain_update(old: ir.Program, new: ir.Program) -> ChainUpdate | None:
             return None  # a delta cannot change a chain's comment
     if len({e.interface for e in workloads.values()}) != len(workloads):
         return None  # E816, reported by check()
-    if {e.interface for e in gone} != {e.interface for e in came}:
-        # A workload came or went: the dispatch maps and wl-ifaces change, whose read-back
-        # the runtime does not decode (verdict maps, ifname keys). Render in full.
-        return None
     return _apply(st, old, new, gone, came, workloads)
 
 
@@ -388,6 +388,28 @@ def _script(
         elements += len(new_elems) - len(gone_elems)
         st.declared[name] = want
         touched.append(name)
+    # dispatch maps and wl-ifaces: the interfaces whose workload came or went
+    before_ifaces = {e.interface for e in st.workloads.values()}
+    after_ifaces = sorted({e.interface for e in workloads.values()})
+    out_ifaces = sorted(before_ifaces - set(after_ifaces))
+    in_ifaces = sorted(set(after_ifaces) - before_ifaces)
+    dispatch: dict[str, tuple[str, ...]] = {}  # touched map or set -> its elements afterwards
+    if out_ifaces or in_ifaces:
+        for d in ir.DIRECTIONS:
+            m = f"wl-{d}"
+            for verb, ifaces, commands in (
+                ("delete", out_ifaces, deletes),
+                ("add", in_ifaces, adds),
+            ):
+                items = [f"{nft_string(i)} : jump {ident(f'wl-{d}/', i)}" for i in ifaces]
+                commands += element_commands(verb, m, items)
+            dispatch[m] = tuple(
+                f"{nft_string(i)} : jump {ident(f'wl-{d}/', i)}" for i in after_ifaces
+            )
+        deletes += element_commands("delete", "wl-ifaces", [nft_string(i) for i in out_ifaces])
+        adds += element_commands("add", "wl-ifaces", [nft_string(i) for i in in_ifaces])
+        dispatch["wl-ifaces"] = tuple(nft_string(i) for i in after_ifaces)
+        elements += 3 * (len(in_ifaces) - len(out_ifaces))
     # new and dead sets
     block: list[str] = []
     for name in new_sets:
@@ -441,6 +463,13 @@ def _script(
             continue
         lines = _set_block(st, new, name, None)
         declarations[name] = "\n".join(lines) + "\n"
+    for name in dispatch:
+        if name == "wl-ifaces":
+            comment = nft_string(sanitize("local workload interfaces"))
+            lines = ["\tset wl-ifaces {", "\t\ttype ifname", f"\t\tcomment {comment}", "\t}"]
+        else:
+            lines = [f"\tmap {name} {{", "\t\ttype ifname : verdict", "\t}"]
+        declarations[name] = "\n".join(lines) + "\n"
     # the new program's set list (for set-only updates from it), and the state moves to it
     order = [n for n in st.order if n in st.declared] + [n for n in new_sets if n in st.declared]
     st.order = order
@@ -458,13 +487,17 @@ def _script(
         tuple(gone_chains),
         tuple(new_sets),
         tuple(dead_sets),
-        tuple(sorted(set(touched))),
+        tuple(sorted({*touched, *dispatch})),
         counts,
         declarations,
         tuple(empty),
         {n: len(_rules(b.chains[n])) for n in [*new_chains, *flushed]},
         {
-            n: st.declared[n] if n in st.set_ids else b.consts.sets[n].elements
-            for n in {*new_sets, *touched}
+            **{
+                n: st.declared[n] if n in st.set_ids else b.consts.sets[n].elements
+                for n in {*new_sets, *touched}
+            },
+            **dispatch,
         },
+        {n: "set" if n == "wl-ifaces" else "map" for n in sorted(dispatch)},
     )
