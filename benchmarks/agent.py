@@ -11,6 +11,7 @@ the agent's next tick:
 * **remote pod label change** — the ``app`` label of a pod on another node;
 * **local pod label change** — the ``app`` label of a pod on ``node-001``;
 * **pod added** — a new pod (on another node) appended to the pod list;
+* **local pod added** — a new pod on ``node-001`` appended (its chains, the dispatch maps);
 
 then ticks with no change (the scan and the drift check: with nftables the nf_tables
 generation id, nothing listed unless it changed), the idle tick that writes the full record
@@ -50,7 +51,7 @@ from runtime.state import StateDir
 
 NODE = "node-001"
 STAGES = ("load", "compile", "render", "diff", "apply", "total", "tick")
-SCENARIOS = ("remote pod label change", "local pod label change", "pod added")
+SCENARIOS = ("remote pod label change", "local pod label change", "pod added", "local pod added")
 APPS = ("web", "api", "db", "cache", "queue")
 
 
@@ -87,14 +88,16 @@ def _relabel(pods: Path, local: bool, run: int) -> None:
     raise SystemExit(f"no {'local' if local else 'remote'} pod with an app label in {pods}")
 
 
-def _add_pod(pods: Path, run: int) -> None:
+def _add_pod(pods: Path, run: int, node: str = "node-002") -> None:
     text = pods.read_text()
     end = text.find("\nkind: List") + 1
+    if node == NODE:  # other addresses than the remote pods'
+        run += 500
     ip4, ip6 = f"10.250.{run // 200}.{run % 200 + 1}", f"fd00:250::{run + 1:x}"
     item = (
         "- apiVersion: v1\n  kind: Pod\n  metadata:\n    labels:\n      app: web\n"
         f"      team: red\n    name: bench-added-{run}\n    namespace: ns-0000\n"
-        "  spec:\n    nodeName: node-002\n    serviceAccountName: default\n"
+        f"  spec:\n    nodeName: {node}\n    serviceAccountName: default\n"
         f"  status:\n    podIP: {ip4}\n    podIPs:\n    - ip: {ip4}\n    - ip: {ip6}\n"
     )
     _write(pods, text[:end] + item + text[end:])
@@ -192,6 +195,8 @@ def run_size(
                 for run in range(runs):
                     if scenario == "pod added":
                         _add_pod(pods, run)
+                    elif scenario == "local pod added":
+                        _add_pod(pods, run, NODE)
                     else:
                         _relabel(pods, scenario.startswith("local"), run)
                     time.sleep(0.01)  # a new mtime even on coarse clocks
@@ -263,6 +268,8 @@ def compile_only(data: Path, runs: int) -> dict[str, dict[str, object]]:
             for run in range(runs):
                 if scenario == "pod added":
                     _add_pod(pods, 100 + run)
+                elif scenario == "local pod added":
+                    _add_pod(pods, 100 + run, NODE)
                 else:
                     _relabel(pods, scenario.startswith("local"), run)
                 c0 = time.process_time()

@@ -59,7 +59,7 @@ from compiler.perf import paused_gc
 from compiler.targets import BUILTIN, get_target
 from compiler.targets.nftables.batch import Unencodable
 from compiler.targets.nftables.batch_delta import encode_delta
-from compiler.targets.nftables.chain_update import chain_update, prepare
+from compiler.targets.nftables.chain_update import carry, chain_update, prepare
 from compiler.targets.nftables.incremental import _same_objects
 from compiler.targets.nftables.script import RENDERED, keeping_renderers
 from runtime.apply import Outcome, apply_artifact, dataplane_for
@@ -317,7 +317,7 @@ class Agent:
             )
         self._program, self._inputs = program, inputs
         self._compiler.commit()
-        if self._fast and mode not in ("sets", "chains"):
+        if self._fast and mode in ("full", "update"):
             # After a render: the state the next chain update starts from, made now.
             t0 = time.monotonic()
             if prepare(program):
@@ -353,6 +353,7 @@ class Agent:
             # Same set contents: nothing for the kernel; the record catches up when idle.
             self._pending = True
             self._last_change = time.monotonic()
+            carry(self._program, program)  # the next chain update starts from ``program``
             return ("unchanged", "none", "only set elements changed, and none differ", None)
         t0 = time.monotonic()
         info = RENDERED.get(program)
@@ -390,6 +391,7 @@ class Agent:
         self._overlay, self._gen = res.overlay, res.generation
         self._pending = True
         self._last_change = time.monotonic()
+        carry(self._program, program)  # the next chain update starts from ``program``
         return ("applied", "sets", f"{res.reason} ({', '.join(res.sets)})", None)
 
     def _try_chains(

@@ -37,6 +37,8 @@ from runtime.nftables_fast import (
     _read_back,
     generation,
     preflight,
+    restate,
+    stand_in,
 )
 from runtime.plan import Env
 from runtime.state import SetOverlay
@@ -44,10 +46,6 @@ from runtime.state import SetOverlay
 __all__ = ["apply_chains", "stand_ins"]
 
 TABLE = "tortie"
-
-
-def _stand_in(kind: str, name: str, digest: str) -> str:
-    return f"\t{kind} {name} {{\n\t\t# netlink sha256:{digest}\n\t}}\n"
 
 
 def stand_ins(
@@ -64,11 +62,11 @@ def stand_ins(
     sets = sorted(n for n, (kind, _) in masked.items() if kind != "chain")
     out: dict[str, str] = {}
     for name, dump in nftables_readback.dump_chains(chains, TABLE, netns, sock).items():
-        out[name] = _stand_in("chain", name, nftables_readback.dump_digest({name: dump}))
+        out[name] = stand_in("chain", name, nftables_readback.dump_digest({name: dump}))
     decls = nftables_readback.dump_set_decls(sets, TABLE, netns, sock, elements=True)
     for name, decl in decls.items():
         digest = nftables_readback.digest({}, {name: decl})
-        out[name] = _stand_in(masked[name][0], name, digest)
+        out[name] = stand_in(masked[name][0], name, digest)
     return out
 
 
@@ -205,23 +203,19 @@ def _check(
     problems += [f"set {n}: still in the kernel" for n in deleted_sets if n in sets]
     if problems:
         raise ReadBackWrong("; ".join(problems[:5]))
-    masked = {n: _stand_in("chain", n, rb.dump_digest({n: dumped[n]})) for n in chains}
-    masked.update((n, _stand_in("set", n, rb.digest({}, {n: sets[n]}))) for n in created_sets)
+    masked = {n: stand_in("chain", n, rb.dump_digest({n: dumped[n]})) for n in chains}
+    masked.update((n, stand_in("set", n, rb.digest({}, {n: sets[n]}))) for n in created_sets)
     # Existing sets whose elements changed: as the set-only path reads them. A set a chain
     # update created earlier is a stand-in: its elements are checked, its digest taken again.
-    # The dispatch maps and wl-ifaces (interface names, verdicts) are stand-ins too.
+    # The dispatch maps and wl-ifaces (interface names, verdicts) are stand-ins too, and so are
+    # sets an earlier chain update made.
     old_masked = overlay.masked if overlay is not None else {}
     listed = [n for n in element_sets if n not in old_masked and n not in dispatch]
-    again = [n for n in element_sets if n in old_masked or n in dispatch]
-    if again:
-        raw = nftables_netlink.dump_sets(again, TABLE, env.netns, sock=sock)
-        decls = rb.dump_set_decls(again, TABLE, env.netns, sock, True)
-        for n in again:
-            decode = nftables_netlink.decode_names if n in dispatch else nftables_netlink.decode
-            got = decode(raw[n])
-            if n not in decls or set(got) != set(want.get(n, ())) or len(set(got)) != len(got):
-                raise ReadBackWrong(f"set {n}: not the elements the update should leave")
-            kind = dispatch.get(n) or old_masked[n][0]
-            masked[n] = _stand_in(kind, n, rb.digest({}, {n: decls[n]}))
+    again = {
+        n: dispatch.get(n) or old_masked[n][0]
+        for n in element_sets
+        if n in old_masked or n in dispatch
+    }
+    masked.update(restate(again, want, env.netns, sock))
     blocks = _read_back(listed, want, env.netns, heads, overlay, sock) if listed else {}
     return blocks, masked

@@ -257,6 +257,41 @@ def _read_back(
     return blocks
 
 
+# Tortie's sets keyed by interface name (the nftables target's dispatch maps and wl-ifaces)
+DISPATCH = frozenset({"wl-egress", "wl-ifaces", "wl-ingress"})
+
+
+def stand_in(kind: str, name: str, digest: str) -> str:
+    """The block that stands for an object a chain update made, in the overlay and in
+    listings compared with it (runtime/nftables_chains.py)."""
+    return f"\t{kind} {name} {{\n\t\t# netlink sha256:{digest}\n\t}}\n"
+
+
+def restate(
+    kinds: Mapping[str, str],
+    want: Mapping[str, Iterable[str]],
+    netns: str | None,
+    sock: socket.socket,
+) -> dict[str, str]:
+    """name -> the stand-in of each set or map in ``kinds`` (name -> "set" | "map") after
+    its elements changed, once its elements are checked to be exactly ``want``'s."""
+    if not kinds:
+        return {}
+    from runtime import nftables_readback
+
+    names = sorted(kinds)
+    raw = nftables_netlink.dump_sets(names, TABLE, netns, sock=sock)
+    decls = nftables_readback.dump_set_decls(names, TABLE, netns, sock, True)
+    out = {}
+    for n in names:
+        decode = nftables_netlink.decode_names if n in DISPATCH else nftables_netlink.decode
+        got = decode(raw[n])
+        if n not in decls or set(got) != set(want.get(n, ())) or len(set(got)) != len(got):
+            raise ReadBackWrong(f"set {n}: not the elements the update should leave")
+        out[n] = stand_in(kinds[n], n, nftables_readback.digest({}, {n: decls[n]}))
+    return out
+
+
 def _send(env: Env, script: str, sock: socket.socket) -> None:
     """The script as one transaction: a netlink batch on ``sock`` (no new socket), or, for a
     shape the encoder does not handle, the dataplane's ``nft -f``."""
@@ -354,8 +389,14 @@ def apply_sets(
             if unchanged:  # refused as a whole: the record in force is still right
                 env.state.end()
             raise ApplyFailed(f"set update failed: {e}", unchanged) from e
+        # Sets a chain update made (runtime/nftables_chains.py) are stand-ins in the overlay:
+        # checked the same way, their digest taken again.
+        masked = dict(overlay.masked) if overlay is not None else {}
+        listed = [n for n in names if n not in masked]
+        again = {n: masked[n][0] for n in names if n in masked}
         try:
-            blocks = _read_back(names, want, env.netns, heads, overlay, sock)
+            blocks = _read_back(listed, want, env.netns, heads, overlay, sock) if listed else {}
+            blocks.update(restate(again, want, env.netns, sock))
         except ReadBackWrong as e:
             raise ApplyFailed(f"read-back after the set update is wrong: {e}", False) from e
         except Exception as e:  # committed, but unverified: the journal stays
@@ -363,6 +404,7 @@ def apply_sets(
         gen1 = generation(env.netns, sock)
         sets = dict(overlay.sets) if overlay is not None else {}
         sets.update(blocks)
+        masked.update((n, [kind, len(set(want.get(n, ())))]) for n, kind in again.items())
         new_overlay = SetOverlay(
             base=base,
             base_record=list(known_record),
@@ -370,6 +412,8 @@ def apply_sets(
             updates=(overlay.updates if overlay is not None else 0) + 1,
             applied_at=time.time(),
             sets=dict(sorted(sets.items())),
+            masked=dict(sorted(masked.items())),
+            removed=list(overlay.removed) if overlay is not None else [],
         )
         env.state.write_overlay(new_overlay, durable=False)
         env.state.end()

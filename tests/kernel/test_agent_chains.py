@@ -14,7 +14,7 @@ import yaml
 from compiler.tools import nft
 from runtime.agent import Agent, AgentConfig
 from runtime.status import read_status
-from tests.kernel.test_agent_incremental import _expected, _kernel
+from tests.kernel.test_agent_incremental import _expected, _kernel, _remote_pod
 from tests.support.demo_cluster import NODE, POD_IPS, cluster_yaml
 from tests.support.runtime_world import World, world
 
@@ -28,10 +28,11 @@ LOCKED = {
 }
 
 
-def _write(watch: Path, locked: bool, extra: bool = False) -> None:
+def _write(watch: Path, locked: bool, extra: bool = False, remote: bool = False) -> None:
     """The demo cluster (a is a client of b) plus a policy denying all egress of pods
     labelled ``lock: yes``; a carries that label or ``lock: no`` (the same number of lines).
-    ``extra``: one more local pod, d (last in the list: no other pod's lines move)."""
+    ``extra``: one more local pod, d (last in the list: no other pod's lines move);
+    ``remote``: a client pod on another node (a set-only change)."""
     docs = [d for d in yaml.safe_load_all(cluster_yaml(clients=("a",))) if d]
     pods = [d for d in docs if d["kind"] == "Pod"]
     if extra:
@@ -47,6 +48,8 @@ def _write(watch: Path, locked: bool, extra: bool = False) -> None:
     for pod in pods:
         name = pod["metadata"]["name"]
         pod["metadata"]["labels"]["lock"] = "yes" if locked and name == "a" else "no"
+    if remote:
+        pods.append(_remote_pod("r1", "10.65.9.9"))
     rest = [d for d in docs if d["kind"] != "Pod"] + [LOCKED]
     (watch / "base.yaml").write_text(yaml.safe_dump_all(rest, sort_keys=True))
     text = yaml.safe_dump({"apiVersion": "v1", "kind": "List", "items": pods}, sort_keys=True)
@@ -89,6 +92,21 @@ def test_local_policy_change_is_a_chain_update(tmp_path: Path) -> None:
             assert overlay is not None and overlay.masked
             assert st.current is not None and st.record.counts == st.current.counts
 
+        # A set-only change on top (a client pod on another node): the set path keeps the
+        # chain updates' stand-ins; then a chain update again.
+        _write(watch, True, remote=True)
+        res = agent.tick()
+        assert res is not None and res.mode == "sets", res
+        assert read_status(w.env).in_sync
+        assert w.env.state.read_overlay().masked == overlay.masked  # type: ignore[union-attr]
+        _write(watch, False, remote=True)
+        res = agent.tick()
+        assert res is not None and res.mode == "chains", res
+        assert _agree(w, watch)
+        assert read_status(w.env).in_sync
+        overlay = w.env.state.read_overlay()
+        assert overlay is not None
+
         # Someone changes a chain the update made (a's egress chain): status sees it, the
         # agent's generation check finds it and re-applies in full.
         chain = next(n for n in overlay.masked if n.startswith("wl-egress/"))
@@ -97,7 +115,7 @@ def test_local_policy_change_is_a_chain_update(tmp_path: Path) -> None:
         assert not st.in_sync
         res = agent.tick()
         assert res is not None and (res.result, res.mode) == ("applied", "full"), res
-        assert not _agree(w, watch)
+        assert _agree(w, watch)  # a unlocked: allowed, as the evaluator says
         assert read_status(w.env).in_sync
         assert w.env.state.read_overlay() is None
 
@@ -105,7 +123,7 @@ def test_local_policy_change_is_a_chain_update(tmp_path: Path) -> None:
         # by nft, is what the stand-ins said.
         agent = _agent(w, watch, delay=0)
         agent.tick()
-        _write(watch, False)
+        _write(watch, True, remote=True)
         res = agent.tick()
         assert res is not None and res.mode == "chains", res
         assert w.env.state.read_overlay() is not None
@@ -114,7 +132,7 @@ def test_local_policy_change_is_a_chain_update(tmp_path: Path) -> None:
         st = read_status(w.env)
         assert st.in_sync and st.record is not None and not st.record.overlay
         assert st.current is not None and st.record.counts == st.current.counts
-        assert _agree(w, watch)
+        assert not _agree(w, watch)  # a locked
 
 
 def test_local_pod_added_and_removed_is_a_chain_update(tmp_path: Path) -> None:

@@ -58,7 +58,7 @@ from compiler.targets.nftables.script import (
 )
 from compiler.targets.nftables.sets import declare, elements_of, render_decl
 
-__all__ = ["ChainUpdate", "chain_update", "prepare"]
+__all__ = ["ChainUpdate", "carry", "chain_update", "prepare"]
 
 _STRING = re.compile(r'"[^"]*"')  # nft strings have no escapes: a '"' always ends one
 _REF = re.compile(r"(?:\bjump |\bgoto |@)([^\s,{}]+)")
@@ -181,6 +181,33 @@ def prepare(program: ir.Program) -> bool:
     if st is None:
         return False
     _STATES[program] = st
+    return True
+
+
+def carry(old: ir.Program, new: ir.Program) -> bool:
+    """Move the chain-update state of ``old`` to ``new`` after a set-only update between them
+    (:func:`.incremental.render_set_update` gave a script, so ``new`` has the same chains and
+    set declarations; its sets' elements are in :data:`.script.RENDERED`). False when there
+    was no state or the update was not set-only after all."""
+    st = _STATES.pop(old, None)
+    info = RENDERED.get(new)
+    if st is None or info is None:
+        return False
+    if [name for _, name, _, _ in info.sets] != st.order:
+        return False  # not the same declared sets: the next chain update renders in full
+    now = _local(new)
+    heps = [e for e in now.values() if e.is_host]
+    if len(heps) != len(st.heps) or any(a is not b for a, b in zip(heps, st.heps, strict=False)):
+        return False
+    workloads = {eid: e for eid, e in now.items() if not e.is_host}
+    if workloads.keys() != st.workloads.keys():
+        return False
+    st.declared = {name: elements for _, name, _, elements in info.sets}
+    st.known.update((name, (s, elements)) for _, name, s, elements in info.sets)
+    st.bare -= {name for name, elements in st.declared.items() if elements}
+    st.workloads = workloads
+    st.b.program = new
+    _STATES[new] = st
     return True
 
 
