@@ -133,6 +133,26 @@ def test_end_element_at_zero_only_for_an_empty_set() -> None:
     assert bytes(4) in empty[-60:]
 
 
+def test_address_keyed_maps_are_not_taken_for_interface_maps() -> None:
+    """An ipv6_addr key and an ifname key are both 16 bytes: the map's type decides (the
+    host endpoint dispatch maps are keyed by address)."""
+    base = {
+        "hep-ingress6": "map hep-ingress6 {\n\ttype ipv6_addr : verdict\n}",
+        "wl-ingress": "map wl-ingress {\n\ttype ifname : verdict\n}",
+    }
+    addr = "fd00:2::2"
+    for verb in ("add", "delete"):
+        data = encode_delta(
+            f"{verb} element inet tortie hep-ingress6 {{ {addr} : jump c }}\n", base
+        )
+        payload = messages(data)[1][3]
+        assert bytes.fromhex("fd000002000000000000000000000002") in payload
+        with pytest.raises(nb.Unencodable):  # not an interface name
+            encode_delta(f"{verb} element inet tortie wl-ingress {{ {addr} : jump c }}\n", base)
+    data = encode_delta('add element inet tortie wl-ingress { "cali1" : jump c }\n', base)
+    assert b"cali1" + bytes(11) in messages(data)[1][3]
+
+
 def test_concat_delete_key_only_unless_a_prefix() -> None:
     single = "delete element inet tortie np { 10.0.0.5 . tcp . 80 }\n"
     prefix = "delete element inet tortie np { 10.0.0.5 . tcp . 80, 10.0.0.0/31 . tcp . 80 }\n"

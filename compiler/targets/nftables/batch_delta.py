@@ -129,7 +129,9 @@ def _declaration(name: str, text: str) -> tuple[str, str, int, int]:
     if sep or is_map:
         if not sep or data != "verdict" or interval or (key != "ifname" and key not in TYPES):
             raise Unencodable(f"map type not handled: {typ!r}")
-        return "map", key, 16 if key == "ifname" else TYPES[key][1], 0
+        # (the family tells an ipv6_addr key from an ifname key: both are 16 bytes)
+        version = 4 if key == "ipv4_addr" else 6 if key == "ipv6_addr" else 0
+        return "map", key, 16 if key == "ifname" else TYPES[key][1], version
     if typ in TYPES and interval:
         version = 4 if typ == "ipv4_addr" else 6 if typ == "ipv6_addr" else 0
         return typ, typ, TYPES[typ][1], version
@@ -260,9 +262,7 @@ class _DeltaBatch(_Batch):
         s = self.existing(name)
         add = verb == "add"
         if s.kind == "map":
-            key_type = (
-                "ifname" if s.key_len == 16 else "ipv4_addr" if s.key_len == 4 else "ipv6_addr"
-            )
+            key_type = {4: "ipv4_addr", 6: "ipv6_addr"}.get(s.version, "ifname")
             if add:
                 elems = [self._map_element(key_type, s.key_len, item) for item in items]
             else:
