@@ -21,7 +21,9 @@ table back, compare, write applied.json + applied/; measured separately, the age
 in force.
 
 Each row is the agent's own stage timings (``ReconcileResult.timings``: load, compile,
-render, diff = the target's ``render_set_update``, apply, total; wall seconds), the wall time
+render, diff = the target's ``render_set_update`` or chain update, apply = until the kernel
+acknowledged the change, verify = the fast paths' netlink read-back and bookkeeping after that,
+in force = total minus verify, total; wall seconds), the wall time
 of the whole ``tick()`` (scan included), and its CPU time: ``cpu`` this process, ``cpu+nft``
 with the ``nft`` child processes it waited for; median of ``--runs`` changes (each run changes
 the value again). When
@@ -50,7 +52,7 @@ from runtime.plan import Env
 from runtime.state import StateDir
 
 NODE = "node-001"
-STAGES = ("load", "compile", "render", "diff", "apply", "total", "tick")
+STAGES = ("load", "compile", "render", "diff", "apply", "verify", "in force", "total", "tick")
 SCENARIOS = ("remote pod label change", "local pod label change", "pod added", "local pod added")
 APPS = ("web", "api", "db", "cache", "queue")
 
@@ -154,6 +156,9 @@ def _tick(agent: Agent) -> tuple[ReconcileResult, float]:
     if res.result == "error":
         raise SystemExit(f"reconcile failed: {res.error}")
     res.timings["tick"] = time.monotonic() - w0
+    # The change is in force when the kernel acknowledged it; the fast paths' read-back and
+    # bookkeeping (``verify``) come after.
+    res.timings["in force"] = res.timings["total"] - res.timings.get("verify", 0.0)
     res.timings["cpu+nft"] = cpu + _children_cpu() - k0
     return res, cpu
 

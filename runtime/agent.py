@@ -385,9 +385,9 @@ class Agent:
             # below replaces what is needed, now.
             logger.error("set-only fast update failed: %s; applying in full", e)
             self._gen = self._record_stat = None
-            return None
-        finally:
             timings["apply"] = time.monotonic() - t0
+            return None
+        _split_apply(timings, t0, res.committed)
         self._overlay, self._gen = res.overlay, res.generation
         self._pending = True
         self._last_change = time.monotonic()
@@ -448,9 +448,9 @@ class Agent:
         except ApplyFailed as e:
             logger.error("chain update failed: %s; applying in full", e)
             self._gen = self._record_stat = None
-            return None
-        finally:
             timings["apply"] = time.monotonic() - t0
+            return None
+        _split_apply(timings, t0, res.committed)
         self._overlay, self._gen = res.overlay, res.generation
         self._pending = True
         self._last_change = time.monotonic()
@@ -664,6 +664,14 @@ def _local_rules_changed(old: Program, new: Program, ids: Iterable[str]) -> bool
         ):
             return True
     return False
+
+
+def _split_apply(timings: dict[str, float], start: float, committed: float) -> None:
+    """A fast path's time: ``apply`` until the kernel acknowledged the transaction (the
+    change is in force), ``verify`` the read-back and bookkeeping after it."""
+    now = time.monotonic()
+    timings["apply"] = committed - start
+    timings["verify"] = now - committed
 
 
 _UNKNOWN = object()  # equal to no content, so the next scan change always compiles

@@ -82,7 +82,7 @@ class Metrics:
                 self.loaded = {k: int(v) for k, v in counts.items() if k != "tables"}
 
     def observe_stages(self, timings: Mapping[str, float], path: str = "") -> None:
-        """Seconds per stage of one reconcile (load, compile, render, diff, apply, total) and
+        """Seconds per stage of one reconcile (load, compile, render, diff, apply, verify, total) and
         how it compiled ("incremental" or "full"; "" when it failed before compiling)."""
         with self._lock:
             self.stage_last = {k: float(v) for k, v in timings.items()}

@@ -8,9 +8,10 @@ the state dir are what the agent last saw (no journal, the same ``applied.json``
 overlay, the nf_tables generation id unchanged), then:
 
 1. writes the journal and sends the batch (one ``sendmsg``, one transaction);
-2. reads back over netlink every chain the batch created, flushed or deleted and every set it
-   created or deleted (``runtime/nftables_readback.py``) and checks them (see :func:`_check`),
-   and the elements of the existing sets it changed (as the set-only path does);
+2. reads back over netlink every chain the batch created or flushed and every set it created
+   (``runtime/nftables_readback.py``) and checks them (see :func:`_check`), and the elements
+   of the existing sets it changed (as the set-only path does) — with the generation id
+   bracketing the read-back, so it sees our transaction and nothing else;
 3. records the result in the overlay (``sets.json``): the changed existing sets as
    ``nft list`` prints them, the deleted blocks, and for each created or flushed chain and
    created set a *stand-in* block holding the SHA-256 of its netlink dump (``nft list`` of even
@@ -113,6 +114,7 @@ def apply_chains(
         env.state.begin("nftables", f"chains:{program}", base, durable=False)
         try:
             nftables_netlink.send_batch(batch, sock=sock)
+            committed = time.monotonic()
         except Exception as e:
             try:
                 unchanged = generation(env.netns, sock) == gen0
@@ -122,15 +124,21 @@ def apply_chains(
                 env.state.end()
             raise ApplyFailed(f"chain update failed: {e}", unchanged) from e
         try:
+            # The read-back must see the kernel of our transaction and of nothing else: the
+            # generation is ours (one more) before it and the same after it.
+            gen1 = generation(env.netns, sock)
+            if gen1 != gen0 + 1:
+                raise ReadBackWrong("another transaction was committed with ours")
             blocks, masked = _check(
-                env, sock, chains, rules, deleted_chains, created_sets, deleted_sets,
-                element_sets, want, dispatch, heads, overlay,
+                env, sock, chains, rules, created_sets, element_sets, want, dispatch, heads,
+                overlay,
             )  # fmt: skip
+            if generation(env.netns, sock) != gen1:
+                raise ReadBackWrong("another transaction was committed during the read-back")
         except ReadBackWrong as e:
             raise ApplyFailed(f"read-back after the chain update is wrong: {e}", False) from e
         except Exception as e:  # committed, but unverified: the journal stays
             raise ApplyFailed(f"cannot read the updated chains back: {e}", False) from e
-        gen1 = generation(env.netns, sock)
         gone = {*deleted_chains, *deleted_sets}
         sets = {k: v for k, v in (overlay.sets if overlay else {}).items() if k not in gone}
         sets.update(blocks)
@@ -161,9 +169,10 @@ def apply_chains(
         True,
         "local workload chains changed",
         new_overlay,
-        gen1 if gen1 == gen0 + 1 else None,
+        gen1,
         known_record,
         tuple(chains),
+        committed,
     )
 
 
@@ -172,35 +181,33 @@ def _check(
     sock,  # noqa: ANN001
     chains: list[str],
     rules: Mapping[str, int],
-    deleted_chains: list[str],
     created_sets: list[str],
-    deleted_sets: list[str],
     element_sets: list[str],
     want: Mapping[str, Iterable[str]],
     dispatch: Mapping[str, str],
     heads: Mapping[str, str] | None,
     overlay: SetOverlay | None,
 ) -> tuple[dict[str, str], dict[str, str]]:
-    """Check the kernel after the batch; (listing blocks of the changed existing sets,
-    stand-ins of the created or flushed chains and created sets).
+    """Check the kernel after the batch (no other transaction in between: the caller checks
+    the generation); (listing blocks of the changed existing sets, stand-ins of the created
+    or flushed chains and created sets).
 
     Checked: every created or flushed chain exists with exactly the rules the update has
     (their number; the rules themselves are what the kernel acknowledged in the transaction,
-    and the encoder is held to nft's bytes by the kernel differential tests), deleted chains
-    and sets are gone, created sets exist, and every changed set holds exactly the elements it
-    should (decoded from the kernel's dump, as the set-only path checks them)."""
+    and the encoder is held to nft's bytes by the kernel differential tests), created sets
+    exist, and every changed set holds exactly the elements it should (decoded from the
+    kernel's dump, as the set-only path checks them). Deletions are not looked up: the
+    acknowledged transaction made them, and nothing else has run since."""
     rb = nftables_readback
-    dumped = rb.dump_chains([*chains, *deleted_chains], TABLE, env.netns, sock)
+    dumped = rb.dump_chains(chains, TABLE, env.netns, sock)
     problems = [f"chain {n}: missing" for n in chains if n not in dumped]
     problems += [
         f"chain {n}: {len(dumped[n].rules)} rules, not {rules[n]}"
         for n in chains
         if n in dumped and len(dumped[n].rules) != rules[n]
     ]
-    problems += [f"chain {n}: still in the kernel" for n in deleted_chains if n in dumped]
-    sets = rb.dump_set_decls([*created_sets, *deleted_sets], TABLE, env.netns, sock, True)
+    sets = rb.dump_set_decls(created_sets, TABLE, env.netns, sock, True)
     problems += [f"set {n}: missing" for n in created_sets if n not in sets]
-    problems += [f"set {n}: still in the kernel" for n in deleted_sets if n in sets]
     if problems:
         raise ReadBackWrong("; ".join(problems[:5]))
     masked = {n: stand_in("chain", n, rb.dump_digest({n: dumped[n]})) for n in chains}

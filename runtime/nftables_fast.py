@@ -312,6 +312,9 @@ class FastResult:
     generation: int | None = None  # after our commit; None when someone else committed too
     record_stat: tuple[int, int, int] | None = None
     sets: tuple[str, ...] = ()
+    # time.monotonic() when the kernel acknowledged the transaction: from then on it is in
+    # force; what follows is the read-back and the bookkeeping
+    committed: float = 0.0
 
 
 class Declined(RuntimeError):
@@ -381,6 +384,7 @@ def apply_sets(
         env.state.begin("nftables", f"sets:{program}", base, durable=False)
         try:
             _send(env, script, sock)
+            committed = time.monotonic()
         except Exception as e:
             try:
                 unchanged = generation(env.netns, sock) == gen0
@@ -424,6 +428,7 @@ def apply_sets(
         gen1 if gen1 == gen0 + 1 else None,
         known_record,
         tuple(names),
+        committed,
     )
 
 

@@ -146,9 +146,9 @@ class SetOverlay:
     ``sets``: block name -> the block as ``nft list table`` prints it, now; or, for the names in
     ``masked`` (chains and sets a chain update made: ``runtime/nftables_chains.py``), a
     stand-in holding the SHA-256 of the object as the kernel's netlink dump returns it (nft's
-    listing costs ~0.5 s at 10,000 policies, even for one chain). ``removed``: blocks of the
-    base that updates deleted. ``counts``: what the updates changed of the record's counts
-    (besides set elements, which are counted from ``sets``).
+    listing costs ~0.5 s at 10,000 policies, even for one chain), with ``masked[name]`` =
+    [kind, its rules or elements] for the record's counts. ``removed``: blocks of the base that
+    updates deleted.
     """
 
     base: str
@@ -157,12 +157,14 @@ class SetOverlay:
     updates: int
     applied_at: float
     sets: Mapping[str, str]
-    masked: Mapping[str, str] = field(default_factory=dict)  # name -> "chain" | "set"
+    masked: Mapping[str, list] = field(default_factory=dict)  # name -> [kind, count]
     removed: list[str] = field(default_factory=list)
-    counts: Mapping[str, int] = field(default_factory=dict)
 
     def to_json(self) -> bytes:
-        return (json.dumps(asdict(self), indent=1, sort_keys=True) + "\n").encode()
+        # (not asdict(): it deep-copies every block text first; the agent writes this file on
+        # every fast update)
+        data = {f: getattr(self, f) for f in self.__dataclass_fields__}
+        return (json.dumps(data, indent=1, sort_keys=True) + "\n").encode()
 
 
 @dataclass(frozen=True, slots=True)
@@ -285,7 +287,7 @@ class StateDir:
             logger.warning("ignoring unreadable %s: %s", self.overlay_path, e)
             return None
         try:
-            optional = ("masked", "removed", "counts")  # not in overlays of older versions
+            optional = ("masked", "removed")  # not in overlays of older versions
             return SetOverlay(
                 **{
                     k: data[k]
