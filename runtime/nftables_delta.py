@@ -41,11 +41,12 @@ table inet tortie {
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from compiler.targets.nftables.incremental import element_commands
 
-__all__ = ["Block", "Parsed", "delta", "parse", "sort_blocks"]
+__all__ = ["Block", "Parsed", "delta", "parse", "replace_blocks", "sort_blocks"]
 
 FAMILY = "inet"
 TABLE = "tortie"
@@ -130,6 +131,59 @@ def parse(text: str) -> Parsed | None:
             return None  # something at a depth this parser does not know
         i += 1
     return None
+
+
+_BLOCK_HEAD = re.compile(r"^\t(set|map|chain) (\S+) \{\n", re.MULTILINE)
+
+
+def replace_blocks(
+    sorted_text: str, blocks: Mapping[str, str | None], old: list[str] | None = None
+) -> str | None:
+    """A table text whose blocks are in :func:`sort_blocks` order with the named blocks
+    replaced (a block text), dropped (None) or, when not in it, added in order; in one pass,
+    without parsing the rest (``old`` collects the texts of the blocks replaced or dropped).
+    None when ``sorted_text`` is not of that shape."""
+    end = sorted_text.rfind("\n}")
+    if end < 0:
+        return None
+    news: list[tuple[tuple[str, str], str]] = []
+    for name, text in blocks.items():
+        if text is not None:
+            m = _BLOCK_HEAD.match(text)
+            if m is None:
+                return None
+            news.append(((m[1], name), text))
+    news.sort()
+    out: list[str] = []
+    pos = 0  # of the text not written yet
+    k = 0  # of news
+    last = ("", "")
+    for m in _BLOCK_HEAD.finditer(sorted_text, 0, end + 1):
+        key = (m[1], m[2].strip('"'))
+        if key < last:
+            return None
+        last = key
+        stop = sorted_text.find("\n\t}\n", m.end() - 1)
+        if stop < 0:
+            return None
+        stop += len("\n\t}\n")
+        out.append(sorted_text[pos : m.start()])
+        while k < len(news) and news[k][0] < key:
+            out.append(news[k][1])
+            k += 1
+        if key[1] in blocks:
+            if old is not None:
+                old.append(sorted_text[m.start() : stop])
+            if k < len(news) and news[k][0] == key:
+                out.append(news[k][1])
+                k += 1
+        else:
+            out.append(sorted_text[m.start() : stop])
+        pos = stop
+    out.append(sorted_text[pos : end + 1])
+    out.extend(text for _, text in news[k:])
+    out.append(sorted_text[end + 1 :])
+    return "".join(out)
 
 
 def sort_blocks(listing: str) -> str:

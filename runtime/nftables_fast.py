@@ -434,31 +434,35 @@ def apply_sets(
 
 def _general_overlay(record: Record, overlay: SetOverlay) -> Record:
     """:func:`overlay_record` for an overlay with chain updates (``runtime/nftables_chains.py``):
-    blocks removed, replaced or added (stand-ins for what nft would list), the blocks sorted
-    again, counted again (stand-ins: with the counts the overlay keeps for them)."""
+    blocks removed, replaced or added (stand-ins for what nft would list) in one pass, and the
+    counts adjusted by what left and came (stand-ins: with the counts the overlay keeps)."""
     from runtime.nftables import listing_counts
-    from runtime.nftables_delta import sort_blocks
+    from runtime.nftables_delta import replace_blocks
 
     text = record.kernel.get(UNIT)
     if text is None:
         return record
-    for name in sorted({*overlay.removed, *overlay.sets}):
-        text = _drop_block(text, name)
-    end = text.rstrip().rfind("\n}")
-    if end < 0:
-        logger.warning("the record's table has no end: ignoring the set overlay")
+    changes: dict[str, str | None] = dict.fromkeys(overlay.removed)
+    changes.update(overlay.sets)
+    old: list[str] = []
+    new_text = replace_blocks(text, changes, old)
+    if new_text is None:
+        logger.warning("the record's table is not in sorted form: ignoring the set overlay")
         return record
-    added = "".join(overlay.sets[n] for n in sorted(overlay.sets))
-    text = sort_blocks(text[: end + 1] + added + text[end + 1 :])
-    counts = listing_counts(text)
-    if counts is None:
-        counts = dict(record.counts)
+    counts = dict(record.counts)
+    for sign, blocks in ((-1, old), (1, [overlay.sets[n] for n in sorted(overlay.sets)])):
+        got = listing_counts(f"table {FAMILY} {TABLE} {{\n" + "".join(blocks) + "}\n")
+        if got is None:
+            logger.warning("a block of the set overlay does not count: counts left as recorded")
+            break
+        for k in ("chains", "rules", "sets", "maps", "elements"):
+            counts[k] = counts.get(k, 0) + sign * got[k]
     else:
         for kind, n in overlay.masked.values():
             counts["rules" if kind == "chain" else "elements"] += n
     return dataclasses.replace(
         record,
-        kernel={**record.kernel, UNIT: text},
+        kernel={**record.kernel, UNIT: new_text},
         counts=counts,
         mode="sets",
         applied_at=overlay.applied_at,
@@ -467,34 +471,17 @@ def _general_overlay(record: Record, overlay: SetOverlay) -> Record:
     )
 
 
-def _drop_block(text: str, name: str) -> str:
-    """``text`` without the block of the set, map or chain ``name`` (unchanged if none)."""
-    for kind in ("chain", "set", "map"):
-        head = f"\t{kind} {name} {{\n"
-        start = text.find(head)
-        if start >= 0 and (start == 0 or text[start - 1] == "\n"):
-            end = text.find("\n\t}\n", start)
-            if end >= 0:
-                return text[:start] + text[end + len("\n\t}\n") :]
-    return text
-
-
 def mask(normalised: str, masked: Mapping[str, list], netns: str | None) -> str:
     """A normalised listing with the blocks of the ``masked`` objects replaced by their
-    stand-ins made from the kernel's dump now (``runtime/nftables_chains.py``)."""
+    stand-ins made from the kernel's dump now (``runtime/nftables_chains.py``); an object the
+    kernel lacks is left out."""
     from runtime.nftables_chains import stand_ins
+    from runtime.nftables_delta import replace_blocks
 
-    blocks = stand_ins(masked, netns)
-    text = normalised
-    for name in masked:
-        text = _drop_block(text, name)
-    end = text.rstrip().rfind("\n}")
-    if end < 0:
-        return normalised
-    added = "".join(blocks[n] for n in sorted(blocks))
-    from runtime.nftables_delta import sort_blocks
-
-    return sort_blocks(text[: end + 1] + added + text[end + 1 :])
+    blocks: dict[str, str | None] = dict.fromkeys(masked)
+    blocks.update(stand_ins(masked, netns))
+    text = replace_blocks(normalised, blocks)
+    return normalised if text is None else text
 
 
 def overlay_record(record: Record, overlay: SetOverlay) -> Record:

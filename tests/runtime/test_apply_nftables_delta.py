@@ -4,9 +4,11 @@ without a kernel (the kernel tests load the results for real)."""
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from runtime.nftables import declared, normalise
-from runtime.nftables_delta import delta, parse, sort_blocks
+from runtime.nftables_delta import delta, parse, replace_blocks, sort_blocks
 
 OLD = """\
 # header comment
@@ -183,3 +185,46 @@ def test_real_scripts_round_trip_through_parse() -> None:
     assert parse(text_a) is not None
     out = delta(text_a, text_b)
     assert out is not None and out.count("flush chain") == 1 and "7001" in out
+
+
+def _table(blocks: dict[str, str]) -> str:
+    return 'table inet tortie {\n\tcomment "x"\n' + "".join(blocks.values()) + "}\n"
+
+
+def _block(kind: str, name: str, body: str) -> str:
+    return f"\t{kind} {name} {{\n\t\t{body}\n\t}}\n"
+
+
+NAMES = [(k, n) for k in ("chain", "map", "set") for n in ("a", "b/c", "d-1", "z")]
+
+
+@given(
+    st.sets(st.sampled_from(NAMES)),
+    st.dictionaries(
+        st.sampled_from(NAMES), st.one_of(st.none(), st.sampled_from(["drop", "accept"]))
+    ),
+)
+def test_replace_blocks_is_sort_blocks_of_the_result(
+    present: set[tuple[str, str]], changes: dict[tuple[str, str], str | None]
+) -> None:
+    """One pass over a sorted table equals rebuilding and sorting it."""
+    have = {name: _block(kind, name, "return") for kind, name in sorted(present)}
+    text = sort_blocks(_table(have))
+    wanted: dict[str, str | None] = {}
+    for (kind, name), body in changes.items():
+        wanted[name] = None if body is None else _block(kind, name, body)
+    result = dict(have)
+    old: list[str] = []
+    for name, block in wanted.items():
+        if name in result:
+            old.append(result.pop(name))
+        if block is not None:
+            result[name] = block
+    got_old: list[str] = []
+    assert replace_blocks(text, wanted, got_old) == sort_blocks(_table(result))
+    assert sorted(got_old) == sorted(old)
+
+
+def test_replace_blocks_refuses_unsorted_text() -> None:
+    text = _table({"b": _block("chain", "b", "drop"), "a": _block("chain", "a", "drop")})
+    assert replace_blocks(text, {"c": None}) is None
