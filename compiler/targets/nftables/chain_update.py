@@ -33,13 +33,10 @@ at most once from a program.
 
 from __future__ import annotations
 
-import dataclasses
-import re
-import weakref
 from dataclasses import dataclass, field
 
 from compiler.ir import nodes as ir
-from compiler.targets.nftables.chains import Chain, ChainBuilder
+from compiler.targets.nftables.chains import Chain
 from compiler.targets.nftables.endpoints import _describe, workload_chain
 from compiler.targets.nftables.incremental import (
     element_commands,
@@ -47,91 +44,17 @@ from compiler.targets.nftables.incremental import (
     same_set_declarations,
 )
 from compiler.targets.nftables.names import ident, is_ifname, nft_string, sanitize
-from compiler.targets.nftables.script import (
-    FAMILY,
-    RENDERED,
-    RENDERERS,
-    TABLE,
-    RenderInfo,
-    ScriptRenderer,
-    const_lines,
+from compiler.targets.nftables.script import FAMILY, RENDERED, TABLE, RenderInfo, ScriptRenderer
+from compiler.targets.nftables.table_state import (
+    TableState,
+    carry,
+    give_state,
+    prepare,
+    rule_lines,
+    take_state,
 )
-from compiler.targets.nftables.sets import declare, elements_of, render_decl
 
 __all__ = ["ChainUpdate", "carry", "chain_update", "prepare"]
-
-_STRING = re.compile(r'"[^"]*"')  # nft strings have no escapes: a '"' always ends one
-_REF = re.compile(r"(?:\bjump |\bgoto |@)([^\s,{}]+)")
-
-
-def refs(chain: Chain) -> frozenset[str]:
-    """The chains a chain jumps to and the sets and maps it looks up, by name (quoted strings,
-    i.e. comments and log prefixes, left out)."""
-    out: set[str] = set()
-    for line in chain.lines:
-        if line.startswith("#"):
-            continue
-        out.update(_REF.findall(_STRING.sub('""', line) if '"' in line else line))
-    return frozenset(out)
-
-
-def _rules(chain: Chain) -> list[str]:
-    return [line for line in chain.lines if not line.startswith("#")]
-
-
-@dataclass
-class _State:
-    """What a chain update needs of the table rendered for a program (moves to the next one)."""
-
-    b: ChainBuilder
-    refs: dict[str, frozenset[str]]  # non-base chain -> what it refers to
-    count: dict[str, int]  # name -> how many chains refer to it (absent: none)
-    set_ids: dict[str, str]  # IR set nft name -> set id
-    declared: dict[str, tuple[str, ...]]  # IR set nft name -> its elements in the table
-    order: list[str]  # declared IR sets in the order RenderInfo lists them
-    workloads: dict[str, ir.Endpoint]  # local workloads by id
-    heps: tuple[ir.Endpoint, ...]
-    # IR set nft name -> (the AddrSet, its elements), for every set whose elements were
-    # computed: a set declared again later, still the same object, is not computed again
-    known: dict[str, tuple[ir.AddrSet, tuple[str, ...]]] = field(default_factory=dict)
-    # IR sets that hold no element at all in the kernel (created without any, never added to:
-    # nft's first ``add element`` to such an interval set also adds an end element at 0)
-    bare: set[str] = field(default_factory=set)
-
-    @classmethod
-    def of(cls, r: ScriptRenderer, info: RenderInfo) -> _State | None:
-        b = r.b
-        chain_refs = {name: refs(chain) for name, chain in b.chains.items()}
-        count: dict[str, int] = {}
-        for rs in chain_refs.values():
-            for x in rs:
-                count[x] = count.get(x, 0) + 1
-        set_ids = {name: sid for sid, name in b.set_names.items()}
-        declared = {name: elements for _, name, _, elements in info.sets}
-        # The table declares exactly what its rules refer to (chains.ChainBuilder._rule_lines):
-        # check it, since the counts below decide what to declare and delete.
-        referenced_sets = {x for x in count if x in set_ids}
-        if referenced_sets != declared.keys() or not count.keys() <= (
-            b.chains.keys() | set_ids.keys() | b.consts.sets.keys()
-        ):
-            return None
-        if set(b.consts.sets) != {x for x in count if x in b.consts.sets}:
-            return None
-        return cls(
-            b,
-            chain_refs,
-            count,
-            set_ids,
-            declared,
-            [name for _, name, _, _ in info.sets],
-            {e.id: e for e in r.eps.workloads},
-            tuple(r.eps.heps),
-            {name: (s, elements) for _, name, s, elements in info.sets},
-            {name for _, name, _, elements in info.sets if not elements},
-        )
-
-
-_STATES: weakref.WeakKeyDictionary[ir.Program, _State] = weakref.WeakKeyDictionary()
 
 
 @dataclass(frozen=True)
@@ -145,7 +68,6 @@ class ChainUpdate:
     created_sets: tuple[str, ...]  # selector and constant sets, whole blocks in the script
     deleted_sets: tuple[str, ...]
     element_sets: tuple[str, ...]  # existing sets and maps whose elements change
-    counts: dict[str, int]  # change of the table's counts (chains, rules, sets, elements)
     # declaration (block without elements) of every existing set the script refers to
     declarations: dict[str, str] = field(default_factory=dict)
     empty: tuple[str, ...] = ()  # existing sets added to that held no element at all
@@ -155,65 +77,6 @@ class ChainUpdate:
     # of ``element_sets``: the dispatch maps and wl-ifaces (keyed by interface name) -> "map"
     # or "set"
     dispatch: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def set_only(self) -> bool:
-        return not (
-            self.created_chains
-            or self.flushed_chains
-            or self.deleted_chains
-            or self.created_sets
-            or self.deleted_sets
-        )
-
-
-def prepare(program: ir.Program) -> bool:
-    """Make the chain-update state of a program rendered inside
-    :func:`.script.keeping_renderers` now (~0.3 s at 10,000 policies) rather than at its first
-    chain update; False when there is none to make."""
-    r = RENDERERS.pop(program, None)
-    if program in _STATES:
-        return True
-    info = RENDERED.get(program)
-    if r is None or info is None:
-        return False
-    st = _State.of(r, info)
-    if st is None:
-        return False
-    _STATES[program] = st
-    return True
-
-
-def carry(old: ir.Program, new: ir.Program) -> bool:
-    """Move the chain-update state of ``old`` to ``new`` after a set-only update between them
-    (:func:`.incremental.render_set_update` gave a script, so ``new`` has the same chains and
-    set declarations; its sets' elements are in :data:`.script.RENDERED`). False when there
-    was no state or the update was not set-only after all."""
-    st = _STATES.pop(old, None)
-    info = RENDERED.get(new)
-    if st is None or info is None:
-        return False
-    if [name for _, name, _, _ in info.sets] != st.order:
-        return False  # not the same declared sets: the next chain update renders in full
-    now = _local(new)
-    heps = [e for e in now.values() if e.is_host]
-    if len(heps) != len(st.heps) or any(a is not b for a, b in zip(heps, st.heps, strict=False)):
-        return False
-    workloads = {eid: e for eid, e in now.items() if not e.is_host}
-    if workloads.keys() != st.workloads.keys():
-        return False
-    st.declared = {name: elements for _, name, _, elements in info.sets}
-    st.known.update((name, (s, elements)) for _, name, s, elements in info.sets)
-    st.bare -= {name for name, elements in st.declared.items() if elements}
-    st.workloads = workloads
-    st.b.program = new
-    _STATES[new] = st
-    return True
-
-
-def _local(program: ir.Program) -> dict[str, ir.Endpoint]:
-    node = program.node
-    return {e.id: e for e in program.endpoints if e.node == node}
 
 
 def _chain_names(ep: ir.Endpoint) -> list[str]:
@@ -229,16 +92,14 @@ def chain_update(old: ir.Program, new: ir.Program) -> ChainUpdate | None:
     """The transaction from ``old``'s table to ``new``'s when only local workloads (and set
     members) changed, or None (render ``new`` in full). On success ``new`` can be the ``old`` of
     the next chain update and has a :data:`.script.RENDERED` entry (sets, for set updates)."""
-    if not prepare(old):
+    st = take_state(old)
+    if st is None:
         return None
-    st = _STATES.pop(old)
     if not (same_but_endpoints(old, new) and same_set_declarations(old, new)):
         return None
-    now = _local(new)
-    heps = [e for e in now.values() if e.is_host]
-    if len(heps) != len(st.heps) or any(a is not b for a, b in zip(heps, st.heps, strict=False)):
-        return None  # host endpoints: render in full
-    workloads = {eid: e for eid, e in now.items() if not e.is_host}
+    workloads = st.local_workloads(new)
+    if workloads is None:
+        return None  # host endpoints changed: render in full
     if not workloads or not st.workloads:
         return None
     if any(not is_ifname(e.interface) for e in workloads.values()):
@@ -252,279 +113,194 @@ def chain_update(old: ir.Program, new: ir.Program) -> ChainUpdate | None:
             return None  # a delta cannot change a chain's comment
     if len({e.interface for e in workloads.values()}) != len(workloads):
         return None  # E816, reported by check()
-    return _apply(st, old, new, gone, came, workloads)
+    change = _Change(st, old, new, workloads)
+    if not change.rechain(gone, came):
+        return None
+    return change.update()
 
 
-def _apply(
-    st: _State,
-    old: ir.Program,
-    new: ir.Program,
-    gone: list[ir.Endpoint],
-    came: list[ir.Endpoint],
-    workloads: dict[str, ir.Endpoint],
-) -> ChainUpdate | None:
-    b = st.b
-    b.program = new
-    count, chain_refs = st.count, st.refs
-    before: dict[str, bool] = {}  # name -> referenced before this update (at its first change)
-    garbage: list[str] = []
+@dataclass
+class _Change:
+    """One chain update in the making (the state is changed in place: it moves to ``new``)."""
 
-    def inc(x: str) -> None:
-        n = count.get(x, 0)
-        before.setdefault(x, n > 0)
-        count[x] = n + 1
+    st: TableState
+    old: ir.Program
+    new: ir.Program
+    workloads: dict[str, ir.Endpoint]
+    old_chains: dict[str, Chain] = field(default_factory=dict)  # of the workloads that changed
+    new_chains: list[str] = field(default_factory=list)  # made by this update
+    flushed: list[str] = field(default_factory=list)  # existing chains with new rules
+    dropped: dict[str, Chain] = field(default_factory=dict)  # chains that go
+    new_sets: list[str] = field(default_factory=list)  # selector and constant sets
+    dead_sets: list[str] = field(default_factory=list)
+    deletes: list[str] = field(default_factory=list)  # element commands
+    adds: list[str] = field(default_factory=list)
+    touched: dict[str, tuple[str, ...]] = field(default_factory=dict)  # set -> its elements
+    dispatch: dict[str, str] = field(default_factory=dict)  # map or wl-ifaces -> its kind
+    empty: list[str] = field(default_factory=list)
 
-    def dec(x: str) -> None:
-        before.setdefault(x, True)
-        n = count[x] - 1
-        if n:
-            count[x] = n
-        else:
-            del count[x]
-            garbage.append(x)
+    def rechain(self, gone: list[ir.Endpoint], came: list[ir.Endpoint]) -> bool:
+        """The workloads' chains: the old ones dropped, the new ones built (with the policy and
+        sequence chains and constant sets they need), references counted, what nothing refers
+        to deleted. False when a reference is not one the state accounts for."""
+        st, b = self.st, self.st.b
+        b.program = self.new
+        old_refs = []
+        for e in gone:
+            for name in _chain_names(e):
+                self.old_chains[name] = b.chains.pop(name)
+                old_refs.append(st.refs.pop(name))
+        b.log = []
+        try:
+            for e in sorted(came, key=lambda e: e.interface):
+                for d in ir.DIRECTIONS:
+                    workload_chain(b, e, d)
+            created = b.log
+        finally:
+            b.log = None
+        before: dict[str, bool] = {}  # name -> referenced before (at its first change)
+        st.take(created, before)
+        self.dropped = st.release(old_refs, before)
+        self.dropped.update((n, c) for n, c in self.old_chains.items() if n not in b.chains)
+        sets = [x for x in before if x not in b.chains and x not in self.dropped]
+        if any(x not in st.set_ids and x not in b.consts.sets for x in sets):
+            return False
+        self.new_sets = sorted(x for x in sets if not before[x] and x in st.count)
+        self.dead_sets = sorted(x for x in sets if before[x] and x not in st.count)
+        self.new_chains = [n for n in created if n not in self.old_chains]
+        self.flushed = sorted(
+            n
+            for n in created
+            if n in self.old_chains and self.old_chains[n].lines != b.chains[n].lines
+        )
+        return True
 
-    # 1. the old chains of the workloads that changed or went
-    old_chains: dict[str, Chain] = {}
-    old_refs: list[frozenset[str]] = []
-    for e in gone:
-        for name in _chain_names(e):
-            old_chains[name] = b.chains.pop(name)
-            old_refs.append(chain_refs.pop(name))
-    # 2. their new chains, with the policy/sequence chains and constant sets they need
-    b.log = []
-    try:
-        for e in sorted(came, key=lambda e: e.interface):
-            for d in ir.DIRECTIONS:
-                workload_chain(b, e, d)
-        created = b.log
-    finally:
-        b.log = None
-    for name in created:
-        rs = chain_refs[name] = refs(b.chains[name])
-        for x in rs:
-            inc(x)
-    # 3. release the old chains' references; delete what nothing refers to any more
-    for rs in old_refs:
-        for x in rs:
-            dec(x)
-    dropped: dict[str, Chain] = {}  # chains nothing refers to any more
-    while garbage:
-        x = garbage.pop()
-        chain = b.chains.pop(x, None)
-        if chain is None:
-            continue  # a set or map
-        dropped[x] = chain
-        key = b.owners.pop(x, None)
-        if key is not None:
-            b._infos.pop(key, None)
-            if key[0] == "policy":
-                b._by_policy.get((key[2], key[3]), {}).pop(key[1], None)
-        for y in chain_refs.pop(x):
-            dec(y)
-    dropped.update((n, c) for n, c in old_chains.items() if n not in b.chains)
+    def members(self) -> None:
+        """Element commands for the selector sets declared before and after."""
+        st, old, new = self.st, self.old, self.new
+        dead = set(self.dead_sets)
+        for name, have in list(st.declared.items()):
+            sid = st.set_ids[name]
+            if name in dead or new.sets[sid] is old.sets[sid]:
+                continue
+            want = st.elements(new, name)
+            if want == have:
+                continue
+            keep, had = set(want), set(have)
+            self.deletes += element_commands("delete", name, [x for x in have if x not in keep])
+            added = [x for x in want if x not in had]
+            self.adds += element_commands("add", name, added)
+            if added and name in st.bare:
+                st.bare.discard(name)
+                self.empty.append(name)
+            st.declared[name] = want
+            self.touched[name] = want
 
-    sets = [x for x in before if x not in b.chains and x not in dropped]
-    if any(x not in st.set_ids and x not in b.consts.sets for x in sets):
-        return None  # a reference the state does not account for: render in full
-    new_sets = sorted(x for x in sets if not before[x] and x in count)
-    dead_sets = sorted(x for x in sets if before[x] and x not in count)
-    new_chains = [n for n in created if n not in old_chains]
-    flushed = sorted(
-        n for n in created if n in old_chains and old_chains[n].lines != b.chains[n].lines
-    )
-    return _script(
-        st,
-        old,
-        new,
-        gone,
-        came,
-        workloads,
-        new_chains,
-        flushed,
-        dropped,
-        new_sets,
-        dead_sets,
-        old_chains,
-    )
-
-
-def _set_block(
-    st: _State, program: ir.Program, name: str, elements: tuple[str, ...] | None
-) -> list[str]:
-    """The block of an IR or constant set of the table (IR sets: with ``elements``)."""
-    sid = st.set_ids.get(name)
-    if sid is not None:
-        decl = declare(program.sets[sid], name, with_elements=False)
-        decl = dataclasses.replace(decl, elements=elements or ())
-        return render_decl(decl, "\t", elements is not None)[len(decl.header) :]
-    return const_lines(st.b.consts.sets[name], elements is not None)
-
-
-def _elements(st: _State, program: ir.Program, name: str) -> tuple[str, ...]:
-    """The elements of IR set ``name`` in ``program``: computed once per set object (a set the
-    table declared before keeps its elements in the state while its object is unchanged)."""
-    s = program.sets[st.set_ids[name]]
-    known = st.known.get(name)
-    if known is not None and known[0] is s:
-        return known[1]
-    elements = elements_of(s)
-    st.known[name] = (s, elements)
-    return elements
-
-
-def _script(
-    st: _State,
-    old: ir.Program,
-    new: ir.Program,
-    gone: list[ir.Endpoint],
-    came: list[ir.Endpoint],
-    workloads: dict[str, ir.Endpoint],
-    new_chains: list[str],
-    flushed: list[str],
-    dropped: dict[str, Chain],
-    new_sets: list[str],
-    dead_sets: list[str],
-    old_chains: dict[str, Chain],
-) -> ChainUpdate:
-    b = st.b
-    deletes: list[str] = []
-    adds: list[str] = []
-    touched: list[str] = []
-    empty: list[str] = []  # sets added to that held no element at all
-    elements = 0
-    # selector sets declared before and after: their members
-    dead = set(dead_sets)
-    for name, have in list(st.declared.items()):
-        if name in dead:
-            continue
-        sid = st.set_ids[name]
-        after = new.sets[sid]
-        if after is old.sets[sid]:
-            continue
-        want = _elements(st, new, name)
-        if want == have:
-            continue
-        keep, had = set(want), set(have)
-        gone_elems = [x for x in have if x not in keep]
-        new_elems = [x for x in want if x not in had]
-        deletes += element_commands("delete", name, gone_elems)
-        adds += element_commands("add", name, new_elems)
-        if new_elems and name in st.bare:
-            st.bare.discard(name)
-            empty.append(name)
-        elements += len(new_elems) - len(gone_elems)
-        st.declared[name] = want
-        touched.append(name)
-    # dispatch maps and wl-ifaces: the interfaces whose workload came or went
-    before_ifaces = {e.interface for e in st.workloads.values()}
-    after_ifaces = sorted({e.interface for e in workloads.values()})
-    out_ifaces = sorted(before_ifaces - set(after_ifaces))
-    in_ifaces = sorted(set(after_ifaces) - before_ifaces)
-    dispatch: dict[str, tuple[str, ...]] = {}  # touched map or set -> its elements afterwards
-    if out_ifaces or in_ifaces:
+    def interfaces(self) -> None:
+        """Element commands for the dispatch maps and wl-ifaces: workloads that came or went."""
+        before = {e.interface for e in self.st.workloads.values()}
+        after = sorted({e.interface for e in self.workloads.values()})
+        out = sorted(before - set(after))
+        into = sorted(set(after) - before)
+        if not (out or into):
+            return
         for d in ir.DIRECTIONS:
-            m = f"wl-{d}"
-            for verb, ifaces, commands in (
-                ("delete", out_ifaces, deletes),
-                ("add", in_ifaces, adds),
-            ):
-                items = [f"{nft_string(i)} : jump {ident(f'wl-{d}/', i)}" for i in ifaces]
-                commands += element_commands(verb, m, items)
-            dispatch[m] = tuple(
-                f"{nft_string(i)} : jump {ident(f'wl-{d}/', i)}" for i in after_ifaces
-            )
-        deletes += element_commands("delete", "wl-ifaces", [nft_string(i) for i in out_ifaces])
-        adds += element_commands("add", "wl-ifaces", [nft_string(i) for i in in_ifaces])
-        dispatch["wl-ifaces"] = tuple(nft_string(i) for i in after_ifaces)
-        elements += 3 * (len(in_ifaces) - len(out_ifaces))
-    # new and dead sets
-    block: list[str] = []
-    for name in new_sets:
-        if name in st.set_ids:
-            have = st.declared[name] = _elements(st, new, name)
-            block += _set_block(st, new, name, have)
-            elements += len(have)
-            if not have:
-                st.bare.add(name)
-        else:
-            block += _set_block(st, new, name, ())
-            elements += len(b.consts.sets[name].elements)
-    for name in dead_sets:
-        st.bare.discard(name)
-        if name in st.set_ids:
-            elements -= len(st.declared.pop(name))
-        else:
-            elements -= len(b.consts.sets[name].elements)
-    for name in sorted(new_chains):
-        block += ScriptRenderer.chain_lines(b.chains[name])
-    for name in flushed:
-        block += [f"\tchain {name} {{", *(f"\t\t{r}" for r in _rules(b.chains[name])), "\t}"]
-    gone_chains = sorted(dropped)
-    out = [
-        "# Tortie chain update: the chains, sets and elements a local workload change needs.",
-        *(f"flush chain {FAMILY} {TABLE} {n}" for n in [*flushed, *gone_chains]),
-        *deletes,
-    ]
-    if block:
-        out += [f"table {FAMILY} {TABLE} {{", *block, "}"]
-    out += adds
-    out += [f"delete chain {FAMILY} {TABLE} {n}" for n in gone_chains]
-    out += [f"delete set {FAMILY} {TABLE} {n}" for n in dead_sets]
-    rules = sum(len(_rules(b.chains[n])) for n in new_chains)
-    rules += sum(len(_rules(b.chains[n])) - len(_rules(old_chains[n])) for n in flushed)
-    rules -= sum(len(_rules(c)) for c in dropped.values())
-    counts = {
-        "chains": len(new_chains) - len(dropped),
-        "rules": rules,
-        "sets": len(new_sets) - len(dead_sets),
-        "elements": elements,
-    }
-    # what the encoder must know of existing sets and maps the script refers to
-    used: set[str] = {*touched, *dead_sets}
-    for name in [*new_chains, *flushed]:
-        used |= st.refs[name]
-    fresh = set(new_sets)
-    declarations: dict[str, str] = {}
-    for name in sorted(used - fresh):
-        if name in b.chains:
-            continue
-        lines = _set_block(st, new, name, None)
-        declarations[name] = "\n".join(lines) + "\n"
-    for name in dispatch:
-        if name == "wl-ifaces":
-            comment = nft_string(sanitize("local workload interfaces"))
-            lines = ["\tset wl-ifaces {", "\t\ttype ifname", f"\t\tcomment {comment}", "\t}"]
-        else:
-            lines = [f"\tmap {name} {{", "\t\ttype ifname : verdict", "\t}"]
-        declarations[name] = "\n".join(lines) + "\n"
-    # the new program's set list (for set-only updates from it), and the state moves to it
-    order = [n for n in st.order if n in st.declared] + [n for n in new_sets if n in st.declared]
-    st.order = order
-    RENDERED[new] = RenderInfo(
-        None,
-        tuple((st.set_ids[n], n, new.sets[st.set_ids[n]], st.declared[n]) for n in order),
-    )
-    st.workloads = workloads
-    _STATES[new] = st
-    script = "\n".join(out) + "\n" if len(out) > 1 else ""
-    return ChainUpdate(
-        script,
-        tuple(sorted(new_chains)),
-        tuple(flushed),
-        tuple(gone_chains),
-        tuple(new_sets),
-        tuple(dead_sets),
-        tuple(sorted({*touched, *dispatch})),
-        counts,
-        declarations,
-        tuple(empty),
-        {n: len(_rules(b.chains[n])) for n in [*new_chains, *flushed]},
-        {
-            **{
-                n: st.declared[n] if n in st.set_ids else b.consts.sets[n].elements
-                for n in {*new_sets, *touched}
-            },
-            **dispatch,
-        },
-        {n: "set" if n == "wl-ifaces" else "map" for n in sorted(dispatch)},
-    )
+            name = f"wl-{d}"
+
+            def items(ifaces: list[str], d: str = d) -> list[str]:
+                return [f"{nft_string(i)} : jump {ident(f'wl-{d}/', i)}" for i in ifaces]
+
+            self.deletes += element_commands("delete", name, items(out))
+            self.adds += element_commands("add", name, items(into))
+            self.touched[name] = tuple(items(after))
+            self.dispatch[name] = "map"
+        self.deletes += element_commands("delete", "wl-ifaces", [nft_string(i) for i in out])
+        self.adds += element_commands("add", "wl-ifaces", [nft_string(i) for i in into])
+        self.touched["wl-ifaces"] = tuple(nft_string(i) for i in after)
+        self.dispatch["wl-ifaces"] = "set"
+
+    def block(self) -> list[str]:
+        """The table block: new sets (declared in the state), new chains, flushed chains' rules."""
+        st, new = self.st, self.new
+        out: list[str] = []
+        for name in self.new_sets:
+            if name in st.set_ids:
+                have = st.declared[name] = st.elements(new, name)
+                self.touched[name] = have
+                if not have:
+                    st.bare.add(name)
+                out += st.set_block(new, name, have)
+            else:
+                self.touched[name] = st.b.consts.sets[name].elements
+                out += st.set_block(new, name, ())
+        for name in self.dead_sets:
+            st.bare.discard(name)
+            st.declared.pop(name, None)
+        chains = st.b.chains
+        for name in sorted(self.new_chains):
+            out += ScriptRenderer.chain_lines(chains[name])
+        for name in self.flushed:
+            out += [f"\tchain {name} {{", *(f"\t\t{r}" for r in rule_lines(chains[name])), "\t}"]
+        return out
+
+    def declarations(self) -> dict[str, str]:
+        """What the batch encoder must know of the existing sets and maps the script names."""
+        st = self.st
+        used: set[str] = {*self.touched, *self.dead_sets} - set(self.new_sets)
+        for name in [*self.new_chains, *self.flushed]:
+            used |= st.refs[name] - set(self.new_sets)
+        out: dict[str, str] = {}
+        for name in sorted(used):
+            if name in st.b.chains:
+                continue
+            if name == "wl-ifaces":
+                comment = nft_string(sanitize("local workload interfaces"))
+                lines = ["\tset wl-ifaces {", "\t\ttype ifname", f"\t\tcomment {comment}", "\t}"]
+            elif name in self.dispatch:
+                lines = [f"\tmap {name} {{", "\t\ttype ifname : verdict", "\t}"]
+            else:
+                lines = st.set_block(self.new, name, None)
+            out[name] = "\n".join(lines) + "\n"
+        return out
+
+    def update(self) -> ChainUpdate:
+        st, new = self.st, self.new
+        self.members()
+        self.interfaces()
+        block = self.block()
+        gone_chains = sorted(self.dropped)
+        out = [
+            "# Tortie chain update: the chains, sets and elements a local workload change needs.",
+            *(f"flush chain {FAMILY} {TABLE} {n}" for n in [*self.flushed, *gone_chains]),
+            *self.deletes,
+        ]
+        if block:
+            out += [f"table {FAMILY} {TABLE} {{", *block, "}"]
+        out += self.adds
+        out += [f"delete chain {FAMILY} {TABLE} {n}" for n in gone_chains]
+        out += [f"delete set {FAMILY} {TABLE} {n}" for n in self.dead_sets]
+        # The new program's set list (for set-only updates from it); the state moves to it.
+        fresh = [n for n in self.new_sets if n in st.declared]
+        st.order = [n for n in st.order if n in st.declared] + fresh
+        RENDERED[new] = RenderInfo(
+            None,
+            tuple((st.set_ids[n], n, new.sets[st.set_ids[n]], st.declared[n]) for n in st.order),
+        )
+        st.workloads = self.workloads
+        give_state(new, st)
+        existing = sorted(n for n in self.touched if n not in set(self.new_sets))
+        chains = st.b.chains
+        return ChainUpdate(
+            "\n".join(out) + "\n" if len(out) > 1 else "",
+            tuple(sorted(self.new_chains)),
+            tuple(self.flushed),
+            tuple(gone_chains),
+            tuple(self.new_sets),
+            tuple(self.dead_sets),
+            tuple(existing),
+            self.declarations(),
+            tuple(self.empty),
+            {n: len(rule_lines(chains[n])) for n in [*self.new_chains, *self.flushed]},
+            dict(self.touched),
+            dict(self.dispatch),
+        )
