@@ -29,6 +29,7 @@ import pytest
 from benchmarks.gen import generate, write
 from compiler.targets.nftables import batch, render_program
 from compiler.tools import nft
+from runtime import nftables_batchcheck as bc
 from runtime import nftables_readback as rb
 from runtime.nftables_netlink import send_batch
 from tests.conformance.loader import load_cases
@@ -79,11 +80,11 @@ def spaces() -> Iterator[tuple[str, str, str]]:
 
 def _check(ns: str, data: bytes) -> tuple[list[str], str]:
     """(problems, digest) of the chains and sets ``data`` made, as ``ns`` holds them."""
-    want = rb.expected_chains(data)
-    sets = rb.expected_sets(data)
+    want = bc.expected_chains(data)
+    sets = bc.expected_sets(data)
     dumped = rb.dump_chains(want, netns=ns)
     dsets = rb.dump_set_decls(sets, netns=ns, elements=True)
-    problems = rb.compare(want, dumped) + rb.compare_sets(sets, dsets, elements=True)
+    problems = bc.compare(want, dumped) + bc.compare_sets(sets, dsets, elements=True)
     return problems, rb.digest(dumped, dsets)
 
 
@@ -96,7 +97,7 @@ def test_batch_and_nft_loads_read_back_as_sent(spaces: tuple[str, str, str]) -> 
     checked = rules = 0
     for label, script in _inputs().items():
         data = batch.encode(script)
-        want = rb.expected_chains(data)
+        want = bc.expected_chains(data)
         assert want and all(c.exists and c.complete and c.created for c in want.values())
         rules += sum(len(c.rules) for c in want.values())
         send_batch(data, netns=a1)
@@ -160,7 +161,7 @@ def _handle(ns: str, chain: str, index: int) -> int:
 
 def _raw_digest(ns: str, data: bytes) -> str:
     """``dump_digest`` of the chains ``data`` made (the agent's stand-ins use it)."""
-    return rb.dump_digest(rb.dump_chains(rb.expected_chains(data), netns=ns))
+    return rb.dump_digest(rb.dump_chains(bc.expected_chains(data), netns=ns))
 
 
 def _assert_caught(ns: str, data: bytes, digest: str, chain: str) -> None:
@@ -296,16 +297,16 @@ def test_delta_flush_and_add_reads_back(loaded: tuple[str, str, bytes, str]) -> 
     rules = _rule_messages(data, chain)
     assert rules
     delta = _sequenced([flush, *rules])
-    want = rb.expected_chains(delta)
+    want = bc.expected_chains(delta)
     assert list(want) == [chain] and want[chain].flushed and want[chain].complete
     send_batch(delta, netns=ns)
     problems, after = _check(ns, data)
     assert not problems and after == digest  # the same rules again: the same state
-    assert not rb.compare(want, rb.dump_chains(want, netns=ns))
+    assert not bc.compare(want, rb.dump_chains(want, netns=ns))
     # The delta's rules, one of them dropped: the delta reads back as sent, the full batch
     # no longer does.
     delta2 = _sequenced([flush, *rules[1:]])
     send_batch(delta2, netns=ns)
-    want2 = rb.expected_chains(delta2)
-    assert not rb.compare(want2, rb.dump_chains(want2, netns=ns))
+    want2 = bc.expected_chains(delta2)
+    assert not bc.compare(want2, rb.dump_chains(want2, netns=ns))
     _assert_caught(ns, data, digest, chain)

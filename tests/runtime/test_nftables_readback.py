@@ -11,6 +11,7 @@ import sys
 
 import pytest
 
+from runtime import nftables_batchcheck as bc
 from runtime import nftables_readback as rb
 from runtime.nftables_readback import ChainDump, Rule, SetDecl
 
@@ -108,7 +109,7 @@ R2 = exprs(meta(16), cmp(b"\x11"))
 R3 = exprs(meta(15), cmp(b"\x02"))
 
 
-def rules_of(c: rb.ExpectedChain) -> list[bytes]:
+def rules_of(c: bc.ExpectedChain) -> list[bytes]:
     return [r.expressions for r in c.rules]
 
 
@@ -116,7 +117,7 @@ def rules_of(c: rb.ExpectedChain) -> list[bytes]:
 
 
 def test_flush_then_add() -> None:
-    got = rb.expected_chains(batch(flush("x"), newrule("x", R1), newrule("x", R2, "c")))
+    got = bc.expected_chains(batch(flush("x"), newrule("x", R1), newrule("x", R2, "c")))
     x = got["x"]
     assert x.exists and x.flushed and not x.created and x.complete and x.attrs is None
     assert rules_of(x) == [R1, R2]
@@ -127,58 +128,58 @@ def test_rules_before_the_last_flush_are_gone() -> None:
     b = batch(
         flush("x"), newrule("x", R1), flush("x"), newrule("x", R2), newrule("x", R3), flush("y")
     )
-    got = rb.expected_chains(b)
+    got = bc.expected_chains(b)
     assert rules_of(got["x"]) == [R2, R3] and got["x"].complete
     assert rules_of(got["y"]) == [] and got["y"].complete and got["y"].flushed
 
 
 def test_created_chain() -> None:
-    got = rb.expected_chains(batch(newchain("c", "hello", hook=True), newrule("c", R1)))
+    got = bc.expected_chains(batch(newchain("c", "hello", hook=True), newrule("c", R1)))
     c = got["c"]
     assert c.created and c.complete and not c.flushed and rules_of(c) == [R1]
     assert c.attrs is not None and (3, b"c\0") in c.attrs
 
 
 def test_rules_on_an_untouched_chain_are_flagged() -> None:
-    got = rb.expected_chains(batch(newrule("z", R1)))
+    got = bc.expected_chains(batch(newrule("z", R1)))
     assert not got["z"].complete and "neither creates nor flushes" in got["z"].notes[0]
     dumped = {"z": ChainDump("z", ((3, b"z\0"),), (Rule(R1, None),))}
-    problems = rb.compare(got, dumped)
+    problems = bc.compare(got, dumped)
     assert problems == ["chain z: cannot be checked (the batch neither creates nor flushes it)"]
 
 
 def test_flush_after_rules_makes_an_untouched_chain_complete() -> None:
-    got = rb.expected_chains(batch(newrule("z", R1), flush("z"), newrule("z", R2)))
+    got = bc.expected_chains(batch(newrule("z", R1), flush("z"), newrule("z", R2)))
     assert got["z"].complete and rules_of(got["z"]) == [R2]
 
 
 def test_insert_without_append_goes_first() -> None:
-    got = rb.expected_chains(batch(flush("x"), newrule("x", R1), newrule("x", R2, None, 0x401)))
+    got = bc.expected_chains(batch(flush("x"), newrule("x", R1), newrule("x", R2, None, 0x401)))
     assert rules_of(got["x"]) == [R2, R1]
 
 
 def test_rule_by_handle_cannot_be_checked() -> None:
     b = batch(flush("x"), newrule("x", R1, None, APPEND, attr(6, struct.pack(">Q", 5))))
-    assert not rb.expected_chains(b)["x"].complete
+    assert not bc.expected_chains(b)["x"].complete
     b = batch(flush("x"), msg(8, 1, T, s(2, "x"), attr(3, struct.pack(">Q", 5))))
-    assert not rb.expected_chains(b)["x"].complete
+    assert not bc.expected_chains(b)["x"].complete
 
 
 def test_deleted_chain_and_table() -> None:
-    got = rb.expected_chains(batch(newchain("a"), newrule("a", R1), msg(5, 1, T, s(3, "a"))))
+    got = bc.expected_chains(batch(newchain("a"), newrule("a", R1), msg(5, 1, T, s(3, "a"))))
     assert not got["a"].exists
     dumped = {"a": ChainDump("a", (), ())}
-    assert rb.compare(got, dumped) == ["chain a: should not exist, but the kernel has it"]
-    assert rb.compare(got, {}) == []
+    assert bc.compare(got, dumped) == ["chain a: should not exist, but the kernel has it"]
+    assert bc.compare(got, {}) == []
     # a full batch: the table is deleted and made anew
     full = batch(newchain("a"), newrule("a", R1), msg(2, 1, s(1, "tortie")), newchain("b"))
-    got = rb.expected_chains(full)
+    got = bc.expected_chains(full)
     assert not got["a"].exists and got["b"].exists and got["b"].created
 
 
 def test_other_tables_are_ignored() -> None:
     other = msg(6, APPEND, s(1, "filter"), s(2, "x"), attr(4 | NESTED, R1))
-    assert rb.expected_chains(batch(other)) == {}
+    assert bc.expected_chains(batch(other)) == {}
 
 
 def test_anonymous_set_by_id_and_jump_by_chain_id() -> None:
@@ -189,7 +190,7 @@ def test_anonymous_set_by_id_and_jump_by_chain_id() -> None:
     )  # fmt: skip
     chain_with_id = msg(3, 0x401, T, s(3, "new"), u32(11, 42))
     rule = exprs(lookup("__set%d", 7), jump(chain_id=42))
-    got = rb.expected_chains(batch(newset, elems, chain_with_id, flush("x"), newrule("x", rule)))
+    got = bc.expected_chains(batch(newset, elems, chain_with_id, flush("x"), newrule("x", rule)))
     ((key, decl),) = got["x"].rules[0].anon
     assert key == "id:7" and decl.elements == (nest(1, attr(1, b"\x00\x16")),)  # LIST_ELEM payloads
     # The kernel's dump: the set named __set3, flags always, no id, nests without the flag;
@@ -208,12 +209,12 @@ def test_anonymous_set_by_id_and_jump_by_chain_id() -> None:
     new = ChainDump("new", ((3, b"new\0"),), ())
     dumped = {"x": ChainDump("x", (), (Rule(dumped_rule, None, (), (("__set3", kernel_set),)),))}
     dumped["new"] = new
-    assert rb.compare(got, dumped) == []
+    assert bc.compare(got, dumped) == []
     # another element in the kernel's anonymous set: a difference
     other = SetDecl(kernel_set.name, kernel_set.attrs, (nest(1, attr(1, b"\x00\x17")),))
     dumped = {"x": ChainDump("x", (), (Rule(dumped_rule, None, (), (("__set3", other),)),))}
     dumped["new"] = new
-    assert [p[:23] for p in rb.compare(got, dumped)] == ["chain x: rule 0 differs"]
+    assert [p[:23] for p in bc.compare(got, dumped)] == ["chain x: rule 0 differs"]
 
 
 def test_expected_sets_follow_elements() -> None:
@@ -221,7 +222,7 @@ def test_expected_sets_follow_elements() -> None:
     e1, e2 = nest(1, nest(1, attr(1, b"\x0a\0\0\0"))), nest(1, nest(1, attr(1, b"\x0b\0\0\0")))
     add = msg(12, 0x401, T, s(2, "s4-a"), nest(3, e1, e2))
     delete = msg(14, 0x1, T, s(2, "s4-a"), nest(3, e1))
-    got = rb.expected_sets(batch(newset, add, delete))
+    got = bc.expected_sets(batch(newset, add, delete))
     assert list(got) == ["s4-a"] and got["s4-a"].elements == (e2[4:],)  # LIST_ELEM payloads
 
 
@@ -280,18 +281,18 @@ def test_counter_values_are_not_compared() -> None:
 
 def test_chain_header() -> None:
     sent = newchain("c", "hi", hook=True)
-    exp = rb.expected_chains(batch(sent))
+    exp = bc.expected_chains(batch(sent))
     kernel = (
         (1, b"tortie\0"), (3, b"c\0"), (2, bytes(8)),
         (4, u32(1, 2) + u32(2, 0)),
         (5, struct.pack(">I", 1)), (7, b"filter\0"), (10, struct.pack(">I", 1)),
         (6, struct.pack(">I", 3)), (12, bytes((0, 3)) + b"hi\0"),
     )  # fmt: skip
-    assert rb.compare(exp, {"c": ChainDump("c", kernel, ())}) == []
+    assert bc.compare(exp, {"c": ChainDump("c", kernel, ())}) == []
     no_base = tuple((t, v) for t, v in kernel if t != 10)  # a base chain without the flag
-    assert rb.compare(exp, {"c": ChainDump("c", no_base, ())})
+    assert bc.compare(exp, {"c": ChainDump("c", no_base, ())})
     other = tuple((t, bytes((0, 3)) + b"ho\0") if t == 12 else (t, v) for t, v in kernel)
-    assert "header differs" in rb.compare(exp, {"c": ChainDump("c", other, ())})[0]
+    assert "header differs" in bc.compare(exp, {"c": ChainDump("c", other, ())})[0]
 
 
 def test_set_canonical_form() -> None:
@@ -321,8 +322,8 @@ def test_set_canonical_form() -> None:
     assert rb.canonical_set(SetDecl("x", (), (e1, e2))) == rb.canonical_set(
         SetDecl("x", (), (e2, e1))
     )
-    assert rb.compare_sets({"m": sent}, {"m": dumped}) == []
-    assert rb.compare_sets({"m": sent}, {}) == ["set m: missing from the kernel"]
+    assert bc.compare_sets({"m": sent}, {"m": dumped}) == []
+    assert bc.compare_sets({"m": sent}, {}) == ["set m: missing from the kernel"]
 
 
 # -- the digest ----------------------------------------------------------------------------------
@@ -344,14 +345,14 @@ def test_digest_ignores_handles_and_order_of_names_but_not_rules() -> None:
 
 
 def test_compare_reports_rule_differences() -> None:
-    exp = rb.expected_chains(batch(flush("x"), newrule("x", R1), newrule("x", R2)))
+    exp = bc.expected_chains(batch(flush("x"), newrule("x", R1), newrule("x", R2)))
     ok = ChainDump("x", (), (Rule(R1, None), Rule(R2, None)))
-    assert rb.compare(exp, {"x": ok}) == []
-    p = rb.compare(exp, {"x": ChainDump("x", (), (Rule(R1, None), Rule(R3, None)))})
+    assert bc.compare(exp, {"x": ok}) == []
+    p = bc.compare(exp, {"x": ChainDump("x", (), (Rule(R1, None), Rule(R3, None)))})
     assert len(p) == 1 and p[0].startswith("chain x: rule 1 differs")
-    p = rb.compare(exp, {"x": ChainDump("x", (), (Rule(R1, None),))})
+    p = bc.compare(exp, {"x": ChainDump("x", (), (Rule(R1, None),))})
     assert p == ["chain x: 2 rules sent, 1 in the kernel", p[1]] and "kernel lacks" in p[1]
-    assert rb.compare(exp, {}) == ["chain x: missing from the kernel"]
+    assert bc.compare(exp, {}) == ["chain x: missing from the kernel"]
 
 
 def test_import_is_cheap() -> None:
@@ -364,27 +365,27 @@ def test_import_is_cheap() -> None:
 @pytest.mark.parametrize("bad", [b"\x08\x00", b"\x40\x00\x00\x00" + b"\0" * 12])
 def test_malformed_batch_raises(bad: bytes) -> None:
     with pytest.raises(ValueError):
-        rb.expected_chains(bad + b"\0" * 16)
+        bc.expected_chains(bad + b"\0" * 16)
 
 
 def test_chain_named_again_after_a_flush_keeps_its_rules() -> None:
     """A delta's table block sends NEWCHAIN {table, name} for a flushed chain that gets rules."""
     b = batch(flush("x"), newchain("x"), newrule("x", R1), newchain("x"), newrule("x", R2))
-    x = rb.expected_chains(b)["x"]
+    x = bc.expected_chains(b)["x"]
     assert x.flushed and not x.created and x.complete and x.attrs is None
     assert rules_of(x) == [R1, R2]
     kernel = ChainDump("x", ((3, b"x\0"), (12, b"\0\2c\0")), (Rule(R1, None), Rule(R2, None)))
-    assert rb.compare({"x": x}, {"x": kernel}) == []  # its comment is not the batch's to check
+    assert bc.compare({"x": x}, {"x": kernel}) == []  # its comment is not the batch's to check
 
 
 def test_created_chain_named_again_keeps_its_header_and_rules() -> None:
     b = batch(newchain("c", "hi"), newrule("c", R1), newchain("c"), newrule("c", R2))
-    c = rb.expected_chains(b)["c"]
+    c = bc.expected_chains(b)["c"]
     assert c.created and c.complete and rules_of(c) == [R1, R2]
     assert c.attrs is not None and any(t == 12 for t, _ in c.attrs)
 
 
 def test_chain_deleted_then_created_again() -> None:
     b = batch(flush("c"), newrule("c", R1), msg(5, 1, T, s(3, "c")), newchain("c"))
-    c = rb.expected_chains(b)["c"]
+    c = bc.expected_chains(b)["c"]
     assert c.exists and c.created and c.complete and rules_of(c) == []
