@@ -8,7 +8,8 @@ The changes (hypothesis picks sequences): a local pod gets or loses a label that
 deny-egress policy (a chain update), a local pod becomes or stops being a client of b (a set-only
 update), a client pod on another node comes and goes (set-only), a pod is scheduled on or leaves
 this node (a chain update with dispatch changes), a policy's port changes (a delta of the
-general path), and someone flushes the table (drift: the agent re-applies everything)."""
+general path), and someone flushes the table (drift: the agent re-applies everything). The pods
+live in a file with a hostile name (it is in every endpoint chain's comment)."""
 
 from __future__ import annotations
 
@@ -34,6 +35,10 @@ from tests.support.demo_cluster import NODE, cluster_yaml
 from tests.support.runtime_world import world
 
 pytestmark = pytest.mark.kernel
+
+# The pods' file name reaches every endpoint chain's comment (file:line): quotes, a semicolon,
+# a dollar sign and non-ASCII must neither break nor inject into the script or the batch.
+PODS = 'pods "x"; flush ruleset; $HOME \u00fc.yaml'
 
 STEPS = st.one_of(
     st.tuples(st.just("lock"), st.sampled_from(["a", "c"])),
@@ -68,7 +73,7 @@ def _write(watch: Path, s: dict[str, object]) -> None:
     rest = [d for d in docs if d["kind"] != "Pod"] + [LOCKED]
     (watch / "base.yaml").write_text(yaml.safe_dump_all(rest, sort_keys=True))
     text = yaml.safe_dump({"apiVersion": "v1", "kind": "List", "items": pods}, sort_keys=True)
-    (watch / "pods.yaml").write_text(text)
+    (watch / PODS).write_text(text)
 
 
 def _reference(watch: Path) -> str:
