@@ -66,8 +66,7 @@ def stand_ins(
         out[name] = stand_in("chain", name, nftables_readback.dump_digest({name: dump}))
     decls = nftables_readback.dump_set_decls(sets, TABLE, netns, sock, elements=True)
     for name, decl in decls.items():
-        digest = nftables_readback.digest({}, {name: decl})
-        out[name] = stand_in(masked[name][0], name, digest)
+        out[name] = stand_in(masked[name][0], name, nftables_readback.set_dump_digest(decl))
     return out
 
 
@@ -211,7 +210,7 @@ def _check(
     if problems:
         raise ReadBackWrong("; ".join(problems[:5]))
     masked = {n: stand_in("chain", n, rb.dump_digest({n: dumped[n]})) for n in chains}
-    masked.update((n, stand_in("set", n, rb.digest({}, {n: sets[n]}))) for n in created_sets)
+    masked.update((n, stand_in("set", n, rb.set_dump_digest(sets[n]))) for n in created_sets)
     # Existing sets whose elements changed: as the set-only path reads them. A set a chain
     # update created earlier is a stand-in: its elements are checked, its digest taken again.
     # The dispatch maps and wl-ifaces (interface names, verdicts) are stand-ins too, and so are

@@ -280,15 +280,18 @@ def restate(
     from runtime import nftables_readback
 
     names = sorted(kinds)
-    raw = nftables_netlink.dump_sets(names, TABLE, netns, sock=sock)
     decls = nftables_readback.dump_set_decls(names, TABLE, netns, sock, True)
     out = {}
     for n in names:
+        decl = decls.get(n)
+        if decl is None:
+            raise ReadBackWrong(f"set {n}: missing from the kernel")
+        raw = nftables_netlink.raw_elements(decl.elements or ())
         decode = nftables_netlink.decode_names if n in DISPATCH else nftables_netlink.decode
-        got = decode(raw[n])
-        if n not in decls or set(got) != set(want.get(n, ())) or len(set(got)) != len(got):
+        got = decode(raw)
+        if set(got) != set(want.get(n, ())) or len(set(got)) != len(got):
             raise ReadBackWrong(f"set {n}: not the elements the update should leave")
-        out[n] = stand_in(kinds[n], n, nftables_readback.digest({}, {n: decls[n]}))
+        out[n] = stand_in(kinds[n], n, nftables_readback.set_dump_digest(decl))
     return out
 
 

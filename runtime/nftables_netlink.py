@@ -32,6 +32,7 @@ import re
 import socket
 import struct
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -339,6 +340,15 @@ def _value(buf: bytes, start: int, end: int) -> bytes | None:
             return buf[start + 4 : start + alen]
         start += (alen + 3) & ~3
     return None
+
+
+def raw_elements(elements: Iterable[bytes]) -> list[RawElement]:
+    """:func:`_elements` of the payloads of single NFTA_LIST_ELEM attributes (as
+    ``runtime.nftables_readback.dump_set_decls`` keeps them)."""
+    parts = []
+    for e in elements:
+        parts.append(struct.pack("=HH", len(e) + 4, NFTA_LIST_ELEM) + e + bytes(-len(e) % 4))
+    return _elements(b"".join(parts))
 
 
 def _elements(payload: bytes) -> list[RawElement]:

@@ -99,6 +99,7 @@ __all__ = [
     "dump_chains",
     "dump_digest",
     "dump_set_decls",
+    "set_dump_digest",
 ]
 
 # linux/netfilter/nf_tables.h
@@ -578,6 +579,19 @@ def dump_digest(dumped: Mapping[str, ChainDump]) -> str:
             for t, v in sorted(r.other):
                 h.update(t.to_bytes(2, "big") + len(v).to_bytes(4, "big") + v)
             h.update(b"\0")
+    return h.hexdigest()
+
+
+def set_dump_digest(decl: SetDecl) -> str:
+    """SHA-256 of a set dumped with its elements, as the kernel returned it (attributes as
+    bytes, the elements sorted: a hash set dumps in hash order). Like :func:`dump_digest`: for
+    "has anyone changed it since", in one namespace."""
+    h = hashlib.sha256(f"set {decl.name}\n".encode())
+    for t, v in sorted(decl.attrs):
+        h.update(t.to_bytes(2, "big") + len(v).to_bytes(4, "big") + v)
+    h.update(b"\0elements\0")
+    for e in sorted(decl.elements or ()):
+        h.update(len(e).to_bytes(4, "big") + e)
     return h.hexdigest()
 
 
