@@ -403,21 +403,20 @@ class Agent:
             return None
         t0 = time.monotonic()
         update = chain_update(self._program, program)
-        if update is None:
+        if update is not None and not update.script:
             timings["diff"] = time.monotonic() - t0
-            return None
-        try:
-            data = encode_delta(update.script, update.declarations, update.empty)
-        except Unencodable as e:
-            logger.info("chain update not encoded (%s): the general path applies it", e)
-            data = None
-        timings["diff"] = time.monotonic() - t0
-        if data is None:
-            return None
-        if not update.script:
             self._pending = True
             self._last_change = time.monotonic()
             return ("unchanged", "none", "the local workload's chains are the same", None)
+        data = None
+        if update is not None:
+            try:
+                data = encode_delta(update.script, update.declarations, update.empty)
+            except Unencodable as e:
+                logger.info("chain update not encoded (%s): the general path applies it", e)
+        timings["diff"] = time.monotonic() - t0
+        if update is None or data is None:
+            return None
         overlay_name = hashlib.sha256(
             f"{self._overlay_name}\0{self._artifact}\0{update.script}".encode()
         ).hexdigest()[:16]
