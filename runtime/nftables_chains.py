@@ -27,6 +27,7 @@ A failure after the batch was sent leaves the journal (the next apply replaces t
 from __future__ import annotations
 
 import contextlib
+import socket
 import time
 from collections.abc import Iterable, Mapping
 
@@ -50,9 +51,7 @@ TABLE = "tortie"
 
 
 def stand_ins(
-    masked: Mapping[str, list],
-    netns: str | None,
-    sock=None,  # noqa: ANN001
+    masked: Mapping[str, list], netns: str | None, sock: socket.socket | None = None
 ) -> dict[str, str]:
     """name -> the stand-in block of each ``masked`` object as the kernel holds it now (absent
     when the kernel lacks it)."""
@@ -146,7 +145,11 @@ def apply_chains(
         counts = {
             **{n: ["chain", rules[n]] for n in chains},
             **{n: ["set", set_elements[n]] for n in created_sets},
-            **{n: ["set", len(set(want.get(n, ())))] for n in element_sets if n in old_masked},
+            **{
+                n: [old_masked[n][0], len(set(want.get(n, ())))]
+                for n in element_sets
+                if n in old_masked
+            },
             **{n: [kind, len(set(want.get(n, ())))] for n, kind in dispatch.items()},
         }
         all_masked = {**kept, **counts}
@@ -177,7 +180,7 @@ def apply_chains(
 
 def _check(
     env: Env,
-    sock,  # noqa: ANN001
+    sock: socket.socket,
     chains: list[str],
     rules: Mapping[str, int],
     created_sets: list[str],
