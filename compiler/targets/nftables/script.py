@@ -31,6 +31,7 @@ chains see every packet, as untracked policy must.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import hashlib
 import ipaddress
 import weakref
@@ -74,17 +75,17 @@ RENDERED: weakref.WeakKeyDictionary[ir.Program, RenderInfo] = weakref.WeakKeyDic
 # The renderer of each program rendered inside :func:`keeping_renderers` (the agent's renders):
 # its chains and caches are what a chain update (:mod:`.chain_update`) starts from.
 RENDERERS: weakref.WeakKeyDictionary[ir.Program, ScriptRenderer] = weakref.WeakKeyDictionary()
-_keep = [False]
+_KEEP: contextvars.ContextVar[bool] = contextvars.ContextVar("keep_renderers", default=False)
 
 
 @contextlib.contextmanager
 def keeping_renderers() -> Iterator[None]:
     """Renders inside this block keep their renderer in :data:`RENDERERS`."""
-    old, _keep[0] = _keep[0], True
+    token = _KEEP.set(True)
     try:
         yield
     finally:
-        _keep[0] = old
+        _KEEP.reset(token)
 
 
 # ICMPv6 a pod needs to reach its host for IPv6 to work at all (MLD 130-132, router solicitation
@@ -359,7 +360,7 @@ class ScriptRenderer:
             hashlib.sha256(skeleton.encode()).digest(),
             tuple((d.set_id, d.name, self.program.sets[d.set_id], d.elements) for d in sets),
         )
-        if _keep[0]:
+        if _KEEP.get():
             RENDERERS[self.program] = self
         return Rendered(script, sets, skeleton, summary)
 
