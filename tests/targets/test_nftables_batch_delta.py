@@ -153,6 +153,18 @@ def test_address_keyed_maps_are_not_taken_for_interface_maps() -> None:
     assert b"cali1" + bytes(11) in messages(data)[1][3]
 
 
+def test_at_words_in_comments_are_not_set_references() -> None:
+    """A comment may hold any text (a file name like ``x @home.yaml``): only lookups outside
+    quoted strings name sets."""
+    delta = (
+        "flush chain inet tortie c\ntable inet tortie {\n\tchain c {\n"
+        '\t\tip saddr @a accept comment "from @nowhere.yaml"\n\t}\n}\n'
+    )
+    assert encode_delta(delta, BASE)
+    with pytest.raises(nb.Unencodable):
+        encode_delta(delta.replace("@a accept", "@nowhere accept"), BASE)
+
+
 def test_concat_delete_key_only_unless_a_prefix() -> None:
     single = "delete element inet tortie np { 10.0.0.5 . tcp . 80 }\n"
     prefix = "delete element inet tortie np { 10.0.0.5 . tcp . 80, 10.0.0.0/31 . tcp . 80 }\n"

@@ -19,10 +19,12 @@ Tokens are produced lazily, so the error reported is always the leftmost one.
 from __future__ import annotations
 
 from collections.abc import Iterator
-
-from lark import Token
+from typing import TYPE_CHECKING
 
 from .errors import SelectorError
+
+if TYPE_CHECKING:
+    from lark import Token
 
 MAX_LABEL_LENGTH = 512
 MAX_NESTING = 100
@@ -112,6 +114,8 @@ class TokenStream:
     # -- the tokenizer ----------------------------------------------------------------------
 
     def __iter__(self) -> Iterator[Token]:
+        from lark import Token  # only the LALR parser (.lalr) iterates: lark stays unimported
+
         for kind, value, start, end in self.scan():
             yield Token(kind, value, start_pos=start, line=1, column=start + 1, end_pos=end)
 

@@ -51,6 +51,7 @@ the top of its type in an element command — raises :class:`batch.Unencodable`:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Collection, Mapping
 from functools import lru_cache
 
@@ -88,6 +89,7 @@ NFT_MSG_DELCHAIN = 5
 NFT_MSG_DELRULE = 8
 NFT_MSG_DELSET = 11
 NFT_MSG_DELSETELEM = 14
+_STRING = re.compile(r'"[^"]*"')  # nft strings have no escapes
 _NP_TYPES = {
     "ipv4_addr . inet_proto . inet_service": 4,
     "ipv6_addr . inet_proto . inet_service": 6,
@@ -217,7 +219,8 @@ class _DeltaBatch(_Batch):
         # Rules may look up existing sets: put them where _Rules finds them.
         for chain_lines in chains:
             for text in chain_lines[1]:
-                for tok in text.split():
+                # (not inside a quoted string: a comment may hold any "@word")
+                for tok in _STRING.sub('""', text).split() if '"' in text else text.split():
                     if tok.startswith("@") and tok[1:] not in self.sets:
                         name = tok[1:]
                         if name not in self.base:
