@@ -24,7 +24,7 @@ from itertools import chain
 
 from compiler.frontend import model
 from compiler.frontend.labels import effective_labels
-from compiler.frontend.selector import LabelIndex, canon, make_unique_id, parse, rewrite
+from compiler.frontend.selector import LabelIndex, canonical, make_unique_id, parse, rewrite
 from compiler.ir import nodes as ir
 from compiler.ir._nets import host_net
 from compiler.ir.nodes import replacer
@@ -76,7 +76,7 @@ class _SetTable:
     def selector_set(self, selector: str, origin: model.Span) -> str:
         sid = self._ids.get(selector)
         if sid is None:
-            text = canon(parse(selector))
+            text = canonical(selector)
             sid = self._ids[selector] = make_unique_id("s", text)  # = unique_id(parse(selector))
             if sid not in self.sets:
                 self.sets[sid] = ir.AddrSet(id=sid, selector=text, origin=origin)
@@ -88,7 +88,7 @@ class _SetTable:
         key = (selector, protocol, name)
         sid = self._named_ids.get(key)
         if sid is None:
-            text = canon(parse(selector or "all()"))
+            text = canonical(selector or "all()")
             proto = (
                 model.PROTOCOL_NAMES.get(protocol, str(protocol)) if protocol is not None else ""
             )

@@ -27,7 +27,7 @@ from .errors import SelectorError
 from .evaluate import evaluate
 from .index import LabelIndex
 from .lexer import MAX_LABEL_LENGTH, MAX_NESTING
-from .parse import parse
+from .parse import canonical, parse
 from .rewrite import (
     entity_rule_selector,
     gnp_policy_selector,
@@ -56,6 +56,7 @@ __all__ = [
     "SelectorError",
     "StartsWith",
     "canon",
+    "canonical",
     "entity_rule_selector",
     "evaluate",
     "gnp_policy_selector",

@@ -12,8 +12,6 @@ nothing else escapes :func:`parse`.
 
 from __future__ import annotations
 
-from functools import lru_cache
-
 from .ast import (
     All,
     And,
@@ -30,10 +28,11 @@ from .ast import (
     Selector,
     StartsWith,
 )
+from .canon import canon
 from .errors import SelectorError
 from .lexer import MAX_NESTING, TokenStream
 
-__all__ = ["SelectorError", "parse"]
+__all__ = ["SelectorError", "canonical", "parse"]
 
 
 def parse(text: str) -> Selector:
@@ -173,10 +172,40 @@ _BINARY = {
 }
 
 
-@lru_cache(maxsize=65536)
+_CACHE: dict[str, Selector] = {}  # text -> AST; ASTs are immutable
+_CACHE_MAX = 65536
+
+
 def _parse_cached(text: str) -> Selector:
-    fast = _descent(text)
-    return fast if fast is not None else _lalr(text)
+    hit = _CACHE.get(text)
+    if hit is None:
+        fast = _descent(text)
+        hit = fast if fast is not None else _lalr(text)
+        _remember(text, hit)
+    return hit
+
+
+def _remember(text: str, sel: Selector) -> None:
+    if len(_CACHE) >= _CACHE_MAX:  # a long-running process: stay bounded
+        _CACHE.clear()
+    _CACHE[text] = sel
+
+
+def canonical(text: str) -> str:
+    """``canon(parse(text))``; :func:`parse` of the result then returns the same AST without
+    reading it again. The label rewrites (``rewrite.py``) make thousands of canonical strings
+    that the builder parses next: half the selector parsing of a 10,000-policy build.
+
+    >>> canonical("(a=='x')&&has( b )")
+    '(a == "x" && has(b))'
+    """
+    sel = parse(text)
+    out = canon(sel)
+    # parse(canon(sel)) == sel except for Not(Not(x)), printed "!!x" (which reads as x); any
+    # text holding "!!" (a quoted value may too) is simply left to be parsed.
+    if "!!" not in out and out not in _CACHE:
+        _remember(out, sel)
+    return out
 
 
 def _lalr(text: str) -> Selector:

@@ -36,7 +36,7 @@ from .ast import (
     StartsWith,
 )
 from .canon import canon
-from .parse import parse
+from .parse import canonical, parse
 
 __all__ = [
     "NAMESPACE_LABEL",
@@ -142,7 +142,7 @@ def np_policy_selector(selector: str, namespace: str, sa_selector: str) -> str:
     term = _namespace_term(namespace)
     current = f"({selector}) && {term}" if _given(selector) else term
     current = _prefix_and_append(current, sa_selector, SERVICE_ACCOUNT_PREFIX)
-    return canon(parse(current))
+    return canonical(current)
 
 
 def gnp_policy_selector(selector: str, namespace_selector: str, sa_selector: str) -> str:
@@ -160,7 +160,7 @@ def gnp_policy_selector(selector: str, namespace_selector: str, sa_selector: str
     if _given(sa_selector):
         current = _prefix_and_append(current, sa_selector, SERVICE_ACCOUNT_PREFIX)
         current = current.replace("all()", _HAS_SERVICE_ACCOUNT)
-    return canon(parse(current))
+    return canonical(current)
 
 
 def entity_rule_selector(
@@ -206,4 +206,4 @@ def entity_rule_selector(
         result = f"({ns_sel}) && ({sel})" if sel else ns_sel
     else:
         result = sel
-    return canon(parse(result)) if result else None
+    return canonical(result) if result else None

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 
 from compiler.ir import nodes as ir
 from compiler.targets.nftables.chains import Chain
-from compiler.targets.nftables.endpoints import _describe, workload_chain
+from compiler.targets.nftables.endpoints import workload_chain, workload_comment
 from compiler.targets.nftables.incremental import (
     element_commands,
     same_but_endpoints,
@@ -83,11 +83,6 @@ def _chain_names(ep: ir.Endpoint) -> list[str]:
     return [ident(f"wl-{d}/", ep.interface) for d in ir.DIRECTIONS]
 
 
-def _comment(ep: ir.Endpoint, direction: str) -> str:
-    to_from = "to" if direction == ir.INGRESS else "from"
-    return f"{direction} ({to_from}) {_describe(ep)}"
-
-
 def chain_update(old: ir.Program, new: ir.Program) -> ChainUpdate | None:
     """The transaction from ``old``'s table to ``new``'s when only local workloads (and set
     members) changed, or None (render ``new`` in full). On success ``new`` can be the ``old`` of
@@ -109,7 +104,9 @@ def chain_update(old: ir.Program, new: ir.Program) -> ChainUpdate | None:
     by_iface = {e.interface: e for e in gone}
     for e in came:
         before = by_iface.get(e.interface)
-        if before is not None and any(_comment(before, d) != _comment(e, d) for d in ir.DIRECTIONS):
+        if before is not None and any(
+            workload_comment(before, d) != workload_comment(e, d) for d in ir.DIRECTIONS
+        ):
             return None  # a delta cannot change a chain's comment
     if len({e.interface for e in workloads.values()}) != len(workloads):
         return None  # E816, reported by check()

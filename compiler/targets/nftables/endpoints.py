@@ -121,8 +121,13 @@ def workload_chain(b: ChainBuilder, ep: ir.Endpoint, direction: str) -> str:
     lines += tiers
     if not final:
         lines += b.profile_lines(ep, direction)
+    return b.add(Chain(name, workload_comment(ep, direction), tuple(lines)))
+
+
+def workload_comment(ep: ir.Endpoint, direction: str) -> str:
+    """The comment of a workload's chain (a delta cannot change it: see :mod:`.chain_update`)."""
     to_from = "to" if direction == ir.INGRESS else "from"
-    return b.add(Chain(name, f"{direction} ({to_from}) {_describe(ep)}", tuple(lines)))
+    return f"{direction} ({to_from}) {_describe(ep)}"
 
 
 class EndpointRenderer:
