@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 
-@dataclass(frozen=True, slots=True, order=True)
+@dataclass(frozen=True, slots=True, order=True, init=False)
 class Span:
     """A place in a source file. Lines and columns are 1-based; ``end_col`` is exclusive."""
 
@@ -38,6 +38,16 @@ class Span:
     end_line: int = 0
     end_col: int = 0
 
+    def __init__(self, file: str, line: int, col: int, end_line: int = 0, end_col: int = 0) -> None:
+        # What the frozen dataclass's own __init__ does (object.__setattr__ per field), through
+        # the slots' setters: 40 % less, and the frontend makes a span for every rule, peer,
+        # port and resource it reads (130,000 at 10,000 policies).
+        _set_file(self, file)
+        _set_line(self, line)
+        _set_col(self, col)
+        _set_end_line(self, end_line)
+        _set_end_col(self, end_col)
+
     def at_offset(self, offset: int) -> Span:
         """The span ``offset`` characters to the right on the same line (for a token inside a scalar)."""
         return Span(self.file, self.line, self.col + offset)
@@ -45,6 +55,12 @@ class Span:
     def __str__(self) -> str:
         return f"{self.file}:{self.line}:{self.col}"
 
+
+_set_file = Span.__dict__["file"].__set__
+_set_line = Span.__dict__["line"].__set__
+_set_col = Span.__dict__["col"].__set__
+_set_end_line = Span.__dict__["end_line"].__set__
+_set_end_col = Span.__dict__["end_col"].__set__
 
 NO_SPAN = Span("<unknown>", 0, 0)
 
