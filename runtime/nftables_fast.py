@@ -39,7 +39,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-import os
 import re
 import socket
 import struct
@@ -52,7 +51,6 @@ from compiler.tools import nft
 from runtime import nftables_netlink
 from runtime.lock import apply_lock
 from runtime.nftables import FAMILY, SETS_WHAT, TABLE, UNIT, NftablesDataplane
-from runtime.nftables_netlink import NFNL_SUBSYS_NFTABLES
 from runtime.plan import Env, Step
 from runtime.state import Record, SetOverlay
 
@@ -71,10 +69,8 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 NFT_MSG_GETGEN = 16
-NFT_MSG_NEWGEN = 15
 NFTA_GEN_ID = 1
 NLM_F_REQUEST = 0x1
-NLMSG_ERROR = 0x2
 
 _TOUCHED = re.compile(rf"^(?:add|delete) element {FAMILY} {TABLE} (\S+) \{{", re.MULTILINE)
 
@@ -88,29 +84,18 @@ def generation(netns: str | None = None, sock: socket.socket | None = None) -> i
     if sock is None:
         with nftables_netlink.open_socket(netns, 5.0) as own:
             return generation(netns, own)
-    msg_type = (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETGEN
-    payload = struct.pack("=BBH", socket.AF_UNSPEC, 0, 0)
-    seq = nftables_netlink.next_seq()
-    header = struct.pack("=IHHII", 16 + len(payload), msg_type, NLM_F_REQUEST, seq, 0)
-    sock.sendto(header + payload, (0, 0))
-    while True:
-        buf = sock.recv(1 << 16)
-        length, kind, _flags, got_seq, _pid = struct.unpack_from("=IHHII", buf, 0)
-        if got_seq == seq:
-            break
-    if kind == NLMSG_ERROR:
-        (code,) = struct.unpack_from("=i", buf, 16)
-        raise OSError(-code, f"NFT_MSG_GETGEN: {os.strerror(-code)}")
-    if kind != (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWGEN:
-        raise OSError(0, f"NFT_MSG_GETGEN: unexpected reply type {kind:#x}")
-    off = 16 + 4  # nlmsghdr + nfgenmsg
-    while off + 4 <= length:
-        alen, atype = struct.unpack_from("=HH", buf, off)
-        if alen < 4:
-            break
-        if atype & 0x3FFF == NFTA_GEN_ID:
-            return int(struct.unpack_from(">I", buf, off + 4)[0])
-        off += (alen + 3) & ~3
+    got = nftables_netlink.request(
+        sock, NFT_MSG_GETGEN, NLM_F_REQUEST, b"", "NFT_MSG_GETGEN", socket.AF_UNSPEC
+    )
+    for msg in got or ():
+        off = 0
+        while off + 4 <= len(msg):
+            alen, atype = struct.unpack_from("=HH", msg, off)
+            if alen < 4:
+                break
+            if atype & 0x3FFF == NFTA_GEN_ID:
+                return int(struct.unpack_from(">I", msg, off + 4)[0])
+            off += (alen + 3) & ~3
     raise OSError(0, "NFT_MSG_GETGEN: no NFTA_GEN_ID in the reply")
 
 

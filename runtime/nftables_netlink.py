@@ -281,7 +281,6 @@ def apply(
 
 NFT_MSG_GETSETELEM = 13
 NLM_F_DUMP = 0x300
-_NEWSETELEM = (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWSETELEM
 _proto_names: dict[int, str] | None = None
 
 
@@ -408,6 +407,46 @@ def next_seq() -> int:
     return _seq
 
 
+def request(
+    sock: socket.socket,
+    msg_type: int,
+    flags: int,
+    payload: bytes,
+    what: str,
+    family: int = NFPROTO_INET,
+) -> list[bytes] | None:
+    """Send one nf_tables request (``msg_type`` NFT_MSG_GET*) on ``sock``; the attribute bytes
+    of every answer (a dump's messages, or a GET's one message); None when the kernel says
+    ENOENT. Raises NetlinkError (``what: reason``) for any other error."""
+    seq = next_seq()
+    body = struct.pack("=BBH", family, 0, 0) + payload
+    kind = (NFNL_SUBSYS_NFTABLES << 8) | msg_type
+    sock.sendto(struct.pack("=IHHII", 16 + len(body), kind, flags, seq, 0) + body, (0, 0))
+    dump = flags & NLM_F_DUMP == NLM_F_DUMP
+    out: list[bytes] = []
+    while True:
+        buf = sock.recv(1 << 20)
+        off = 0
+        while off + 16 <= len(buf):
+            length, mtype, _flags, mseq, _pid = struct.unpack_from("=IHHII", buf, off)
+            if length < 16:
+                raise NetlinkError(f"{what}: malformed netlink message")
+            if mseq == seq:
+                if mtype == NLMSG_DONE:
+                    return out
+                if mtype == NLMSG_ERROR:
+                    (code,) = struct.unpack_from("=i", buf, off + 16)
+                    if code == -2:  # ENOENT
+                        return None
+                    if code != 0:
+                        raise NetlinkError(f"{what}: {os.strerror(-code)}")
+                    return out
+                out.append(buf[off + 20 : off + length])
+                if not dump:
+                    return out
+            off += (length + 3) & ~3
+
+
 def dump_sets(
     names: list[str],
     table: str,
@@ -425,43 +464,17 @@ def dump_sets(
             return dump_sets(names, table, netns, timeout, own)
     out: dict[str, list[RawElement]] = {}
     for name in names:
-        seq = next_seq()
         payload = _attr(NFTA_SET_ELEM_LIST_TABLE, table.encode() + b"\0") + _attr(
             NFTA_SET_ELEM_LIST_SET, name.encode() + b"\0"
         )
-        sock.sendto(
-            _msg(
-                (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETSETELEM,
-                NLM_F_REQUEST | NLM_F_DUMP,
-                seq,
-                0,
-                payload,
-                NFPROTO_INET,
-            ),
-            (0, 0),
-        )
+        what = f"cannot list set {name}"
+        msgs = request(sock, NFT_MSG_GETSETELEM, NLM_F_REQUEST | NLM_F_DUMP, payload, what)
+        if msgs is None:
+            raise NetlinkError(f"{what}: {os.strerror(2)}")
         elems: list[RawElement] = []
-        done = False
-        while not done:
-            buf = sock.recv(1 << 18)
-            off = 0
-            while off + 16 <= len(buf):
-                length, kind, _flags, mseq, _pid = struct.unpack_from("=IHHII", buf, off)
-                if length < 16:
-                    break
-                if mseq != seq:
-                    pass  # a late message of an earlier request: not ours
-                elif kind == NLMSG_DONE:
-                    done = True
-                elif kind == NLMSG_ERROR:
-                    (code,) = struct.unpack_from("=i", buf, off + 16)
-                    if code != 0:
-                        raise NetlinkError(f"cannot list set {name}: {os.strerror(-code)}")
-                    done = True
-                elif kind == _NEWSETELEM:
-                    a = _attrs(buf, off + 20, off + length)
-                    elems += _elements(a.get(NFTA_SET_ELEM_LIST_ELEMENTS, b""))
-                off += (length + 3) & ~3
+        for msg in msgs:
+            a = _attrs(msg, 0, len(msg))
+            elems += _elements(a.get(NFTA_SET_ELEM_LIST_ELEMENTS, b""))
         out[name] = elems
     return out
 

@@ -78,14 +78,16 @@ position``), likewise reported. Element lists of named sets: ``runtime.nftables_
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import socket
 import struct
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from runtime.nftables_netlink import NFNL_SUBSYS_NFTABLES, NetlinkError, next_seq, open_socket
+from runtime.nftables_netlink import (
+    open_socket,
+    request,
+)
 
 __all__ = [
     "ChainDump",
@@ -403,43 +405,9 @@ def canonical_chain(chain: ChainDump) -> list[str]:
 # -- reading from the kernel ---------------------------------------------------------------------
 
 
-def _request(
-    sock: socket.socket, msg_type: int, flags: int, payload: bytes, what: str
-) -> list[bytes] | None:
-    """The attribute bytes of every answer to one request (a dump, or a GET whose answer is
-    one message); None when the kernel says ENOENT."""
-    seq = next_seq()
-    body = struct.pack("=BBH", NFPROTO_INET, 0, 0) + payload
-    kind = (NFNL_SUBSYS_NFTABLES << 8) | msg_type
-    sock.sendto(struct.pack("=IHHII", 16 + len(body), kind, flags, seq, 0) + body, (0, 0))
-    dump = flags & NLM_F_DUMP == NLM_F_DUMP
-    out: list[bytes] = []
-    while True:
-        buf = sock.recv(1 << 20)
-        off = 0
-        while off + 16 <= len(buf):
-            length, mtype, _flags, mseq, _pid = struct.unpack_from("=IHHII", buf, off)
-            if length < 16:
-                raise NetlinkError(f"{what}: malformed netlink message")
-            if mseq == seq:
-                if mtype == NLMSG_DONE:
-                    return out
-                if mtype == NLMSG_ERROR:
-                    (code,) = struct.unpack_from("=i", buf, off + 16)
-                    if code == -2:  # ENOENT
-                        return None
-                    if code != 0:
-                        raise NetlinkError(f"{what}: {os.strerror(-code)}")
-                    return out
-                out.append(buf[off + 20 : off + length])
-                if not dump:
-                    return out
-            off += (length + 3) & ~3
-
-
 def _get_set(sock: socket.socket, table: str, name: str, elements: bool) -> SetDecl | None:
     tattr = _attr(NFTA_SET_TABLE, table.encode() + b"\0")
-    got = _request(
+    got = request(
         sock,
         NFT_MSG_GETSET,
         NLM_F_REQUEST,
@@ -454,7 +422,7 @@ def _get_set(sock: socket.socket, table: str, name: str, elements: bool) -> SetD
         payload += _attr(NFTA_SET_ELEM_LIST_SET, name.encode() + b"\0")
         found: list[bytes] = []
         for msg in (
-            _request(
+            request(
                 sock, NFT_MSG_GETSETELEM, NLM_F_REQUEST | NLM_F_DUMP, payload, f"elements of {name}"
             )
             or []
@@ -499,12 +467,12 @@ def dump_chains(
     out: dict[str, ChainDump] = {}
     for name in names:
         nattr = name.encode() + b"\0"
-        got = _request(
+        got = request(
             sock, NFT_MSG_GETCHAIN, NLM_F_REQUEST, tattr + _attr(NFTA_CHAIN_NAME, nattr), name
         )
         if not got:
             continue
-        msgs = _request(
+        msgs = request(
             sock,
             NFT_MSG_GETRULE,
             NLM_F_REQUEST | NLM_F_DUMP,
