@@ -433,7 +433,6 @@ class Agent:
                 want=update.elements,
                 rules=update.rules,
                 dispatch=update.dispatch,
-                set_elements={n: len(update.elements[n]) for n in update.created_sets},
                 base=self._artifact,
                 overlay=self._overlay,
                 known_generation=self._gen,

@@ -27,8 +27,8 @@ A failure after the batch was sent leaves the journal (the next apply replaces t
 from __future__ import annotations
 
 import contextlib
+import functools
 import socket
-import time
 from collections.abc import Iterable, Mapping
 
 from runtime import nftables_netlink, nftables_readback
@@ -37,10 +37,13 @@ from runtime.nftables_fast import (
     FastResult,
     ReadBackWrong,
     _read_back,
+    commit,
     generation,
     preflight,
+    record_overlay,
     restate,
     stand_in,
+    verifying,
 )
 from runtime.plan import Env
 from runtime.state import SetOverlay
@@ -81,7 +84,6 @@ def apply_chains(
     want: Mapping[str, Iterable[str]],
     rules: Mapping[str, int],
     dispatch: Mapping[str, str],
-    set_elements: Mapping[str, int],
     base: str,
     overlay: SetOverlay | None,
     known_generation: int | None,
@@ -93,15 +95,12 @@ def apply_chains(
     last saw, check it over netlink and record it in the overlay.
 
     ``chains``: the chains the batch creates or flushes; ``element_sets``: existing sets and
-    maps whose elements it changes, ``want`` their elements afterwards (as rendered), and of
-    them ``dispatch``: those keyed by interface name (name -> "map" or "set"), recorded as
-    stand-ins;
-    ``rules``: rules of each of ``chains`` and ``set_elements``: elements of each created set
-    (for the record's counts). Raises :class:`Declined` before changing anything, and
+    maps whose elements it changes and each set it creates, ``want`` their elements afterwards
+    (as rendered), and of them ``dispatch``: those keyed by interface name (name -> "map" or
+    "set"), recorded as stand-ins; ``rules``: rules of each of ``chains`` (for the record's
+    counts). Raises :class:`Declined` before changing anything, and
     ``ApplyFailed`` when the kernel refused the batch (nothing changed) or the read-back is
     wrong (journal left behind)."""
-    from runtime.plan import ApplyFailed
-
     chains = sorted(chains)
     deleted_chains = sorted(deleted_chains)
     created_sets = sorted(created_sets)
@@ -110,18 +109,9 @@ def apply_chains(
     with apply_lock(env.state.root, env.lock_timeout), contextlib.ExitStack() as stack:
         sock, gen0 = preflight(env, stack, overlay, known_generation, known_record)
         env.state.begin("nftables", f"chains:{program}", base, durable=False)
-        try:
-            nftables_netlink.send_batch(batch, sock=sock)
-            committed = time.monotonic()
-        except Exception as e:
-            try:
-                unchanged = generation(env.netns, sock) == gen0
-            except OSError:
-                unchanged = False
-            if unchanged:  # refused as a whole: the record in force is still right
-                env.state.end()
-            raise ApplyFailed(f"chain update failed: {e}", unchanged) from e
-        try:
+        send = functools.partial(nftables_netlink.send_batch, batch, sock=sock)
+        committed = commit(env, sock, gen0, send, "chain update")
+        with verifying("chain update", "updated chains"):
             # The read-back must see the kernel of our transaction and of nothing else: the
             # generation is ours (one more) before it and the same after it.
             gen1 = generation(env.netns, sock)
@@ -133,10 +123,6 @@ def apply_chains(
             )  # fmt: skip
             if generation(env.netns, sock) != gen1:
                 raise ReadBackWrong("another transaction was committed during the read-back")
-        except ReadBackWrong as e:
-            raise ApplyFailed(f"read-back after the chain update is wrong: {e}", False) from e
-        except Exception as e:  # committed, but unverified: the journal stays
-            raise ApplyFailed(f"cannot read the updated chains back: {e}", False) from e
         gone = {*deleted_chains, *deleted_sets}
         sets = {k: v for k, v in (overlay.sets if overlay else {}).items() if k not in gone}
         sets.update(blocks)
@@ -144,7 +130,7 @@ def apply_chains(
         kept = {k: v for k, v in old_masked.items() if k not in gone and k not in masked}
         counts = {
             **{n: ["chain", rules[n]] for n in chains},
-            **{n: ["set", set_elements[n]] for n in created_sets},
+            **{n: ["set", len(set(want.get(n, ())))] for n in created_sets},
             **{
                 n: [old_masked[n][0], len(set(want.get(n, ())))]
                 for n in element_sets
@@ -155,18 +141,10 @@ def apply_chains(
         all_masked = {**kept, **counts}
         for name in all_masked:
             sets[name] = masked[name] if name in masked else sets[name]
-        new_overlay = SetOverlay(
-            base=base,
-            base_record=list(known_record),
-            program=program,
-            updates=(overlay.updates if overlay is not None else 0) + 1,
-            applied_at=time.time(),
-            sets=dict(sorted(sets.items())),
-            masked=dict(sorted(all_masked.items())),
-            removed=sorted({*(overlay.removed if overlay else ()), *gone}),
+        removed = [*(overlay.removed if overlay else ()), *gone]
+        new_overlay = record_overlay(
+            env, overlay, base, known_record, program, sets, all_masked, removed
         )
-        env.state.write_overlay(new_overlay, durable=False)
-        env.state.end()
     return FastResult(
         True,
         "local workload chains changed",

@@ -43,7 +43,7 @@ import re
 import socket
 import struct
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -338,6 +338,65 @@ def preflight(
     return sock, gen0
 
 
+def commit(env: Env, sock: socket.socket, gen0: int, send: Callable[[], None], what: str) -> float:
+    """``send()`` the fast path's transaction (its journal begun); time.monotonic() when the
+    kernel acknowledged it. A refusal raises ``ApplyFailed``, restored (the journal ended: the
+    record in force is still right) when the generation says nothing was committed."""
+    from runtime.plan import ApplyFailed
+
+    try:
+        send()
+    except Exception as e:
+        try:
+            unchanged = generation(env.netns, sock) == gen0
+        except OSError:
+            unchanged = False
+        if unchanged:  # refused as a whole
+            env.state.end()
+        raise ApplyFailed(f"{what} failed: {e}", unchanged) from e
+    return time.monotonic()
+
+
+@contextlib.contextmanager
+def verifying(update: str, objects: str) -> Iterator[None]:
+    """The read-back after a committed fast update: whatever goes wrong is ``ApplyFailed``,
+    not restored (the journal stays: the next apply replaces the table)."""
+    from runtime.plan import ApplyFailed
+
+    try:
+        yield
+    except ReadBackWrong as e:
+        raise ApplyFailed(f"read-back after the {update} is wrong: {e}", False) from e
+    except Exception as e:  # committed, but unverified
+        raise ApplyFailed(f"cannot read the {objects} back: {e}", False) from e
+
+
+def record_overlay(
+    env: Env,
+    overlay: SetOverlay | None,
+    base: str,
+    known_record: tuple[int, int, int],
+    program: str,
+    sets: Mapping[str, str],
+    masked: Mapping[str, list],
+    removed: Iterable[str],
+) -> SetOverlay:
+    """Write the overlay after a fast update on top of ``overlay`` and end the journal."""
+    new = SetOverlay(
+        base=base,
+        base_record=list(known_record),
+        program=program,
+        updates=(overlay.updates if overlay is not None else 0) + 1,
+        applied_at=time.time(),
+        sets=dict(sorted(sets.items())),
+        masked=dict(sorted(masked.items())),
+        removed=sorted(set(removed)),
+    )
+    env.state.write_overlay(new, durable=False)
+    env.state.end()
+    return new
+
+
 def apply_sets(
     env: Env,
     script: str,
@@ -361,8 +420,6 @@ def apply_sets(
     ``ApplyFailed`` (journal left behind: the next apply replaces the table) when the kernel
     refused the script or the read-back is wrong.
     """
-    from runtime.plan import ApplyFailed
-
     names = touched_sets(script)
     with apply_lock(env.state.root, env.lock_timeout), contextlib.ExitStack() as stack:
         # One netlink socket for the generation reads and the read-back.
@@ -370,45 +427,23 @@ def apply_sets(
         # Not fsynced (journal and overlay): they describe only the kernel's volatile state
         # (see runtime.state.atomic_write).
         env.state.begin("nftables", f"sets:{program}", base, durable=False)
-        try:
-            _send(env, script, sock)
-            committed = time.monotonic()
-        except Exception as e:
-            try:
-                unchanged = generation(env.netns, sock) == gen0
-            except OSError:
-                unchanged = False
-            if unchanged:  # refused as a whole: the record in force is still right
-                env.state.end()
-            raise ApplyFailed(f"set update failed: {e}", unchanged) from e
+        committed = commit(env, sock, gen0, lambda: _send(env, script, sock), "set update")
         # Sets a chain update made (runtime/nftables_chains.py) are stand-ins in the overlay:
         # checked the same way, their digest taken again.
         masked = dict(overlay.masked) if overlay is not None else {}
         listed = [n for n in names if n not in masked]
         again = {n: masked[n][0] for n in names if n in masked}
-        try:
+        with verifying("set update", "updated sets"):
             blocks = _read_back(listed, want, env.netns, heads, overlay, sock) if listed else {}
             blocks.update(restate(again, want, env.netns, sock))
-        except ReadBackWrong as e:
-            raise ApplyFailed(f"read-back after the set update is wrong: {e}", False) from e
-        except Exception as e:  # committed, but unverified: the journal stays
-            raise ApplyFailed(f"cannot read the updated sets back: {e}", False) from e
         gen1 = generation(env.netns, sock)
         sets = dict(overlay.sets) if overlay is not None else {}
         sets.update(blocks)
         masked.update((n, [kind, len(set(want.get(n, ())))]) for n, kind in again.items())
-        new_overlay = SetOverlay(
-            base=base,
-            base_record=list(known_record),
-            program=program,
-            updates=(overlay.updates if overlay is not None else 0) + 1,
-            applied_at=time.time(),
-            sets=dict(sorted(sets.items())),
-            masked=dict(sorted(masked.items())),
-            removed=list(overlay.removed) if overlay is not None else [],
+        removed = overlay.removed if overlay is not None else []
+        new_overlay = record_overlay(
+            env, overlay, base, known_record, program, sets, masked, removed
         )
-        env.state.write_overlay(new_overlay, durable=False)
-        env.state.end()
     return FastResult(
         True,
         "only set elements changed",
