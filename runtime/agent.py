@@ -66,7 +66,14 @@ from runtime.apply import Outcome, apply_artifact, dataplane_for
 from runtime.metrics import Metrics
 from runtime.nftables import UNIT, NftablesDataplane
 from runtime.nftables_chains import apply_chains
-from runtime.nftables_fast import Declined, apply_sets, block_heads, generation, touched_sets
+from runtime.nftables_fast import (
+    Declined,
+    FastResult,
+    apply_sets,
+    block_heads,
+    generation,
+    touched_sets,
+)
 from runtime.plan import ApplyFailed, Env, LoadedArtifact
 from runtime.state import SetOverlay
 
@@ -351,22 +358,19 @@ class Agent:
             return None
         if not script:
             # Same set contents: nothing for the kernel; the record catches up when idle.
-            self._pending = True
-            self._last_change = time.monotonic()
+            self._changed()
             carry(self._program, program)  # the next chain update starts from ``program``
             return ("unchanged", "none", "only set elements changed, and none differ", None)
-        t0 = time.monotonic()
         info = RENDERED.get(program)
-        names = touched_sets(script)
         if info is None:
             return None
-        touched = set(names)
+        touched = set(touched_sets(script))
         want = {name: elements for _, name, _, elements in info.sets if name in touched}
-        overlay_name = hashlib.sha256(
-            f"{self._overlay_name}\0{self._artifact}\0{script}".encode()
-        ).hexdigest()[:16]
-        try:
-            res = apply_sets(
+        res = self._run_fast(
+            "set-only",
+            script,
+            timings,
+            lambda overlay_name: apply_sets(
                 self.config.env,
                 script,
                 want,
@@ -376,23 +380,47 @@ class Agent:
                 known_record=self._record_stat,
                 program=overlay_name,
                 heads=self._heads,
-            )
+            ),
+        )
+        if res is None:
+            return None
+        carry(self._program, program)  # the next chain update starts from ``program``
+        return ("applied", "sets", f"{res.reason} ({', '.join(res.sets)})", None)
+
+    def _changed(self) -> None:
+        """A fast path changed what is in force: the full record is owed (written when idle)."""
+        self._pending = True
+        self._last_change = time.monotonic()
+
+    def _run_fast(
+        self,
+        kind: str,
+        script: str,
+        timings: dict[str, float],
+        apply: Callable[[str], FastResult],
+    ) -> FastResult | None:
+        """Run a fast path's ``apply`` (given the overlay's name for the program it puts in
+        force) and note what it did; None when the general path must run (it declined, or it
+        failed: nothing committed, or a journal is left for the general path to repair)."""
+        assert self._artifact is not None
+        overlay_name = hashlib.sha256(
+            f"{self._overlay_name}\0{self._artifact}\0{script}".encode()
+        ).hexdigest()[:16]
+        t0 = time.monotonic()
+        try:
+            res = apply(overlay_name)
         except Declined as e:
-            logger.info("set-only fast path not taken: %s", e)
+            logger.info("%s fast path not taken: %s", kind, e)
             return None
         except ApplyFailed as e:
-            # Nothing committed (restored) or a journal is left: either way the general path
-            # below replaces what is needed, now.
-            logger.error("set-only fast update failed: %s; applying in full", e)
+            logger.error("%s fast update failed: %s; applying in full", kind, e)
             self._gen = self._record_stat = None
             timings["apply"] = time.monotonic() - t0
             return None
         _split_apply(timings, t0, res.committed)
         self._overlay, self._gen = res.overlay, res.generation
-        self._pending = True
-        self._last_change = time.monotonic()
-        carry(self._program, program)  # the next chain update starts from ``program``
-        return ("applied", "sets", f"{res.reason} ({', '.join(res.sets)})", None)
+        self._changed()
+        return res
 
     def _try_chains(
         self, program: Program, timings: dict[str, float]
@@ -405,8 +433,7 @@ class Agent:
         update = chain_update(self._program, program)
         if update is not None and not update.script:
             timings["diff"] = time.monotonic() - t0
-            self._pending = True
-            self._last_change = time.monotonic()
+            self._changed()
             return ("unchanged", "none", "the local workload's chains are the same", None)
         data = None
         if update is not None:
@@ -417,12 +444,11 @@ class Agent:
         timings["diff"] = time.monotonic() - t0
         if update is None or data is None:
             return None
-        overlay_name = hashlib.sha256(
-            f"{self._overlay_name}\0{self._artifact}\0{update.script}".encode()
-        ).hexdigest()[:16]
-        t0 = time.monotonic()
-        try:
-            res = apply_chains(
+        res = self._run_fast(
+            "chain-update",
+            update.script,
+            timings,
+            lambda overlay_name: apply_chains(
                 self.config.env,
                 data,
                 chains=[*update.created_chains, *update.flushed_chains],
@@ -439,19 +465,10 @@ class Agent:
                 known_record=self._record_stat,
                 program=overlay_name,
                 heads=self._heads,
-            )
-        except Declined as e:
-            logger.info("chain update fast path not taken: %s", e)
+            ),
+        )
+        if res is None:
             return None
-        except ApplyFailed as e:
-            logger.error("chain update failed: %s; applying in full", e)
-            self._gen = self._record_stat = None
-            timings["apply"] = time.monotonic() - t0
-            return None
-        _split_apply(timings, t0, res.committed)
-        self._overlay, self._gen = res.overlay, res.generation
-        self._pending = True
-        self._last_change = time.monotonic()
         what = (
             f"{len(update.flushed_chains)} chain(s) changed, {len(update.created_chains)} "
             f"added, {len(update.deleted_chains)} deleted; {len(update.created_sets)} set(s) "
