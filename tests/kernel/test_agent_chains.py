@@ -14,7 +14,7 @@ import yaml
 from compiler.tools import nft
 from runtime.agent import Agent, AgentConfig
 from runtime.status import read_status
-from tests.kernel.test_agent_incremental import _expected, _kernel, _remote_pod
+from tests.kernel.test_agent_incremental import _expected, _kernel, _local_pod, _remote_pod
 from tests.support.demo_cluster import NODE, POD_IPS, cluster_yaml
 from tests.support.runtime_world import World, world
 
@@ -36,15 +36,7 @@ def _write(watch: Path, locked: bool, extra: bool = False, remote: bool = False)
     docs = [d for d in yaml.safe_load_all(cluster_yaml(clients=("a",))) if d]
     pods = [d for d in docs if d["kind"] == "Pod"]
     if extra:
-        pods.append(
-            {
-                "apiVersion": "v1",
-                "kind": "Pod",
-                "metadata": {"name": "d", "namespace": "demo", "labels": {"app": "d"}},
-                "spec": {"nodeName": NODE},
-                "status": {"podIP": "10.65.0.44", "podIPs": [{"ip": "10.65.0.44"}]},
-            }
-        )
+        pods.append(_local_pod("d", "10.65.0.44"))
     for pod in pods:
         name = pod["metadata"]["name"]
         pod["metadata"]["labels"]["lock"] = "yes" if locked and name == "a" else "no"

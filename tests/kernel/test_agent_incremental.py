@@ -50,6 +50,17 @@ def _remote_pod(name: str, ip: str) -> dict:
     }
 
 
+def _local_pod(name: str, ip: str) -> dict:
+    """A pod on this node with no interface in the test node (nftables needs none)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": "demo", "labels": {"app": name}},
+        "spec": {"nodeName": NODE},
+        "status": {"podIP": ip, "podIPs": [{"ip": ip}]},
+    }
+
+
 def _expected(watch: Path, src: str, dst: str) -> bool:
     """What the evaluator says for TCP src -> dst:FLOW_TCP on a full compile of the tree."""
     sink = DiagnosticSink()

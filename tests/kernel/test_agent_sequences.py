@@ -30,7 +30,7 @@ from runtime.agent import Agent, AgentConfig
 from runtime.nftables import normalise
 from runtime.status import read_status
 from tests.kernel.test_agent_chains import LOCKED
-from tests.kernel.test_agent_incremental import _remote_pod
+from tests.kernel.test_agent_incremental import _local_pod, _remote_pod
 from tests.support.demo_cluster import NODE, cluster_yaml
 from tests.support.runtime_world import world
 
@@ -59,15 +59,7 @@ def _write(watch: Path, s: dict[str, object]) -> None:
         labels.setdefault("role", "none")
         labels["lock"] = "yes" if pod["metadata"]["name"] in s["locked"] else "no"  # type: ignore[operator]
     if s["extra"]:
-        pods.append(
-            {
-                "apiVersion": "v1",
-                "kind": "Pod",
-                "metadata": {"name": "d", "namespace": "demo", "labels": {"app": "d"}},
-                "spec": {"nodeName": NODE},
-                "status": {"podIP": "10.65.0.44", "podIPs": [{"ip": "10.65.0.44"}]},
-            }
-        )
+        pods.append(_local_pod("d", "10.65.0.44"))
     if s["remote"]:
         pods.append(_remote_pod("r1", "10.65.9.9"))
     rest = [d for d in docs if d["kind"] != "Pod"] + [LOCKED]

@@ -39,6 +39,7 @@ from compiler.targets.nftables.batch_delta import declarations, encode_delta
 from compiler.tools import nft
 from runtime.nftables_delta import delta, parse
 from runtime.nftables_netlink import NetlinkError, send_batch
+from tests.kernel.test_nftables_batch import _differences, _fail_on, _new_pair
 from tests.property.strategies import resource_sets
 from tests.support import nft_listing
 from tests.support.netns import Cluster
@@ -86,8 +87,7 @@ def compare_delta(cluster: Cluster, old: str, new: str, label: str) -> list[str]
     """The differences between nft -f and the batch for old -> new (none: [])."""
     text = delta(old, new)
     assert text, f"{label}: no delta"
-    n = len(cluster.nodes)
-    a, b = cluster.add_node(f"a{n}").name, cluster.add_node(f"b{n + 1}").name
+    a, b = _new_pair(cluster)
     nft.load(old, netns=a)
     nft.load(old, netns=b)
     base, empty = base_of(old, b)
@@ -102,20 +102,7 @@ def compare_delta(cluster: Cluster, old: str, new: str, label: str) -> list[str]
         NFT_REFUSED.append(label)
     else:
         send_batch(data, netns=b)
-    va, vb = nft_listing.views(a), nft_listing.views(b)
-    found = []
-    for view in va:
-        if va[view] != vb[view]:
-            la, lb = va[view].splitlines(), vb[view].splitlines()
-            first = next(
-                (i for i, (x, y) in enumerate(zip(la, lb, strict=False)) if x != y),
-                min(len(la), len(lb)),
-            )
-            found.append(
-                f"{label}, {view}: first difference at line {first}:\n"
-                f"  nft -f: {la[first][:300] if first < len(la) else '<end>'}\n"
-                f"  batch:  {lb[first][:300] if first < len(lb) else '<end>'}"
-            )
+    found = [f"{label}:\n{d}" for d in _differences(a, b)]
     if found:
         found.append(f"{label}: the delta:\n{text[:3000]}")
     return found
@@ -125,10 +112,6 @@ def compare_delta(cluster: Cluster, old: str, new: str, label: str) -> list[str]
 def cluster() -> Iterator[Cluster]:
     with Cluster() as c:
         yield c
-
-
-def _fail_on(found: list[str]) -> None:
-    assert not found, f"{len(found)} difference(s):\n\n" + "\n\n".join(found)
 
 
 # -- changes the agent sees ---------------------------------------------------------------------
