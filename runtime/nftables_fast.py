@@ -23,7 +23,7 @@ needed to change a few set elements, so :func:`apply_sets`:
    unit tests compare with ``nft``'s own listing);
 5. records the touched sets' listings in ``sets.json`` (:class:`runtime.state.SetOverlay`): the
    record in force is ``applied.json`` (the last full artifact) with these set blocks spliced
-   into its kernel snapshot (:func:`splice`), which is what ``status`` and every later apply
+   into its kernel snapshot (:func:`overlay_record`), which is what ``status`` and every later apply
    compare the kernel with; then removes the journal.
 
 The generation id read after the read-back must be the one before plus one (our transaction and
@@ -62,7 +62,6 @@ __all__ = [
     "element_lines",
     "generation",
     "read_sets",
-    "splice",
     "touched_sets",
 ]
 
@@ -152,31 +151,9 @@ def element_lines(block: str) -> tuple[str, ...]:
     return tuple(e.strip() for e in inner.replace("\n", " ").split(",") if e.strip())
 
 
-def splice(normalised: str, blocks: Mapping[str, str]) -> str:
-    """``normalised`` (a :func:`runtime.nftables.normalise` listing) with the named sets'
-    blocks replaced; raises KeyError when a set is not in it."""
-    out = normalised
-    for name, block in sorted(blocks.items()):
-        head = f"\tset {name} {{\n"
-        start = out.find(head)
-        if start < 0 or (start > 0 and out[start - 1] != "\n"):
-            raise KeyError(name)
-        end = out.find("\n\t}\n", start)
-        if end < 0:
-            raise KeyError(name)
-        out = out[:start] + block + out[end + len("\n\t}\n") :]
-    return out
-
-
-def overlay_record_units(
-    kernel: Mapping[str, str | None], blocks: Mapping[str, str]
-) -> dict[str, str | None]:
-    """The record's kernel units with ``blocks`` spliced into the nft table's text."""
-    out = dict(kernel)
-    text = out.get(UNIT)
-    if blocks and text is not None:
-        out[UNIT] = splice(text, blocks)
-    return out
+def _names(blocks: Iterable[str]) -> set[str]:
+    """The names of these blocks (``\tset NAME {`` ...)."""
+    return {b.split(None, 2)[1].strip('"') for b in blocks}
 
 
 def block_head(block: str) -> str:
@@ -455,45 +432,6 @@ def apply_sets(
     )
 
 
-def _general_overlay(record: Record, overlay: SetOverlay) -> Record:
-    """:func:`overlay_record` for an overlay with chain updates (``runtime/nftables_chains.py``):
-    blocks removed, replaced or added (stand-ins for what nft would list) in one pass, and the
-    counts adjusted by what left and came (stand-ins: with the counts the overlay keeps)."""
-    from runtime.nftables import listing_counts
-    from runtime.nftables_delta import replace_blocks
-
-    text = record.kernel.get(UNIT)
-    if text is None:
-        return record
-    changes: dict[str, str | None] = dict.fromkeys(overlay.removed)
-    changes.update(overlay.sets)
-    old: list[str] = []
-    new_text = replace_blocks(text, changes, old)
-    if new_text is None:
-        logger.warning("the record's table is not in sorted form: ignoring the set overlay")
-        return record
-    counts = dict(record.counts)
-    for sign, blocks in ((-1, old), (1, [overlay.sets[n] for n in sorted(overlay.sets)])):
-        got = listing_counts(f"table {FAMILY} {TABLE} {{\n" + "".join(blocks) + "}\n")
-        if got is None:
-            logger.warning("a block of the set overlay does not count: counts left as recorded")
-            break
-        for k in ("chains", "rules", "sets", "maps", "elements"):
-            counts[k] = counts.get(k, 0) + sign * got[k]
-    else:
-        for kind, n in overlay.masked.values():
-            counts["rules" if kind == "chain" else "elements"] += n
-    return dataclasses.replace(
-        record,
-        kernel={**record.kernel, UNIT: new_text},
-        counts=counts,
-        mode="sets",
-        applied_at=overlay.applied_at,
-        overlay=overlay.program,
-        overlay_updates=overlay.updates,
-    )
-
-
 def mask(normalised: str, masked: Mapping[str, list], netns: str | None) -> str:
     """A normalised listing with the blocks of the ``masked`` objects replaced by their
     stand-ins made from the kernel's dump now (``runtime/nftables_chains.py``); an object the
@@ -508,28 +446,47 @@ def mask(normalised: str, masked: Mapping[str, list], netns: str | None) -> str:
 
 
 def overlay_record(record: Record, overlay: SetOverlay) -> Record:
-    """``record`` as in force after the overlay's set updates: kernel snapshot spliced, element
-    count adjusted, mode "sets" (see :meth:`runtime.state.StateDir.read_record`)."""
-    if overlay.masked or overlay.removed:
-        return _general_overlay(record, overlay)
+    """``record`` as in force after the overlay's fast updates (see
+    :meth:`runtime.state.StateDir.read_record`): its kernel snapshot with the overlay's blocks
+    replaced, removed or added (stand-ins for what nft would list; one pass over the sorted
+    snapshot), counts adjusted by what left and came (stand-ins: with the counts the overlay
+    keeps for them), mode "sets". An overlay that names a set the record lacks (other than one
+    a chain update made) does not belong to it: the record is returned as it is."""
+    from runtime.nftables import listing_counts
+    from runtime.nftables_delta import replace_blocks
+
     text = record.kernel.get(UNIT)
     if text is None:
         return record
-    delta = 0
-    for name, block in overlay.sets.items():
-        head = f"\tset {name} {{\n"
-        start = text.find(head)
-        end = text.find("\n\t}\n", start) if start >= 0 else -1
-        if start < 0 or end < 0:
-            logger.warning("set overlay names set %s, which the record lacks: ignoring it", name)
-            return record
-        delta += len(element_lines(block)) - len(element_lines(text[start : end + 4]))
+    changes: dict[str, str | None] = dict.fromkeys(overlay.removed)
+    changes.update(overlay.sets)
+    old: list[str] = []
+    new_text = replace_blocks(text, changes, old)
+    if new_text is None:
+        logger.warning("the record's table is not in sorted form: ignoring the set overlay")
+        return record
+    had = _names(old)
+    lacking = sorted(n for n in overlay.sets if n not in overlay.masked and n not in had)
+    if lacking:
+        logger.warning("set overlay names set %s, which the record lacks: ignoring it", lacking[0])
+        return record
     counts = dict(record.counts)
-    if "elements" in counts:
-        counts["elements"] += delta
+    for sign, blocks in ((-1, old), (1, [overlay.sets[n] for n in sorted(overlay.sets)])):
+        got = listing_counts(f"table {FAMILY} {TABLE} {{\n" + "".join(blocks) + "}\n")
+        if got is None:
+            logger.warning("a block of the set overlay does not count: counts left as recorded")
+            break
+        for k in ("chains", "rules", "sets", "maps", "elements"):
+            if k in counts:
+                counts[k] += sign * got[k]
+    else:
+        for kind, n in overlay.masked.values():
+            k = "rules" if kind == "chain" else "elements"
+            if k in counts:
+                counts[k] += n
     return dataclasses.replace(
         record,
-        kernel=overlay_record_units(record.kernel, overlay.sets),
+        kernel={**record.kernel, UNIT: new_text},
         counts=counts,
         mode="sets",
         applied_at=overlay.applied_at,

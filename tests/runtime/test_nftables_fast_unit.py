@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from compiler.cli import main
 from runtime.nftables import UNIT, normalise
-from runtime.nftables_fast import element_lines, overlay_record, splice, touched_sets
+from runtime.nftables_fast import element_lines, overlay_record, touched_sets
 from runtime.state import Record, SetOverlay, StateDir
 
 LISTING = """table inet tortie {
@@ -53,7 +53,7 @@ def test_touched_sets_and_elements() -> None:
     assert element_lines("\tset x {\n\t\ttype ipv4_addr\n\t}\n") == ()
 
 
-def test_splice_equals_normalising_the_changed_listing() -> None:
+def test_overlay_record_equals_normalising_the_changed_listing() -> None:
     new_a = (
         "\tset s4-a {\n\t\ttype ipv4_addr\n\t\tflags interval\n\t\telements = { 10.9.9.9 }\n\t}\n"
     )
@@ -64,13 +64,14 @@ def test_splice_equals_normalising_the_changed_listing() -> None:
         "\tset s4-b {\n\t\ttype ipv4_addr\n\t\tflags interval\n\t\telements = { 10.0.0.1, 10.0.1.0/24 }\n\t}\n",
         new_b,
     )
-    assert splice(normalise(LISTING), {"s4-a": new_a, "s4-b": new_b}) == normalise(changed)
-    try:
-        splice(normalise(LISTING), {"s4-zz": new_a})
-    except KeyError:
-        pass
-    else:
-        raise AssertionError("a set the listing lacks must not be spliced")
+    rec = _record(normalise(LISTING))
+    got = overlay_record(
+        rec, SetOverlay(rec.artifact, [1, 2, 3], "p1", 1, 5.0, {"s4-a": new_a, "s4-b": new_b})
+    )
+    assert got.kernel[UNIT] == normalise(changed)
+    # A set the listing lacks is not spliced: the overlay does not belong to this record.
+    lacking = SetOverlay(rec.artifact, [1, 2, 3], "p1", 1, 5.0, {"s4-zz": new_a})
+    assert overlay_record(rec, lacking) is rec
 
 
 def test_overlay_record_counts_and_mode() -> None:
