@@ -51,7 +51,6 @@ the top of its type in an element command — raises :class:`batch.Unencodable`:
 
 from __future__ import annotations
 
-import re
 from collections.abc import Collection, Mapping
 from functools import lru_cache
 
@@ -82,6 +81,7 @@ from compiler.targets.nftables.batch import (
     _split_ranges,
     _str,
 )
+from compiler.targets.nftables.names import NFT_STRING
 
 __all__ = ["Unencodable", "declarations", "encode_delta"]
 
@@ -89,7 +89,6 @@ NFT_MSG_DELCHAIN = 5
 NFT_MSG_DELRULE = 8
 NFT_MSG_DELSET = 11
 NFT_MSG_DELSETELEM = 14
-_STRING = re.compile(r'"[^"]*"')  # nft strings have no escapes
 _NP_TYPES = {
     "ipv4_addr . inet_proto . inet_service": 4,
     "ipv6_addr . inet_proto . inet_service": 6,
@@ -220,7 +219,7 @@ class _DeltaBatch(_Batch):
         for chain_lines in chains:
             for text in chain_lines[1]:
                 # (not inside a quoted string: a comment may hold any "@word")
-                for tok in _STRING.sub('""', text).split() if '"' in text else text.split():
+                for tok in NFT_STRING.sub('""', text).split() if '"' in text else text.split():
                     if tok.startswith("@") and tok[1:] not in self.sets:
                         name = tok[1:]
                         if name not in self.base:

@@ -41,6 +41,9 @@ LOG_PREFIX_MAX = 127
 _SAFE_CHARS = re.compile(r"[^ !#%-\[\]-~]")
 _IFNAME = re.compile(r"[A-Za-z0-9_.-]{1,15}")
 _CLEAN_IDENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]*")
+# A quoted nft string in script text: nft has no escapes in it, so a '"' always ends one (what
+# reads references out of rule text skips these: a comment may hold any "@word" or "jump x").
+NFT_STRING = re.compile(r'"[^"]*"')
 
 
 _B32 = "abcdefghijklmnopqrstuvwxyz234567"  # RFC 4648 base32, lower case

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 from compiler.ir import nodes as ir
 from compiler.targets.nftables.chains import Chain, ChainBuilder
+from compiler.targets.nftables.names import NFT_STRING
 from compiler.targets.nftables.script import (
     RENDERED,
     RENDERERS,
@@ -30,7 +31,6 @@ from compiler.targets.nftables.sets import declare, elements_of, render_decl
 
 __all__ = ["TableState", "carry", "prepare", "refs", "rule_lines", "take_state"]
 
-_STRING = re.compile(r'"[^"]*"')  # nft strings have no escapes: a '"' always ends one
 _REF = re.compile(r"(?:\bjump |\bgoto |@)([^\s,{}]+)")
 
 
@@ -41,7 +41,7 @@ def refs(chain: Chain) -> frozenset[str]:
     for line in chain.lines:
         if line.startswith("#"):
             continue
-        out.update(_REF.findall(_STRING.sub('""', line) if '"' in line else line))
+        out.update(_REF.findall(NFT_STRING.sub('""', line) if '"' in line else line))
     return frozenset(out)
 
 
